@@ -1,0 +1,207 @@
+//! RabbitMQ plumbing shared by gateways and dispatchers.
+//!
+//! Both sides declare the shared topology (it is idempotent), so whichever starts first
+//! creates it and a gateway never publishes into an exchange with no queue behind it.
+//! Reconnecting is each service's own loop: connect, declare, consume until the
+//! connection fails, wait [`Backoff::next`], start again.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use proto::amqp::{shard_key, Names};
+use rand::Rng;
+
+pub use lapin;
+
+/// Connects with a connection name that shows in the RabbitMQ console.
+pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, lapin::Error> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(LongString::from(connection_name.to_owned()));
+    Connection::connect(url, props).await
+}
+
+/// Declares the exchanges and queues every deployment has: the commands exchange and
+/// its shard queues (durable, single active consumer, dead-lettering to `dead`), the
+/// events topic exchange, and the dead-letter exchange and queue.
+pub async fn declare_topology(
+    ch: &Channel,
+    names: &Names,
+    shards: u32,
+) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        names.dead().into(),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(
+        names.dead().into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        names.dead().into(),
+        names.dead().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names.commands_exchange().into(),
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names.events_exchange().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    for shard in 0..shards {
+        let queue = names.commands_queue(shard);
+        let mut args = FieldTable::default();
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(names.dead().into()),
+        );
+        ch.queue_declare(queue.clone().into(), QueueDeclareOptions::durable(), args)
+            .await?;
+        ch.queue_bind(
+            queue.into(),
+            names.commands_exchange().into(),
+            shard_key(shard).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Properties of a JSON publish: content type, a fresh `message_id`, `timestamp`, and
+/// `type` equal to the body's `kind`.
+pub fn json_properties(kind: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()))
+        .with_timestamp(crate::now_ms() / 1000)
+        .with_type(ShortString::from(kind.to_owned()))
+}
+
+/// [`json_properties`], persistent (delivery mode 2).
+pub fn persistent_json_properties(kind: &str) -> BasicProperties {
+    json_properties(kind).with_delivery_mode(2)
+}
+
+/// The AMQP login in a URL (`amqp://user:pass@host/...`), for the `user_id` property,
+/// which RabbitMQ checks against the connection's login.
+pub fn login_of(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    match rest.split_once('@') {
+        Some((cred, _)) => {
+            let user = cred.split(':').next().unwrap_or("guest");
+            percent_decode(user)
+        }
+        None => "guest".to_owned(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Capped exponential backoff with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    /// The next wait: a random time up to `min * 2^attempt`, capped at `max`, never
+    /// below `min`.
+    // Not an Iterator: a backoff never ends, and `reset` has no iterator meaning.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Duration {
+        let factor = 1u64 << self.attempt.min(20);
+        self.attempt = self.attempt.saturating_add(1);
+        let cap = (self.min.as_millis() as u64)
+            .saturating_mul(factor)
+            .min(self.max.as_millis() as u64);
+        let floor = self.min.as_millis() as u64;
+        let ms = if cap > floor {
+            rand::rng().random_range(floor..=cap)
+        } else {
+            floor
+        };
+        Duration::from_millis(ms)
+    }
+
+    /// Called once a connection is up again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        for _ in 0..50 {
+            let d = b.next();
+            assert!(
+                d >= Duration::from_millis(100) && d <= Duration::from_millis(1000),
+                "{d:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn login_is_read_from_the_url() {
+        assert_eq!(login_of("amqp://guest:guest@127.0.0.1:5672/%2f"), "guest");
+        assert_eq!(login_of("amqp://warren-gateway:pw@h/%2f"), "warren-gateway");
+        assert_eq!(login_of("amqp://a%40b:pw@h/"), "a@b");
+        assert_eq!(login_of("amqp://127.0.0.1/"), "guest");
+    }
+}

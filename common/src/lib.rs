@@ -1,0 +1,26 @@
+//! Mechanisms every Warren service shares, and no chat rules.
+//!
+//! - [`settings`]: typed configuration, defaults → file → `WARREN__*` environment.
+//! - [`amqp`]: connecting to RabbitMQ, declaring the shared topology, publish properties,
+//!   and the reconnect backoff.
+//! - [`store`]: the Redis connection (a tokio connection manager that reconnects itself).
+//! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
+//! - [`telemetry`]: tracing set-up (text or JSON).
+//! - [`shutdown`]: SIGTERM/SIGINT as a future.
+
+pub mod amqp;
+pub mod auth;
+pub mod settings;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+pub use settings::Settings;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,226 @@
+//! Typed settings, layered: built-in development defaults, then an optional file
+//! (`--config FILE`, TOML), then environment overrides `WARREN__SECTION__KEY`
+//! (lists comma-separated). Every service reads the same [`Settings`], so one file can
+//! configure a whole deployment.
+
+use std::fmt;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// The defaults: a development setup against RabbitMQ and Redis on 127.0.0.1.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// The development JWT secret; a service that runs with it logs a warning.
+pub const DEV_SECRET: &str = "warren-dev-secret-insecure";
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct SettingsError(#[from] config::ConfigError);
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub gateway: GatewaySettings,
+    pub dispatcher: DispatcherSettings,
+    pub rooms: RoomsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    pub url: Secret,
+    /// Prefix of every exchange and queue name.
+    pub prefix: String,
+    /// Number of command shards; must agree across gateways, dispatchers and bots.
+    pub shards: u32,
+    /// Unacknowledged deliveries a consumer may hold.
+    pub prefetch: u16,
+    /// AMQP logins whose commands may speak for any `actor` (the gateways').
+    pub gateway_accounts: Vec<String>,
+    /// Reconnect backoff bounds, milliseconds.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: Secret,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// `HS256`, `RS256` or `EdDSA`; tokens signed any other way are refused.
+    pub algorithm: String,
+    /// The HS256 secret.
+    pub secret: Secret,
+    /// PEM public key for RS256/EdDSA.
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    /// Clock leeway when checking `exp`, seconds (at most 60).
+    pub leeway_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewaySettings {
+    pub listen: String,
+    /// This gateway's id; empty means a random one at start.
+    pub id: String,
+    /// Browser origins allowed to connect; requests without `Origin` are always allowed.
+    pub allowed_origins: Vec<String>,
+    pub max_text_bytes: usize,
+    pub max_frame_bytes: usize,
+    /// Frames a connection's outbound queue holds before the client is cut off (1013).
+    pub outbound_queue: usize,
+    pub sends_per_sec: u32,
+    pub burst: u32,
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub max_rooms_per_connection: usize,
+    /// How long a command may wait for its publisher confirm, milliseconds.
+    pub publish_timeout_ms: u64,
+    /// How long a stopping gateway waits for its connections to close, seconds.
+    pub shutdown_grace_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DispatcherSettings {
+    /// Messages kept per room.
+    pub history_limit: u64,
+    /// Messages sent with `joined` when the client gives no usable `since`.
+    pub history_on_join: u64,
+    /// How long `(user, ref)` is remembered, seconds (at least 600).
+    pub dedup_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoomsSettings {
+    /// Create public rooms on first join, the joiner becoming owner.
+    pub auto_create: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// A `tracing` filter, e.g. `info` or `warren_gateway=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+/// A string that never prints: URLs with passwords, secrets.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&str>) -> Result<Settings, SettingsError> {
+        Self::load_from(file, None)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_from(
+        file: Option<&str>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::new(path, FileFormat::Toml));
+        }
+        let mut environment = Environment::with_prefix("WARREN")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("gateway.allowed_origins")
+            .with_list_parse_key("amqp.gateway_accounts");
+        if let Some(vars) = env {
+            environment = environment.source(Some(vars));
+        }
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        Ok(settings)
+    }
+
+    /// Reads `--config FILE` from the command line, then loads.
+    pub fn from_args() -> Result<Settings, SettingsError> {
+        let args: Vec<String> = std::env::args().collect();
+        let file = args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str);
+        Self::load(file)
+    }
+
+    /// True while the built-in development secret is in use.
+    pub fn uses_dev_secret(&self) -> bool {
+        self.auth.algorithm == "HS256" && self.auth.secret.expose() == DEV_SECRET
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_load_and_point_at_localhost() {
+        let s = Settings::load_from(None, Some(HashMap::new())).unwrap();
+        assert_eq!(s.amqp.prefix, "warren");
+        assert_eq!(s.amqp.shards, 4);
+        assert!(s.amqp.url.expose().contains("127.0.0.1"));
+        assert!(s.uses_dev_secret());
+        assert!(s.dispatcher.dedup_ttl_s >= 600);
+    }
+
+    #[test]
+    fn environment_overrides_any_key_and_lists() {
+        let env: HashMap<String, String> = [
+            ("WARREN__AMQP__PREFIX", "t42"),
+            ("WARREN__AMQP__SHARDS", "8"),
+            (
+                "WARREN__GATEWAY__ALLOWED_ORIGINS",
+                "http://a.test,http://b.test",
+            ),
+            ("WARREN__AUTH__SECRET", "s3cret"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let s = Settings::load_from(None, Some(env)).unwrap();
+        assert_eq!(s.amqp.prefix, "t42");
+        assert_eq!(s.amqp.shards, 8);
+        assert_eq!(
+            s.gateway.allowed_origins,
+            vec!["http://a.test", "http://b.test"]
+        );
+        assert!(!s.uses_dev_secret());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::load_from(None, Some(HashMap::new())).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(DEV_SECRET));
+        assert!(!shown.contains("guest:guest"));
+    }
+}

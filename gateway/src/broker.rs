@@ -1,0 +1,397 @@
+//! The gateway's side of RabbitMQ: one supervised connection, a confirmed publisher for
+//! commands, and the binder that keeps the gateway queue's bindings equal to local
+//! membership.
+//!
+//! The supervisor connects, declares the shared topology and the gateway's own queue,
+//! rebinds every room and user that has a local connection, then consumes until the
+//! connection fails; while it is down [`Broker::publish`] answers `Unavailable` at once
+//! and `/readyz` says 503. Binding changes go through one task, so a bind and an unbind
+//! of the same key can never overtake each other.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use common::amqp::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
+use common::amqp::lapin::{Channel, Confirmation, Connection};
+use common::amqp::{declare_topology, login_of, persistent_json_properties, Backoff};
+use common::Settings;
+use futures_util::StreamExt;
+use proto::amqp::{room_binding, shard_key, user_binding, Command, Names};
+use proto::ids::{shard_of, validate_room, RoomKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver;
+use crate::index::Index;
+
+/// The broker could not take the command or binding now; the client may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("broker unavailable")]
+pub struct Unavailable;
+
+/// Why a broker connection ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Amqp(#[from] common::amqp::lapin::Error),
+    #[error("{0}")]
+    Lost(&'static str),
+}
+
+/// What a binding follows: a room's local members or a user's local connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BindKey {
+    Room(String),
+    User(String),
+}
+
+impl BindKey {
+    fn routing_key(&self) -> String {
+        match self {
+            BindKey::Room(r) => room_binding(r),
+            BindKey::User(u) => user_binding(u),
+        }
+    }
+}
+
+enum BindOp {
+    Reconcile(BindKey, Option<oneshot::Sender<Result<(), Unavailable>>>),
+    Resync(oneshot::Sender<Result<(), Unavailable>>),
+}
+
+#[derive(Clone)]
+struct Link {
+    publish: Channel,
+    control: Channel,
+}
+
+pub struct Broker {
+    settings: Arc<Settings>,
+    names: Names,
+    queue: String,
+    login: String,
+    index: Arc<Index>,
+    link: RwLock<Option<Link>>,
+    ready: AtomicBool,
+    bound: Mutex<HashSet<String>>,
+    binder: mpsc::Sender<BindOp>,
+}
+
+impl Broker {
+    /// Creates the broker handle and the receiver its binder task drains.
+    pub fn new(
+        settings: Arc<Settings>,
+        gateway_id: &str,
+        index: Arc<Index>,
+    ) -> (Arc<Broker>, BinderInbox) {
+        let names = Names::new(settings.amqp.prefix.clone());
+        let (tx, rx) = mpsc::channel(4096);
+        let broker = Broker {
+            queue: names.gateway_queue(gateway_id),
+            login: login_of(settings.amqp.url.expose()),
+            names,
+            settings,
+            index,
+            link: RwLock::new(None),
+            ready: AtomicBool::new(false),
+            bound: Mutex::new(HashSet::new()),
+            binder: tx,
+        };
+        (Arc::new(broker), BinderInbox(rx))
+    }
+
+    /// Connected, topology declared, bindings restored.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The routing keys bound to this gateway's queue right now.
+    pub fn bindings(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.bound_set().iter().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    fn bound_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current(&self) -> Option<Link> {
+        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_link(&self, link: Option<Link>) {
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+    }
+
+    /// Publishes a command to its shard, persistent and mandatory, and waits for the
+    /// broker's confirm. Only a confirmed, routed command counts as accepted.
+    pub async fn publish(&self, command: &Command, correlation: &str) -> Result<(), Unavailable> {
+        let link = self.current().ok_or(Unavailable)?;
+        let body = serde_json::to_vec(command).map_err(|_| Unavailable)?;
+        let shard = shard_of(&command.room(), self.settings.amqp.shards);
+        let props = persistent_json_properties(command.body.kind())
+            .with_user_id(ShortString::from(self.login.clone()))
+            .with_reply_to(ShortString::from(self.queue.clone()))
+            .with_correlation_id(ShortString::from(correlation.to_owned()));
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let wait = Duration::from_millis(self.settings.gateway.publish_timeout_ms);
+        let confirmed = tokio::time::timeout(wait, async {
+            link.publish
+                .basic_publish(
+                    self.names.commands_exchange().into(),
+                    shard_key(shard).into(),
+                    options,
+                    &body,
+                    props,
+                )
+                .await?
+                .await
+        })
+        .await;
+        match confirmed {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(other)) => {
+                tracing::warn!(?other, "command not accepted by the broker");
+                Err(Unavailable)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "publishing a command failed");
+                Err(Unavailable)
+            }
+            Err(_) => {
+                tracing::warn!("publisher confirm timed out");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// Makes the binding of `key` follow local membership now, and waits until it does.
+    pub async fn ensure(&self, key: BindKey) -> Result<(), Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.binder
+            .send(BindOp::Reconcile(key, Some(tx)))
+            .await
+            .map_err(|_| Unavailable)?;
+        rx.await.map_err(|_| Unavailable)?
+    }
+
+    /// Asks for `key`'s binding to follow local membership, without waiting.
+    pub async fn release(&self, key: BindKey) {
+        if self
+            .binder
+            .send(BindOp::Reconcile(key, None))
+            .await
+            .is_err()
+        {
+            tracing::debug!("binder stopped; binding left to the queue's expiry");
+        }
+    }
+
+    fn wanted(&self, key: &BindKey) -> bool {
+        match key {
+            // Direct-message rooms reach their two users through user bindings.
+            BindKey::Room(r) => {
+                self.index.room_has_members(r) && matches!(validate_room(r), Ok(RoomKind::Public))
+            }
+            BindKey::User(u) => self.index.user_has_sessions(u),
+        }
+    }
+
+    async fn reconcile(&self, key: &BindKey) -> Result<(), Unavailable> {
+        let wanted = self.wanted(key);
+        let routing_key = key.routing_key();
+        let bound = self.bound_set().contains(&routing_key);
+        if wanted == bound {
+            return Ok(());
+        }
+        let link = self.current().ok_or(Unavailable)?;
+        let (queue, exchange) = (self.queue.clone(), self.names.events_exchange());
+        let result = if wanted {
+            link.control
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.clone().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        } else {
+            link.control
+                .queue_unbind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.clone().into(),
+                    FieldTable::default(),
+                )
+                .await
+        };
+        match result {
+            Ok(()) => {
+                let mut set = self.bound_set();
+                if wanted {
+                    set.insert(routing_key);
+                } else {
+                    set.remove(&routing_key);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key = %routing_key, "binding change failed");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    async fn resync(&self) -> Result<(), Unavailable> {
+        self.bound_set().clear();
+        let (rooms, users) = self.index.wanted();
+        for key in rooms
+            .into_iter()
+            .map(BindKey::Room)
+            .chain(users.into_iter().map(BindKey::User))
+        {
+            self.reconcile(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// The binder: applies binding changes one at a time, in order.
+    pub async fn run_binder(self: Arc<Self>, mut inbox: BinderInbox, shutdown: CancellationToken) {
+        loop {
+            let op = tokio::select! {
+                op = inbox.0.recv() => op,
+                _ = shutdown.cancelled() => None,
+            };
+            match op {
+                Some(BindOp::Reconcile(key, done)) => {
+                    let result = self.reconcile(&key).await;
+                    if let Some(done) = done {
+                        // The asker may have gone (its connection closed); nothing to tell.
+                        done.send(result).ok();
+                    }
+                }
+                Some(BindOp::Resync(done)) => {
+                    done.send(self.resync().await).ok();
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Keeps a connection to RabbitMQ until `shutdown`, reconnecting with backoff.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let a = &self.settings.amqp;
+        let mut backoff = Backoff::new(
+            Duration::from_millis(a.backoff_min_ms),
+            Duration::from_millis(a.backoff_max_ms),
+        );
+        while !shutdown.is_cancelled() {
+            match self.serve(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "broker connection lost"),
+            }
+            self.ready.store(false, Ordering::Release);
+            self.set_link(None);
+            self.bound_set().clear();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next()) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        self.ready.store(false, Ordering::Release);
+        self.set_link(None);
+    }
+
+    async fn serve(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), LinkError> {
+        let name = format!("warren-gateway {}", self.queue);
+        let conn = common::amqp::connect(self.settings.amqp.url.expose(), &name).await?;
+        let result = self.serve_connection(&conn, shutdown, backoff).await;
+        if conn.status().connected() {
+            // Best effort: the broker drops the connection's state either way.
+            conn.close(200, "gateway stopping".into()).await.ok();
+        }
+        result
+    }
+
+    async fn serve_connection(
+        &self,
+        conn: &Connection,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), LinkError> {
+        let control = conn.create_channel().await?;
+        declare_topology(&control, &self.names, self.settings.amqp.shards).await?;
+        let mut args = FieldTable::default();
+        // The queue outlives a short broker blip but not a dead gateway.
+        args.insert("x-expires".into(), AMQPValue::LongInt(30_000));
+        control
+            .queue_declare(
+                self.queue.clone().into(),
+                QueueDeclareOptions::default(),
+                args,
+            )
+            .await?;
+        let publish = conn.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let consume = conn.create_channel().await?;
+        consume
+            .basic_qos(self.settings.amqp.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = consume
+            .basic_consume(
+                self.queue.clone().into(),
+                format!("{}-consumer", self.queue).into(),
+                BasicConsumeOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        self.set_link(Some(Link { publish, control }));
+        let (tx, rx) = oneshot::channel();
+        if self.binder.send(BindOp::Resync(tx)).await.is_err() || !matches!(rx.await, Ok(Ok(()))) {
+            return Err(LinkError::Lost("restoring bindings failed"));
+        }
+        self.ready.store(true, Ordering::Release);
+        backoff.reset();
+        tracing::info!(queue = %self.queue, "connected to the broker");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                delivery = consumer.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        deliver::handle(&self.index, &self.queue, &delivery);
+                        delivery.acker.ack(BasicAckOptions::default()).await?;
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(LinkError::Lost("consumer cancelled")),
+                }
+            }
+        }
+    }
+}
+
+/// The receiving end of the binder's queue, handed to [`Broker::run_binder`].
+pub struct BinderInbox(mpsc::Receiver<BindOp>);

@@ -1,0 +1,79 @@
+//! From the gateway's queue to local connections.
+//!
+//! An event is parsed and serialised once, then the same `Arc<str>` is offered to every
+//! local member; a reply goes to the one connection it names. Nothing here waits: a
+//! member whose queue is full is marked slow and cut off by its own task.
+
+use std::sync::Arc;
+
+use common::amqp::lapin::message::Delivery;
+use proto::amqp::{parse_event_key, Event, EventBody, Reply, Target, REPLY_KIND};
+
+use crate::index::{Index, Outbound};
+
+pub fn handle(index: &Index, own_queue: &str, delivery: &Delivery) {
+    let is_reply = delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(REPLY_KIND)
+        || (delivery.exchange.as_str().is_empty() && delivery.routing_key.as_str() == own_queue);
+    if is_reply {
+        reply(index, delivery);
+    } else {
+        event(index, delivery);
+    }
+}
+
+fn reply(index: &Index, delivery: &Delivery) {
+    let reply: Reply = match serde_json::from_slice(&delivery.data) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping a malformed reply");
+            return;
+        }
+    };
+    let Some(conn) = index.session(&reply.session) else {
+        // The connection closed before its answer came back.
+        return;
+    };
+    let correlation = delivery
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|c| c.to_string());
+    conn.offer(Outbound::Reply {
+        correlation,
+        frame: reply.frame,
+    });
+}
+
+fn event(index: &Index, delivery: &Delivery) {
+    let Some((target, _kind)) = parse_event_key(delivery.routing_key.as_str()) else {
+        tracing::warn!(key = %delivery.routing_key, "dropping an event with an unknown routing key");
+        return;
+    };
+    let event: Event = match serde_json::from_slice(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping a malformed event");
+            return;
+        }
+    };
+    let seq = match &event.body {
+        EventBody::Message(m) => Some(m.seq),
+        _ => None,
+    };
+    let room: Arc<str> = event.body.room().into();
+    let text: Arc<str> = event.body.into_frame().to_json().into();
+    let make = |via_user| Outbound::Event {
+        room: room.clone(),
+        seq,
+        text: text.clone(),
+        via_user,
+    };
+    match target {
+        Target::Room(r) => index.for_room(&r, |conn| {
+            conn.offer(make(false));
+        }),
+        Target::User(u) => index.for_user(&u, |conn| {
+            conn.offer(make(true));
+        }),
+    };
+}

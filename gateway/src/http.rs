@@ -1,0 +1,237 @@
+//! The gateway's HTTP side: `/ws` with every refusal made before the upgrade, and the
+//! operator endpoints `/healthz`, `/readyz` and `/stats`.
+
+use std::sync::Arc;
+
+use proto::codes::refusal;
+use serde_json::json;
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::{connection, Gateway};
+
+/// A refusal made before the upgrade: a status and a JSON body `{error, message}`.
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    message: &'static str,
+}
+
+fn refuse(status: StatusCode, error: &'static str, message: &'static str) -> Refusal {
+    Refusal {
+        status,
+        error,
+        message,
+    }
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        let body = warp::reply::json(&json!({ "error": self.error, "message": self.message }));
+        warp::reply::with_status(body, self.status).into_response()
+    }
+}
+
+/// All routes of a gateway.
+pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let with_gw = warp::any().map(move || gw.clone());
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let upgrade = warp::path!("ws")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .and(warp::ws())
+        .and(with_gw.clone())
+        .map(upgrade);
+    let not_upgrade = warp::path!("ws")
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .and(with_gw.clone())
+        .map(|headers: HeaderMap, query: String, gw: Arc<Gateway>| {
+            match admit(&gw, &headers, &query) {
+                Err(refusal) => refusal.into_response(),
+                Ok(_) => refuse(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "bad_request",
+                    "a WebSocket upgrade is required",
+                )
+                .into_response(),
+            }
+        });
+    let healthz = warp::path!("healthz")
+        .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
+    let readyz = warp::path!("readyz")
+        .and(with_gw.clone())
+        .map(|gw: Arc<Gateway>| {
+            if gw.broker.is_ready() {
+                warp::reply::with_status("ready", StatusCode::OK).into_response()
+            } else {
+                warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response()
+            }
+        });
+    let stats = warp::path!("stats").and(with_gw).map(|gw: Arc<Gateway>| {
+        let counts = gw.index.counts();
+        warp::reply::json(&json!({
+            "gateway": gw.id,
+            "connections": counts.connections,
+            "rooms": counts.rooms,
+            "users": counts.users,
+            "bindings": gw.broker.bindings(),
+            "ready": gw.broker.is_ready(),
+        }))
+        .into_response()
+    });
+    upgrade
+        .or(not_upgrade)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(stats)
+        .unify()
+}
+
+fn upgrade(headers: HeaderMap, query: String, ws: warp::ws::Ws, gw: Arc<Gateway>) -> Response {
+    let (claims, admission) = match admit(&gw, &headers, &query) {
+        Ok(ok) => ok,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let offered_subprotocol = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == proto::SUBPROTOCOL);
+    let max = gw.settings.gateway.max_frame_bytes;
+    let tracker = gw.tracker.clone();
+    let mut response = ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            tracker.track_future(connection::serve(gw, socket, claims, admission))
+        })
+        .into_response();
+    if offered_subprotocol {
+        response.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(proto::SUBPROTOCOL),
+        );
+    }
+    response
+}
+
+/// Every check made before the upgrade, in the order of PROTOCOL.md.
+fn admit(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<(common::auth::Claims, crate::Admission), Refusal> {
+    if let Some(origin) = headers.get("origin") {
+        let allowed = origin
+            .to_str()
+            .map(|o| gw.settings.gateway.allowed_origins.iter().any(|a| a == o))
+            .unwrap_or(false);
+        if !allowed {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                refusal::FORBIDDEN_ORIGIN,
+                "origin not allowed",
+            ));
+        }
+    }
+    let token = token_from(headers, query).ok_or_else(|| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            refusal::UNAUTHORIZED,
+            "missing token",
+        )
+    })?;
+    let claims = gw.verifier.verify(&token).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            refusal::UNAUTHORIZED,
+            "invalid or expired token",
+        )
+    })?;
+    if !gw.broker.is_ready() || gw.shutdown.is_cancelled() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            refusal::UNAVAILABLE,
+            "gateway not ready",
+        ));
+    }
+    let admission = gw.caps.admit(&claims.sub).ok_or_else(|| {
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            refusal::TOO_MANY_CONNECTIONS,
+            "connection limit reached",
+        )
+    })?;
+    Ok((claims, admission))
+}
+
+/// The token from `Authorization: Bearer`, else `?token=`, else the `warren_token` cookie.
+fn token_from(headers: &HeaderMap, query: &str) -> Option<String> {
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        if let Some(token) = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+        {
+            return Some(token.trim().to_owned());
+        }
+    }
+    if let Some(token) = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+    {
+        if !token.is_empty() {
+            return Some(token.to_owned());
+        }
+    }
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("warren_token=").map(str::to_owned))
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn token_comes_from_header_query_or_cookie() {
+        assert_eq!(
+            token_from(&headers(&[("authorization", "Bearer abc")]), ""),
+            Some("abc".into())
+        );
+        assert_eq!(token_from(&headers(&[]), "x=1&token=qq"), Some("qq".into()));
+        assert_eq!(
+            token_from(&headers(&[("cookie", "a=b; warren_token=cc; z=1")]), ""),
+            Some("cc".into())
+        );
+        assert_eq!(
+            token_from(&headers(&[("authorization", "Basic xyz")]), "token="),
+            None
+        );
+        // The header wins over the query.
+        assert_eq!(
+            token_from(&headers(&[("authorization", "Bearer h")]), "token=q"),
+            Some("h".into())
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Warren's WebSocket gateway.
+//!
+//! A gateway holds client connections and nothing else that must outlive it. Its
+//! pieces, outermost first:
+//! - [`http`]: `/ws` (token, Origin, readiness and caps checked before the upgrade),
+//!   `/healthz`, `/readyz`, `/stats`.
+//! - [`connection`]: one task per connection that owns the socket, the bounded outbound
+//!   queue and the per-room join filter.
+//! - [`index`]: the local maps (sessions, rooms, users) that fan-out reads.
+//! - [`broker`]: the supervised RabbitMQ link — confirmed command publishing and the
+//!   binder that makes the queue's bindings follow local membership.
+//! - [`deliver`]: deliveries from the gateway's queue to local connections.
+//! - [`limits`]: rate limit and bad-frame strikes.
+
+pub mod broker;
+pub mod connection;
+pub mod deliver;
+pub mod http;
+pub mod index;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::auth::Verifier;
+use common::Settings;
+use proto::server::Limits;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::index::Index;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Auth(#[from] common::auth::AuthError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// What every connection of this gateway shares. Cloning the `Arc` is the only copy.
+pub struct Gateway {
+    pub id: String,
+    pub settings: Arc<Settings>,
+    pub verifier: Verifier,
+    pub index: Arc<Index>,
+    pub broker: Arc<Broker>,
+    pub caps: Arc<Caps>,
+    pub limits: Limits,
+    /// Tracks connections and their last publishes, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Cancelled on SIGTERM: connections close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// The connection caps: per gateway and per user.
+pub struct Caps {
+    max_total: usize,
+    max_per_user: usize,
+    total: AtomicUsize,
+    per_user: Mutex<HashMap<String, usize>>,
+}
+
+impl Caps {
+    pub fn new(max_total: usize, max_per_user: usize) -> Self {
+        Caps {
+            max_total,
+            max_per_user,
+            total: AtomicUsize::new(0),
+            per_user: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a place for `user`, or None when a cap is reached.
+    pub fn admit(self: &Arc<Self>, user: &str) -> Option<Admission> {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = per_user.get(user).copied().unwrap_or(0);
+        if mine >= self.max_per_user || self.total.load(Ordering::Acquire) >= self.max_total {
+            return None;
+        }
+        per_user.insert(user.to_owned(), mine + 1);
+        self.total.fetch_add(1, Ordering::AcqRel);
+        Some(Admission {
+            caps: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+/// A place under the caps, given back when dropped.
+pub struct Admission {
+    caps: Arc<Caps>,
+    user: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut per_user = self.caps.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+        self.caps.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Binds the listener, then serves until `shutdown` is cancelled: stops accepting,
+/// closes every connection with 1001, lets their last commands go out, and returns
+/// within `gateway.shutdown_grace_s`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let listener = tokio::net::TcpListener::bind(&settings.gateway.listen)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: settings.gateway.listen.clone(),
+            source,
+        })?;
+    serve(settings, listener, shutdown).await
+}
+
+/// As [`run`], on a listener the caller bound (tests bind `127.0.0.1:0`).
+pub async fn serve(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    let settings = Arc::new(settings);
+    let id = match settings.gateway.id.trim() {
+        "" => format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        id => id.to_owned(),
+    };
+    let index = Arc::new(Index::default());
+    let (broker, inbox) = Broker::new(settings.clone(), &id, index.clone());
+    let g = &settings.gateway;
+    let gw = Arc::new(Gateway {
+        verifier: Verifier::new(&settings.auth)?,
+        limits: Limits {
+            max_text_bytes: g.max_text_bytes,
+            max_frame_bytes: g.max_frame_bytes,
+            sends_per_sec: g.sends_per_sec,
+            burst: g.burst,
+        },
+        caps: Arc::new(Caps::new(g.max_connections, g.max_connections_per_user)),
+        id: id.clone(),
+        index,
+        broker: broker.clone(),
+        tracker: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        settings: settings.clone(),
+    });
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(gateway = %id, ?addr, "gateway listening");
+
+    // The broker link outlives the connections, so their last leaves can go out.
+    let broker_stop = CancellationToken::new();
+    let link = tokio::spawn(broker.clone().run(broker_stop.clone()));
+    let binder = tokio::spawn(broker.clone().run_binder(inbox, broker_stop.clone()));
+
+    let server = warp::serve(http::routes(gw.clone()))
+        .incoming(listener)
+        .graceful(shutdown.clone().cancelled_owned())
+        .run();
+    let grace = Duration::from_secs(settings.gateway.shutdown_grace_s);
+    tokio::select! {
+        _ = server => {}
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("HTTP server did not stop within the grace period");
+        }
+    }
+    gw.tracker.close();
+    if tokio::time::timeout(grace, gw.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at the end of the grace period");
+    }
+    broker_stop.cancel();
+    if link.await.is_err() || binder.await.is_err() {
+        tracing::error!("a broker task panicked");
+    }
+    tracing::info!(gateway = %id, "gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! What travels through RabbitMQ: names, routing keys and JSON bodies.
+//!
+//! Every body is JSON with `"v": 1` and a `kind`; publishers set the AMQP `type`
+//! property to the same `kind`. Three families:
+//! - [`Command`]: gateway or bot → `<prefix>.commands`, routed by `shard.<n>`.
+//! - [`Event`]: dispatcher → `<prefix>.events`, routed by `room.<room>.<kind>` or
+//!   `user.<user>.<kind>`; its fields are the client frame it becomes.
+//! - [`Reply`]: dispatcher → one gateway's queue (the command's `reply_to`), the answer
+//!   to one connection (`ack`, `joined`, `error`, ...). An addition to PROTOCOL.md v1,
+//!   which leaves the reply body open.
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Dm, History, Join, Moderate, RoomOnly, Send};
+use crate::ids::{dm_room, room_from_key, room_in_key};
+use crate::server::{
+    Kicked, MemberEvent, Message, ModerationEvent, ServerBody, ServerFrame, TypingEvent,
+};
+
+/// AMQP object names under a deployment prefix (default `warren`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Names {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The direct exchange commands are published to.
+    pub fn commands_exchange(&self) -> String {
+        format!("{}.commands", self.prefix)
+    }
+
+    /// The durable, single-active-consumer queue of one shard.
+    pub fn commands_queue(&self, shard: u32) -> String {
+        format!("{}.commands.{shard}", self.prefix)
+    }
+
+    /// The topic exchange events are published to.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// One gateway's own queue.
+    pub fn gateway_queue(&self, gateway: &str) -> String {
+        format!("{}.gw.{gateway}", self.prefix)
+    }
+
+    /// The dead-letter fanout exchange and its durable queue share this name.
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+}
+
+/// The routing key of shard `n` on the commands exchange.
+pub fn shard_key(shard: u32) -> String {
+    format!("shard.{shard}")
+}
+
+/// `room.<room>.<kind>`, with `dm:` rooms written `dm~a~b`.
+pub fn room_key(room: &str, kind: &str) -> String {
+    format!("room.{}.{kind}", room_in_key(room))
+}
+
+/// The binding a gateway holds while one of its connections is in `room`.
+pub fn room_binding(room: &str) -> String {
+    format!("room.{}.#", room_in_key(room))
+}
+
+/// `user.<user>.<kind>`.
+pub fn user_key(user: &str, kind: &str) -> String {
+    format!("user.{user}.{kind}")
+}
+
+/// The binding a gateway holds while `user` has a connection on it.
+pub fn user_binding(user: &str) -> String {
+    format!("user.{user}.#")
+}
+
+/// Whom an event's routing key addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Room(String),
+    User(String),
+}
+
+/// Reads `room.<room>.<kind>` or `user.<user>.<kind>`.
+pub fn parse_event_key(key: &str) -> Option<(Target, &str)> {
+    let (scope, rest) = key.split_once('.')?;
+    let (id, kind) = rest.split_once('.')?;
+    let target = match scope {
+        "room" => Target::Room(room_from_key(id)),
+        "user" => Target::User(id.to_owned()),
+        _ => return None,
+    };
+    Some((target, kind))
+}
+
+/// Who a command acts for. The dispatcher believes it only from a gateway account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub bot: bool,
+}
+
+impl Actor {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+}
+
+/// The connection a command came from, so that its answer finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRef {
+    pub gateway: String,
+    pub session: String,
+}
+
+/// A command: a client frame's fields, plus who sent it and from where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub v: u8,
+    #[serde(flatten)]
+    pub body: CommandBody,
+    pub actor: Actor,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<ConnRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommandBody {
+    Join(Join),
+    Leave(RoomOnly),
+    Send(Send),
+    Dm(Dm),
+    History(History),
+    Presence(RoomOnly),
+    Typing(RoomOnly),
+    Moderate(Moderate),
+}
+
+impl CommandBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CommandBody::Join(_) => "join",
+            CommandBody::Leave(_) => "leave",
+            CommandBody::Send(_) => "send",
+            CommandBody::Dm(_) => "dm",
+            CommandBody::History(_) => "history",
+            CommandBody::Presence(_) => "presence",
+            CommandBody::Typing(_) => "typing",
+            CommandBody::Moderate(_) => "moderate",
+        }
+    }
+}
+
+impl Command {
+    /// The room whose shard handles this command (`dm` goes to the dm room's shard).
+    pub fn room(&self) -> String {
+        match &self.body {
+            CommandBody::Join(j) => j.room.clone(),
+            CommandBody::Leave(r) | CommandBody::Presence(r) | CommandBody::Typing(r) => {
+                r.room.clone()
+            }
+            CommandBody::Send(s) => s.room.clone(),
+            CommandBody::History(h) => h.room.clone(),
+            CommandBody::Moderate(m) => m.room.clone(),
+            CommandBody::Dm(d) => dm_room(&self.actor.id, &d.to),
+        }
+    }
+}
+
+/// An event published to the events exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub v: u8,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    Message(Message),
+    Member(MemberEvent),
+    Typing(TypingEvent),
+    Moderation(ModerationEvent),
+    Kicked(Kicked),
+}
+
+impl EventBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Message(_) => "message",
+            EventBody::Member(_) => "member",
+            EventBody::Typing(_) => "typing",
+            EventBody::Moderation(_) => "moderation",
+            EventBody::Kicked(_) => "kicked",
+        }
+    }
+
+    pub fn room(&self) -> &str {
+        match self {
+            EventBody::Message(m) => &m.room,
+            EventBody::Member(m) => &m.room,
+            EventBody::Typing(t) => &t.room,
+            EventBody::Moderation(m) => &m.room,
+            EventBody::Kicked(k) => &k.room,
+        }
+    }
+
+    /// The client frame this event becomes.
+    pub fn into_frame(self) -> ServerFrame {
+        ServerFrame::new(match self {
+            EventBody::Message(m) => ServerBody::Message(m),
+            EventBody::Member(m) => ServerBody::Member(m),
+            EventBody::Typing(t) => ServerBody::Typing(t),
+            EventBody::Moderation(m) => ServerBody::Moderation(m),
+            EventBody::Kicked(k) => ServerBody::Kicked(k),
+        })
+    }
+}
+
+/// The answer to one connection, published to its gateway's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "reply")]
+pub struct Reply {
+    pub v: u8,
+    /// The connection (`welcome.session`) the frame is for.
+    pub session: String,
+    pub frame: ServerFrame,
+}
+
+/// The `kind` of a [`Reply`] body and its AMQP `type`.
+pub const REPLY_KIND: &str = "reply";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::Author;
+    use serde_json::json;
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let n = Names::new("t1");
+        assert_eq!(n.commands_exchange(), "t1.commands");
+        assert_eq!(n.commands_queue(3), "t1.commands.3");
+        assert_eq!(n.events_exchange(), "t1.events");
+        assert_eq!(n.gateway_queue("gw-a"), "t1.gw.gw-a");
+        assert_eq!(n.dead(), "t1.dead");
+        assert_eq!(shard_key(2), "shard.2");
+    }
+
+    #[test]
+    fn routing_keys_write_dm_rooms_with_tildes() {
+        assert_eq!(room_key("general", "message"), "room.general.message");
+        assert_eq!(room_key("dm:a:b", "message"), "room.dm~a~b.message");
+        assert_eq!(room_binding("dm:a:b"), "room.dm~a~b.#");
+        assert_eq!(user_key("bob", "kicked"), "user.bob.kicked");
+        assert_eq!(user_binding("bob"), "user.bob.#");
+        assert_eq!(
+            parse_event_key("room.dm~a~b.message"),
+            Some((Target::Room("dm:a:b".into()), "message"))
+        );
+        assert_eq!(
+            parse_event_key("user.bob.message"),
+            Some((Target::User("bob".into()), "message"))
+        );
+        assert_eq!(parse_event_key("shard.1"), None);
+        assert_eq!(parse_event_key("nope"), None);
+    }
+
+    #[test]
+    fn command_body_has_the_documented_shape() {
+        let cmd = Command {
+            v: 1,
+            body: CommandBody::Send(Send {
+                room: "general".into(),
+                text: "hi".into(),
+            }),
+            actor: Actor {
+                id: "alice".into(),
+                name: "Alice".into(),
+                roles: vec![],
+                bot: false,
+            },
+            reference: Some("r1".into()),
+            conn: Some(ConnRef {
+                gateway: "g1".into(),
+                session: "s1".into(),
+            }),
+        };
+        let v = serde_json::to_value(&cmd).unwrap();
+        assert_eq!(
+            v,
+            json!({"v":1,"kind":"send","room":"general","text":"hi",
+                   "actor":{"id":"alice","name":"Alice","roles":[],"bot":false},
+                   "ref":"r1","conn":{"gateway":"g1","session":"s1"}})
+        );
+        let back: Command = serde_json::from_value(v).unwrap();
+        assert_eq!(back, cmd);
+    }
+
+    #[test]
+    fn a_bot_command_needs_no_conn() {
+        let cmd: Command = serde_json::from_str(
+            r#"{"v":1,"kind":"send","room":"general","text":"pong","actor":{"id":"echo","name":"Echo"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cmd.conn, None);
+        assert_eq!(cmd.room(), "general");
+        assert_eq!(cmd.body.kind(), "send");
+    }
+
+    #[test]
+    fn dm_commands_shard_on_the_dm_room() {
+        let cmd: Command = serde_json::from_str(
+            r#"{"v":1,"kind":"dm","to":"alice","text":"x","actor":{"id":"bob","name":"Bob"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cmd.room(), "dm:alice:bob");
+    }
+
+    #[test]
+    fn event_body_is_the_frame_plus_v_and_kind() {
+        let m = Message {
+            room: "general".into(),
+            id: "i".into(),
+            seq: 1,
+            epoch: "e".into(),
+            from: Author {
+                id: "a".into(),
+                name: "A".into(),
+                bot: false,
+            },
+            text: "t".into(),
+            ts: 5,
+        };
+        let ev = Event {
+            v: 1,
+            body: EventBody::Message(m.clone()),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["kind"], "message");
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["seq"], 1);
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back.body.into_frame().body, ServerBody::Message(m));
+    }
+
+    #[test]
+    fn reply_is_tagged_reply() {
+        let r = Reply {
+            v: 1,
+            session: "s".into(),
+            frame: ServerFrame::answer(Some("p".into()), ServerBody::Pong(Default::default())),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            json!({"kind":"reply","v":1,"session":"s","frame":{"type":"pong","ref":"p"}})
+        );
+        assert_eq!(serde_json::from_value::<Reply>(v).unwrap(), r);
+    }
+}

@@ -1,0 +1,64 @@
+//! Error codes carried in `error` frames and WebSocket close codes.
+
+use serde::{Deserialize, Serialize};
+
+/// The `code` of an `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownType,
+    TooLarge,
+    Forbidden,
+    NotJoined,
+    NoSuchRoom,
+    Muted,
+    Banned,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::Muted => "muted",
+            ErrorCode::Banned => "banned",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// WebSocket close codes used by Warren.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    /// The gateway is shutting down: reconnect elsewhere.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame.
+    pub const UNSUPPORTED: u16 = 1003;
+    /// Banned everywhere, token expired, too many bad frames.
+    pub const POLICY: u16 = 1008;
+    /// A message larger than `max_frame_bytes`.
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    /// Slow consumer: the outbound queue overflowed.
+    pub const SLOW_CONSUMER: u16 = 1013;
+    /// The token expired while connected.
+    pub const TOKEN_EXPIRED: u16 = 4401;
+}
+
+/// HTTP refusal codes sent before the upgrade, as the `error` of the JSON body.
+pub mod refusal {
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN_ORIGIN: &str = "forbidden_origin";
+    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+    pub const UNAVAILABLE: &str = "unavailable";
+}

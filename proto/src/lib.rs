@@ -1,0 +1,24 @@
+//! Warren's wire contract (`shared/PROTOCOL.md`, version 1) as plain types.
+//!
+//! This crate is pure: serde and nothing else, no I/O and no runtime. The gateway, the
+//! dispatcher, the tests and third-party bots written in Rust all speak through it, so a
+//! change here is a change to the contract.
+//!
+//! - [`ids`]: room and user identifiers, direct-message rooms, shards.
+//! - [`client`]: frames a WebSocket client sends, and their parsing.
+//! - [`server`]: frames the server sends to a client.
+//! - [`amqp`]: exchange, queue and routing-key names, and the JSON bodies that travel
+//!   through RabbitMQ (commands, events, replies).
+//! - [`codes`]: error codes and WebSocket close codes.
+
+pub mod amqp;
+pub mod client;
+pub mod codes;
+pub mod ids;
+pub mod server;
+
+/// The version carried as `"v"` in every AMQP body.
+pub const BODY_VERSION: u8 = 1;
+
+/// The WebSocket subprotocol the server selects when a client offers it.
+pub const SUBPROTOCOL: &str = "warren.v1";
