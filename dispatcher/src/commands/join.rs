@@ -1,0 +1,80 @@
+//! `join`: admit the user, record their presence, and answer with the history they need.
+
+use proto::amqp::EventBody;
+use proto::client::{Join, Role};
+use proto::codes::ErrorCode;
+use proto::server::{Joined, MemberChange, MemberEvent, ServerBody};
+
+use super::presence::{has_other_session, members, MAX_EVENT_MEMBERS};
+use super::{room_kind, Ctx, Failure, Outcome, Routed};
+use crate::access::{self, Admission, Refusal};
+use crate::recovery::{self, Backfill};
+use crate::store::PresenceEntry;
+
+pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure> {
+    let room = args.room.as_str();
+    let kind = room_kind(room)?;
+    let user = ctx.user();
+    let standing = ctx.standing(room, &kind).await?;
+    let role = match access::admit(&kind, user, &standing, ctx.rules.auto_create)? {
+        Admission::Enter(role) => role,
+        Admission::Enroll => ctx.store.enroll(room, user).await?,
+        Admission::Create => {
+            if !ctx
+                .store
+                .create_public_room(room, user, common::now_ms())
+                .await?
+            {
+                // Only one dispatcher handles a shard at a time, so this means another
+                // one took the shard over mid-command. The client may simply retry.
+                return Err(Refusal::new(ErrorCode::Unavailable, "the room changed; retry").into());
+            }
+            Role::Owner
+        }
+    };
+
+    let session = ctx.session();
+    let entry = PresenceEntry {
+        id: user.to_owned(),
+        name: ctx.cmd.actor.name.clone(),
+        gateway: ctx.gateway(),
+    };
+    let entries = ctx.store.enter(room, &session, &entry).await?;
+    let present = members(&entries);
+    let first_session = !has_other_session(&entries, user, &session);
+
+    let state = ctx.store.state(room).await?;
+    let recent = || ctx.store.recent(room, ctx.rules.history_on_join);
+    let (history, recovered) =
+        match recovery::backfill(args.since, args.epoch.as_deref(), &state.epoch, state.seq) {
+            Backfill::Missed { after } => {
+                let missed = ctx.store.messages_between(room, after, state.seq).await?;
+                if recovery::is_complete(after, state.seq, &missed) {
+                    (missed, true)
+                } else {
+                    (recent().await?, false)
+                }
+            }
+            Backfill::Recent => (recent().await?, false),
+        };
+
+    let mut outcome = ctx.answer(ServerBody::Joined(Joined {
+        room: room.to_owned(),
+        epoch: state.epoch,
+        seq: state.seq,
+        history,
+        recovered,
+        members: present.clone(),
+        role,
+    }));
+    if first_session && present.len() <= MAX_EVENT_MEMBERS {
+        outcome
+            .events
+            .push(Routed::room(EventBody::Member(MemberEvent {
+                room: room.to_owned(),
+                event: MemberChange::Joined,
+                user: ctx.user_ref(),
+            })));
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,38 @@
+//! `leave`: forget one session's presence. Harmless when the session is not there: a
+//! gateway sends `leave` for every room of a connection that closed. The role is kept.
+
+use proto::amqp::EventBody;
+use proto::client::RoomOnly;
+use proto::server::{MemberChange, MemberEvent, RoomRef, ServerBody};
+
+use super::presence::{has_other_session, members, MAX_EVENT_MEMBERS};
+use super::{room_kind, Ctx, Failure, Outcome, Routed};
+
+pub(super) async fn leave(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Failure> {
+    let room = args.room.as_str();
+    room_kind(room)?;
+    let user = ctx.user();
+    let session = ctx.session();
+    let mut outcome = ctx.answer(ServerBody::Left(RoomRef {
+        room: room.to_owned(),
+    }));
+
+    let entries = ctx.store.presence(room).await?;
+    // Only the session's own user may remove it.
+    let mine = entries.iter().any(|(s, e)| *s == session && e.id == user);
+    if !mine {
+        return Ok(outcome);
+    }
+    ctx.store.exit(room, &session).await?;
+    if !has_other_session(&entries, user, &session) && members(&entries).len() <= MAX_EVENT_MEMBERS
+    {
+        outcome
+            .events
+            .push(Routed::room(EventBody::Member(MemberEvent {
+                room: room.to_owned(),
+                event: MemberChange::Left,
+                user: ctx.user_ref(),
+            })));
+    }
+    Ok(outcome)
+}

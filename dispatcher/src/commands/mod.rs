@@ -1,0 +1,216 @@
+//! One module per command, behind [`Handler::handle`].
+//!
+//! A handler reads and writes the store and returns an [`Outcome`]: the events to publish
+//! and the answer for the command's connection. It publishes nothing itself, so the
+//! shard can retry a store failure without having sent half a result, and publish
+//! everything with confirms before it acks the command. Permission decisions are pure
+//! functions in [`crate::access`] and [`crate::recovery`]; these modules only fetch what
+//! those need and act on the verdict.
+
+mod history;
+mod join;
+mod leave;
+mod presence;
+mod send;
+mod typing;
+
+use std::sync::Arc;
+
+use common::Settings;
+use proto::amqp::{room_key, Command, CommandBody, EventBody};
+use proto::codes::ErrorCode;
+use proto::ids::{validate_room, RoomKind};
+use proto::server::{ServerBody, ServerFrame, UserRef};
+
+use crate::access::{self, Refusal};
+use crate::store::{Retention, RoomStore, Standing, StoreError};
+
+/// The settings that shape chat behaviour.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub auto_create: bool,
+    pub max_text_bytes: usize,
+    pub history_on_join: u64,
+    pub retention: Retention,
+}
+
+impl Rules {
+    pub fn from_settings(settings: &Settings) -> Rules {
+        Rules {
+            auto_create: settings.rooms.auto_create,
+            max_text_bytes: settings.gateway.max_text_bytes,
+            history_on_join: settings.dispatcher.history_on_join,
+            retention: Retention {
+                history_limit: settings.dispatcher.history_limit,
+                dedup_ttl_s: settings.dispatcher.dedup_ttl_s,
+            },
+        }
+    }
+}
+
+/// An event and every routing key it is published with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub keys: Vec<String>,
+    pub event: EventBody,
+}
+
+impl Routed {
+    /// An event for the room's own key, `room.<room>.<kind>`.
+    pub fn room(event: EventBody) -> Routed {
+        Routed {
+            keys: vec![room_key(event.room(), event.kind())],
+            event,
+        }
+    }
+}
+
+/// What handling one command produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub events: Vec<Routed>,
+    /// The answer to the command's connection, if it gets one.
+    pub reply: Option<ServerFrame>,
+}
+
+/// Why a command module stopped early: a refusal (answered) or a store failure (retried).
+#[derive(Debug)]
+enum Failure {
+    Refused(Refusal),
+    Store(StoreError),
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Failure {
+        Failure::Refused(r)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Store(e)
+    }
+}
+
+/// Handles commands against the store. Cloning is shallow.
+#[derive(Clone)]
+pub struct Handler {
+    store: RoomStore,
+    rules: Arc<Rules>,
+}
+
+impl Handler {
+    pub fn new(store: RoomStore, rules: Rules) -> Handler {
+        Handler {
+            store,
+            rules: Arc::new(rules),
+        }
+    }
+
+    /// Handles one command. `Err` means Redis failed and nothing was decided: retry the
+    /// same command later. Refusals and damaged data are answers, not errors.
+    pub async fn handle(&self, cmd: &Command) -> Result<Outcome, StoreError> {
+        let ctx = Ctx {
+            store: &self.store,
+            rules: &self.rules,
+            cmd,
+        };
+        let result = match &cmd.body {
+            CommandBody::Join(args) => join::join(&ctx, args).await,
+            CommandBody::Leave(args) => leave::leave(&ctx, args).await,
+            CommandBody::Send(args) => send::send(&ctx, args).await,
+            CommandBody::Dm(args) => send::dm(&ctx, args).await,
+            CommandBody::History(args) => history::history(&ctx, args).await,
+            CommandBody::Presence(args) => presence::presence(&ctx, args).await,
+            CommandBody::Typing(args) => typing::typing(&ctx, args).await,
+            CommandBody::Moderate(_) => {
+                Err(Refusal::new(ErrorCode::Forbidden, "moderation is not available yet").into())
+            }
+        };
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(Failure::Refused(refusal)) => Ok(ctx.refuse(refusal)),
+            Err(Failure::Store(StoreError::Data(what))) => {
+                tracing::error!(kind = cmd.body.kind(), room = %cmd.room(), %what, "damaged data in the store");
+                Ok(ctx.refuse(Refusal::new(ErrorCode::Internal, "stored data is damaged")))
+            }
+            Err(Failure::Store(e)) => Err(e),
+        }
+    }
+}
+
+/// What a command module works with.
+struct Ctx<'a> {
+    store: &'a RoomStore,
+    rules: &'a Rules,
+    cmd: &'a Command,
+}
+
+impl Ctx<'_> {
+    fn user(&self) -> &str {
+        &self.cmd.actor.id
+    }
+
+    fn user_ref(&self) -> UserRef {
+        UserRef {
+            id: self.cmd.actor.id.clone(),
+            name: self.cmd.actor.name.clone(),
+        }
+    }
+
+    /// The presence session of the command's connection. A bot has no connection; it
+    /// gets one session of its own.
+    fn session(&self) -> String {
+        match &self.cmd.conn {
+            Some(conn) => conn.session.clone(),
+            None => format!("amqp:{}", self.cmd.actor.id),
+        }
+    }
+
+    fn gateway(&self) -> String {
+        self.cmd
+            .conn
+            .as_ref()
+            .map(|c| c.gateway.clone())
+            .unwrap_or_default()
+    }
+
+    fn answer(&self, body: ServerBody) -> Outcome {
+        Outcome {
+            events: Vec::new(),
+            reply: Some(ServerFrame::answer(self.cmd.reference.clone(), body)),
+        }
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Outcome {
+        Outcome {
+            events: Vec::new(),
+            reply: Some(ServerFrame::error(
+                self.cmd.reference.clone(),
+                refusal.code,
+                refusal.message,
+            )),
+        }
+    }
+
+    /// The user's standing in a room; dm rooms keep none.
+    async fn standing(&self, room: &str, kind: &RoomKind<'_>) -> Result<Standing, StoreError> {
+        match kind {
+            RoomKind::Dm(..) => Ok(Standing::default()),
+            RoomKind::Public => self.store.standing(room, self.user()).await,
+        }
+    }
+
+    /// Refuses unless the user may read the room.
+    async fn check_reader(&self, room: &str, kind: &RoomKind<'_>) -> Result<(), Failure> {
+        let standing = self.standing(room, kind).await?;
+        let role = access::effective_role(kind, self.user(), standing.role);
+        access::may_read(role, standing.banned)?;
+        Ok(())
+    }
+}
+
+/// Checks a room id from a command before it reaches a key.
+fn room_kind(room: &str) -> Result<RoomKind<'_>, Refusal> {
+    validate_room(room).map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("room: {e}")))
+}

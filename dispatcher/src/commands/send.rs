@@ -1,0 +1,117 @@
+//! `send` and `dm`: check, deduplicate, number and store a message, and route it.
+//!
+//! A retry with the same `(user, ref)` is answered from the dedup key with the first
+//! message, which is published again: a crash between storing and publishing must not
+//! lose the delivery, and gateways drop a seq they have already delivered.
+
+use proto::amqp::{room_key, user_key, EventBody};
+use proto::client::{Dm, Send};
+use proto::codes::ErrorCode;
+use proto::ids::{dm_room, validate_room, validate_user, RoomKind};
+use proto::server::{Ack, Author, Message, ServerBody};
+
+use super::{room_kind, Ctx, Failure, Outcome, Routed};
+use crate::access::{self, Refusal};
+use crate::store::Draft;
+
+pub(super) async fn send(ctx: &Ctx<'_>, args: &Send) -> Result<Outcome, Failure> {
+    let kind = room_kind(&args.room)?;
+    post(ctx, &args.room, &kind, &args.text).await
+}
+
+pub(super) async fn dm(ctx: &Ctx<'_>, args: &Dm) -> Result<Outcome, Failure> {
+    validate_user(&args.to).map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("to: {e}")))?;
+    if args.to == ctx.user() {
+        return Err(Refusal::new(ErrorCode::BadRequest, "cannot send a dm to yourself").into());
+    }
+    let room = dm_room(ctx.user(), &args.to);
+    let kind = room_kind(&room)?;
+    post(ctx, &room, &kind, &args.text).await
+}
+
+async fn post(
+    ctx: &Ctx<'_>,
+    room: &str,
+    kind: &RoomKind<'_>,
+    text: &str,
+) -> Result<Outcome, Failure> {
+    access::check_text(text, ctx.rules.max_text_bytes)?;
+    let user = ctx.user();
+    let reference = ctx.cmd.reference.as_deref();
+    if let Some(reference) = reference {
+        if let Some(first) = ctx.store.deduplicated(user, reference).await? {
+            return Ok(delivered(ctx, first));
+        }
+    }
+
+    let standing = ctx.standing(room, kind).await?;
+    let role = access::effective_role(kind, user, standing.role);
+    let announce = standing.meta.is_some_and(|m| m.announce);
+    access::may_send(
+        role,
+        announce,
+        ctx.cmd.actor.is_admin(),
+        standing.muted,
+        standing.banned,
+    )?;
+
+    let actor = &ctx.cmd.actor;
+    let from = Author {
+        id: actor.id.clone(),
+        name: actor.name.clone(),
+        bot: actor.bot,
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let draft = Draft::new(room, &id, from, text, common::now_ms())?;
+    let dedup = reference.map(|r| (user, r));
+    let message = ctx
+        .store
+        .append(room, &draft, dedup, ctx.rules.retention)
+        .await?;
+    Ok(delivered(ctx, message))
+}
+
+/// The `ack` for a stored message and its `message` event(s).
+fn delivered(ctx: &Ctx<'_>, message: Message) -> Outcome {
+    let ack = Ack {
+        room: Some(message.room.clone()),
+        id: Some(message.id.clone()),
+        seq: Some(message.seq),
+    };
+    let mut outcome = ctx.answer(ServerBody::Ack(ack));
+    let keys = message_keys(&message.room);
+    outcome.events.push(Routed {
+        keys,
+        event: EventBody::Message(message),
+    });
+    outcome
+}
+
+/// Where a room's `message` goes: the room's key, and for a dm room also both users'
+/// keys (gateways reach dm rooms through user bindings only).
+pub fn message_keys(room: &str) -> Vec<String> {
+    let mut keys = vec![room_key(room, "message")];
+    if let Ok(RoomKind::Dm(a, b)) = validate_room(room) {
+        keys.push(user_key(a, "message"));
+        keys.push(user_key(b, "message"));
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dm_messages_also_go_to_both_users() {
+        assert_eq!(message_keys("general"), vec!["room.general.message"]);
+        assert_eq!(
+            message_keys("dm:alice:bob"),
+            vec![
+                "room.dm~alice~bob.message",
+                "user.alice.message",
+                "user.bob.message"
+            ]
+        );
+    }
+}

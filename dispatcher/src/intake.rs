@@ -1,0 +1,125 @@
+//! From a delivery's body and `user_id` to a command the dispatcher can act on.
+//!
+//! RabbitMQ checks the `user_id` property against the publishing connection's login, so
+//! it is the one thing about a command nobody can forge. A gateway account speaks for the
+//! users it authenticated, so its `actor` is believed; any other account is a bot acting
+//! as itself, whatever its body claims. What cannot be read, or comes without a
+//! `user_id`, is rejected: the caller dead-letters it instead of retrying it forever.
+
+use proto::amqp::{Actor, Command};
+use proto::ids::{validate_user, MAX_REF_LEN};
+use proto::BODY_VERSION;
+
+/// Why a delivery is dead-lettered (the `x-warren-reason` header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection(pub String);
+
+impl Rejection {
+    fn new(reason: impl Into<String>) -> Rejection {
+        Rejection(reason.into())
+    }
+}
+
+/// Parses a command and settles who it acts for.
+pub fn read(
+    body: &[u8],
+    user_id: Option<&str>,
+    gateway_accounts: &[String],
+) -> Result<Command, Rejection> {
+    let login = user_id.ok_or_else(|| Rejection::new("no user_id property"))?;
+    let mut command: Command = serde_json::from_slice(body)
+        .map_err(|e| Rejection::new(format!("malformed command: {e}")))?;
+    if command.v != BODY_VERSION {
+        return Err(Rejection::new(format!("unsupported version {}", command.v)));
+    }
+    if !gateway_accounts.iter().any(|account| account == login) {
+        // A bot: its identity is its login, and it has no WebSocket connection.
+        command.actor = Actor {
+            id: login.to_owned(),
+            name: login.to_owned(),
+            roles: vec![],
+            bot: true,
+        };
+        command.conn = None;
+    }
+    validate_user(&command.actor.id)
+        .map_err(|e| Rejection::new(format!("actor {:?}: {e}", command.actor.id)))?;
+    if command
+        .reference
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REF_LEN)
+    {
+        return Err(Rejection::new("ref longer than 64 bytes"));
+    }
+    Ok(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::amqp::CommandBody;
+
+    const SEND: &str = r#"{"v":1,"kind":"send","room":"general","text":"hi","ref":"r1",
+        "actor":{"id":"alice","name":"Alice","roles":["admin"]},"conn":{"gateway":"g","session":"s"}}"#;
+
+    fn accounts() -> Vec<String> {
+        vec!["warren-gateway".into(), "guest".into()]
+    }
+
+    #[test]
+    fn a_gateway_account_speaks_for_its_actor() {
+        let cmd = read(SEND.as_bytes(), Some("guest"), &accounts()).unwrap();
+        assert_eq!(cmd.actor.id, "alice");
+        assert!(cmd.actor.is_admin());
+        assert!(cmd.conn.is_some());
+        assert!(matches!(cmd.body, CommandBody::Send(_)));
+    }
+
+    #[test]
+    fn any_other_account_acts_as_itself() {
+        let cmd = read(SEND.as_bytes(), Some("echo-bot"), &accounts()).unwrap();
+        assert_eq!(
+            cmd.actor,
+            Actor {
+                id: "echo-bot".into(),
+                name: "echo-bot".into(),
+                roles: vec![],
+                bot: true
+            }
+        );
+        assert_eq!(cmd.conn, None);
+        assert_eq!(cmd.reference.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn no_user_id_is_rejected() {
+        assert!(read(SEND.as_bytes(), None, &accounts()).is_err());
+    }
+
+    #[test]
+    fn unreadable_bodies_are_rejected() {
+        for body in [
+            "not json",
+            r#"{"v":1,"kind":"explode","actor":{"id":"a","name":"A"}}"#,
+            r#"{"v":2,"kind":"leave","room":"r","actor":{"id":"a","name":"A"}}"#,
+            r#"{"v":1,"kind":"send","room":"r","actor":{"id":"a","name":"A"}}"#,
+        ] {
+            assert!(
+                read(body.as_bytes(), Some("guest"), &accounts()).is_err(),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn actors_and_refs_must_be_safe_in_keys() {
+        let bad_actor = r#"{"v":1,"kind":"leave","room":"r","actor":{"id":"a:b","name":"A"}}"#;
+        assert!(read(bad_actor.as_bytes(), Some("guest"), &accounts()).is_err());
+        assert!(read(bad_actor.as_bytes(), Some("bot@example"), &accounts()).is_err());
+        let long_ref = format!(
+            r#"{{"v":1,"kind":"leave","room":"r","ref":"{}","actor":{{"id":"a","name":"A"}}}}"#,
+            "x".repeat(65)
+        );
+        assert!(read(long_ref.as_bytes(), Some("guest"), &accounts()).is_err());
+    }
+}

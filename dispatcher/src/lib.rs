@@ -1,0 +1,90 @@
+//! Warren's dispatcher: consumes commands from RabbitMQ, decides permissions, assigns
+//! ids and seqs, stores history in Redis, and publishes events and answers.
+//!
+//! [`run`] is the whole service; the `warren-dispatcher` binary only loads settings and
+//! waits for a signal, so tests start it in-process. How the modules fit:
+//! - [`supervisor`]: the connection loop (connect, declare, one shard per queue, reconnect).
+//! - [`shard`]: one queue's consumer: read → handle → publish with confirms → ack.
+//! - [`intake`]: parsing a delivery and deciding whose command it is (gateway or bot).
+//! - [`commands`]: one module per command kind, producing events and an answer.
+//! - [`access`] and [`recovery`]: the chat rules as pure functions (who may join, send,
+//!   read; what history a rejoin gets).
+//! - [`store`]: the Redis data model, with the atomic append script.
+//! - [`publisher`]: publishing with confirms, and dead-lettering.
+
+pub mod access;
+pub mod commands;
+pub mod intake;
+pub mod publisher;
+pub mod recovery;
+pub mod shard;
+pub mod store;
+pub mod supervisor;
+
+use common::Settings;
+use tokio_util::sync::CancellationToken;
+
+/// Why the dispatcher could not run. Lost connections are not errors: they are retried
+/// until shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// The smallest dedup window the protocol promises, seconds.
+pub const MIN_DEDUP_TTL_S: u64 = 600;
+
+/// Runs the dispatcher until `shutdown` is cancelled, then stops cleanly and returns.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), DispatcherError> {
+    check(&settings)?;
+    supervisor::Supervisor::new(settings).run(shutdown).await;
+    Ok(())
+}
+
+fn check(settings: &Settings) -> Result<(), DispatcherError> {
+    let fail = |what: &str| Err(DispatcherError::Config(what.to_owned()));
+    if settings.amqp.shards == 0 {
+        return fail("amqp.shards must be at least 1");
+    }
+    if settings.amqp.prefetch == 0 {
+        return fail("amqp.prefetch must be at least 1");
+    }
+    if settings.amqp.prefix.is_empty() || settings.redis.prefix.is_empty() {
+        return fail("amqp.prefix and redis.prefix must not be empty");
+    }
+    if settings.dispatcher.history_limit == 0 {
+        return fail("dispatcher.history_limit must be at least 1");
+    }
+    if settings.dispatcher.dedup_ttl_s < MIN_DEDUP_TTL_S {
+        return fail("dispatcher.dedup_ttl_s must be at least 600");
+    }
+    if settings.gateway.max_text_bytes == 0 {
+        return fail("gateway.max_text_bytes must be at least 1");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Settings {
+        Settings::load_from(None, Some(Default::default())).unwrap()
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert!(check(&defaults()).is_ok());
+    }
+
+    #[test]
+    fn a_short_dedup_window_is_refused() {
+        let mut s = defaults();
+        s.dispatcher.dedup_ttl_s = 60;
+        assert!(check(&s).is_err());
+        let mut s = defaults();
+        s.amqp.shards = 0;
+        assert!(check(&s).is_err());
+    }
+}

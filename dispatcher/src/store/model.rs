@@ -1,0 +1,206 @@
+//! The values the store reads and writes, and how raw Redis replies become them.
+//! Reading is forgiving where a damaged entry can be skipped (a history entry, a
+//! presence entry) and strict where it cannot (a role).
+
+use std::collections::HashMap;
+
+use proto::client::Role;
+use proto::server::Message;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis is unreachable, loading, failing over or out of memory: worth retrying.
+    #[error("redis unavailable: {0}")]
+    Unavailable(redis::RedisError),
+    /// Something stored cannot be read (or written) as the model says, or Redis refused
+    /// a command because of it: retrying would fail the same way forever.
+    #[error("stored data: {0}")]
+    Data(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> StoreError {
+        if is_transient(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Data(e.to_string())
+        }
+    }
+}
+
+/// Whether a Redis error can go away by itself. Anything else (a wrong type, a script
+/// refusing a damaged value) would block the shard forever if it were retried.
+fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    match e.kind() {
+        ErrorKind::Io | ErrorKind::Parse | ErrorKind::AuthenticationFailed => true,
+        ErrorKind::Server(kind) => matches!(
+            kind,
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::NoScript
+        ),
+        ErrorKind::Extension => matches!(e.code(), Some("MISCONF" | "OOM" | "BUSY" | "NOREPLICAS")),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+/// A room's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomMeta {
+    pub visibility: Visibility,
+    pub announce: bool,
+}
+
+/// What the store knows about one user in one room, read in one round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// `None` when the room does not exist (dm rooms never have meta).
+    pub meta: Option<RoomMeta>,
+    pub role: Option<Role>,
+    pub muted: bool,
+    pub banned: bool,
+}
+
+/// One connection's presence in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    pub id: String,
+    pub name: String,
+    pub gateway: String,
+}
+
+/// A room's epoch and latest seq, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomState {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// How much the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub history_limit: u64,
+    pub dedup_ttl_s: u64,
+}
+
+pub(super) fn parse_role(room: &str, s: &str) -> Result<Role, StoreError> {
+    Role::parse(s).ok_or_else(|| StoreError::Data(format!("room {room}: unknown role {s:?}")))
+}
+
+pub(super) fn parse_meta(fields: &HashMap<String, String>) -> Option<RoomMeta> {
+    if fields.is_empty() {
+        return None;
+    }
+    // Anything but an explicit "public" is private: a damaged entry must not open a room.
+    let visibility = match fields.get("visibility").map(String::as_str) {
+        Some("public") => Visibility::Public,
+        _ => Visibility::Private,
+    };
+    let announce = fields.get("announce").map(String::as_str) == Some("1");
+    Some(RoomMeta {
+        visibility,
+        announce,
+    })
+}
+
+/// Reads stored messages, skipping (and logging) any that cannot be read.
+pub(super) fn parse_messages(room: &str, raw: Vec<String>) -> Vec<Message> {
+    raw.iter()
+        .filter_map(|json| match serde_json::from_str::<Message>(json) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(room, error = %e, "skipping an unreadable history entry");
+                None
+            }
+        })
+        .collect()
+}
+
+pub(super) fn parse_presence(
+    room: &str,
+    raw: HashMap<String, String>,
+) -> Vec<(String, PresenceEntry)> {
+    let mut entries: Vec<(String, PresenceEntry)> = raw
+        .into_iter()
+        .filter_map(|(session, json)| match serde_json::from_str(&json) {
+            Ok(entry) => Some((session, entry)),
+            Err(e) => {
+                tracing::warn!(room, session, error = %e, "skipping an unreadable presence entry");
+                None
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_defaults_to_private_when_damaged() {
+        assert_eq!(parse_meta(&HashMap::new()), None);
+        let mut f = HashMap::new();
+        f.insert("visibility".to_owned(), "public".to_owned());
+        f.insert("announce".to_owned(), "1".to_owned());
+        assert_eq!(
+            parse_meta(&f),
+            Some(RoomMeta {
+                visibility: Visibility::Public,
+                announce: true
+            })
+        );
+        f.insert("visibility".to_owned(), "???".to_owned());
+        f.remove("announce");
+        assert_eq!(
+            parse_meta(&f),
+            Some(RoomMeta {
+                visibility: Visibility::Private,
+                announce: false
+            })
+        );
+    }
+
+    #[test]
+    fn only_errors_that_can_pass_are_transient() {
+        use redis::{ErrorKind, RedisError, ServerErrorKind};
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(StoreError::from(io), StoreError::Unavailable(_)));
+        let loading =
+            RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
+        assert!(matches!(
+            StoreError::from(loading),
+            StoreError::Unavailable(_)
+        ));
+        let wrong = RedisError::from((ErrorKind::UnexpectedReturnType, "not a number"));
+        assert!(matches!(StoreError::from(wrong), StoreError::Data(_)));
+    }
+
+    #[test]
+    fn unreadable_entries_are_skipped() {
+        let good = r#"{"room":"r","id":"i","seq":1,"epoch":"e","from":{"id":"a","name":"A","bot":false},"text":"t","ts":1}"#;
+        let msgs = parse_messages("r", vec!["{oops".into(), good.into()]);
+        assert_eq!(msgs.len(), 1);
+        let mut raw = HashMap::new();
+        raw.insert(
+            "s2".to_owned(),
+            r#"{"id":"b","name":"B","gateway":"g"}"#.to_owned(),
+        );
+        raw.insert("s1".to_owned(), "nope".to_owned());
+        let entries = parse_presence("r", raw);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, "s2");
+    }
+}

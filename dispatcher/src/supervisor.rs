@@ -1,0 +1,222 @@
+//! The connection loop: connect to Redis and RabbitMQ, declare the topology, start one
+//! [`Shard`] per command queue, and when the connection fails start over after a backoff.
+//!
+//! The command queues are single-active-consumer: the first dispatcher to subscribe owns
+//! a shard and the others stand by until it goes away, so nothing here coordinates
+//! dispatchers. On shutdown every shard finishes the command in hand and cancels its
+//! consumer, then the connection is closed; unacked deliveries go back to the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::amqp::{declare_topology, Backoff};
+use common::Settings;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use proto::amqp::Names;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{Handler, Rules};
+use crate::publisher::Publisher;
+use crate::shard::{Shard, ShardError, Shared};
+use crate::store::RoomStore;
+
+/// The connection name shown in the RabbitMQ console.
+const CONNECTION_NAME: &str = "warren-dispatcher";
+
+/// How long shards get to finish the command in hand once told to stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Why one connection ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("shard {0} stopped: {1}")]
+    Shard(u32, String),
+}
+
+/// The dispatcher's connection loop.
+pub struct Supervisor {
+    settings: Settings,
+    names: Names,
+    rules: Rules,
+    gateway_accounts: Arc<[String]>,
+    /// Tells this process's consumers apart in the console.
+    instance: String,
+    store: Option<RoomStore>,
+}
+
+impl Supervisor {
+    pub fn new(settings: Settings) -> Supervisor {
+        Supervisor {
+            names: Names::new(settings.amqp.prefix.clone()),
+            rules: Rules::from_settings(&settings),
+            gateway_accounts: settings.amqp.gateway_accounts.clone().into(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            store: None,
+            settings,
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(self.settings.amqp.backoff_min_ms),
+            Duration::from_millis(self.settings.amqp.backoff_max_ms),
+        )
+    }
+
+    /// Serves until `shutdown`, reconnecting after every failure.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = self.backoff();
+        while !shutdown.is_cancelled() {
+            match self.serve(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "dispatcher disconnected"),
+            }
+            let wait = backoff.next();
+            tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("dispatcher stopped");
+    }
+
+    /// One connection's life. `Ok` only when it ended because of `shutdown`.
+    async fn serve(
+        &mut self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), LinkError> {
+        let connecting = async {
+            let store = self.store().await?;
+            let url = self.settings.amqp.url.expose();
+            let connection = common::amqp::connect(url, CONNECTION_NAME).await?;
+            Ok::<_, LinkError>((store, connection))
+        };
+        let (store, connection) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            connected = connecting => connected?,
+        };
+        let stop = shutdown.child_token();
+        let mut shards = JoinSet::new();
+        let (result, publish) = match self.start(&connection, store, &stop, &mut shards).await {
+            Ok(publish) => {
+                backoff.reset();
+                tracing::info!(shards = self.settings.amqp.shards, prefix = %self.names.prefix(), "dispatcher consuming");
+                (watch(shutdown, &mut shards).await, Some(publish))
+            }
+            Err(e) => (Err(e), None),
+        };
+        stop.cancel();
+        drain(&mut shards).await;
+        // Channels close themselves when dropped, but in the background: close them here
+        // so that the connection's own close finds nothing half-closed.
+        if let Some(publish) = publish {
+            if let Err(e) = publish.close(200, "OK".into()).await {
+                tracing::debug!(error = %e, "closing the publish channel failed");
+            }
+        }
+        if let Err(e) = connection.close(200, "OK".into()).await {
+            tracing::debug!(error = %e, "closing the connection failed");
+        }
+        result
+    }
+
+    /// The store, connected once; the connection manager reconnects by itself after.
+    async fn store(&mut self) -> Result<RoomStore, LinkError> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let conn = common::store::connect(self.settings.redis.url.expose()).await?;
+        let store = RoomStore::new(conn, &self.settings.redis.prefix);
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Declares the topology and starts a consumer per shard. Returns the publish channel.
+    async fn start(
+        &self,
+        connection: &Connection,
+        store: RoomStore,
+        stop: &CancellationToken,
+        shards: &mut JoinSet<(u32, Result<(), ShardError>)>,
+    ) -> Result<Channel, LinkError> {
+        let amqp = &self.settings.amqp;
+        let setup = connection.create_channel().await?;
+        declare_topology(&setup, &self.names, amqp.shards).await?;
+        setup.close(200, "OK".into()).await?;
+
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let shared = Shared {
+            publisher: Publisher::new(publish.clone(), &self.names),
+            handler: Handler::new(store, self.rules.clone()),
+            gateway_accounts: self.gateway_accounts.clone(),
+            backoff: self.backoff(),
+            stop: stop.clone(),
+        };
+        for index in 0..amqp.shards {
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(amqp.prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    self.names.commands_queue(index).into(),
+                    format!("dispatcher-{}-{index}", self.instance).into(),
+                    BasicConsumeOptions {
+                        no_ack: false,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let shard = Shard::new(index, channel, consumer, shared.clone());
+            shards.spawn(async move { (index, shard.run().await) });
+        }
+        Ok(publish)
+    }
+}
+
+/// Waits for shutdown (`Ok`) or for the first shard to end (`Err`: the connection is
+/// no longer whole).
+async fn watch(
+    shutdown: &CancellationToken,
+    shards: &mut JoinSet<(u32, Result<(), ShardError>)>,
+) -> Result<(), LinkError> {
+    tokio::select! {
+        () = shutdown.cancelled() => Ok(()),
+        Some(ended) = shards.join_next() => Err(match ended {
+            Ok((index, Ok(()))) => LinkError::Shard(index, "ended".into()),
+            Ok((index, Err(e))) => LinkError::Shard(index, e.to_string()),
+            Err(e) => LinkError::Shard(u32::MAX, format!("task failed: {e}")),
+        }),
+    }
+}
+
+/// Lets stopped shards finish the command in hand, then aborts what is left.
+async fn drain(shards: &mut JoinSet<(u32, Result<(), ShardError>)>) {
+    let finished = tokio::time::timeout(STOP_GRACE, async {
+        while let Some(ended) = shards.join_next().await {
+            match ended {
+                Ok((_, Ok(()))) => {}
+                Ok((index, Err(e))) => tracing::debug!(shard = index, error = %e, "shard ended"),
+                Err(e) => tracing::warn!(error = %e, "shard task failed"),
+            }
+        }
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!("shards did not stop in time; abandoning their commands to redelivery");
+        shards.shutdown().await;
+    }
+}

@@ -1,0 +1,359 @@
+//! A dispatcher started in-process against the real RabbitMQ and Redis, under a random
+//! prefix, and a fake gateway that publishes commands and reads answers and events.
+//! [`Harness::finish`] stops the dispatcher and deletes every queue, exchange and key
+//! the run created, whether the test body passed or not.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use common::amqp::{declare_topology, lapin, persistent_json_properties};
+use common::Settings;
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
+use proto::amqp::{shard_key, Actor, Command, CommandBody, ConnRef, Event, Names, Reply};
+use proto::ids::shard_of;
+use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use warren_dispatcher::DispatcherError;
+
+/// The bound on every wait.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const SHARDS: u32 = 2;
+
+pub struct Harness {
+    pub prefix: String,
+    pub names: Names,
+    shutdown: CancellationToken,
+    service: Option<JoinHandle<Result<(), DispatcherError>>>,
+    connection: Connection,
+    channel: Channel,
+    reply_queue: String,
+    replies: Consumer,
+    events: Consumer,
+    events_queue: String,
+    pub redis_conn: ConnectionManager,
+    correlation: u64,
+}
+
+impl Harness {
+    /// Starts a dispatcher and a fake gateway whose event queue is bound to `bindings`.
+    pub async fn start(bindings: &[&str]) -> Harness {
+        let prefix = format!("dt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let env: HashMap<String, String> = [
+            ("WARREN__AMQP__PREFIX", prefix.as_str()),
+            ("WARREN__REDIS__PREFIX", prefix.as_str()),
+            ("WARREN__AMQP__SHARDS", "2"),
+            ("WARREN__LOG__LEVEL", "warren_dispatcher=debug,warn"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let settings = Settings::load_from(None, Some(env)).expect("settings");
+        common::telemetry::init(&settings.log);
+        let names = Names::new(prefix.clone());
+
+        let connection =
+            common::amqp::connect(settings.amqp.url.expose(), "warren-dispatcher-test")
+                .await
+                .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        declare_topology(&channel, &names, SHARDS)
+            .await
+            .expect("topology");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let reply_queue = channel
+            .queue_declare("".into(), exclusive, FieldTable::default())
+            .await
+            .expect("reply queue");
+        let reply_queue = reply_queue.name().as_str().to_owned();
+        let events_queue = channel
+            .queue_declare("".into(), exclusive, FieldTable::default())
+            .await
+            .expect("events queue");
+        let events_queue = events_queue.name().as_str().to_owned();
+        for key in bindings {
+            channel
+                .queue_bind(
+                    events_queue.clone().into(),
+                    names.events_exchange().into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind");
+        }
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let replies = channel
+            .basic_consume(
+                reply_queue.clone().into(),
+                "replies".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume replies");
+        let events = channel
+            .basic_consume(
+                events_queue.clone().into(),
+                "events".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume events");
+
+        let redis = common::store::connect(settings.redis.url.expose())
+            .await
+            .expect("redis");
+        let shutdown = CancellationToken::new();
+        let service = tokio::spawn(warren_dispatcher::run(settings, shutdown.clone()));
+        Harness {
+            prefix,
+            names,
+            shutdown,
+            service: Some(service),
+            connection,
+            channel,
+            reply_queue,
+            replies,
+            events,
+            events_queue,
+            redis_conn: redis,
+            correlation: 0,
+        }
+    }
+
+    /// Runs `body`, then cleans up whatever happened, then re-raises a failure.
+    pub async fn run(mut self, body: impl AsyncFnOnce(&mut Harness)) {
+        let outcome = AssertUnwindSafe(body(&mut self)).catch_unwind().await;
+        self.finish().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// A command as a gateway sends it for `user`.
+    pub fn command(user: &str, reference: Option<&str>, body: CommandBody) -> Command {
+        Command {
+            v: 1,
+            body,
+            actor: Actor {
+                id: user.into(),
+                name: user.to_uppercase(),
+                roles: vec![],
+                bot: false,
+            },
+            reference: reference.map(str::to_owned),
+            conn: Some(ConnRef {
+                gateway: "gw-test".into(),
+                session: format!("sess-{user}"),
+            }),
+        }
+    }
+
+    /// Publishes a command to its shard as the gateway account `guest`, confirmed;
+    /// returns its correlation id.
+    pub async fn send(&mut self, command: &Command) -> String {
+        let body = serde_json::to_vec(command).expect("encode");
+        let shard = shard_of(&command.room(), SHARDS);
+        self.publish_raw(&body, &shard_key(shard), command.body.kind())
+            .await
+    }
+
+    /// Publishes any body to the commands exchange with `routing_key`.
+    pub async fn publish_raw(&mut self, body: &[u8], routing_key: &str, kind: &str) -> String {
+        self.correlation += 1;
+        let correlation = format!("c{}", self.correlation);
+        let props: BasicProperties = persistent_json_properties(kind)
+            .with_user_id(ShortString::from("guest"))
+            .with_reply_to(ShortString::from(self.reply_queue.clone()))
+            .with_correlation_id(ShortString::from(correlation.clone()));
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.names.commands_exchange().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "command not confirmed");
+        correlation
+    }
+
+    /// The next answer; checks that it answers `correlation`.
+    pub async fn reply(&mut self, correlation: &str) -> Reply {
+        let delivery = tokio::time::timeout(WAIT, self.replies.next())
+            .await
+            .expect("no reply in time")
+            .expect("reply consumer ended")
+            .expect("reply delivery");
+        let got = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str().to_owned());
+        assert_eq!(
+            got.as_deref(),
+            Some(correlation),
+            "answer to another command"
+        );
+        assert_eq!(
+            delivery.properties.kind().as_ref().map(|k| k.as_str()),
+            Some("reply")
+        );
+        serde_json::from_slice(&delivery.data).expect("reply body")
+    }
+
+    /// The next event of `kind` and its routing key, skipping others.
+    pub async fn event(&mut self, kind: &str) -> (String, Event) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let delivery = tokio::time::timeout_at(deadline, self.events.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} event in time"))
+                .expect("event consumer ended")
+                .expect("event delivery");
+            let event: Event = serde_json::from_slice(&delivery.data).expect("event body");
+            if event.body.kind() == kind {
+                return (delivery.routing_key.as_str().to_owned(), event);
+            }
+        }
+    }
+
+    /// Runs one Redis command (test set-up), failing the test if Redis refuses it.
+    pub async fn redis(&mut self, args: &[&str]) -> redis::Value {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut self.redis_conn)
+            .await
+            .expect("redis command")
+    }
+
+    /// Polls the dead-letter queue until a message arrives.
+    pub async fn dead_letter(&mut self) -> lapin::message::BasicGetMessage {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self
+                .channel
+                .basic_get(self.names.dead().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if let Some(message) = got {
+                return message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing dead-lettered in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the dispatcher (it must stop cleanly) and deletes everything under the prefix.
+    async fn finish(&mut self) {
+        self.shutdown.cancel();
+        if let Some(service) = self.service.take() {
+            match tokio::time::timeout(WAIT, service).await {
+                Ok(Ok(Ok(()))) => {}
+                other => eprintln!("dispatcher did not stop cleanly: {other:?}"),
+            }
+        }
+        let mut queues: Vec<String> = (0..SHARDS).map(|n| self.names.commands_queue(n)).collect();
+        queues.push(self.names.dead());
+        queues.push(self.events_queue.clone());
+        queues.push(self.reply_queue.clone());
+        for queue in queues {
+            let deleted = tokio::time::timeout(
+                WAIT,
+                self.channel
+                    .queue_delete(queue.clone().into(), QueueDeleteOptions::default()),
+            )
+            .await;
+            if !matches!(deleted, Ok(Ok(_))) {
+                eprintln!("could not delete queue {queue}: {deleted:?}");
+            }
+        }
+        for exchange in [
+            self.names.commands_exchange(),
+            self.names.events_exchange(),
+            self.names.dead(),
+        ] {
+            let deleted = tokio::time::timeout(
+                WAIT,
+                self.channel
+                    .exchange_delete(exchange.clone().into(), ExchangeDeleteOptions::default()),
+            )
+            .await;
+            if !matches!(deleted, Ok(Ok(()))) {
+                eprintln!("could not delete exchange {exchange}: {deleted:?}");
+            }
+        }
+        if let Err(e) =
+            tokio::time::timeout(WAIT, delete_keys(&mut self.redis_conn, &self.prefix)).await
+        {
+            eprintln!("could not delete redis keys: {e}");
+        }
+        if let Err(e) = self.connection.close(200, "OK".into()).await {
+            eprintln!("closing the test connection: {e}");
+        }
+    }
+}
+
+/// SCAN + DEL of every key under `<prefix>:`.
+async fn delete_keys(redis: &mut ConnectionManager, prefix: &str) {
+    let mut cursor: u64 = 0;
+    loop {
+        let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(redis)
+            .await;
+        let Ok((next, keys)) = scanned else {
+            eprintln!("SCAN failed under {prefix}");
+            return;
+        };
+        if !keys.is_empty() {
+            let deleted: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(redis).await;
+            if let Err(e) = deleted {
+                eprintln!("DEL failed: {e}");
+            }
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}

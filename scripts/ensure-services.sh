@@ -1,0 +1,478 @@
+#!/usr/bin/env bash
+# Makes sure the services Warren needs are installed and answering on this
+# machine: Redis on 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672 (with the
+# management plugin on 127.0.0.1:15672 and the `warren-gateway` user).
+#
+# Idempotent: when everything is already up it only checks, and returns
+# quickly. Installs missing packages with apt-get, starts stopped services
+# (through the init system when one is usable, directly otherwise) and waits
+# for them, within fixed time limits. Progress goes to stderr.
+#
+# Exit status: 0 when both RabbitMQ and Redis answer, non-zero otherwise.
+set -euo pipefail
+
+# rabbitmqctl & co. live in /usr/sbin, which is not on a normal user's PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+readonly REDIS_HOST=127.0.0.1
+readonly REDIS_PORT=6379
+readonly REDIS_WAIT_S=30
+
+readonly AMQP_HOST=127.0.0.1
+readonly AMQP_PORT=5672
+readonly RABBIT_WAIT_S=90
+
+readonly MGMT_URL="http://127.0.0.1:15672"
+readonly MGMT_AUTH="guest:guest"
+readonly MGMT_WAIT_S=60
+
+# The account the gateways use. Its permissions are broad for now.
+readonly GW_USER=warren-gateway
+readonly GW_PASS=warren-gateway
+readonly GW_VHOST=/
+readonly GW_VHOST_URL=%2F
+readonly GW_CONFIGURE='.*'
+readonly GW_WRITE='.*'
+readonly GW_READ='.*'
+
+log() { printf 'ensure-services: %s\n' "$*" >&2; }
+warn() { printf 'ensure-services: warning: %s\n' "$*" >&2; }
+die() {
+    printf 'ensure-services: error: %s\n' "$*" >&2
+    exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise
+# (non-interactively when there is no terminal to ask for a password on).
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    elif have sudo; then
+        if [[ -t 0 ]]; then
+            sudo "$@"
+        else
+            sudo -n "$@"
+        fi
+    else
+        die "'$*' needs root, and sudo is not installed; run this script as root"
+    fi
+}
+
+# Runs a command (as root) keeping its output unless it fails.
+quiet_root() {
+    local out
+    if out=$(as_root "$@" 2>&1); then
+        return 0
+    else
+        local rc=$?
+        printf '%s\n' "$out" >&2
+        return "$rc"
+    fi
+}
+
+# True when something accepts TCP connections on host:port.
+tcp_open() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# True when an init system is running that can start the named service.
+init_usable() {
+    local svc=$1 pid1=""
+    if [[ -d /run/systemd/system ]]; then
+        return 0
+    fi
+    [[ -r /proc/1/comm ]] && pid1=$(</proc/1/comm)
+    [[ $pid1 == init && -x /etc/init.d/$svc ]]
+}
+
+# Starts a service through the init system; non-zero if that did not work.
+init_start() {
+    local svc=$1
+    if have service; then
+        as_root timeout 120 service "$svc" start >&2
+    elif [[ -d /run/systemd/system ]] && have systemctl; then
+        as_root timeout 120 systemctl start "$svc" >&2
+    elif [[ -x /etc/init.d/$svc ]]; then
+        as_root timeout 120 "/etc/init.d/$svc" start >&2
+    else
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# HTTP (management API): curl, or python3 as a fallback.
+# http_get URL USER:PASS prints the status code on the first line (000 when
+# nothing answered) and the body after it.
+# ---------------------------------------------------------------------------
+http_client=""
+if have curl; then
+    http_client=curl
+elif have python3; then
+    http_client=python3
+fi
+
+http_get() {
+    local url=$1 auth=$2
+    case $http_client in
+    curl)
+        local out
+        out=$(curl -s -m 5 -u "$auth" -w '\n%{http_code}' "$url" 2>/dev/null) || true
+        # curl puts the status last; move it first.
+        printf '%s\n%s\n' "${out##*$'\n'}" "${out%$'\n'*}"
+        ;;
+    python3)
+        python3 - "$url" "$auth" <<'PY' 2>/dev/null || printf '000\n\n'
+import base64, sys, urllib.error, urllib.request
+url, auth = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(url)
+req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+try:
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        status, body = resp.status, resp.read()
+except urllib.error.HTTPError as err:
+    status, body = err.code, err.read()
+except Exception:
+    status, body = 0, b""
+print("%03d" % status)
+print(body.decode("utf-8", "replace"))
+PY
+        ;;
+    *) printf '000\n\n' ;;
+    esac
+}
+
+# Sets HTTP_STATUS and HTTP_BODY for a GET with the given credentials.
+fetch() {
+    local out
+    out=$(http_get "$1" "$2")
+    HTTP_STATUS=${out%%$'\n'*}
+    HTTP_BODY=""
+    if [[ $out == *$'\n'* ]]; then
+        HTTP_BODY=${out#*$'\n'}
+    fi
+}
+
+# Prints the JSON string value of a top-level key of a flat JSON object
+# (enough for the management API's user and permission objects).
+json_string() {
+    local body=$1 key=$2 re val
+    re="\"$key\":\"(([^\"\\\\]|\\\\.)*)\""
+    [[ $body =~ $re ]] || return 1
+    val=${BASH_REMATCH[1]}
+    val=${val//\\\\/\\}
+    val=${val//\\\"/\"}
+    printf '%s' "$val"
+}
+
+# ---------------------------------------------------------------------------
+# 1. Packages.
+# ---------------------------------------------------------------------------
+install_missing() {
+    local pkgs=()
+    if ! have rabbitmqctl || ! have rabbitmq-server; then
+        pkgs+=(rabbitmq-server)
+    fi
+    if ! have redis-server; then
+        pkgs+=(redis-server)
+    fi
+    [[ ${#pkgs[@]} -eq 0 ]] && return 0
+    have apt-get || die "missing ${pkgs[*]} and apt-get is not available; install them by hand"
+    log "installing ${pkgs[*]} (apt-get)"
+    as_root apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
+    hash -r
+    if ! have rabbitmqctl || ! have rabbitmq-server; then
+        die "rabbitmq-server was installed but rabbitmqctl is still missing"
+    fi
+    have redis-server || die "redis-server was installed but is still missing"
+}
+
+# ---------------------------------------------------------------------------
+# 2. Redis.
+# ---------------------------------------------------------------------------
+# True when Redis answers PING with PONG; the reply is kept in REDIS_REPLY.
+REDIS_REPLY=""
+redis_ping() {
+    local reply=""
+    REDIS_REPLY=""
+    if have redis-cli; then
+        reply=$(timeout 5 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null) || true
+    else
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        reply=$(timeout 5 bash -c '
+            exec 3<>"/dev/tcp/$1/$2" || exit 1
+            printf "PING\r\n" >&3
+            IFS= read -r line <&3 && printf "%s" "$line"' _ "$REDIS_HOST" "$REDIS_PORT" 2>/dev/null) || true
+        reply=${reply#+}
+        reply=${reply%$'\r'}
+    fi
+    REDIS_REPLY=$reply
+    [[ $reply == PONG ]]
+}
+
+ensure_redis() {
+    redis_ping && return 0
+    local logfile dir started=0 deadline=$((SECONDS + REDIS_WAIT_S))
+    if tcp_open "$REDIS_HOST" "$REDIS_PORT"; then
+        # Something listens: a Redis that is still loading, or not one we
+        # can use. Do not start a second one; wait a little, then give up.
+        case $REDIS_REPLY in
+        *NOAUTH* | *WRONGPASS* | *DENIED*)
+            die "the Redis on $REDIS_HOST:$REDIS_PORT wants a password or refuses us: $REDIS_REPLY"
+            ;;
+        esac
+        log "something listens on $REDIS_HOST:$REDIS_PORT but does not answer PONG yet; waiting"
+        until redis_ping; do
+            if ((SECONDS >= deadline)); then
+                die "$REDIS_HOST:$REDIS_PORT is taken by something that does not answer PING with PONG (reply: '${REDIS_REPLY}'); is it Redis?"
+            fi
+            sleep 1
+        done
+        log "Redis is up"
+        return 0
+    fi
+
+    if [[ $EUID -eq 0 && -d /var/log/redis ]]; then
+        logfile=/var/log/redis/warren.log
+    else
+        logfile=${TMPDIR:-/tmp}/warren-redis.log
+    fi
+    if [[ $EUID -eq 0 && -d /var/lib/redis ]]; then
+        dir=/var/lib/redis
+    else
+        dir=${TMPDIR:-/tmp}
+    fi
+
+    if init_usable redis-server; then
+        log "starting Redis (service redis-server start)"
+        if init_start redis-server; then
+            started=1
+        else
+            warn "the init system could not start redis-server; starting it directly"
+        fi
+    fi
+    if [[ $started -eq 0 ]]; then
+        log "starting Redis on $REDIS_HOST:$REDIS_PORT (log: $logfile)"
+        redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
+            --save "" --appendonly no --dir "$dir" --logfile "$logfile" >&2 ||
+            die "redis-server failed to start; see $logfile"
+    fi
+
+    until redis_ping; do
+        if ((SECONDS >= deadline)); then
+            [[ -r $logfile ]] && tail -n 20 "$logfile" >&2
+            die "Redis did not answer on $REDIS_HOST:$REDIS_PORT within ${REDIS_WAIT_S}s"
+        fi
+        sleep 0.5
+    done
+    log "Redis is up"
+}
+
+# ---------------------------------------------------------------------------
+# 3. RabbitMQ.
+# ---------------------------------------------------------------------------
+rabbit_port_open() { tcp_open "$AMQP_HOST" "$AMQP_PORT"; }
+
+# Prints "{Booting,Running}" (e.g. {false,true}) when the node answers;
+# non-zero when no node is running.
+rabbit_node_state() {
+    as_root timeout 30 rabbitmqctl -q eval '{rabbit:is_booting(), rabbit:is_running()}.' 2>/dev/null
+}
+
+start_rabbit_node() {
+    local started=0
+    if init_usable rabbitmq-server; then
+        log "starting RabbitMQ (service rabbitmq-server start)"
+        if init_start rabbitmq-server; then
+            started=1
+        else
+            warn "the init system could not start rabbitmq-server; starting it directly"
+        fi
+    fi
+    if [[ $started -eq 0 ]]; then
+        log "starting RabbitMQ (rabbitmq-server -detached)"
+        as_root rabbitmq-server -detached >&2 || die "rabbitmq-server -detached failed; see /var/log/rabbitmq/"
+    fi
+}
+
+ensure_rabbit() {
+    rabbit_port_open && return 0
+
+    local state
+    if state=$(rabbit_node_state); then
+        case $state in
+        *'{false,false}'*)
+            log "RabbitMQ node is running but its application is stopped; starting it (rabbitmqctl start_app)"
+            quiet_root rabbitmqctl -q start_app || die "rabbitmqctl start_app failed"
+            ;;
+        *'{true,'*) log "RabbitMQ is booting; waiting" ;;
+        *) log "RabbitMQ node answers ($state) but port $AMQP_PORT is closed; waiting" ;;
+        esac
+    else
+        start_rabbit_node
+    fi
+
+    local deadline=$((SECONDS + RABBIT_WAIT_S))
+    until rabbit_port_open; do
+        if ((SECONDS >= deadline)); then
+            die "RabbitMQ did not open $AMQP_HOST:$AMQP_PORT within ${RABBIT_WAIT_S}s; see /var/log/rabbitmq/"
+        fi
+        sleep 1
+    done
+    local left=$((deadline - SECONDS))
+    ((left < 5)) && left=5
+    as_root timeout "$((left + 5))" rabbitmqctl -q await_startup --timeout "$left" >&2 ||
+        die "RabbitMQ did not finish booting within ${RABBIT_WAIT_S}s; see /var/log/rabbitmq/"
+    log "RabbitMQ is up"
+}
+
+# ---------------------------------------------------------------------------
+# 4. Management plugin.
+# ---------------------------------------------------------------------------
+MGMT_OK=0
+
+mgmt_answers() {
+    fetch "$MGMT_URL/api/overview" "$MGMT_AUTH"
+    [[ $HTTP_STATUS == 200 ]]
+}
+
+ensure_mgmt() {
+    if [[ -z $http_client ]]; then
+        warn "neither curl nor python3 is installed: not checking the management API"
+        quiet_root rabbitmq-plugins -q enable rabbitmq_management ||
+            warn "could not enable rabbitmq_management"
+        return 0
+    fi
+    if mgmt_answers; then
+        MGMT_OK=1
+        return 0
+    fi
+    log "enabling the RabbitMQ management plugin"
+    quiet_root rabbitmq-plugins -q enable rabbitmq_management ||
+        warn "rabbitmq-plugins enable rabbitmq_management failed"
+    local deadline=$((SECONDS + MGMT_WAIT_S))
+    until mgmt_answers; do
+        if [[ $HTTP_STATUS == 401 ]]; then
+            warn "the management API rejects guest:guest; not using it"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            warn "the management API ($MGMT_URL/api/overview) did not answer within ${MGMT_WAIT_S}s (last status: $HTTP_STATUS)"
+            return 0
+        fi
+        sleep 1
+    done
+    MGMT_OK=1
+    log "management API is up at $MGMT_URL"
+}
+
+# ---------------------------------------------------------------------------
+# 5. The gateway's RabbitMQ user.
+# ---------------------------------------------------------------------------
+
+# Checks the user through the management API (fast). Sets user_exists,
+# tags_ok, perms_ok, pass_ok (1 or 0). Non-zero if the API could not tell.
+check_user_via_api() {
+    fetch "$MGMT_URL/api/users/$GW_USER" "$MGMT_AUTH"
+    case $HTTP_STATUS in
+    404)
+        user_exists=0
+        return 0
+        ;;
+    200) user_exists=1 ;;
+    *) return 1 ;;
+    esac
+    tags_ok=0
+    if [[ $HTTP_BODY =~ \"tags\":(\[\]|\"\") ]]; then
+        tags_ok=1
+    fi
+
+    fetch "$MGMT_URL/api/permissions/$GW_VHOST_URL/$GW_USER" "$MGMT_AUTH"
+    perms_ok=0
+    case $HTTP_STATUS in
+    200)
+        if [[ $(json_string "$HTTP_BODY" configure) == "$GW_CONFIGURE" &&
+            $(json_string "$HTTP_BODY" write) == "$GW_WRITE" &&
+            $(json_string "$HTTP_BODY" read) == "$GW_READ" ]]; then
+            perms_ok=1
+        fi
+        ;;
+    404) ;;
+    *) return 1 ;;
+    esac
+
+    # A user without the management tag gets "Not management user" when its
+    # password is right and "Login failed" when it is wrong.
+    pass_ok=1
+    fetch "$MGMT_URL/api/whoami" "$GW_USER:$GW_PASS"
+    if [[ $HTTP_STATUS == 401 && $HTTP_BODY == *'Login failed'* ]]; then
+        pass_ok=0
+    fi
+    return 0
+}
+
+check_user_via_ctl() {
+    local users perms
+    users=$(as_root rabbitmqctl -q list_users 2>/dev/null) || die "rabbitmqctl list_users failed"
+    user_exists=0 tags_ok=0 perms_ok=0 pass_ok=1
+    local name tags
+    while IFS=$'\t' read -r name tags; do
+        if [[ $name == "$GW_USER" ]]; then
+            user_exists=1
+            [[ $tags == "[]" || -z $tags ]] && tags_ok=1
+        fi
+    done <<<"$users"
+    [[ $user_exists -eq 1 ]] || return 0
+    perms=$(as_root rabbitmqctl -q list_user_permissions "$GW_USER" 2>/dev/null) || return 0
+    local vhost conf write read
+    while IFS=$'\t' read -r vhost conf write read; do
+        if [[ $vhost == "$GW_VHOST" && $conf == "$GW_CONFIGURE" && $write == "$GW_WRITE" && $read == "$GW_READ" ]]; then
+            perms_ok=1
+        fi
+    done <<<"$perms"
+    as_root rabbitmqctl -q authenticate_user "$GW_USER" "$GW_PASS" >/dev/null 2>&1 || pass_ok=0
+}
+
+ensure_gateway_user() {
+    local user_exists=0 tags_ok=0 perms_ok=0 pass_ok=1
+    if [[ $MGMT_OK -eq 0 ]] || ! check_user_via_api; then
+        check_user_via_ctl
+    fi
+    if [[ $user_exists -eq 0 ]]; then
+        log "creating RabbitMQ user $GW_USER"
+        quiet_root rabbitmqctl -q add_user "$GW_USER" "$GW_PASS" || die "rabbitmqctl add_user $GW_USER failed"
+        tags_ok=0 perms_ok=0
+    elif [[ $pass_ok -eq 0 ]]; then
+        log "resetting the password of RabbitMQ user $GW_USER"
+        quiet_root rabbitmqctl -q change_password "$GW_USER" "$GW_PASS" || die "rabbitmqctl change_password failed"
+    fi
+    if [[ $tags_ok -eq 0 ]]; then
+        log "clearing the tags of RabbitMQ user $GW_USER"
+        quiet_root rabbitmqctl -q set_user_tags "$GW_USER" || die "rabbitmqctl set_user_tags $GW_USER failed"
+    fi
+    if [[ $perms_ok -eq 0 ]]; then
+        log "setting permissions of $GW_USER on vhost $GW_VHOST"
+        quiet_root rabbitmqctl -q set_permissions -p "$GW_VHOST" "$GW_USER" "$GW_CONFIGURE" "$GW_WRITE" "$GW_READ" ||
+            die "rabbitmqctl set_permissions $GW_USER failed"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+main() {
+    install_missing
+    ensure_redis
+    ensure_rabbit
+    ensure_mgmt
+    ensure_gateway_user
+
+    redis_ping || die "Redis stopped answering on $REDIS_HOST:$REDIS_PORT"
+    rabbit_port_open || die "RabbitMQ stopped answering on $AMQP_HOST:$AMQP_PORT"
+    log "ok: Redis $REDIS_HOST:$REDIS_PORT, RabbitMQ $AMQP_HOST:$AMQP_PORT, console $MGMT_URL"
+}
+
+# Sourcing the file (for testing its functions) does not run it.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi
