@@ -1,0 +1,69 @@
+//! The harness of Warren's cross-service tests.
+//!
+//! A test starts a [`Stack`] (real `warren-gateway` and `warren-dispatcher` processes,
+//! built beforehand by `cargo build --workspace --bins`, against the machine's RabbitMQ
+//! and Redis under a unique prefix), connects [`Client`]s to its gateways, and checks a
+//! property through the public surfaces only: WebSocket frames, the gateways' HTTP
+//! endpoints, what RabbitMQ and Redis hold. No mocks.
+//!
+//! - [`stack`]: a deployment's processes, settings, readiness, kills and restarts,
+//!   cleanup on drop; one process each is a `process::Service`.
+//! - [`client`]: a WebSocket client with bounded reads and typed helpers over `proto`;
+//!   [`connect`] says how it connects, [`requests`] holds the typed requests.
+//! - [`traffic`]: windowed senders with same-`ref` retries, receivers, and the
+//!   exactly-once / in-order / gapless checks.
+//! - [`token`]: JWTs, good and hostile.
+//! - [`http`]: raw HTTP for health, stats and handshake refusals.
+//! - [`broker`], [`store`]: what RabbitMQ and Redis say; [`cleanup`] empties both of a
+//!   stack's objects.
+
+pub mod broker;
+pub mod cleanup;
+pub mod client;
+pub mod connect;
+pub mod http;
+mod process;
+pub mod requests;
+pub mod stack;
+pub mod store;
+pub mod token;
+pub mod traffic;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use client::{Acked, Client, Connect, Recv, TokenVia};
+pub use stack::{Stack, StackOptions, Stats, ALLOWED_ORIGIN};
+pub use token::Claims;
+
+/// Polls `check` every 100 ms until it returns `Ok`, for at most `timeout`; then fails
+/// with the last reason it gave. For state that converges (bindings, counters), never
+/// for timing.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(t) => return t,
+            Err(reason) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: still not true after {timeout:?}: {reason}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Matches a `message` event of `room`.
+pub fn is_message_in(room: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |v| v["type"] == "message" && v["room"] == room
+}
+
+/// Matches the `message` event with this id.
+pub fn is_message_with_id(id: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |v| v["type"] == "message" && v["id"] == id
+}

@@ -1,0 +1,583 @@
+//! End-to-end properties of Warren: real gateways and dispatchers, real RabbitMQ and
+//! Redis, clients over WebSocket. Each test has its own stack under its own prefix.
+//!
+//! Run `cargo build --workspace --bins` first; the harness starts those binaries.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::amqp::{room_binding, user_binding};
+use serde_json::{json, Value};
+use warren_tests::client::{ack_of, message_of};
+use warren_tests::token::{alg_none_from, sign_hs256};
+use warren_tests::traffic::{self, Plan, SenderReport};
+use warren_tests::{
+    eventually, is_message_with_id, Claims, Connect, Stack, StackOptions, TokenVia, ALLOWED_ORIGIN,
+};
+
+/// How long bindings and counters may take to converge after a leave or a close.
+const CONVERGE: Duration = Duration::from_secs(10);
+const FRAME_WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_refusals_are_json_before_upgrade() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let good = stack.token("alice");
+    let unauthorized = [
+        ("no token", Connect::anonymous()),
+        ("malformed token", Connect::token("not.a.jwt")),
+        (
+            "expired token",
+            Connect::token(stack.token_with(&Claims::new("alice").expired_since(3600))),
+        ),
+        (
+            "wrong signature",
+            Connect::token(sign_hs256("not-this-stacks-secret", &Claims::new("alice"))),
+        ),
+        ("alg none token", Connect::token(alg_none_from(&good))),
+        (
+            "expired token in the query",
+            Connect::token(stack.token_with(&Claims::new("alice").expired_since(3600)))
+                .via(TokenVia::Query),
+        ),
+        (
+            "badly signed token in the cookie",
+            Connect::token(sign_hs256("not-this-stacks-secret", &Claims::new("alice")))
+                .via(TokenVia::Cookie),
+        ),
+    ];
+    for (what, connect) in &unauthorized {
+        let response = stack.handshake(0, connect).await;
+        assert_eq!(response.status, 401, "{what}: {}", response.text());
+        let body = response
+            .json()
+            .unwrap_or_else(|| panic!("{what}: body is not JSON: {:?}", response.text()));
+        assert_eq!(body["error"], "unauthorized", "{what}: {body}");
+        assert!(body["message"].is_string(), "{what}: no message in {body}");
+    }
+
+    let evil = stack
+        .handshake(0, &Connect::token(good.clone()).origin("http://evil.test"))
+        .await;
+    assert_eq!(evil.status, 403, "foreign origin: {}", evil.text());
+    let body = evil
+        .json()
+        .unwrap_or_else(|| panic!("foreign origin: body is not JSON: {:?}", evil.text()));
+    assert_eq!(body["error"], "forbidden_origin", "{body}");
+    assert!(body["message"].is_string(), "no message in {body}");
+
+    let allowed = Connect::token(good.clone()).origin(ALLOWED_ORIGIN);
+    assert_eq!(
+        stack.handshake(0, &allowed).await.status,
+        101,
+        "allowed origin is upgraded"
+    );
+    let client = stack
+        .connect_with(0, &allowed, "alice-allowed-origin")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(client.welcome.user.id, "alice");
+    client.close().await;
+
+    for via in [TokenVia::Header, TokenVia::Query, TokenVia::Cookie] {
+        let connect = Connect::token(good.clone()).via(via);
+        let client = stack
+            .connect_with(0, &connect, &format!("alice-{via:?}"))
+            .await
+            .unwrap_or_else(|e| panic!("token via {via:?} without Origin: {e}"));
+        assert_eq!(client.welcome.user.id, "alice", "token via {via:?}");
+        client.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_reaches_members_on_both_gateways() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(1, "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+
+    alice.send("lobby", "hello bob", "hello-1").await;
+    let ack = alice.answer("hello-1").await;
+    let acked = ack_of(&ack).unwrap_or_else(|| panic!("send answered {ack}"));
+    assert_eq!(ack["ref"], "hello-1");
+    assert_eq!(ack["room"], "lobby");
+
+    for member in [&mut alice, &mut bob] {
+        let event = member
+            .recv_until(is_message_with_id(&acked.id), FRAME_WAIT)
+            .await;
+        let m = message_of(&event).expect("a message");
+        assert_eq!(
+            (m.room.as_str(), m.seq, m.text.as_str()),
+            ("lobby", acked.seq, "hello bob"),
+            "{}",
+            member.label
+        );
+        assert_eq!(m.from.id, "alice", "{}", member.label);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_messages_from_five_senders_arrive_once_in_order() {
+    const ROOM: &str = "busy";
+    const SENDERS: usize = 5;
+    const EACH: usize = 200;
+    const TOTAL: usize = SENDERS * EACH;
+    let stack = Stack::start(StackOptions::default()).await;
+
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let mut c = stack.connect(i % 2, &format!("sender{i}")).await;
+        c.join(ROOM).await;
+        senders.push(c);
+    }
+    let mut receivers = Vec::new();
+    for i in 0..4 {
+        let mut c = stack.connect(i % 2, &format!("reader{i}")).await;
+        c.join(ROOM).await;
+        receivers.push(c);
+    }
+
+    let sending: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let mut plan = Plan::new(ROOM, &format!("s{i}"), EACH);
+            plan.window = 20;
+            plan.expect_messages = TOTAL;
+            tokio::spawn(async move {
+                let report = traffic::send_stream(&mut c, &plan).await;
+                (c, report)
+            })
+        })
+        .collect();
+    let reading: Vec<_> = receivers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let got = traffic::receive(&mut c, ROOM, TOTAL, Duration::from_secs(30)).await;
+                (c, got)
+            })
+        })
+        .collect();
+
+    let mut reports: Vec<(String, SenderReport)> = Vec::new();
+    for task in sending {
+        let (c, report) = task.await.expect("sender task");
+        reports.push((c.welcome.user.id.clone(), report));
+    }
+    let acked = traffic::acked_by_seq(reports.iter().map(|(_, r)| r));
+    assert_eq!(
+        reports.iter().map(|(_, r)| r.acks.len()).sum::<usize>(),
+        TOTAL,
+        "every send is acked"
+    );
+    traffic::assert_gapless("acks", acked.keys().copied(), TOTAL as u64);
+
+    // Who sent which id, to check authorship and text on the way.
+    let mut author: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (user, report) in &reports {
+        for (r, a) in &report.acks {
+            let i: usize = r
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("ref ends in its index");
+            author.insert(
+                a.id.clone(),
+                (user.clone(), format!("{} says {i}", report.label)),
+            );
+        }
+    }
+    let mut members: Vec<(String, Vec<proto::server::Message>)> = reports
+        .into_iter()
+        .map(|(user, r)| (user, r.messages))
+        .collect();
+    for task in reading {
+        let (c, got) = task.await.expect("receiver task");
+        members.push((c.label.clone(), got));
+    }
+    for (who, got) in &members {
+        traffic::assert_exactly_once_in_order(who, got, &acked);
+        for m in got {
+            let (user, text) = &author[&m.id];
+            assert_eq!(
+                (&m.from.id, &m.text),
+                (user, text),
+                "{who}: message {} misattributed",
+                m.id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_with_since_recovers_exactly_the_missed_messages() {
+    const ROOM: &str = "recovery";
+    let stack = Stack::start(StackOptions::default()).await;
+    let mut carol = stack.connect(0, "carol").await;
+    let joined = carol.join(ROOM).await;
+    let mut alice = stack.connect(1, "alice").await;
+    alice.join(ROOM).await;
+
+    for i in 0..5 {
+        alice.send_acked(ROOM, &format!("before {i}")).await;
+    }
+    let seen = traffic::receive(&mut carol, ROOM, 5, FRAME_WAIT).await;
+    assert_eq!(seen.len(), 5, "carol sees the first messages");
+    let since = seen.last().expect("five messages").seq;
+    let epoch = joined.epoch.clone();
+    assert!(
+        seen.iter().all(|m| m.epoch == epoch),
+        "messages carry the joined epoch"
+    );
+    carol.close().await;
+
+    let mut missed = Vec::new();
+    for i in 0..50 {
+        missed.push(alice.send_acked(ROOM, &format!("while away {i}")).await);
+    }
+
+    let mut carol = stack.connect(1, "carol").await;
+    let rejoined = carol.join_since(ROOM, since, &epoch).await;
+    assert!(rejoined.recovered, "everything missed is in history");
+    assert_eq!(rejoined.epoch, epoch);
+    assert_eq!(rejoined.seq, since + 50);
+    let history: Vec<(u64, &str)> = rejoined
+        .history
+        .iter()
+        .map(|m| (m.seq, m.id.as_str()))
+        .collect();
+    let want: Vec<(u64, &str)> = missed.iter().map(|a| (a.seq, a.id.as_str())).collect();
+    assert_eq!(
+        history, want,
+        "history is exactly the missed messages, S+1..=S+50"
+    );
+    assert_eq!(want.first().map(|w| w.0), Some(since + 1));
+
+    let late: Vec<u64> = carol
+        .drain_for(Duration::from_secs(2))
+        .await
+        .iter()
+        .filter_map(message_of)
+        .filter(|m| m.room == ROOM)
+        .map(|m| m.seq)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "no recovered message arrives again live: {late:?}"
+    );
+
+    let next = alice.send_acked(ROOM, "welcome back").await;
+    let live = traffic::receive(&mut carol, ROOM, 1, FRAME_WAIT).await;
+    let live: Vec<(u64, &str)> = live.iter().map(|m| (m.seq, m.id.as_str())).collect();
+    assert_eq!(
+        live,
+        vec![(since + 51, next.id.as_str())],
+        "live delivery continues after recovery"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_with_same_ref_is_acked_once_and_stored_once() {
+    const ROOM: &str = "dedup";
+    let stack = Stack::start(StackOptions::default()).await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join(ROOM).await;
+    let mut bob = stack.connect(1, "bob").await;
+    bob.join(ROOM).await;
+
+    alice.send(ROOM, "only once", "dup-1").await;
+    let first = alice.answer("dup-1").await;
+    let first = ack_of(&first).unwrap_or_else(|| panic!("first send answered {first}"));
+    alice.send(ROOM, "only once", "dup-1").await;
+    let again = alice.answer("dup-1").await;
+    let again = ack_of(&again).unwrap_or_else(|| panic!("resend answered {again}"));
+    assert_eq!(again, first, "a resend is answered with the first ack");
+
+    let page = alice.history(ROOM, None, Some(100)).await;
+    let stored: Vec<&str> = page.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        stored,
+        vec![first.id.as_str()],
+        "history holds the message once"
+    );
+
+    let next = alice.send_acked(ROOM, "after").await;
+    assert_eq!(next.seq, first.seq + 1, "the resend did not take a seq");
+
+    for member in [&mut alice, &mut bob] {
+        let mut deliveries = 0;
+        for _ in 0..1000 {
+            let v = member.recv().await;
+            if v["type"] == "message" && v["id"] == first.id.as_str() {
+                deliveries += 1;
+            }
+            if v["type"] == "message" && v["id"] == next.id.as_str() {
+                break;
+            }
+        }
+        assert_eq!(deliveries, 1, "{} gets the message once", member.label);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_is_the_token_user_even_when_the_frame_claims_another() {
+    const ROOM: &str = "identity";
+    let stack = Stack::start(StackOptions::default()).await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join(ROOM).await;
+    let mut bob = stack.connect(1, "bob").await;
+    bob.join(ROOM).await;
+
+    alice
+        .send_frame(json!({
+            "type": "send", "room": ROOM, "text": "it was me", "ref": "spoof-1",
+            "from": {"id": "mallory", "name": "M", "bot": true},
+            "actor": {"id": "mallory", "name": "M", "roles": ["admin"], "bot": false},
+            "user": "mallory",
+        }))
+        .await;
+    let ack = alice.answer("spoof-1").await;
+    let acked = ack_of(&ack).unwrap_or_else(|| panic!("send answered {ack}"));
+    for member in [&mut alice, &mut bob] {
+        let event = member
+            .recv_until(is_message_with_id(&acked.id), FRAME_WAIT)
+            .await;
+        assert_eq!(event["from"]["id"], "alice", "{}: {event}", member.label);
+        assert_eq!(event["from"]["bot"], false, "{}: {event}", member.label);
+    }
+    let page = bob.history(ROOM, None, None).await;
+    let stored = page
+        .messages
+        .iter()
+        .find(|m| m.id == acked.id)
+        .expect("the message is in history");
+    assert_eq!(stored.from.id, "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {
+    const ROOM: &str = "handover";
+    const EACH: usize = 100;
+    const SENDERS: usize = 3;
+    const TOTAL: usize = EACH * SENDERS;
+    const KILL_AFTER_ACKS: usize = 100;
+    let mut stack = Stack::start(StackOptions::default()).await;
+
+    let mut readers = Vec::new();
+    for gw in 0..2 {
+        let mut c = stack.connect(gw, &format!("reader{gw}")).await;
+        c.join(ROOM).await;
+        readers.push(c);
+    }
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let mut c = stack.connect(i % 2, &format!("sender{i}")).await;
+        c.join(ROOM).await;
+        senders.push(c);
+    }
+    // Everyone has joined before the first send, so every member expects all of them.
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut sending = Vec::new();
+    for (i, mut c) in senders.into_iter().enumerate() {
+        let mut plan = Plan::new(ROOM, &format!("s{i}"), EACH);
+        plan.window = 10;
+        plan.retry_after = Duration::from_secs(10);
+        plan.max_tries = 6;
+        plan.expect_messages = TOTAL;
+        plan.progress = Some(progress.clone());
+        sending.push(tokio::spawn(async move {
+            let report = traffic::send_stream(&mut c, &plan).await;
+            (c, report)
+        }));
+    }
+    let reading: Vec<_> = readers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let got = traffic::receive(&mut c, ROOM, TOTAL, Duration::from_secs(60)).await;
+                (c, got)
+            })
+        })
+        .collect();
+
+    let reached = {
+        let progress = progress.clone();
+        eventually(
+            "senders reach the kill point",
+            Duration::from_secs(120),
+            move || {
+                let progress = progress.clone();
+                async move {
+                    let n = progress.load(Ordering::SeqCst);
+                    if n >= KILL_AFTER_ACKS {
+                        Ok(n)
+                    } else {
+                        Err(format!("{n} acks"))
+                    }
+                }
+            },
+        )
+        .await
+    };
+    stack.kill_dispatcher(0).await;
+    let at_kill = progress.load(Ordering::SeqCst);
+    eprintln!("killed dispatcher 0 after {reached}..={at_kill} acks");
+    assert!(
+        at_kill < TOTAL,
+        "every send was acked before the kill: nothing was handed over"
+    );
+
+    let mut reports = Vec::new();
+    for task in sending {
+        let (_c, report) = task.await.expect("sender task");
+        reports.push(report);
+    }
+    let resent: usize = reports.iter().map(|r| r.resent).sum();
+    eprintln!("sends repeated with the same ref: {resent}");
+    for r in &reports {
+        assert_eq!(r.acks.len(), EACH, "{}: every ref got an ack", r.label);
+    }
+    let acked = traffic::acked_by_seq(&reports);
+    let mut members: Vec<(String, Vec<proto::server::Message>)> =
+        reports.into_iter().map(|r| (r.label, r.messages)).collect();
+    let mut history_reader = None;
+    for task in reading {
+        let (c, got) = task.await.expect("reader task");
+        members.push((c.label.clone(), got));
+        history_reader.get_or_insert(c);
+    }
+    for (who, got) in &members {
+        traffic::assert_exactly_once_in_order(who, got, &acked);
+    }
+
+    let mut reader = history_reader.expect("a reader");
+    let history = reader.full_history(ROOM).await;
+    let stored: BTreeMap<u64, String> = history.iter().map(|m| (m.seq, m.id.clone())).collect();
+    assert_eq!(stored.len(), history.len(), "history repeats no seq");
+    traffic::assert_gapless("history", history.iter().map(|m| m.seq), TOTAL as u64);
+    assert_eq!(
+        stored, acked,
+        "history holds exactly the acked messages, each once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_connections_and_left_rooms_leave_nothing_behind() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let st = &stack;
+    let (kept, left) = ("tidy-kept", "tidy-left");
+    let user_key = user_binding("dana");
+    let (kept_key, left_key) = (room_binding(kept), room_binding(left));
+
+    let mut dana = stack.connect(0, "dana").await;
+    dana.join(kept).await;
+    dana.join(left).await;
+    let stats = stack.stats(0).await;
+    assert_eq!(
+        (stats.connections, stats.users, stats.rooms),
+        (1, 1, 2),
+        "{stats:?}"
+    );
+    assert_eq!(stats.gateway, stack.gateway_id(0));
+    for key in [&kept_key, &left_key, &user_key] {
+        assert!(
+            stats.bindings.contains(key),
+            "/stats lists {key}: {stats:?}"
+        );
+    }
+    let bound = stack.broker_bindings(0).await;
+    for key in [&kept_key, &left_key, &user_key] {
+        assert!(
+            bound.contains(key),
+            "broker binds {key} to gw0's queue: {bound:?}"
+        );
+    }
+
+    dana.leave(left).await;
+    eventually("the left room is unbound", CONVERGE, || async {
+        let bound = st.broker_bindings(0).await;
+        let stats = st.stats(0).await;
+        let gone = !bound.contains(&left_key) && !stats.bindings.contains(&left_key);
+        let kept_bound = bound.contains(&kept_key) && stats.bindings.contains(&kept_key);
+        if gone && kept_bound && stats.rooms == 1 {
+            Ok(())
+        } else {
+            Err(format!("broker {bound:?}, stats {stats:?}"))
+        }
+    })
+    .await;
+
+    dana.close().await;
+    eventually("the closed connection leaves nothing", CONVERGE, || async {
+        let bound = st.broker_bindings(0).await;
+        let stats = st.stats(0).await;
+        let leftovers: Vec<&String> = bound
+            .iter()
+            .chain(&stats.bindings)
+            .filter(|k| k.starts_with("room.") || k.starts_with("user."))
+            .collect();
+        if leftovers.is_empty() && (stats.connections, stats.users, stats.rooms) == (0, 0, 0) {
+            Ok(())
+        } else {
+            Err(format!("leftover bindings {leftovers:?}, stats {stats:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_gets_pong_with_ref() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let mut alice = stack.connect(0, "alice").await;
+    let pong = alice.ping("p-1").await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["ref"], "p-1", "{pong}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_without_join_is_not_joined() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.send("elsewhere", "hello?", "nj-1").await;
+    let answer = alice.answer("nj-1").await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "not_joined", "{answer}");
+    assert_eq!(answer["ref"], "nj-1", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_tells_identity_and_limits() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let token = stack.token_with(&Claims::new("wendy").name("Wendy W"));
+    let first = stack
+        .connect_with(0, &Connect::token(token.clone()), "wendy-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = stack
+        .connect_with(0, &Connect::token(token), "wendy-2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let w = &first.welcome;
+    assert_eq!(
+        (w.user.id.as_str(), w.user.name.as_str()),
+        ("wendy", "Wendy W")
+    );
+    assert_eq!(w.gateway, stack.gateway_id(0));
+    assert!(!w.session.is_empty());
+    assert_ne!(
+        w.session, second.welcome.session,
+        "each connection is its own session"
+    );
+    let limits: Value = serde_json::to_value(w.limits).expect("limits serialise");
+    assert_eq!(
+        limits,
+        json!({"max_text_bytes": 4096, "max_frame_bytes": 65536, "sends_per_sec": 100000, "burst": 100000}),
+        "limits are the configured ones"
+    );
+}
