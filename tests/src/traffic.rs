@@ -343,7 +343,11 @@ mod tests {
             id: format!("id{seq}"),
             seq,
             epoch: "e".into(),
-            from: Author { id: "a".into(), name: "A".into(), bot: false },
+            from: Author {
+                id: "a".into(),
+                name: "A".into(),
+                bot: false,
+            },
             text: "t".into(),
             ts: 0,
         }
@@ -354,9 +358,13 @@ mod tests {
     }
 
     fn fails(got: Vec<Message>) -> String {
-        let caught = std::panic::catch_unwind(|| assert_exactly_once_in_order("m", &got, &expected(3)));
+        let caught =
+            std::panic::catch_unwind(|| assert_exactly_once_in_order("m", &got, &expected(3)));
         let payload = caught.expect_err("the check must fail");
-        payload.downcast_ref::<String>().cloned().unwrap_or_default()
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
     }
 
     #[test]
