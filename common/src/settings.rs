@@ -26,6 +26,7 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     pub dispatcher: DispatcherSettings,
     pub rooms: RoomsSettings,
+    pub presence: PresenceSettings,
     pub log: LogSettings,
 }
 
@@ -85,6 +86,8 @@ pub struct GatewaySettings {
     pub publish_timeout_ms: u64,
     /// How long a stopping gateway waits for its connections to close, seconds.
     pub shutdown_grace_s: u64,
+    /// Serve `POST /dev/token` (mints a token for any name). Development only; HS256 only.
+    pub dev_tokens: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,12 +98,53 @@ pub struct DispatcherSettings {
     pub history_on_join: u64,
     /// How long `(user, ref)` is remembered, seconds (at least 600).
     pub dedup_ttl_s: u64,
+    /// Address of the dispatcher's `/healthz`, `/readyz` and `/metrics`.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RoomsSettings {
     /// Create public rooms on first join, the joiner becoming owner.
     pub auto_create: bool,
+    /// Rooms that exist from start, with their settings (`[[rooms.list]]` in a file).
+    #[serde(default)]
+    pub list: Vec<RoomConfig>,
+}
+
+/// A room declared in configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoomConfig {
+    pub id: String,
+    /// `public` or `private`.
+    #[serde(default = "public")]
+    pub visibility: String,
+    /// Only moderators and owners may send.
+    #[serde(default)]
+    pub announce: bool,
+    #[serde(default)]
+    pub owners: Vec<String>,
+    #[serde(default)]
+    pub moderators: Vec<String>,
+    /// Overrides `dispatcher.history_limit` for this room.
+    #[serde(default)]
+    pub history_limit: Option<u64>,
+    /// Overrides `dispatcher.history_on_join` for this room.
+    #[serde(default)]
+    pub history_on_join: Option<u64>,
+}
+
+fn public() -> String {
+    "public".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PresenceSettings {
+    /// A gateway's presence entries vanish this long after it stops renewing them.
+    pub ttl_s: u64,
+    /// How often a gateway renews its liveness.
+    pub renew_s: u64,
+    /// Rooms larger than this get no `member` events (clients ask with `presence`).
+    pub max_event_members: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +258,26 @@ mod tests {
             vec!["http://a.test", "http://b.test"]
         );
         assert!(!s.uses_dev_secret());
+    }
+
+    #[test]
+    fn rooms_can_be_declared_in_a_file() {
+        let dir = std::env::temp_dir().join(format!("warren-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rooms.toml");
+        std::fs::write(
+            &file,
+            "[[rooms.list]]\nid = \"news\"\nannounce = true\nowners = [\"alice\"]\n\n[[rooms.list]]\nid = \"staff\"\nvisibility = \"private\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(file.to_str(), Some(HashMap::new())).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(s.rooms.list.len(), 2);
+        assert!(s.rooms.list[0].announce);
+        assert_eq!(s.rooms.list[0].visibility, "public");
+        assert_eq!(s.rooms.list[0].owners, vec!["alice"]);
+        assert_eq!(s.rooms.list[1].visibility, "private");
+        assert_eq!(s.presence.ttl_s, 15);
     }
 
     #[test]
