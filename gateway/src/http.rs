@@ -35,6 +35,7 @@ impl Refusal {
 
 /// All routes of a gateway.
 pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let gw_for_web = gw.clone();
     let with_gw = warp::any().map(move || gw.clone());
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let upgrade = warp::path!("ws")

@@ -11,6 +11,7 @@
 //!   binder that makes the queue's bindings follow local membership.
 //! - [`deliver`]: deliveries from the gateway's queue to local connections.
 //! - [`limits`]: rate limit and bad-frame strikes.
+//! - [`web`]: the browser client at `/` and development tokens.
 
 pub mod broker;
 pub mod connection;
@@ -18,6 +19,7 @@ pub mod deliver;
 pub mod http;
 pub mod index;
 pub mod limits;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
