@@ -84,6 +84,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
         }))
         .into_response()
     });
+    let web = crate::web::routes(gw_for_web);
     upgrade
         .or(not_upgrade)
         .unify()
@@ -92,6 +93,8 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
         .or(readyz)
         .unify()
         .or(stats)
+        .unify()
+        .or(web)
         .unify()
 }
 
