@@ -462,9 +462,22 @@ impl Connection {
         match out {
             Outbound::Event {
                 room,
+                text,
+                kicked: true,
+                ..
+            } => {
+                // Removed from the room by a moderator: stop delivering it, then say so.
+                if self.rooms.contains_key(&*room) {
+                    self.drop_room(&room);
+                    self.batch.push(text.to_string());
+                }
+            }
+            Outbound::Event {
+                room,
                 seq,
                 text,
                 via_user,
+                ..
             } => match self.rooms.get_mut(&*room) {
                 Some(RoomState::Joining { held, .. }) => {
                     if held.len() >= self.gw.settings.gateway.outbound_queue {

@@ -56,6 +56,7 @@ fn event(index: &Index, delivery: &Delivery) {
             return;
         }
     };
+    let kicked = matches!(event.body, EventBody::Kicked(_));
     let seq = match &event.body {
         EventBody::Message(m) => Some(m.seq),
         _ => None,
@@ -67,6 +68,7 @@ fn event(index: &Index, delivery: &Delivery) {
         seq,
         text: text.clone(),
         via_user,
+        kicked,
     };
     match target {
         Target::Room(r) => index.for_room(&r, |conn| {

@@ -65,7 +65,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
     let readyz = warp::path!("readyz")
         .and(with_gw.clone())
         .map(|gw: Arc<Gateway>| {
-            if gw.broker.is_ready() {
+            if gw.is_ready() {
                 warp::reply::with_status("ready", StatusCode::OK).into_response()
             } else {
                 warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
@@ -80,7 +80,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
             "rooms": counts.rooms,
             "users": counts.users,
             "bindings": gw.broker.bindings(),
-            "ready": gw.broker.is_ready(),
+            "ready": gw.is_ready(),
         }))
         .into_response()
     });
@@ -161,7 +161,7 @@ fn admit(
             "invalid or expired token",
         )
     })?;
-    if !gw.broker.is_ready() || gw.shutdown.is_cancelled() {
+    if !gw.is_ready() {
         return Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             refusal::UNAVAILABLE,

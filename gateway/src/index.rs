@@ -23,6 +23,8 @@ pub enum Outbound {
         text: Arc<str>,
         /// Delivered through the user's binding (a direct message), not the room's.
         via_user: bool,
+        /// This user was removed from the room (kick or ban): the connection leaves it.
+        kicked: bool,
     },
     /// The dispatcher's answer to one of this connection's commands.
     Reply {
@@ -235,6 +237,7 @@ mod tests {
             seq: None,
             text: "x".into(),
             via_user: false,
+            kicked: false,
         };
         assert!(h.offer(event()));
         assert!(!h.slow.is_cancelled());

@@ -11,6 +11,7 @@
 //!   binder that makes the queue's bindings follow local membership.
 //! - [`deliver`]: deliveries from the gateway's queue to local connections.
 //! - [`limits`]: rate limit and bad-frame strikes.
+//! - [`presence`]: this gateway's liveness key, which its presence entries depend on.
 //! - [`web`]: the browser client at `/` and development tokens.
 
 pub mod broker;
@@ -19,6 +20,7 @@ pub mod deliver;
 pub mod http;
 pub mod index;
 pub mod limits;
+pub mod presence;
 pub mod web;
 
 use std::collections::HashMap;
@@ -54,6 +56,7 @@ pub struct Gateway {
     pub verifier: Verifier,
     pub index: Arc<Index>,
     pub broker: Arc<Broker>,
+    pub store: Arc<presence::StoreHealth>,
     pub caps: Arc<Caps>,
     pub limits: Limits,
     /// Tracks connections and their last publishes, so shutdown can wait for them.
@@ -68,6 +71,13 @@ pub struct Caps {
     max_per_user: usize,
     total: AtomicUsize,
     per_user: Mutex<HashMap<String, usize>>,
+}
+
+impl Gateway {
+    /// Broker link up with bindings restored, and Redis reachable.
+    pub fn is_ready(&self) -> bool {
+        self.broker.is_ready() && self.store.is_up() && !self.shutdown.is_cancelled()
+    }
 }
 
 impl Caps {
@@ -154,6 +164,7 @@ pub async fn serve(
         id: id.clone(),
         index,
         broker: broker.clone(),
+        store: Arc::new(presence::StoreHealth::default()),
         tracker: TaskTracker::new(),
         shutdown: shutdown.clone(),
         settings: settings.clone(),
@@ -165,6 +176,13 @@ pub async fn serve(
     let broker_stop = CancellationToken::new();
     let link = tokio::spawn(broker.clone().run(broker_stop.clone()));
     let binder = tokio::spawn(broker.clone().run_binder(inbox, broker_stop.clone()));
+    // Stops with the connections: SIGTERM removes this gateway's presence at once.
+    let alive = tokio::spawn(presence::run(
+        settings.clone(),
+        id.clone(),
+        gw.store.clone(),
+        shutdown.clone(),
+    ));
 
     let server = warp::serve(http::routes(gw.clone()))
         .incoming(listener)
@@ -185,7 +203,7 @@ pub async fn serve(
         tracing::warn!("connections still open at the end of the grace period");
     }
     broker_stop.cancel();
-    if link.await.is_err() || binder.await.is_err() {
+    if link.await.is_err() || binder.await.is_err() || alive.await.is_err() {
         tracing::error!("a broker task panicked");
     }
     tracing::info!(gateway = %id, "gateway stopped");
