@@ -6,10 +6,12 @@
 //! - [`store`]: the Redis connection (a tokio connection manager that reconnects itself).
 //! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
 //! - [`telemetry`]: tracing set-up (text or JSON).
+//! - [`metrics`]: Prometheus registry rendering and shared histogram shapes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 
 pub mod amqp;
 pub mod auth;
+pub mod metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod store;

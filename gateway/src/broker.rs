@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deliver;
 use crate::index::Index;
+use crate::metrics::{Code, GatewayMetrics};
 
 /// The broker could not take the command or binding now; the client may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +78,7 @@ pub struct Broker {
     queue: String,
     login: String,
     index: Arc<Index>,
+    metrics: Arc<GatewayMetrics>,
     link: RwLock<Option<Link>>,
     ready: AtomicBool,
     bound: Mutex<HashSet<String>>,
@@ -89,6 +91,7 @@ impl Broker {
         settings: Arc<Settings>,
         gateway_id: &str,
         index: Arc<Index>,
+        metrics: Arc<GatewayMetrics>,
     ) -> (Arc<Broker>, BinderInbox) {
         let names = Names::new(settings.amqp.prefix.clone());
         let (tx, rx) = mpsc::channel(4096);
@@ -98,6 +101,7 @@ impl Broker {
             names,
             settings,
             index,
+            metrics,
             link: RwLock::new(None),
             ready: AtomicBool::new(false),
             bound: Mutex::new(HashSet::new()),
@@ -149,6 +153,7 @@ impl Broker {
             ..Default::default()
         };
         let wait = Duration::from_millis(self.settings.gateway.publish_timeout_ms);
+        let started = std::time::Instant::now();
         let confirmed = tokio::time::timeout(wait, async {
             link.publish
                 .basic_publish(
@@ -162,6 +167,15 @@ impl Broker {
                 .await
         })
         .await;
+        let accepted = matches!(confirmed, Ok(Ok(Confirmation::Ack(None))));
+        self.metrics
+            .publish_confirm_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = if accepted { "accepted" } else { "unavailable" };
+        self.metrics
+            .commands
+            .get_or_create(&Code::of(outcome))
+            .inc();
         match confirmed {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(other)) => {
@@ -382,7 +396,8 @@ impl Broker {
                 _ = shutdown.cancelled() => return Ok(()),
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        deliver::handle(&self.index, &self.queue, &delivery);
+                        self.metrics.deliveries.inc();
+                        deliver::handle(&self.index, &self.metrics, &self.queue, &delivery);
                         delivery.acker.ack(BasicAckOptions::default()).await?;
                     }
                     Some(Err(e)) => return Err(e.into()),

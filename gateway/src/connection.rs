@@ -28,6 +28,7 @@ use warp::ws::{Message, WebSocket};
 use crate::broker::BindKey;
 use crate::index::{ConnHandle, Outbound};
 use crate::limits::{Strikes, TokenBucket};
+use crate::metrics::{Code, Kind};
 use crate::{Admission, Gateway};
 
 /// How long a close frame may take to go out before the TCP connection is dropped.
@@ -103,6 +104,8 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
         batch: Vec::new(),
     };
     let (mut sink, stream) = ws.split();
+    gw.metrics.connections.inc();
+    gw.metrics.connections_opened.inc();
     gw.index
         .add_session(&session, &conn.claims.sub, conn.handle.clone());
     let ending = if gw
@@ -129,6 +132,17 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
         }
     }
     drop(sink);
+    let code = ending
+        .code
+        .map_or_else(|| "none".to_owned(), |c| c.to_string());
+    gw.metrics
+        .connections_closed
+        .get_or_create(&Code { code })
+        .inc();
+    if ending.code == Some(close::SLOW_CONSUMER) {
+        gw.metrics.slow_consumers.inc();
+    }
+    gw.metrics.connections.dec();
     conn.cleanup().await;
     drop(admission);
 }
@@ -147,6 +161,13 @@ impl Connection {
     }
 
     fn push(&mut self, frame: &ServerFrame) {
+        let m = &self.gw.metrics;
+        m.frames_out
+            .get_or_create(&Kind::of(frame.body.type_name()))
+            .inc();
+        if let ServerBody::Error(e) = &frame.body {
+            m.errors.get_or_create(&Code::of(e.code.as_str())).inc();
+        }
         self.batch.push(frame.to_json());
     }
 
@@ -228,10 +249,17 @@ impl Connection {
         };
         match ClientFrame::parse(text) {
             Ok(frame) => {
+                let kind = Kind::of(frame.body.type_name());
+                self.gw.metrics.frames_in.get_or_create(&kind).inc();
                 self.command(frame);
                 None
             }
             Err(e) => {
+                self.gw
+                    .metrics
+                    .frames_in
+                    .get_or_create(&Kind::of("invalid"))
+                    .inc();
                 self.push(&ServerFrame::error(e.reference, e.code, e.message));
                 self.strike()
             }

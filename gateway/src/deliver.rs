@@ -8,20 +8,22 @@ use std::sync::Arc;
 
 use common::amqp::lapin::message::Delivery;
 use proto::amqp::{parse_event_key, Event, EventBody, Reply, Target, REPLY_KIND};
+use proto::server::ServerBody;
 
 use crate::index::{Index, Outbound};
+use crate::metrics::{Code, GatewayMetrics, Kind};
 
-pub fn handle(index: &Index, own_queue: &str, delivery: &Delivery) {
+pub fn handle(index: &Index, metrics: &GatewayMetrics, own_queue: &str, delivery: &Delivery) {
     let is_reply = delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(REPLY_KIND)
         || (delivery.exchange.as_str().is_empty() && delivery.routing_key.as_str() == own_queue);
     if is_reply {
-        reply(index, delivery);
+        reply(index, metrics, delivery);
     } else {
-        event(index, delivery);
+        event(index, metrics, delivery);
     }
 }
 
-fn reply(index: &Index, delivery: &Delivery) {
+fn reply(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
     let reply: Reply = match serde_json::from_slice(&delivery.data) {
         Ok(r) => r,
         Err(e) => {
@@ -38,13 +40,23 @@ fn reply(index: &Index, delivery: &Delivery) {
         .correlation_id()
         .as_ref()
         .map(|c| c.to_string());
+    metrics
+        .frames_out
+        .get_or_create(&Kind::of(reply.frame.body.type_name()))
+        .inc();
+    if let ServerBody::Error(e) = &reply.frame.body {
+        metrics
+            .errors
+            .get_or_create(&Code::of(e.code.as_str()))
+            .inc();
+    }
     conn.offer(Outbound::Reply {
         correlation,
         frame: reply.frame,
     });
 }
 
-fn event(index: &Index, delivery: &Delivery) {
+fn event(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
     let Some((target, _kind)) = parse_event_key(delivery.routing_key.as_str()) else {
         tracing::warn!(key = %delivery.routing_key, "dropping an event with an unknown routing key");
         return;
@@ -57,6 +69,13 @@ fn event(index: &Index, delivery: &Delivery) {
         }
     };
     let kicked = matches!(event.body, EventBody::Kicked(_));
+    let kind = event.body.kind();
+    if let EventBody::Message(m) = &event.body {
+        let delay_ms = common::now_ms().saturating_sub(m.ts);
+        metrics
+            .event_delay_seconds
+            .observe(delay_ms as f64 / 1000.0);
+    }
     let seq = match &event.body {
         EventBody::Message(m) => Some(m.seq),
         _ => None,
@@ -70,7 +89,7 @@ fn event(index: &Index, delivery: &Delivery) {
         via_user,
         kicked,
     };
-    match target {
+    let handed = match target {
         Target::Room(r) => index.for_room(&r, |conn| {
             conn.offer(make(false));
         }),
@@ -78,4 +97,8 @@ fn event(index: &Index, delivery: &Delivery) {
             conn.offer(make(true));
         }),
     };
+    metrics
+        .frames_out
+        .get_or_create(&Kind::of(kind))
+        .inc_by(handed as u64);
 }

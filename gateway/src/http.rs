@@ -27,6 +27,13 @@ fn refuse(status: StatusCode, error: &'static str, message: &'static str) -> Ref
 }
 
 impl Refusal {
+    /// Counts the refusal, then answers it.
+    fn counted(self, gw: &Gateway) -> Response {
+        let code = crate::metrics::Code::of(self.error);
+        gw.metrics.refusals.get_or_create(&code).inc();
+        self.into_response()
+    }
+
     fn into_response(self) -> Response {
         let body = warp::reply::json(&json!({ "error": self.error, "message": self.message }));
         warp::reply::with_status(body, self.status).into_response()
@@ -51,7 +58,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
         .and(with_gw.clone())
         .map(|headers: HeaderMap, query: String, gw: Arc<Gateway>| {
             match admit(&gw, &headers, &query) {
-                Err(refusal) => refusal.into_response(),
+                Err(refusal) => refusal.counted(&gw),
                 Ok(_) => refuse(
                     StatusCode::UPGRADE_REQUIRED,
                     "bad_request",
@@ -71,6 +78,14 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
                 warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
                     .into_response()
             }
+        });
+    let metrics = warp::path!("metrics")
+        .and(with_gw.clone())
+        .map(|gw: Arc<Gateway>| {
+            warp::http::Response::builder()
+                .header("content-type", common::metrics::CONTENT_TYPE)
+                .body(gw.metrics.render().into())
+                .unwrap_or_default()
         });
     let stats = warp::path!("stats").and(with_gw).map(|gw: Arc<Gateway>| {
         let counts = gw.index.counts();
@@ -94,6 +109,8 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
         .unify()
         .or(stats)
         .unify()
+        .or(metrics)
+        .unify()
         .or(web)
         .unify()
 }
@@ -101,7 +118,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
 fn upgrade(headers: HeaderMap, query: String, ws: warp::ws::Ws, gw: Arc<Gateway>) -> Response {
     let (claims, admission) = match admit(&gw, &headers, &query) {
         Ok(ok) => ok,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return refusal.counted(&gw),
     };
     let offered_subprotocol = headers
         .get_all("sec-websocket-protocol")

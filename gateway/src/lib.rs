@@ -11,6 +11,7 @@
 //!   binder that makes the queue's bindings follow local membership.
 //! - [`deliver`]: deliveries from the gateway's queue to local connections.
 //! - [`limits`]: rate limit and bad-frame strikes.
+//! - [`metrics`]: what `/metrics` shows.
 //! - [`presence`]: this gateway's liveness key, which its presence entries depend on.
 //! - [`web`]: the browser client at `/` and development tokens.
 
@@ -20,6 +21,7 @@ pub mod deliver;
 pub mod http;
 pub mod index;
 pub mod limits;
+pub mod metrics;
 pub mod presence;
 pub mod web;
 
@@ -56,6 +58,7 @@ pub struct Gateway {
     pub verifier: Verifier,
     pub index: Arc<Index>,
     pub broker: Arc<Broker>,
+    pub metrics: Arc<metrics::GatewayMetrics>,
     pub store: Arc<presence::StoreHealth>,
     pub caps: Arc<Caps>,
     pub limits: Limits,
@@ -150,7 +153,8 @@ pub async fn serve(
         id => id.to_owned(),
     };
     let index = Arc::new(Index::default());
-    let (broker, inbox) = Broker::new(settings.clone(), &id, index.clone());
+    let metrics = Arc::new(metrics::GatewayMetrics::new());
+    let (broker, inbox) = Broker::new(settings.clone(), &id, index.clone(), metrics.clone());
     let g = &settings.gateway;
     let gw = Arc::new(Gateway {
         verifier: Verifier::new(&settings.auth)?,
@@ -164,6 +168,7 @@ pub async fn serve(
         id: id.clone(),
         index,
         broker: broker.clone(),
+        metrics,
         store: Arc::new(presence::StoreHealth::default()),
         tracker: TaskTracker::new(),
         shutdown: shutdown.clone(),

@@ -154,6 +154,23 @@ struct Envelope {
     reference: Option<serde_json::Value>,
 }
 
+impl ClientBody {
+    /// The frame's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientBody::Join(_) => "join",
+            ClientBody::Leave(_) => "leave",
+            ClientBody::Send(_) => "send",
+            ClientBody::Dm(_) => "dm",
+            ClientBody::History(_) => "history",
+            ClientBody::Presence(_) => "presence",
+            ClientBody::Typing(_) => "typing",
+            ClientBody::Moderate(_) => "moderate",
+            ClientBody::Ping(_) => "ping",
+        }
+    }
+}
+
 impl ClientFrame {
     /// Reads one text frame. Unknown fields are ignored; a missing or mistyped field is
     /// `bad_request`, a `type` that is not in the protocol is `unknown_type`.
@@ -220,6 +237,8 @@ mod tests {
         ];
         for text in cases {
             let frame = ClientFrame::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert!(KNOWN_TYPES.contains(&frame.body.type_name()));
+            assert!(text.contains(&format!(r#""type":"{}""#, frame.body.type_name())));
             // Round trip: what we serialise parses back to the same frame.
             let again = ClientFrame::parse(&serde_json::to_string(&frame).unwrap()).unwrap();
             assert_eq!(frame, again);

@@ -62,6 +62,27 @@ pub enum ServerBody {
     Pong(Pong),
 }
 
+impl ServerBody {
+    /// The frame's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerBody::Welcome(_) => "welcome",
+            ServerBody::Joined(_) => "joined",
+            ServerBody::Left(_) => "left",
+            ServerBody::Message(_) => "message",
+            ServerBody::Ack(_) => "ack",
+            ServerBody::History(_) => "history",
+            ServerBody::Presence(_) => "presence",
+            ServerBody::Member(_) => "member",
+            ServerBody::Typing(_) => "typing",
+            ServerBody::Moderation(_) => "moderation",
+            ServerBody::Kicked(_) => "kicked",
+            ServerBody::Error(_) => "error",
+            ServerBody::Pong(_) => "pong",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pong {}
 
@@ -326,6 +347,8 @@ mod tests {
             ServerBody::Pong(Pong {}),
         ];
         for body in bodies {
+            let json = serde_json::to_value(ServerFrame::new(body.clone())).unwrap();
+            assert_eq!(json["type"], body.type_name());
             let frame = ServerFrame::answer(Some("x".into()), body);
             let back: ServerFrame = serde_json::from_str(&frame.to_json()).unwrap();
             assert_eq!(back, frame);

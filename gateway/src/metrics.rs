@@ -1,0 +1,152 @@
+//! The gateway's metrics, served at `/metrics`.
+
+use common::metrics::prometheus_client::encoding::EncodeLabelSet;
+use common::metrics::prometheus_client::metrics::counter::Counter;
+use common::metrics::prometheus_client::metrics::family::Family;
+use common::metrics::prometheus_client::metrics::gauge::Gauge;
+use common::metrics::prometheus_client::metrics::histogram::Histogram;
+use common::metrics::{latency_histogram, Registry};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Code {
+    pub code: String,
+}
+
+impl Kind {
+    pub fn of(kind: &str) -> Self {
+        Kind {
+            kind: kind.to_owned(),
+        }
+    }
+}
+
+impl Code {
+    pub fn of(code: impl ToString) -> Self {
+        Code {
+            code: code.to_string(),
+        }
+    }
+}
+
+pub struct GatewayMetrics {
+    pub registry: Registry,
+    pub connections: Gauge,
+    pub connections_opened: Counter,
+    /// By WebSocket close code (`none` when the TCP connection just ended).
+    pub connections_closed: Family<Code, Counter>,
+    /// Client frames read, by `type` (`invalid` for unreadable ones).
+    pub frames_in: Family<Kind, Counter>,
+    /// Frames handed to connections, by `type`.
+    pub frames_out: Family<Kind, Counter>,
+    /// `error` frames sent, by code.
+    pub errors: Family<Code, Counter>,
+    /// Connections cut off because their outbound queue overflowed.
+    pub slow_consumers: Counter,
+    /// HTTP refusals before the upgrade, by error.
+    pub refusals: Family<Code, Counter>,
+    /// AMQP deliveries consumed from this gateway's queue.
+    pub deliveries: Counter,
+    /// Commands published, by outcome (`accepted` or `unavailable`).
+    pub commands: Family<Code, Counter>,
+    /// From the dispatcher stamping a message (`ts`) to its delivery here.
+    pub event_delay_seconds: Histogram,
+    /// From publishing a command to the broker's confirm.
+    pub publish_confirm_seconds: Histogram,
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let m = GatewayMetrics {
+            registry: Registry::with_prefix("warren_gateway"),
+            connections: Gauge::default(),
+            connections_opened: Counter::default(),
+            connections_closed: Family::default(),
+            frames_in: Family::default(),
+            frames_out: Family::default(),
+            errors: Family::default(),
+            slow_consumers: Counter::default(),
+            refusals: Family::default(),
+            deliveries: Counter::default(),
+            commands: Family::default(),
+            event_delay_seconds: latency_histogram(),
+            publish_confirm_seconds: latency_histogram(),
+        };
+        m.register()
+    }
+
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            self.connections.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "WebSocket connections opened",
+            self.connections_opened.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "WebSocket connections closed, by close code",
+            self.connections_closed.clone(),
+        );
+        r.register(
+            "frames_in",
+            "Client frames read, by type",
+            self.frames_in.clone(),
+        );
+        r.register(
+            "frames_out",
+            "Frames handed to connections, by type",
+            self.frames_out.clone(),
+        );
+        r.register("errors", "Error frames sent, by code", self.errors.clone());
+        r.register(
+            "slow_consumers",
+            "Connections closed because their outbound queue overflowed",
+            self.slow_consumers.clone(),
+        );
+        r.register(
+            "refusals",
+            "Upgrade requests refused, by error",
+            self.refusals.clone(),
+        );
+        r.register(
+            "deliveries",
+            "AMQP deliveries consumed",
+            self.deliveries.clone(),
+        );
+        r.register(
+            "commands",
+            "Commands published, by outcome",
+            self.commands.clone(),
+        );
+        r.register(
+            "event_delay_seconds",
+            "Message timestamp to delivery at this gateway",
+            self.event_delay_seconds.clone(),
+        );
+        r.register(
+            "publish_confirm_seconds",
+            "Command publish to broker confirm",
+            self.publish_confirm_seconds.clone(),
+        );
+        self
+    }
+
+    pub fn render(&self) -> String {
+        common::metrics::render(&self.registry)
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
