@@ -148,10 +148,7 @@ mod tests {
 
     fn room(visibility: Visibility) -> Standing {
         Standing {
-            meta: Some(RoomMeta {
-                visibility,
-                announce: false,
-            }),
+            meta: Some(RoomMeta::new(visibility, false)),
             ..Standing::default()
         }
     }

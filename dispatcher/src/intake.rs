@@ -10,6 +10,17 @@ use proto::amqp::{Actor, Command};
 use proto::ids::{validate_user, MAX_REF_LEN};
 use proto::BODY_VERSION;
 
+/// The longest AMQP `message_id` used as a dedup key.
+pub const MAX_MESSAGE_ID_LEN: usize = 128;
+
+/// The delivery's `message_id` when it can serve as a dedup key (inside a Redis key):
+/// 1..=128 printable ASCII characters, no spaces. Anything else means no dedup.
+pub fn dedup_id(message_id: Option<&str>) -> Option<&str> {
+    message_id.filter(|id| {
+        !id.is_empty() && id.len() <= MAX_MESSAGE_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
+
 /// Why a delivery is dead-lettered (the `x-warren-reason` header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection(pub String);
@@ -89,6 +100,17 @@ mod tests {
         );
         assert_eq!(cmd.conn, None);
         assert_eq!(cmd.reference.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn only_plain_message_ids_serve_for_dedup() {
+        let uuid = "0190f0f0-0000-7000-8000-000000000000";
+        assert_eq!(dedup_id(Some(uuid)), Some(uuid));
+        assert_eq!(dedup_id(None), None);
+        assert_eq!(dedup_id(Some("")), None);
+        assert_eq!(dedup_id(Some("a b")), None);
+        assert_eq!(dedup_id(Some("é")), None);
+        assert_eq!(dedup_id(Some(&"x".repeat(129))), None);
     }
 
     #[test]

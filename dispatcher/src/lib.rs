@@ -1,22 +1,28 @@
 //! Warren's dispatcher: consumes commands from RabbitMQ, decides permissions, assigns
-//! ids and seqs, stores history in Redis, and publishes events and answers.
+//! ids and seqs, stores history, roles, mutes and bans in Redis, and publishes events
+//! and answers.
 //!
 //! [`run`] is the whole service; the `warren-dispatcher` binary only loads settings and
 //! waits for a signal, so tests start it in-process. How the modules fit:
-//! - [`supervisor`]: the connection loop (connect, declare, one shard per queue, reconnect).
+//! - [`supervisor`]: the connection loop (connect, write the configured rooms, declare,
+//!   one shard per queue, reconnect).
 //! - [`shard`]: one queue's consumer: read → handle → publish with confirms → ack.
-//! - [`intake`]: parsing a delivery and deciding whose command it is (gateway or bot).
+//! - [`intake`]: parsing a delivery and deciding whose command it is (gateway or bot),
+//!   and whether its `message_id` can deduplicate it.
 //! - [`commands`]: one module per command kind, producing events and an answer.
-//! - [`access`] and [`recovery`]: the chat rules as pure functions (who may join, send,
-//!   read; what history a rejoin gets).
-//! - [`store`]: the Redis data model, with the atomic append script.
+//! - The chat rules as pure functions: [`access`] (who may join, send, read),
+//!   [`moderation`] (who may moderate whom, role changes, mute and ban expiry),
+//!   [`recovery`] (what history a rejoin gets), [`rooms`] (rooms from configuration).
+//! - [`store`]: the Redis data model, with its atomic scripts.
 //! - [`publisher`]: publishing with confirms, and dead-lettering.
 
 pub mod access;
 pub mod commands;
 pub mod intake;
+pub mod moderation;
 pub mod publisher;
 pub mod recovery;
+pub mod rooms;
 pub mod shard;
 pub mod store;
 pub mod supervisor;
@@ -62,6 +68,7 @@ fn check(settings: &Settings) -> Result<(), DispatcherError> {
     if settings.gateway.max_text_bytes == 0 {
         return fail("gateway.max_text_bytes must be at least 1");
     }
+    rooms::plan(&settings.rooms.list).map_err(DispatcherError::Config)?;
     Ok(())
 }
 
@@ -85,6 +92,21 @@ mod tests {
         assert!(check(&s).is_err());
         let mut s = defaults();
         s.amqp.shards = 0;
+        assert!(check(&s).is_err());
+    }
+
+    #[test]
+    fn a_badly_declared_room_is_refused() {
+        let mut s = defaults();
+        s.rooms.list.push(common::settings::RoomConfig {
+            id: "staff".into(),
+            visibility: "hidden".into(),
+            announce: false,
+            owners: vec![],
+            moderators: vec![],
+            history_limit: None,
+            history_on_join: None,
+        });
         assert!(check(&s).is_err());
     }
 }

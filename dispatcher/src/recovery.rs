@@ -5,8 +5,13 @@
 //! are still in history. Anything else — no `since`, another epoch (the store lost the
 //! room), a `since` the room never reached, missed messages already trimmed — gets the
 //! newest `history_on_join` messages and `recovered: false`, and the client reloads.
+//!
+//! A message a moderator deleted is not missed: it is simply no longer in history. What
+//! tells a deletion from a loss is the room's floor, the highest seq ever trimmed: the
+//! rejoin is recovered when nothing after `since` was trimmed and every stored entry in
+//! the range could be read.
 
-use proto::server::Message;
+use crate::store::Missed;
 
 /// Which messages a join should fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,20 +37,30 @@ pub fn backfill(
     }
 }
 
-/// True when `messages` (ascending) are exactly the seqs `after + 1 ..= latest`.
-pub fn is_complete(after: u64, latest: u64, messages: &[Message]) -> bool {
-    let expected = latest.saturating_sub(after);
-    messages.len() as u64 == expected
-        && messages
-            .iter()
-            .zip(after + 1..)
-            .all(|(m, seq)| m.seq == seq)
+/// True when `missed` holds every message after `after` up to `latest` that was not
+/// deleted: none trimmed, none unreadable, all in range and ascending.
+pub fn is_complete(after: u64, latest: u64, missed: &Missed) -> bool {
+    let mut last = after;
+    let ordered = missed.messages.iter().all(|m| {
+        let fits = m.seq > last && m.seq <= latest;
+        last = m.seq;
+        fits
+    });
+    missed.floor <= after && missed.unreadable == 0 && ordered
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::server::Author;
+    use proto::server::{Author, Message};
+
+    fn missed(seqs: &[u64], floor: u64, unreadable: usize) -> Missed {
+        Missed {
+            messages: msgs(seqs),
+            unreadable,
+            floor,
+        }
+    }
 
     fn msgs(seqs: &[u64]) -> Vec<Message> {
         seqs.iter()
@@ -92,12 +107,17 @@ mod tests {
     }
 
     #[test]
-    fn complete_means_every_missed_seq_is_there() {
-        assert!(is_complete(3, 6, &msgs(&[4, 5, 6])));
-        assert!(is_complete(6, 6, &msgs(&[])));
-        // Trimmed: 4 is gone.
-        assert!(!is_complete(3, 6, &msgs(&[5, 6])));
-        // A hole (an unreadable entry was skipped).
-        assert!(!is_complete(3, 6, &msgs(&[4, 6, 7])));
+    fn complete_means_nothing_missed_was_trimmed_or_unreadable() {
+        assert!(is_complete(3, 6, &missed(&[4, 5, 6], 0, 0)));
+        assert!(is_complete(6, 6, &missed(&[], 6, 0)));
+        // Trimmed: 4 is gone, and the floor says so.
+        assert!(!is_complete(3, 6, &missed(&[5, 6], 4, 0)));
+        // Deleted: 5 is gone, but nothing after 3 was trimmed.
+        assert!(is_complete(3, 6, &missed(&[4, 6], 3, 0)));
+        // An unreadable entry was skipped.
+        assert!(!is_complete(3, 6, &missed(&[4, 6], 0, 1)));
+        // Out of range or out of order: not what was asked for.
+        assert!(!is_complete(3, 6, &missed(&[4, 6, 7], 0, 0)));
+        assert!(!is_complete(3, 6, &missed(&[5, 4], 0, 0)));
     }
 }

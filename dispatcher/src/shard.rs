@@ -148,7 +148,10 @@ impl Shard {
                 })
                 .await?
             }
-            Ok(command) => match self.decide(&command).await {
+            Ok(command) => match self
+                .decide(&command, intake::dedup_id(message_id_of(props)))
+                .await
+            {
                 None => Flow::Stop,
                 Some(outcome) => {
                     let reply_to = reply_target(&delivery, &command);
@@ -170,9 +173,9 @@ impl Shard {
     }
 
     /// Handles a command, retrying while Redis fails. `None` when told to stop first.
-    async fn decide(&mut self, command: &Command) -> Option<Outcome> {
+    async fn decide(&mut self, command: &Command, message_id: Option<&str>) -> Option<Outcome> {
         loop {
-            match self.handler.handle(command).await {
+            match self.handler.handle(command, message_id).await {
                 Ok(outcome) => {
                     self.retry.backoff.reset();
                     return Some(outcome);
@@ -186,6 +189,10 @@ impl Shard {
             }
         }
     }
+}
+
+fn message_id_of(props: &lapin::BasicProperties) -> Option<&str> {
+    props.message_id().as_ref().map(|id| id.as_str())
 }
 
 /// Where the answer to `command` goes: its `reply_to`, if it has one.

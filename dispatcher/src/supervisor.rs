@@ -1,5 +1,6 @@
-//! The connection loop: connect to Redis and RabbitMQ, declare the topology, start one
-//! [`Shard`] per command queue, and when the connection fails start over after a backoff.
+//! The connection loop: connect to Redis and RabbitMQ, write the rooms declared in
+//! configuration, declare the topology, start one [`Shard`] per command queue, and when
+//! the connection fails start over after a backoff.
 //!
 //! The command queues are single-active-consumer: the first dispatcher to subscribe owns
 //! a shard and the others stand by until it goes away, so nothing here coordinates
@@ -20,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::{Handler, Rules};
 use crate::publisher::Publisher;
+use crate::rooms::{self, ConfiguredRoom};
 use crate::shard::{Shard, ShardError, Shared};
-use crate::store::RoomStore;
+use crate::store::{RoomStore, StoreError};
 
 /// The connection name shown in the RabbitMQ console.
 const CONNECTION_NAME: &str = "warren-dispatcher";
@@ -36,6 +38,8 @@ enum LinkError {
     Amqp(#[from] lapin::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
     #[error("shard {0} stopped: {1}")]
     Shard(u32, String),
 }
@@ -46,6 +50,8 @@ pub struct Supervisor {
     names: Names,
     rules: Rules,
     gateway_accounts: Arc<[String]>,
+    /// Rooms from configuration, checked by [`crate::run`].
+    configured: Vec<ConfiguredRoom>,
     /// Tells this process's consumers apart in the console.
     instance: String,
     store: Option<RoomStore>,
@@ -57,6 +63,10 @@ impl Supervisor {
             names: Names::new(settings.amqp.prefix.clone()),
             rules: Rules::from_settings(&settings),
             gateway_accounts: settings.amqp.gateway_accounts.clone().into(),
+            configured: rooms::plan(&settings.rooms.list).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "ignoring the rooms from configuration");
+                Vec::new()
+            }),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             store: None,
             settings,
@@ -96,6 +106,7 @@ impl Supervisor {
     ) -> Result<(), LinkError> {
         let connecting = async {
             let store = self.store().await?;
+            self.configure_rooms(&store).await?;
             let url = self.settings.amqp.url.expose();
             let connection = common::amqp::connect(url, CONNECTION_NAME).await?;
             Ok::<_, LinkError>((store, connection))
@@ -138,6 +149,21 @@ impl Supervisor {
         let store = RoomStore::new(conn, &self.settings.redis.prefix);
         self.store = Some(store.clone());
         Ok(store)
+    }
+
+    /// Writes the rooms from configuration; again after every reconnect, in case the
+    /// store lost them.
+    async fn configure_rooms(&self, store: &RoomStore) -> Result<(), StoreError> {
+        for room in &self.configured {
+            store.configure(room, common::now_ms()).await?;
+        }
+        if !self.configured.is_empty() {
+            tracing::info!(
+                rooms = self.configured.len(),
+                "rooms from configuration written"
+            );
+        }
+        Ok(())
     }
 
     /// Declares the topology and starts a consumer per shard. Returns the publish channel.

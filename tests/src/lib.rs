@@ -14,6 +14,7 @@
 //!   exactly-once / in-order / gapless checks.
 //! - [`token`]: JWTs, good and hostile.
 //! - [`http`]: raw HTTP for health, stats and handshake refusals.
+//! - [`rooms_support`]: moderation, refusals, presence and dm requests and matchers.
 //! - [`broker`], [`store`]: what RabbitMQ and Redis say; [`cleanup`] empties both of a
 //!   stack's objects.
 
@@ -24,6 +25,7 @@ pub mod connect;
 pub mod http;
 mod process;
 pub mod requests;
+pub mod rooms_support;
 pub mod stack;
 pub mod store;
 pub mod token;

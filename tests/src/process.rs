@@ -25,6 +25,8 @@ pub(crate) struct Service {
     pub id: Option<String>,
     /// The settings of the last start, reused by a restart.
     pub env: Vec<(String, String)>,
+    /// Command-line arguments of every start (e.g. `--config FILE`).
+    pub args: Vec<String>,
 }
 
 impl Service {
@@ -36,6 +38,7 @@ impl Service {
             addr: None,
             id: None,
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 
@@ -75,7 +78,8 @@ impl Service {
                 cmd.env_remove(&key);
             }
         }
-        cmd.envs(env.into_iter().collect::<HashMap<_, _>>())
+        cmd.args(&self.args)
+            .envs(env.into_iter().collect::<HashMap<_, _>>())
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(

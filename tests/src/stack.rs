@@ -36,6 +36,9 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
     /// How long a process may take to become ready.
     pub ready_timeout: Duration,
+    /// A settings file (TOML) for every process, for what the environment cannot say
+    /// (`[[rooms.list]]`); written beside the logs and passed as `--config`.
+    pub config: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -52,7 +55,14 @@ impl StackOptions {
             dispatchers,
             env: Vec::new(),
             ready_timeout: Duration::from_secs(30),
+            config: None,
         }
+    }
+
+    /// Gives every process this settings file (TOML); the environment still overrides it.
+    pub fn config(mut self, toml: &str) -> StackOptions {
+        self.config = Some(toml.to_owned());
+        self
     }
 
     /// Adds a setting, e.g. `("WARREN__GATEWAY__SENDS_PER_SEC", "5")`.
@@ -84,6 +94,8 @@ pub struct Stack {
     logs_dir: PathBuf,
     gateways: Vec<Service>,
     dispatchers: Vec<Service>,
+    /// `--config <file>` when the options gave a settings file.
+    args: Vec<String>,
 }
 
 impl Stack {
@@ -113,6 +125,15 @@ impl Stack {
             "[{prefix}] logs: {}",
             logs_dir.join(format!("{prefix}-*.log")).display()
         );
+        let args = match &options.config {
+            Some(toml) => {
+                let file = logs_dir.join(format!("{prefix}-config.toml"));
+                std::fs::write(&file, toml)
+                    .unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+                vec!["--config".to_owned(), file.display().to_string()]
+            }
+            None => Vec::new(),
+        };
         let mut stack = Stack {
             names: Names::new(prefix.clone()),
             prefix,
@@ -125,6 +146,7 @@ impl Stack {
             logs_dir,
             gateways: Vec::new(),
             dispatchers: Vec::new(),
+            args,
         };
         for _ in 0..options.dispatchers {
             stack.start_dispatcher().await;
@@ -268,6 +290,7 @@ impl Stack {
         let i = self.dispatchers.len();
         let name = format!("d{i}");
         let mut service = Service::new(name.clone(), self.log_path(&name));
+        service.args = self.args.clone();
         service.start(&self.dispatcher_bin, self.settings(&[]));
         self.dispatchers.push(service);
         self.wait_dispatchers_subscribed().await;
@@ -285,6 +308,7 @@ impl Stack {
         let i = self.gateways.len();
         let name = format!("gw{i}");
         let mut service = Service::new(name.clone(), self.log_path(&name));
+        service.args = self.args.clone();
         let addr = free_port();
         let id = format!("{}-gw{i}", self.prefix);
         let mut extra: Vec<(String, String)> = env

@@ -5,7 +5,7 @@ use proto::client::{Join, Role};
 use proto::codes::ErrorCode;
 use proto::server::{Joined, MemberChange, MemberEvent, ServerBody};
 
-use super::presence::{has_other_session, members, MAX_EVENT_MEMBERS};
+use super::presence::{has_other_session, members, prune};
 use super::{room_kind, Ctx, Failure, Outcome, Routed};
 use crate::access::{self, Admission, Refusal};
 use crate::recovery::{self, Backfill};
@@ -34,23 +34,31 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
     };
 
     let session = ctx.session();
+    let gateway = ctx.gateway();
+    let incarnation = match gateway.as_str() {
+        "" => None,
+        gateway => ctx.store.incarnation(gateway).await?,
+    };
     let entry = PresenceEntry {
         id: user.to_owned(),
         name: ctx.cmd.actor.name.clone(),
-        gateway: ctx.gateway(),
+        gateway,
+        incarnation,
     };
     let entries = ctx.store.enter(room, &session, &entry).await?;
+    let (entries, departures) = prune(ctx, room, entries).await?;
     let present = members(&entries);
     let first_session = !has_other_session(&entries, user, &session);
 
     let state = ctx.store.state(room).await?;
-    let recent = || ctx.store.recent(room, ctx.rules.history_on_join);
+    let on_join = ctx.rules.history_on_join(standing.meta.as_ref());
+    let recent = || ctx.store.recent(room, on_join);
     let (history, recovered) =
         match recovery::backfill(args.since, args.epoch.as_deref(), &state.epoch, state.seq) {
             Backfill::Missed { after } => {
-                let missed = ctx.store.messages_between(room, after, state.seq).await?;
+                let missed = ctx.store.missed(room, after, state.seq).await?;
                 if recovery::is_complete(after, state.seq, &missed) {
-                    (missed, true)
+                    (missed.messages, true)
                 } else {
                     (recent().await?, false)
                 }
@@ -67,7 +75,8 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
         members: present.clone(),
         role,
     }));
-    if first_session && present.len() <= MAX_EVENT_MEMBERS {
+    outcome.events = departures;
+    if first_session && present.len() <= ctx.rules.max_event_members {
         outcome
             .events
             .push(Routed::room(EventBody::Member(MemberEvent {

@@ -5,7 +5,7 @@ use proto::amqp::EventBody;
 use proto::client::RoomOnly;
 use proto::server::{MemberChange, MemberEvent, RoomRef, ServerBody};
 
-use super::presence::{has_other_session, members, MAX_EVENT_MEMBERS};
+use super::presence::{has_other_session, members};
 use super::{room_kind, Ctx, Failure, Outcome, Routed};
 
 pub(super) async fn leave(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Failure> {
@@ -24,7 +24,8 @@ pub(super) async fn leave(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Fai
         return Ok(outcome);
     }
     ctx.store.exit(room, &session).await?;
-    if !has_other_session(&entries, user, &session) && members(&entries).len() <= MAX_EVENT_MEMBERS
+    if !has_other_session(&entries, user, &session)
+        && members(&entries).len() <= ctx.rules.max_event_members
     {
         outcome
             .events

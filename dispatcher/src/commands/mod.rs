@@ -4,12 +4,13 @@
 //! and the answer for the command's connection. It publishes nothing itself, so the
 //! shard can retry a store failure without having sent half a result, and publish
 //! everything with confirms before it acks the command. Permission decisions are pure
-//! functions in [`crate::access`] and [`crate::recovery`]; these modules only fetch what
-//! those need and act on the verdict.
+//! functions in [`crate::access`], [`crate::moderation`] and [`crate::recovery`]; these
+//! modules only fetch what those need and act on the verdict.
 
 mod history;
 mod join;
 mod leave;
+mod moderate;
 mod presence;
 mod send;
 mod typing;
@@ -23,15 +24,19 @@ use proto::ids::{validate_room, RoomKind};
 use proto::server::{ServerBody, ServerFrame, UserRef};
 
 use crate::access::{self, Refusal};
-use crate::store::{Retention, RoomStore, Standing, StoreError};
+use crate::store::{Retention, RoomMeta, RoomStore, Standing, StoreError};
 
 /// The settings that shape chat behaviour.
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub auto_create: bool,
     pub max_text_bytes: usize,
+    /// The deployment's default; a room from configuration may override it.
     pub history_on_join: u64,
+    /// The deployment's default; a room from configuration may override its limit.
     pub retention: Retention,
+    /// Rooms with more present users get no `member` events.
+    pub max_event_members: usize,
 }
 
 impl Rules {
@@ -44,6 +49,23 @@ impl Rules {
                 history_limit: settings.dispatcher.history_limit,
                 dedup_ttl_s: settings.dispatcher.dedup_ttl_s,
             },
+            max_event_members: settings.presence.max_event_members,
+        }
+    }
+
+    /// How many messages a join of a room with `meta` gets when it cannot recover.
+    pub fn history_on_join(&self, meta: Option<&RoomMeta>) -> u64 {
+        meta.and_then(|m| m.history_on_join)
+            .unwrap_or(self.history_on_join)
+    }
+
+    /// What a room with `meta` keeps.
+    pub fn retention(&self, meta: Option<&RoomMeta>) -> Retention {
+        Retention {
+            history_limit: meta
+                .and_then(|m| m.history_limit)
+                .unwrap_or(self.retention.history_limit),
+            ..self.retention
         }
     }
 }
@@ -107,13 +129,20 @@ impl Handler {
         }
     }
 
-    /// Handles one command. `Err` means Redis failed and nothing was decided: retry the
-    /// same command later. Refusals and damaged data are answers, not errors.
-    pub async fn handle(&self, cmd: &Command) -> Result<Outcome, StoreError> {
+    /// Handles one command. `message_id` is the delivery's AMQP `message_id` when it is
+    /// usable as a dedup key (see [`crate::intake::dedup_id`]). `Err` means Redis failed
+    /// and nothing was decided: retry the same command later. Refusals and damaged data
+    /// are answers, not errors.
+    pub async fn handle(
+        &self,
+        cmd: &Command,
+        message_id: Option<&str>,
+    ) -> Result<Outcome, StoreError> {
         let ctx = Ctx {
             store: &self.store,
             rules: &self.rules,
             cmd,
+            message_id,
         };
         let result = match &cmd.body {
             CommandBody::Join(args) => join::join(&ctx, args).await,
@@ -123,9 +152,7 @@ impl Handler {
             CommandBody::History(args) => history::history(&ctx, args).await,
             CommandBody::Presence(args) => presence::presence(&ctx, args).await,
             CommandBody::Typing(args) => typing::typing(&ctx, args).await,
-            CommandBody::Moderate(_) => {
-                Err(Refusal::new(ErrorCode::Forbidden, "moderation is not available yet").into())
-            }
+            CommandBody::Moderate(args) => moderate::moderate(&ctx, args).await,
         };
         match result {
             Ok(outcome) => Ok(outcome),
@@ -144,6 +171,8 @@ struct Ctx<'a> {
     store: &'a RoomStore,
     rules: &'a Rules,
     cmd: &'a Command,
+    /// The delivery's `message_id`, when usable for dedup.
+    message_id: Option<&'a str>,
 }
 
 impl Ctx<'_> {

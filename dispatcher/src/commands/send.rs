@@ -2,7 +2,9 @@
 //!
 //! A retry with the same `(user, ref)` is answered from the dedup key with the first
 //! message, which is published again: a crash between storing and publishing must not
-//! lose the delivery, and gateways drop a seq they have already delivered.
+//! lose the delivery, and gateways drop a seq they have already delivered. A send
+//! without `ref` is deduplicated on the AMQP `message_id` instead (scoped by user), so
+//! that a redelivery after a dispatcher crash is not stored twice either.
 
 use proto::amqp::{room_key, user_key, EventBody};
 use proto::client::{Dm, Send};
@@ -12,7 +14,7 @@ use proto::server::{Ack, Author, Message, ServerBody};
 
 use super::{room_kind, Ctx, Failure, Outcome, Routed};
 use crate::access::{self, Refusal};
-use crate::store::Draft;
+use crate::store::{Dedup, Draft};
 
 pub(super) async fn send(ctx: &Ctx<'_>, args: &Send) -> Result<Outcome, Failure> {
     let kind = room_kind(&args.room)?;
@@ -37,9 +39,9 @@ async fn post(
 ) -> Result<Outcome, Failure> {
     access::check_text(text, ctx.rules.max_text_bytes)?;
     let user = ctx.user();
-    let reference = ctx.cmd.reference.as_deref();
-    if let Some(reference) = reference {
-        if let Some(first) = ctx.store.deduplicated(user, reference).await? {
+    let dedup = dedup_of(user, ctx.cmd.reference.as_deref(), ctx.message_id);
+    if let Some(dedup) = &dedup {
+        if let Some(first) = ctx.store.deduplicated(dedup).await? {
             return Ok(delivered(ctx, first));
         }
     }
@@ -63,12 +65,26 @@ async fn post(
     };
     let id = uuid::Uuid::now_v7().to_string();
     let draft = Draft::new(room, &id, from, text, common::now_ms())?;
-    let dedup = reference.map(|r| (user, r));
+    let retention = ctx.rules.retention(standing.meta.as_ref());
     let message = ctx
         .store
-        .append(room, &draft, dedup, ctx.rules.retention)
+        .append(room, &draft, dedup.as_ref(), retention)
         .await?;
     Ok(delivered(ctx, message))
+}
+
+/// What identifies this send across retries: the client's `ref`, else the delivery's
+/// `message_id`, else nothing (a publisher that sets neither gets no dedup).
+pub fn dedup_of<'a>(
+    user: &'a str,
+    reference: Option<&'a str>,
+    message_id: Option<&'a str>,
+) -> Option<Dedup<'a>> {
+    match (reference, message_id) {
+        (Some(reference), _) => Some(Dedup::Ref { user, reference }),
+        (None, Some(message_id)) => Some(Dedup::Delivery { user, message_id }),
+        (None, None) => None,
+    }
 }
 
 /// The `ack` for a stored message and its `message` event(s).
@@ -101,6 +117,25 @@ pub fn message_keys(room: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_prefers_the_ref_then_the_message_id() {
+        assert_eq!(
+            dedup_of("a", Some("r"), Some("m")),
+            Some(Dedup::Ref {
+                user: "a",
+                reference: "r"
+            })
+        );
+        assert_eq!(
+            dedup_of("a", None, Some("m")),
+            Some(Dedup::Delivery {
+                user: "a",
+                message_id: "m"
+            })
+        );
+        assert_eq!(dedup_of("a", None, None), None);
+    }
 
     #[test]
     fn dm_messages_also_go_to_both_users() {

@@ -18,6 +18,7 @@ const PLACEHOLDER: &str = r#","seq":0,"epoch":"","#;
 /// A message's JSON, split where the seq and the epoch go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
+    id: String,
     head: String,
     tail: String,
 }
@@ -44,9 +45,15 @@ impl Draft {
             .find(PLACEHOLDER)
             .ok_or_else(|| StoreError::Data("message JSON has no seq/epoch placeholder".into()))?;
         Ok(Draft {
+            id: id.to_owned(),
             head: json[..at].to_owned(),
             tail: json[at + PLACEHOLDER.len()..].to_owned(),
         })
+    }
+
+    /// The message's id.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The JSON before the `seq` member (`{"room":..,"id":..`).

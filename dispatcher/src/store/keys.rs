@@ -19,7 +19,8 @@ impl Keys {
         format!("{}:room:{room}:{part}", self.prefix)
     }
 
-    /// Hash: `visibility` (public|private), `announce` (0|1), `created` (unix ms).
+    /// Hash: `visibility` (public|private), `announce` (0|1), `created` (unix ms), and
+    /// for rooms from configuration optional `history_limit` and `history_on_join`.
     pub fn meta(&self, room: &str) -> String {
         self.room(room, "meta")
     }
@@ -49,20 +50,53 @@ impl Keys {
         self.room(room, "presence")
     }
 
-    /// Exists while `user` is muted in `room` (its TTL is the mute's end).
+    /// Exists while `user` is muted in `room` (its expiry is the mute's end; none for a
+    /// permanent mute). Value: `{by, until?, reason?}` JSON.
     pub fn mute(&self, room: &str, user: &str) -> String {
         self.room(room, &format!("mute:{user}"))
     }
 
-    /// Exists while `user` is banned from `room`.
+    /// Exists while `user` is banned from `room`, like a mute.
     pub fn ban(&self, room: &str, user: &str) -> String {
         self.room(room, &format!("ban:{user}"))
     }
 
-    /// String: the message first stored for `(user, ref)`.
-    pub fn dedup(&self, user: &str, reference: &str) -> String {
-        format!("{}:dedup:{user}:{reference}", self.prefix)
+    /// Hash: message id → seq, for every message in history (trimmed with it).
+    pub fn ids(&self, room: &str) -> String {
+        self.room(room, "ids")
     }
+
+    /// String: the highest seq trimmed from history (absent: none yet). A message with
+    /// a seq above it that is missing from history was deleted, not lost.
+    pub fn floor(&self, room: &str) -> String {
+        self.room(room, "floor")
+    }
+
+    /// String: the message first stored for this dedup identity, with an expiry.
+    pub fn dedup(&self, dedup: &Dedup<'_>) -> String {
+        match dedup {
+            Dedup::Ref { user, reference } => format!("{}:dedup:{user}:{reference}", self.prefix),
+            Dedup::Delivery { user, message_id } => {
+                format!("{}:dedupmsg:{user}:{message_id}", self.prefix)
+            }
+        }
+    }
+
+    /// Exists while gateway `gateway` is alive: the gateway sets it with an expiry and
+    /// renews it. Presence entries of a gateway without it are gone.
+    pub fn gateway_alive(&self, gateway: &str) -> String {
+        format!("{}:gw:{gateway}:alive", self.prefix)
+    }
+}
+
+/// What makes two sends the same send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup<'a> {
+    /// The client's `ref`: a retry after a lost connection carries it again.
+    Ref { user: &'a str, reference: &'a str },
+    /// No `ref`: the AMQP `message_id`, which a redelivery of the same publish keeps.
+    /// Scoped by user, so that nobody reaches another user's message by reusing an id.
+    Delivery { user: &'a str, message_id: &'a str },
 }
 
 #[cfg(test)]
@@ -80,6 +114,23 @@ mod tests {
         assert_eq!(k.presence("r"), "w:room:r:presence");
         assert_eq!(k.mute("r", "bob"), "w:room:r:mute:bob");
         assert_eq!(k.ban("r", "bob"), "w:room:r:ban:bob");
-        assert_eq!(k.dedup("bob", "r1"), "w:dedup:bob:r1");
+        assert_eq!(
+            k.dedup(&Dedup::Ref {
+                user: "bob",
+                reference: "r1"
+            }),
+            "w:dedup:bob:r1"
+        );
+        // Another namespace: user "dedupmsg"'s refs cannot meet a message id.
+        assert_eq!(
+            k.dedup(&Dedup::Delivery {
+                user: "bob",
+                message_id: "m-1"
+            }),
+            "w:dedupmsg:bob:m-1"
+        );
+        assert_eq!(k.ids("r"), "w:room:r:ids");
+        assert_eq!(k.floor("r"), "w:room:r:floor");
+        assert_eq!(k.gateway_alive("g-1"), "w:gw:g-1:alive");
     }
 }

@@ -1,39 +1,53 @@
 //! The dispatcher's Redis data model, and nothing about chat rules.
 //!
 //! Every key is under `<redis.prefix>:` (see [`Keys`]):
-//! - `room:<r>:meta` hash (`visibility`, `announce`, `created`), `room:<r>:roles` hash
-//!   user → role, `room:<r>:mute:<user>` and `room:<r>:ban:<user>` flags;
+//! - `room:<r>:meta` hash (`visibility`, `announce`, `created`, and optional
+//!   `history_limit`/`history_on_join` overrides), `room:<r>:roles` hash user → role,
+//!   `room:<r>:mute:<user>` and `room:<r>:ban:<user>` restrictions (`{by, until, reason}`,
+//!   expiring when they end);
 //! - `room:<r>:seq` counter, `room:<r>:epoch` string, `room:<r>:history` sorted set
-//!   (score = seq, member = message JSON, the newest `history_limit` kept);
-//! - `room:<r>:presence` hash session → `{id, name, gateway}`;
-//! - `dedup:<user>:<ref>` the message first stored for that ref, with an expiry.
+//!   (score = seq, member = message JSON, the newest `history_limit` kept),
+//!   `room:<r>:ids` hash message id → seq (the index `delete` finds a message by, trimmed
+//!   with history), `room:<r>:floor` the highest seq trimmed so far;
+//! - `room:<r>:presence` hash session → `{id, name, gateway}`, and `gw:<id>:alive`, which
+//!   each gateway keeps alive (entries of a gateway without it are gone);
+//! - `dedup:<user>:<ref>` and `dedupmsg:<user>:<message_id>`: the message first stored
+//!   for that send, with an expiry.
 //!
 //! Appending a message is one Lua script ([`RoomStore::append`]) so that the seq, the
-//! history entry and the dedup key are written together or not at all. Everything else
-//! is a plain command or a pipeline: one shard's commands are handled one at a time, so
-//! a room is never written by two handlers at once.
+//! history entry, the index and the dedup key are written together or not at all; a
+//! room from configuration is written by another. Everything else is a plain command or
+//! a pipeline: one shard's commands are handled one at a time, so a room is never
+//! written by two handlers at once. [`messages`] holds history, [`presence`] presence,
+//! this file rooms, roles and restrictions.
 
 mod draft;
 mod keys;
+mod messages;
 mod model;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use proto::client::Role;
-use proto::server::Message;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use crate::rooms::ConfiguredRoom;
 pub use draft::Draft;
-pub use keys::Keys;
-use model::{parse_messages, parse_meta, parse_presence, parse_role};
-pub use model::{PresenceEntry, Retention, RoomMeta, RoomState, Standing, StoreError, Visibility};
+pub use keys::{Dedup, Keys};
+use model::{parse_meta, parse_role};
+pub use model::{
+    Missed, PresenceEntry, Restriction, Retention, RoomMeta, RoomState, Standing, StoreError,
+    Visibility,
+};
 
 struct Scripts {
     append: Script,
     state: Script,
     create: Script,
+    configure: Script,
 }
 
 /// The rooms in Redis. Cloning is shallow: the connection manager is a handle to one
@@ -45,9 +59,11 @@ pub struct RoomStore {
     scripts: Arc<Scripts>,
 }
 
-/// A new epoch candidate; only used when the room has none.
-fn fresh_epoch() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
+/// Which restriction a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestrictionKind {
+    Mute,
+    Ban,
 }
 
 impl RoomStore {
@@ -56,12 +72,17 @@ impl RoomStore {
             append: Script::new(include_str!("append.lua")),
             state: Script::new(include_str!("state.lua")),
             create: Script::new(include_str!("create.lua")),
+            configure: Script::new(include_str!("configure.lua")),
         };
         RoomStore {
             conn,
             keys: Keys::new(prefix),
             scripts: Arc::new(scripts),
         }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// The room's settings, the user's role, and whether they are muted or banned.
@@ -78,7 +99,7 @@ impl RoomStore {
                 .arg(k.mute(room, user))
                 .cmd("EXISTS")
                 .arg(k.ban(room, user))
-                .query_async(&mut self.conn.clone())
+                .query_async(&mut self.conn())
                 .await?;
         let role = role.map(|r| parse_role(room, &r)).transpose()?;
         Ok(Standing {
@@ -87,6 +108,39 @@ impl RoomStore {
             muted,
             banned,
         })
+    }
+
+    /// A user's role in a room.
+    pub async fn role(&self, room: &str, user: &str) -> Result<Option<Role>, StoreError> {
+        let role: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.roles(room))
+            .arg(user)
+            .query_async(&mut self.conn())
+            .await?;
+        role.map(|r| parse_role(room, &r)).transpose()
+    }
+
+    /// Sets `user`'s role, or removes it (`None`).
+    pub async fn set_role(
+        &self,
+        room: &str,
+        user: &str,
+        role: Option<Role>,
+    ) -> Result<(), StoreError> {
+        let cmd = match role {
+            Some(role) => {
+                let mut c = redis::cmd("HSET");
+                c.arg(self.keys.roles(room)).arg(user).arg(role.as_str());
+                c
+            }
+            None => {
+                let mut c = redis::cmd("HDEL");
+                c.arg(self.keys.roles(room)).arg(user);
+                c
+            }
+        };
+        let _: i64 = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     /// Creates a public room owned by `owner`. False when the room already exists.
@@ -103,9 +157,26 @@ impl RoomStore {
             .key(self.keys.roles(room))
             .arg(now_ms)
             .arg(owner)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn())
             .await?;
         Ok(created == 1)
+    }
+
+    /// Creates or updates a room from configuration (see `configure.lua`).
+    pub async fn configure(&self, room: &ConfiguredRoom, now_ms: u64) -> Result<(), StoreError> {
+        let optional = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+        let mut call = self.scripts.configure.key(self.keys.meta(&room.id));
+        call.key(self.keys.roles(&room.id))
+            .arg(room.meta.visibility.as_str())
+            .arg(if room.meta.announce { "1" } else { "0" })
+            .arg(optional(room.meta.history_limit))
+            .arg(optional(room.meta.history_on_join))
+            .arg(now_ms)
+            .arg(room.owners.len())
+            .arg(&room.owners)
+            .arg(&room.moderators);
+        let _: i64 = call.invoke_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     /// Gives `user` the member role unless they have one; returns their role.
@@ -119,156 +190,51 @@ impl RoomStore {
             .cmd("HGET")
             .arg(&roles)
             .arg(user)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await?;
         let role =
             role.ok_or_else(|| StoreError::Data(format!("room {room}: role of {user} vanished")))?;
         parse_role(room, &role)
     }
 
-    /// The room's epoch (created now if it has none) and latest seq.
-    pub async fn state(&self, room: &str) -> Result<RoomState, StoreError> {
-        let (epoch, seq): (String, u64) = self
-            .scripts
-            .state
-            .key(self.keys.epoch(room))
-            .key(self.keys.seq(room))
-            .arg(fresh_epoch())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(RoomState { epoch, seq })
-    }
-
-    /// Stored messages with `after < seq <= upto`, ascending.
-    pub async fn messages_between(
+    /// Mutes or bans `user` until `ttl_ms` from now, or for good (`None`).
+    pub async fn restrict(
         &self,
+        kind: RestrictionKind,
         room: &str,
-        after: u64,
-        upto: u64,
-    ) -> Result<Vec<Message>, StoreError> {
-        let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.keys.history(room))
-            .arg(format!("({after}"))
-            .arg(upto)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(parse_messages(room, raw))
-    }
-
-    /// The newest `count` messages, ascending.
-    pub async fn recent(&self, room: &str, count: u64) -> Result<Vec<Message>, StoreError> {
-        if count == 0 {
-            return Ok(Vec::new());
+        user: &str,
+        restriction: &Restriction,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(restriction).map_err(|e| StoreError::Data(e.to_string()))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.restriction_key(kind, room, user)).arg(json);
+        if let Some(ttl) = ttl_ms {
+            cmd.arg("PX").arg(ttl.max(1));
         }
-        let start = -i64::try_from(count).unwrap_or(i64::MAX);
-        let raw: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.history(room))
-            .arg(start)
-            .arg(-1)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(parse_messages(room, raw))
+        let _: () = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
     }
 
-    /// Up to `count` messages with seq < `before` (or the newest), newest first.
-    pub async fn newest_before(
+    /// Lifts a mute or ban. False when there was none.
+    pub async fn lift(
         &self,
+        kind: RestrictionKind,
         room: &str,
-        before: Option<u64>,
-        count: u64,
-    ) -> Result<Vec<Message>, StoreError> {
-        let max = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
-        let raw: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
-            .arg(self.keys.history(room))
-            .arg(max)
-            .arg("-inf")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(count)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(parse_messages(room, raw))
-    }
-
-    /// Every presence entry of the room, by session.
-    pub async fn presence(&self, room: &str) -> Result<Vec<(String, PresenceEntry)>, StoreError> {
-        let raw: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.presence(room))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(parse_presence(room, raw))
-    }
-
-    /// Records `session` as present and returns every entry, the new one included.
-    pub async fn enter(
-        &self,
-        room: &str,
-        session: &str,
-        entry: &PresenceEntry,
-    ) -> Result<Vec<(String, PresenceEntry)>, StoreError> {
-        let json = serde_json::to_string(entry).map_err(|e| StoreError::Data(e.to_string()))?;
-        let key = self.keys.presence(room);
-        let (raw,): (HashMap<String, String>,) = redis::pipe()
-            .cmd("HSET")
-            .arg(&key)
-            .arg(session)
-            .arg(json)
-            .ignore()
-            .cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(parse_presence(room, raw))
-    }
-
-    /// Removes `session`'s presence entry. False when there was none.
-    pub async fn exit(&self, room: &str, session: &str) -> Result<bool, StoreError> {
-        let removed: u64 = redis::cmd("HDEL")
-            .arg(self.keys.presence(room))
-            .arg(session)
-            .query_async(&mut self.conn.clone())
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let removed: i64 = redis::cmd("DEL")
+            .arg(self.restriction_key(kind, room, user))
+            .query_async(&mut self.conn())
             .await?;
         Ok(removed > 0)
     }
 
-    /// The message first stored for `(user, reference)`, while its dedup key lives.
-    pub async fn deduplicated(
-        &self,
-        user: &str,
-        reference: &str,
-    ) -> Result<Option<Message>, StoreError> {
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.keys.dedup(user, reference))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        raw.map(|json| {
-            serde_json::from_str(&json)
-                .map_err(|e| StoreError::Data(format!("dedup entry of {user}: {e}")))
-        })
-        .transpose()
-    }
-
-    /// Numbers and stores a message atomically (see `append.lua`), remembering it under
-    /// `(user, reference)` when a reference is given.
-    pub async fn append(
-        &self,
-        room: &str,
-        draft: &Draft,
-        dedup: Option<(&str, &str)>,
-        retention: Retention,
-    ) -> Result<Message, StoreError> {
-        let k = &self.keys;
-        let mut call = self.scripts.append.key(k.epoch(room));
-        call.key(k.seq(room)).key(k.history(room));
-        if let Some((user, reference)) = dedup {
-            call.key(k.dedup(user, reference));
+    fn restriction_key(&self, kind: RestrictionKind, room: &str, user: &str) -> String {
+        match kind {
+            RestrictionKind::Mute => self.keys.mute(room, user),
+            RestrictionKind::Ban => self.keys.ban(room, user),
         }
-        call.arg(fresh_epoch())
-            .arg(draft.head())
-            .arg(draft.tail())
-            .arg(retention.history_limit.max(1))
-            .arg(retention.dedup_ttl_s.max(1));
-        let json: String = call.invoke_async(&mut self.conn.clone()).await?;
-        serde_json::from_str(&json).map_err(|e| StoreError::Data(format!("appended message: {e}")))
     }
 }

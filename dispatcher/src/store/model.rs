@@ -55,11 +55,59 @@ pub enum Visibility {
     Private,
 }
 
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+}
+
 /// A room's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomMeta {
     pub visibility: Visibility,
     pub announce: bool,
+    /// Overrides `dispatcher.history_limit` (rooms from configuration).
+    pub history_limit: Option<u64>,
+    /// Overrides `dispatcher.history_on_join` (rooms from configuration).
+    pub history_on_join: Option<u64>,
+}
+
+impl RoomMeta {
+    /// A room with these settings and no overrides.
+    pub fn new(visibility: Visibility, announce: bool) -> RoomMeta {
+        RoomMeta {
+            visibility,
+            announce,
+            history_limit: None,
+            history_on_join: None,
+        }
+    }
+}
+
+/// What a mute or ban key holds; the key's expiry is the restriction's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    /// Who imposed it.
+    pub by: String,
+    /// Unix ms; none for a permanent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The messages a rejoin missed, and what tells a deletion from a loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missed {
+    /// Readable stored messages in the range, ascending.
+    pub messages: Vec<Message>,
+    /// Stored entries in the range that could not be read.
+    pub unreadable: usize,
+    /// The highest seq trimmed from history so far (0: none).
+    pub floor: u64,
 }
 
 /// What the store knows about one user in one room, read in one round trip.
@@ -77,7 +125,13 @@ pub struct Standing {
 pub struct PresenceEntry {
     pub id: String,
     pub name: String,
+    /// The gateway holding the connection; empty for a bot.
     pub gateway: String,
+    /// The value of the gateway's liveness key when the entry was written. A gateway
+    /// that writes a fresh value each time it starts thereby tells its earlier life's
+    /// entries (ghosts, when it crashed and came back under the same id) from its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 /// A room's epoch and latest seq, read together.
@@ -108,9 +162,20 @@ pub(super) fn parse_meta(fields: &HashMap<String, String>) -> Option<RoomMeta> {
         _ => Visibility::Private,
     };
     let announce = fields.get("announce").map(String::as_str) == Some("1");
+    // A damaged override falls back to the deployment's setting.
+    let count = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    };
     Some(RoomMeta {
         visibility,
         announce,
+        history_limit: count("history_limit"),
+        history_on_join: fields
+            .get("history_on_join")
+            .and_then(|v| v.parse::<u64>().ok()),
     })
 }
 
@@ -157,20 +222,32 @@ mod tests {
         f.insert("announce".to_owned(), "1".to_owned());
         assert_eq!(
             parse_meta(&f),
-            Some(RoomMeta {
-                visibility: Visibility::Public,
-                announce: true
-            })
+            Some(RoomMeta::new(Visibility::Public, true))
         );
         f.insert("visibility".to_owned(), "???".to_owned());
         f.remove("announce");
         assert_eq!(
             parse_meta(&f),
-            Some(RoomMeta {
-                visibility: Visibility::Private,
-                announce: false
-            })
+            Some(RoomMeta::new(Visibility::Private, false))
         );
+    }
+
+    #[test]
+    fn history_overrides_are_read_when_sane() {
+        let mut f = HashMap::new();
+        f.insert("visibility".to_owned(), "public".to_owned());
+        f.insert("history_limit".to_owned(), "20".to_owned());
+        f.insert("history_on_join".to_owned(), "0".to_owned());
+        let meta = parse_meta(&f).unwrap();
+        assert_eq!(
+            (meta.history_limit, meta.history_on_join),
+            (Some(20), Some(0))
+        );
+        // A limit of 0 would empty the room: ignored, like garbage.
+        f.insert("history_limit".to_owned(), "0".to_owned());
+        f.insert("history_on_join".to_owned(), "lots".to_owned());
+        let meta = parse_meta(&f).unwrap();
+        assert_eq!((meta.history_limit, meta.history_on_join), (None, None));
     }
 
     #[test]

@@ -48,7 +48,17 @@ pub struct Harness {
 impl Harness {
     /// Starts a dispatcher and a fake gateway whose event queue is bound to `bindings`.
     pub async fn start(bindings: &[&str]) -> Harness {
+        Harness::start_with(bindings, None).await
+    }
+
+    /// As [`Harness::start`], with `config` (TOML) as the dispatcher's settings file.
+    pub async fn start_with(bindings: &[&str], config: Option<&str>) -> Harness {
         let prefix = format!("dt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let file = config.map(|toml| {
+            let path = std::env::temp_dir().join(format!("{prefix}.toml"));
+            std::fs::write(&path, toml).expect("write the settings file");
+            path
+        });
         let env: HashMap<String, String> = [
             ("WARREN__AMQP__PREFIX", prefix.as_str()),
             ("WARREN__REDIS__PREFIX", prefix.as_str()),
@@ -58,7 +68,11 @@ impl Harness {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let settings = Settings::load_from(None, Some(env)).expect("settings");
+        let settings = Settings::load_from(file.as_ref().and_then(|p| p.to_str()), Some(env))
+            .expect("settings");
+        if let Some(path) = &file {
+            std::fs::remove_file(path).ok();
+        }
         common::telemetry::init(&settings.log);
         let names = Names::new(prefix.clone());
 
@@ -183,11 +197,30 @@ impl Harness {
             .await
     }
 
+    /// As [`Harness::send`], with this AMQP `message_id` (a redelivery keeps its id).
+    pub async fn send_with_id(&mut self, command: &Command, message_id: &str) -> String {
+        let body = serde_json::to_vec(command).expect("encode");
+        let shard = shard_of(&command.room(), SHARDS);
+        let props = persistent_json_properties(command.body.kind())
+            .with_message_id(ShortString::from(message_id.to_owned()));
+        self.publish_props(&body, &shard_key(shard), props).await
+    }
+
     /// Publishes any body to the commands exchange with `routing_key`.
     pub async fn publish_raw(&mut self, body: &[u8], routing_key: &str, kind: &str) -> String {
+        self.publish_props(body, routing_key, persistent_json_properties(kind))
+            .await
+    }
+
+    async fn publish_props(
+        &mut self,
+        body: &[u8],
+        routing_key: &str,
+        props: BasicProperties,
+    ) -> String {
         self.correlation += 1;
         let correlation = format!("c{}", self.correlation);
-        let props: BasicProperties = persistent_json_properties(kind)
+        let props: BasicProperties = props
             .with_user_id(ShortString::from("guest"))
             .with_reply_to(ShortString::from(self.reply_queue.clone()))
             .with_correlation_id(ShortString::from(correlation.clone()));

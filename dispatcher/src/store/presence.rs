@@ -1,0 +1,90 @@
+//! Presence: one entry per session in a room, and the gateways' liveness keys that
+//! decide whether an entry still stands.
+
+use std::collections::HashMap;
+
+use super::model::{parse_presence, PresenceEntry, StoreError};
+use super::RoomStore;
+
+impl RoomStore {
+    /// Every presence entry of the room, by session.
+    pub async fn presence(&self, room: &str) -> Result<Vec<(String, PresenceEntry)>, StoreError> {
+        let raw: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.presence(room))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(parse_presence(room, raw))
+    }
+
+    /// Records `session` as present and returns every entry, the new one included.
+    pub async fn enter(
+        &self,
+        room: &str,
+        session: &str,
+        entry: &PresenceEntry,
+    ) -> Result<Vec<(String, PresenceEntry)>, StoreError> {
+        let json = serde_json::to_string(entry).map_err(|e| StoreError::Data(e.to_string()))?;
+        let key = self.keys.presence(room);
+        let (raw,): (HashMap<String, String>,) = redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(session)
+            .arg(json)
+            .ignore()
+            .cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(parse_presence(room, raw))
+    }
+
+    /// Removes `session`'s presence entry. False when there was none.
+    pub async fn exit(&self, room: &str, session: &str) -> Result<bool, StoreError> {
+        Ok(self.exit_all(room, &[session.to_owned()]).await? > 0)
+    }
+
+    /// Removes these sessions' entries; returns how many there were.
+    pub async fn exit_all(&self, room: &str, sessions: &[String]) -> Result<u64, StoreError> {
+        if sessions.is_empty() {
+            return Ok(0);
+        }
+        let removed: u64 = redis::cmd("HDEL")
+            .arg(self.keys.presence(room))
+            .arg(sessions)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(removed)
+    }
+
+    /// The value of `gateway`'s liveness key, if it has one.
+    pub async fn incarnation(&self, gateway: &str) -> Result<Option<String>, StoreError> {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.keys.gateway_alive(gateway))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(value)
+    }
+
+    /// The gateways among `gateways` that keep their liveness key, with its value.
+    pub async fn alive_gateways(
+        &self,
+        gateways: &[&str],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        if gateways.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys: Vec<String> = gateways
+            .iter()
+            .map(|g| self.keys.gateway_alive(g))
+            .collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(gateways
+            .iter()
+            .zip(values)
+            .filter_map(|(g, v)| Some(((*g).to_owned(), v?)))
+            .collect())
+    }
+}
