@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services Warren needs are installed and answering on this
 # machine: Redis on 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672 (with the
-# management plugin on 127.0.0.1:15672 and the `warren-gateway` user).
+# management plugin on 127.0.0.1:15672, and the `warren-gateway` and
+# `warren-bot` accounts with least-privilege permissions).
 #
 # Idempotent: when everything is already up it only checks, and returns
 # quickly. Installs missing packages with apt-get, starts stopped services
@@ -26,14 +27,42 @@ readonly MGMT_URL="http://127.0.0.1:15672"
 readonly MGMT_AUTH="guest:guest"
 readonly MGMT_WAIT_S=60
 
-# The account the gateways use. Its permissions are broad for now.
+# RabbitMQ accounts of the local stack (amqp.prefix "warren"), each with the
+# least privilege its role needs, as regular expressions over exchange and
+# queue names on vhost "/" (configure = declare/delete, write = publish to an
+# exchange or bind a queue, read = consume a queue or bind from an exchange).
+# docs/BOTS.md explains them; tests/src/accounts.rs builds the same patterns
+# for a test prefix, and tests/tests/bots.rs proves them against a real broker.
+readonly VHOST=/
+readonly VHOST_URL=%2F
+readonly PREFIX_RE='warren' # amqp.prefix with regex characters escaped
+
+# The gateways' account. A gateway declares the shared topology (idempotently,
+# like every service: <p>.commands, <p>.commands.<n>, <p>.events, <p>.dead)
+# and its own queue <p>.gw.<id>; publishes commands to <p>.commands; binds its
+# queue to <p>.events; consumes its queue. Declaring a shard queue with its
+# dead-letter exchange also takes write on <p>.dead and read on the shard
+# queue: that is RabbitMQ's rule for x-dead-letter-exchange, not a choice.
+# It may not publish events, use the default exchange, or touch bots' queues.
 readonly GW_USER=warren-gateway
 readonly GW_PASS=warren-gateway
-readonly GW_VHOST=/
-readonly GW_VHOST_URL=%2F
-readonly GW_CONFIGURE='.*'
-readonly GW_WRITE='.*'
-readonly GW_READ='.*'
+readonly GW_CONFIGURE="^${PREFIX_RE}\.(commands|commands\.[0-9]+|events|dead|gw\..+)\$"
+readonly GW_WRITE="^${PREFIX_RE}\.(commands|commands\.[0-9]+|dead|gw\..+)\$"
+readonly GW_READ="^${PREFIX_RE}\.(commands|commands\.[0-9]+|events|dead|gw\..+)\$"
+
+# The bots' account for local development (warren-modbot and
+# bots/python/echo_bot.py use it by default). A bot declares and consumes its
+# own queues <p>.bot.<name>.*, binds them to <p>.events, publishes commands to
+# <p>.commands, and reads nothing else. Its login is its user id in the rooms,
+# and it must never be listed in amqp.gateway_accounts (those may speak for
+# any user). In production give each bot its own account, e.g.
+# warren-bot-<name>, restricted to its own queues: ^<p>\.bot\.<name>\..+$
+readonly BOT_USER=warren-bot
+readonly BOT_PASS=warren-bot
+readonly BOT_OWN="${PREFIX_RE}\.bot\.[^.]+\..+"
+readonly BOT_CONFIGURE="^${BOT_OWN}\$"
+readonly BOT_WRITE="^(${BOT_OWN}|${PREFIX_RE}\.commands)\$"
+readonly BOT_READ="^(${BOT_OWN}|${PREFIX_RE}\.events)\$"
 
 log() { printf 'ensure-services: %s\n' "$*" >&2; }
 warn() { printf 'ensure-services: warning: %s\n' "$*" >&2; }
@@ -369,13 +398,15 @@ ensure_mgmt() {
 }
 
 # ---------------------------------------------------------------------------
-# 5. The gateway's RabbitMQ user.
+# 5. The RabbitMQ accounts (see the constants at the top).
 # ---------------------------------------------------------------------------
 
-# Checks the user through the management API (fast). Sets user_exists,
-# tags_ok, perms_ok, pass_ok (1 or 0). Non-zero if the API could not tell.
+# check_user_via_api USER PASS CONFIGURE WRITE READ: checks the user through
+# the management API (fast). Sets user_exists, tags_ok, perms_ok, pass_ok
+# (1 or 0). Non-zero if the API could not tell.
 check_user_via_api() {
-    fetch "$MGMT_URL/api/users/$GW_USER" "$MGMT_AUTH"
+    local user=$1 pass=$2 configure=$3 write=$4 read=$5
+    fetch "$MGMT_URL/api/users/$user" "$MGMT_AUTH"
     case $HTTP_STATUS in
     404)
         user_exists=0
@@ -389,13 +420,13 @@ check_user_via_api() {
         tags_ok=1
     fi
 
-    fetch "$MGMT_URL/api/permissions/$GW_VHOST_URL/$GW_USER" "$MGMT_AUTH"
+    fetch "$MGMT_URL/api/permissions/$VHOST_URL/$user" "$MGMT_AUTH"
     perms_ok=0
     case $HTTP_STATUS in
     200)
-        if [[ $(json_string "$HTTP_BODY" configure) == "$GW_CONFIGURE" &&
-            $(json_string "$HTTP_BODY" write) == "$GW_WRITE" &&
-            $(json_string "$HTTP_BODY" read) == "$GW_READ" ]]; then
+        if [[ $(json_string "$HTTP_BODY" configure) == "$configure" &&
+            $(json_string "$HTTP_BODY" write) == "$write" &&
+            $(json_string "$HTTP_BODY" read) == "$read" ]]; then
             perms_ok=1
         fi
         ;;
@@ -406,57 +437,68 @@ check_user_via_api() {
     # A user without the management tag gets "Not management user" when its
     # password is right and "Login failed" when it is wrong.
     pass_ok=1
-    fetch "$MGMT_URL/api/whoami" "$GW_USER:$GW_PASS"
+    fetch "$MGMT_URL/api/whoami" "$user:$pass"
     if [[ $HTTP_STATUS == 401 && $HTTP_BODY == *'Login failed'* ]]; then
         pass_ok=0
     fi
     return 0
 }
 
+# check_user_via_ctl USER PASS CONFIGURE WRITE READ: as check_user_via_api,
+# through rabbitmqctl.
 check_user_via_ctl() {
+    local user=$1 pass=$2 configure=$3 write=$4 read=$5
     local users perms
     users=$(as_root rabbitmqctl -q list_users 2>/dev/null) || die "rabbitmqctl list_users failed"
     user_exists=0 tags_ok=0 perms_ok=0 pass_ok=1
     local name tags
     while IFS=$'\t' read -r name tags; do
-        if [[ $name == "$GW_USER" ]]; then
+        if [[ $name == "$user" ]]; then
             user_exists=1
             [[ $tags == "[]" || -z $tags ]] && tags_ok=1
         fi
     done <<<"$users"
     [[ $user_exists -eq 1 ]] || return 0
-    perms=$(as_root rabbitmqctl -q list_user_permissions "$GW_USER" 2>/dev/null) || return 0
-    local vhost conf write read
-    while IFS=$'\t' read -r vhost conf write read; do
-        if [[ $vhost == "$GW_VHOST" && $conf == "$GW_CONFIGURE" && $write == "$GW_WRITE" && $read == "$GW_READ" ]]; then
+    perms=$(as_root rabbitmqctl -q list_user_permissions "$user" 2>/dev/null) || return 0
+    local vhost conf wr rd
+    while IFS=$'\t' read -r vhost conf wr rd; do
+        if [[ $vhost == "$VHOST" && $conf == "$configure" && $wr == "$write" && $rd == "$read" ]]; then
             perms_ok=1
         fi
     done <<<"$perms"
-    as_root rabbitmqctl -q authenticate_user "$GW_USER" "$GW_PASS" >/dev/null 2>&1 || pass_ok=0
+    as_root rabbitmqctl -q authenticate_user "$user" "$pass" >/dev/null 2>&1 || pass_ok=0
 }
 
-ensure_gateway_user() {
+# ensure_user USER PASS CONFIGURE WRITE READ: creates the user or repairs its
+# password, tags (none) and permissions on $VHOST; only checks when all is well.
+ensure_user() {
+    local user=$1 pass=$2 configure=$3 write=$4 read=$5
     local user_exists=0 tags_ok=0 perms_ok=0 pass_ok=1
-    if [[ $MGMT_OK -eq 0 ]] || ! check_user_via_api; then
-        check_user_via_ctl
+    if [[ $MGMT_OK -eq 0 ]] || ! check_user_via_api "$@"; then
+        check_user_via_ctl "$@"
     fi
     if [[ $user_exists -eq 0 ]]; then
-        log "creating RabbitMQ user $GW_USER"
-        quiet_root rabbitmqctl -q add_user "$GW_USER" "$GW_PASS" || die "rabbitmqctl add_user $GW_USER failed"
+        log "creating RabbitMQ user $user"
+        quiet_root rabbitmqctl -q add_user "$user" "$pass" || die "rabbitmqctl add_user $user failed"
         tags_ok=0 perms_ok=0
     elif [[ $pass_ok -eq 0 ]]; then
-        log "resetting the password of RabbitMQ user $GW_USER"
-        quiet_root rabbitmqctl -q change_password "$GW_USER" "$GW_PASS" || die "rabbitmqctl change_password failed"
+        log "resetting the password of RabbitMQ user $user"
+        quiet_root rabbitmqctl -q change_password "$user" "$pass" || die "rabbitmqctl change_password $user failed"
     fi
     if [[ $tags_ok -eq 0 ]]; then
-        log "clearing the tags of RabbitMQ user $GW_USER"
-        quiet_root rabbitmqctl -q set_user_tags "$GW_USER" || die "rabbitmqctl set_user_tags $GW_USER failed"
+        log "clearing the tags of RabbitMQ user $user"
+        quiet_root rabbitmqctl -q set_user_tags "$user" || die "rabbitmqctl set_user_tags $user failed"
     fi
     if [[ $perms_ok -eq 0 ]]; then
-        log "setting permissions of $GW_USER on vhost $GW_VHOST"
-        quiet_root rabbitmqctl -q set_permissions -p "$GW_VHOST" "$GW_USER" "$GW_CONFIGURE" "$GW_WRITE" "$GW_READ" ||
-            die "rabbitmqctl set_permissions $GW_USER failed"
+        log "setting permissions of $user on vhost $VHOST"
+        quiet_root rabbitmqctl -q set_permissions -p "$VHOST" "$user" "$configure" "$write" "$read" ||
+            die "rabbitmqctl set_permissions $user failed"
     fi
+}
+
+ensure_accounts() {
+    ensure_user "$GW_USER" "$GW_PASS" "$GW_CONFIGURE" "$GW_WRITE" "$GW_READ"
+    ensure_user "$BOT_USER" "$BOT_PASS" "$BOT_CONFIGURE" "$BOT_WRITE" "$BOT_READ"
 }
 
 # ---------------------------------------------------------------------------
@@ -465,7 +507,7 @@ main() {
     ensure_redis
     ensure_rabbit
     ensure_mgmt
-    ensure_gateway_user
+    ensure_accounts
 
     redis_ping || die "Redis stopped answering on $REDIS_HOST:$REDIS_PORT"
     rabbit_port_open || die "RabbitMQ stopped answering on $AMQP_HOST:$AMQP_PORT"

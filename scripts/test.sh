@@ -56,7 +56,8 @@ step() {
 step "services" bash scripts/ensure-services.sh
 step "build" cargo build --workspace --bins
 step "unit tests" cargo test --workspace --exclude warren-tests
-step "e2e tests" cargo test -p warren-tests --test e2e
+step "python env" bash scripts/python-env.sh
+step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots
 if [[ -f tests/tests/faults.rs ]]; then
     step "fault tests" cargo test -p warren-tests --test faults -- --test-threads=1
 else

@@ -15,10 +15,13 @@
 //!   [`recovery`] (what history a rejoin gets), [`rooms`] (rooms from configuration).
 //! - [`store`]: the Redis data model, with its atomic scripts.
 //! - [`publisher`]: publishing with confirms, and dead-lettering.
+//! - [`http`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `dispatcher.listen`.
 
 pub mod access;
 pub mod commands;
+pub mod http;
 pub mod intake;
+pub mod metrics;
 pub mod moderation;
 pub mod publisher;
 pub mod recovery;
@@ -36,6 +39,11 @@ use tokio_util::sync::CancellationToken;
 pub enum DispatcherError {
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// The smallest dedup window the protocol promises, seconds.
@@ -44,7 +52,28 @@ pub const MIN_DEDUP_TTL_S: u64 = 600;
 /// Runs the dispatcher until `shutdown` is cancelled, then stops cleanly and returns.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), DispatcherError> {
     check(&settings)?;
-    supervisor::Supervisor::new(settings).run(shutdown).await;
+    let metrics = std::sync::Arc::new(metrics::DispatcherMetrics::new());
+    let addr = settings.dispatcher.listen.clone();
+    let http = if addr.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| DispatcherError::Listen { addr, source })?;
+        Some(tokio::spawn(http::serve(
+            listener,
+            metrics.clone(),
+            shutdown.clone(),
+        )))
+    };
+    supervisor::Supervisor::new(settings, metrics)
+        .run(shutdown)
+        .await;
+    if let Some(http) = http {
+        if http.await.is_err() {
+            tracing::error!("the HTTP task panicked");
+        }
+    }
     Ok(())
 }
 

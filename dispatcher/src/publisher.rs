@@ -3,6 +3,8 @@
 //! Every publish of one command is sent first and confirmed afterwards, so the confirms
 //! are in flight together; the caller acks the command only once all of them are in.
 
+use std::sync::Arc;
+
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
@@ -13,6 +15,7 @@ use proto::amqp::{Event, Names, Reply, REPLY_KIND};
 use proto::BODY_VERSION;
 
 use crate::commands::Outcome;
+use crate::metrics::DispatcherMetrics;
 
 /// The header that says why a command was dead-lettered.
 pub const REASON_HEADER: &str = "x-warren-reason";
@@ -46,13 +49,15 @@ pub struct Publisher {
     channel: Channel,
     events: String,
     dead: String,
+    metrics: Arc<DispatcherMetrics>,
 }
 
 impl Publisher {
     /// `channel` must already be in confirm mode.
-    pub fn new(channel: Channel, names: &Names) -> Publisher {
+    pub fn new(channel: Channel, names: &Names, metrics: Arc<DispatcherMetrics>) -> Publisher {
         Publisher {
             channel,
+            metrics,
             events: names.events_exchange(),
             dead: names.dead(),
         }
@@ -90,7 +95,12 @@ impl Publisher {
             }
             pending.push(self.publish("", &to.queue, &payload, props).await?);
         }
-        confirm(pending).await
+        let started = std::time::Instant::now();
+        let confirmed = confirm(pending).await;
+        self.metrics
+            .publish_confirm_seconds
+            .observe(started.elapsed().as_secs_f64());
+        confirmed
     }
 
     /// Publishes a rejected command's body to the dead-letter exchange, persistent, with

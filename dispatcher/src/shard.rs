@@ -17,10 +17,12 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use lapin::{Channel, Consumer};
 use proto::amqp::Command;
+use proto::server::ServerBody;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{Handler, Outcome};
 use crate::intake::{self, Rejection};
+use crate::metrics::DispatcherMetrics;
 use crate::publisher::{PublishError, Publisher, ReplyTo};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,7 @@ pub struct Shared {
     pub gateway_accounts: Arc<[String]>,
     /// The retry backoff each shard starts from.
     pub backoff: Backoff,
+    pub metrics: Arc<DispatcherMetrics>,
     /// Stops every shard of the connection.
     pub stop: CancellationToken,
 }
@@ -78,6 +81,7 @@ pub struct Shard {
     publisher: Publisher,
     handler: Handler,
     gateway_accounts: Arc<[String]>,
+    metrics: Arc<DispatcherMetrics>,
     retry: Retry,
 }
 
@@ -91,6 +95,7 @@ impl Shard {
             publisher: shared.publisher,
             handler: shared.handler,
             gateway_accounts: shared.gateway_accounts,
+            metrics: shared.metrics,
             retry: Retry {
                 backoff: shared.backoff,
                 stop: shared.stop,
@@ -137,11 +142,13 @@ impl Shard {
     }
 
     async fn process(&mut self, delivery: Delivery) -> Result<Flow, ShardError> {
+        let started = std::time::Instant::now();
         let props = &delivery.properties;
         let user_id = props.user_id().as_ref().map(|u| u.as_str());
         let flow = match intake::read(&delivery.data, user_id, &self.gateway_accounts) {
             Err(Rejection(reason)) => {
                 tracing::warn!(shard = self.index, %reason, "dead-lettering a command");
+                self.metrics.count("unknown", "dead");
                 let publisher = &self.publisher;
                 until_published(&mut self.retry, self.index, || {
                     publisher.dead_letter(&delivery.data, props, &reason)
@@ -154,6 +161,8 @@ impl Shard {
             {
                 None => Flow::Stop,
                 Some(outcome) => {
+                    self.metrics
+                        .count(command.body.kind(), outcome_label(&outcome));
                     let reply_to = reply_target(&delivery, &command);
                     let publisher = &self.publisher;
                     until_published(&mut self.retry, self.index, || {
@@ -169,25 +178,43 @@ impl Shard {
         if !delivery.acker.ack(BasicAckOptions::default()).await? {
             return Err(ShardError::AckLost);
         }
+        self.metrics
+            .command_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(Flow::Continue)
     }
 
     /// Handles a command, retrying while Redis fails. `None` when told to stop first.
     async fn decide(&mut self, command: &Command, message_id: Option<&str>) -> Option<Outcome> {
         loop {
-            match self.handler.handle(command, message_id).await {
+            let started = std::time::Instant::now();
+            let handled = self.handler.handle(command, message_id).await;
+            self.metrics
+                .redis_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.set_redis_up(handled.is_ok());
+            match handled {
                 Ok(outcome) => {
                     self.retry.backoff.reset();
                     return Some(outcome);
                 }
                 Err(e) => {
                     tracing::warn!(shard = self.index, kind = command.body.kind(), error = %e, "store failed; retrying");
+                    self.metrics.retries.inc();
                     if !self.retry.pause().await {
                         return None;
                     }
                 }
             }
         }
+    }
+}
+
+/// `ok`, or the code of the error the command was answered with.
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome.reply.as_ref().map(|f| &f.body) {
+        Some(ServerBody::Error(e)) => e.code.as_str(),
+        _ => "ok",
     }
 }
 

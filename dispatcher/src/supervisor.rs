@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{Handler, Rules};
+use crate::metrics::DispatcherMetrics;
 use crate::publisher::Publisher;
 use crate::rooms::{self, ConfiguredRoom};
 use crate::shard::{Shard, ShardError, Shared};
@@ -55,11 +56,13 @@ pub struct Supervisor {
     /// Tells this process's consumers apart in the console.
     instance: String,
     store: Option<RoomStore>,
+    metrics: Arc<DispatcherMetrics>,
 }
 
 impl Supervisor {
-    pub fn new(settings: Settings) -> Supervisor {
+    pub fn new(settings: Settings, metrics: Arc<DispatcherMetrics>) -> Supervisor {
         Supervisor {
+            metrics,
             names: Names::new(settings.amqp.prefix.clone()),
             rules: Rules::from_settings(&settings),
             gateway_accounts: settings.amqp.gateway_accounts.clone().into(),
@@ -120,11 +123,13 @@ impl Supervisor {
         let (result, publish) = match self.start(&connection, store, &stop, &mut shards).await {
             Ok(publish) => {
                 backoff.reset();
+                self.metrics.set_amqp_up(true);
                 tracing::info!(shards = self.settings.amqp.shards, prefix = %self.names.prefix(), "dispatcher consuming");
                 (watch(shutdown, &mut shards).await, Some(publish))
             }
             Err(e) => (Err(e), None),
         };
+        self.metrics.set_amqp_up(false);
         stop.cancel();
         drain(&mut shards).await;
         // Channels close themselves when dropped, but in the background: close them here
@@ -147,6 +152,7 @@ impl Supervisor {
         }
         let conn = common::store::connect(self.settings.redis.url.expose()).await?;
         let store = RoomStore::new(conn, &self.settings.redis.prefix);
+        self.metrics.set_redis_up(true);
         self.store = Some(store.clone());
         Ok(store)
     }
@@ -184,10 +190,11 @@ impl Supervisor {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         let shared = Shared {
-            publisher: Publisher::new(publish.clone(), &self.names),
+            publisher: Publisher::new(publish.clone(), &self.names, self.metrics.clone()),
             handler: Handler::new(store, self.rules.clone()),
             gateway_accounts: self.gateway_accounts.clone(),
             backoff: self.backoff(),
+            metrics: self.metrics.clone(),
             stop: stop.clone(),
         };
         for index in 0..amqp.shards {

@@ -4,7 +4,8 @@
 //! Presence entries in Redis name the gateway that holds the connection; dispatchers
 //! treat entries of a gateway whose key is gone as gone. So a gateway that crashes
 //! leaves no ghost for longer than the expiry, and one that stops cleanly removes its
-//! key at once.
+//! key at once. The key's value is this process's incarnation, so entries left by an
+//! earlier run under the same gateway id are recognised as stale too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let key = alive_key(&settings.redis.prefix, &gateway_id);
+    // A fresh value per start: entries written under a previous run of the same id
+    // carry the old value, so dispatchers can tell them from this run's.
+    let incarnation = uuid::Uuid::new_v4().simple().to_string();
     let ttl = settings.presence.ttl_s.max(1);
     let every = Duration::from_secs(settings.presence.renew_s.clamp(1, ttl));
     let a = &settings.amqp;
@@ -63,7 +67,7 @@ pub async fn run(
             }
         }
         if let Some(c) = conn.as_mut() {
-            let renewed: redis::RedisResult<()> = c.set_ex(&key, 1, ttl).await;
+            let renewed: redis::RedisResult<()> = c.set_ex(&key, &incarnation, ttl).await;
             match renewed {
                 Ok(()) => {
                     health.set(true);

@@ -17,7 +17,11 @@
 //! - [`rooms_support`]: moderation, refusals, presence and dm requests and matchers.
 //! - [`broker`], [`store`]: what RabbitMQ and Redis say; [`cleanup`] empties both of a
 //!   stack's objects.
+//! - [`accounts`]: RabbitMQ users with least-privilege permissions, made per test;
+//!   [`bots`]: bot processes and raw AMQP publishing under an account.
 
+pub mod accounts;
+pub mod bots;
 pub mod broker;
 pub mod cleanup;
 pub mod client;

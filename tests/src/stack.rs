@@ -399,6 +399,8 @@ impl Stack {
             ("WARREN__AUTH__SECRET", self.secret.as_str()),
             ("WARREN__AMQP__SHARDS", shards.as_str()),
             ("WARREN__LOG__LEVEL", "info"),
+            // Every dispatcher of a stack (and of parallel stacks) on its own port.
+            ("WARREN__DISPATCHER__LISTEN", "127.0.0.1:0"),
             ("WARREN__GATEWAY__SENDS_PER_SEC", "100000"),
             ("WARREN__GATEWAY__BURST", "100000"),
             ("WARREN__GATEWAY__ALLOWED_ORIGINS", ALLOWED_ORIGIN),

@@ -1,0 +1,106 @@
+//! The dispatcher's metrics and health, served by [`crate::http`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::metrics::prometheus_client::encoding::EncodeLabelSet;
+use common::metrics::prometheus_client::metrics::counter::Counter;
+use common::metrics::prometheus_client::metrics::family::Family;
+use common::metrics::prometheus_client::metrics::histogram::Histogram;
+use common::metrics::{latency_histogram, Registry};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// The command's `kind`.
+    pub kind: String,
+    /// `ok`, an error code, `dead` (dead-lettered) or `duplicate`.
+    pub outcome: String,
+}
+
+pub struct DispatcherMetrics {
+    pub registry: Registry,
+    /// Commands handled and acked, by kind and outcome.
+    pub commands: Family<Outcome, Counter>,
+    /// From publishing an event or reply to the broker's confirm.
+    pub publish_confirm_seconds: Histogram,
+    /// One Redis round trip (a script, a pipeline or a command).
+    pub redis_seconds: Histogram,
+    /// From a command's delivery to its ack (handling, storing, publishing).
+    pub command_seconds: Histogram,
+    /// Handling retried after a transient failure (Redis or broker).
+    pub retries: Counter,
+    amqp_up: AtomicBool,
+    redis_up: AtomicBool,
+}
+
+impl DispatcherMetrics {
+    pub fn new() -> Self {
+        let mut m = DispatcherMetrics {
+            registry: Registry::with_prefix("warren_dispatcher"),
+            commands: Family::default(),
+            publish_confirm_seconds: latency_histogram(),
+            redis_seconds: latency_histogram(),
+            command_seconds: latency_histogram(),
+            retries: Counter::default(),
+            amqp_up: AtomicBool::new(false),
+            redis_up: AtomicBool::new(false),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "commands",
+            "Commands handled, by kind and outcome",
+            m.commands.clone(),
+        );
+        r.register(
+            "publish_confirm_seconds",
+            "Event or reply publish to broker confirm",
+            m.publish_confirm_seconds.clone(),
+        );
+        r.register(
+            "redis_seconds",
+            "Redis round trips",
+            m.redis_seconds.clone(),
+        );
+        r.register(
+            "command_seconds",
+            "Command delivery to ack",
+            m.command_seconds.clone(),
+        );
+        r.register(
+            "retries",
+            "Commands retried after a transient failure",
+            m.retries.clone(),
+        );
+        m
+    }
+
+    pub fn count(&self, kind: &str, outcome: &str) {
+        let labels = Outcome {
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.commands.get_or_create(&labels).inc();
+    }
+
+    pub fn set_amqp_up(&self, up: bool) {
+        self.amqp_up.store(up, Ordering::Release);
+    }
+
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up.store(up, Ordering::Release);
+    }
+
+    /// Consuming every shard with Redis reachable.
+    pub fn is_ready(&self) -> bool {
+        self.amqp_up.load(Ordering::Acquire) && self.redis_up.load(Ordering::Acquire)
+    }
+
+    pub fn render(&self) -> String {
+        common::metrics::render(&self.registry)
+    }
+}
+
+impl Default for DispatcherMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

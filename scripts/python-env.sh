@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Makes the Python environment the bot tests use: a virtualenv in .local/venv
+# with bots/python/requirements.txt installed (pika, for bots/python/echo_bot.py).
+#
+# Idempotent and quick when nothing changed: the venv is reused, and pip runs
+# only when requirements.txt differs from what was last installed (its hash is
+# kept in .local/venv/.requirements.sha256) or an import fails. Installs
+# python3 and python3-venv with apt-get when they are missing, as
+# scripts/ensure-services.sh does for the services.
+#
+# Usage: scripts/python-env.sh        (then: .local/venv/bin/python bots/python/echo_bot.py --help)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+readonly VENV=.local/venv
+readonly REQUIREMENTS=bots/python/requirements.txt
+readonly STAMP=$VENV/.requirements.sha256
+readonly PIP_TIMEOUT_S=300
+
+log() { printf 'python-env: %s\n' "$*" >&2; }
+die() {
+    printf 'python-env: error: %s\n' "$*" >&2
+    exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    elif have sudo; then
+        sudo -n "$@"
+    else
+        die "'$*' needs root, and sudo is not installed"
+    fi
+}
+
+apt_install() {
+    have apt-get || die "missing $* and apt-get is not available; install them by hand"
+    log "installing $* (apt-get)"
+    as_root apt-get update -qq >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+    hash -r
+}
+
+[[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS is missing"
+want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+
+# Fast path: the venv exists, was made from this requirements file, and works.
+if [[ -x $VENV/bin/python && -f $STAMP && $(<"$STAMP") == "$want" ]] &&
+    "$VENV/bin/python" -c 'import pika' 2>/dev/null; then
+    log "ok: $VENV is up to date"
+    exit 0
+fi
+
+have python3 || apt_install python3
+# `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    apt_install python3-venv
+fi
+
+if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "creating $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$(dirname "$VENV")"
+    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+fi
+
+log "installing $REQUIREMENTS into $VENV"
+timeout "$PIP_TIMEOUT_S" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    -r "$REQUIREMENTS" >&2 || die "pip install -r $REQUIREMENTS failed"
+"$VENV/bin/python" -c 'import pika' || die "pika does not import after the install"
+printf '%s\n' "$want" >"$STAMP"
+log "ok: $VENV ($("$VENV/bin/python" --version 2>&1), pika $("$VENV/bin/python" -c 'import pika; print(pika.__version__)'))"
