@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 readonly VENV=.local/venv
-readonly REQUIREMENTS=bots/python/requirements.txt
+readonly REQUIREMENTS=tests/requirements.txt
 readonly STAMP=$VENV/.requirements.sha256
 readonly PIP_TIMEOUT_S=300
 
@@ -45,11 +45,11 @@ apt_install() {
 }
 
 [[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS is missing"
-want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+want=$(cat "$REQUIREMENTS" bots/python/requirements.txt | sha256sum | cut -d' ' -f1)
 
 # Fast path: the venv exists, was made from this requirements file, and works.
 if [[ -x $VENV/bin/python && -f $STAMP && $(<"$STAMP") == "$want" ]] &&
-    "$VENV/bin/python" -c 'import pika' 2>/dev/null; then
+    "$VENV/bin/python" -c 'import pika, prometheus_client' 2>/dev/null; then
     log "ok: $VENV is up to date"
     exit 0
 fi
@@ -70,6 +70,6 @@ fi
 log "installing $REQUIREMENTS into $VENV"
 timeout "$PIP_TIMEOUT_S" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     -r "$REQUIREMENTS" >&2 || die "pip install -r $REQUIREMENTS failed"
-"$VENV/bin/python" -c 'import pika' || die "pika does not import after the install"
+"$VENV/bin/python" -c 'import pika, prometheus_client' || die "pika or prometheus_client does not import after the install"
 printf '%s\n' "$want" >"$STAMP"
 log "ok: $VENV ($("$VENV/bin/python" --version 2>&1), pika $("$VENV/bin/python" -c 'import pika; print(pika.__version__)'))"

@@ -8,22 +8,22 @@ use std::sync::Arc;
 
 use common::amqp::lapin::message::Delivery;
 use proto::amqp::{parse_event_key, Event, EventBody, Reply, Target, REPLY_KIND};
-use proto::server::ServerBody;
 
 use crate::index::{Index, Outbound};
-use crate::metrics::{Code, GatewayMetrics, Kind};
+use crate::metrics::{GatewayMetrics, Kind};
 
 pub fn handle(index: &Index, metrics: &GatewayMetrics, own_queue: &str, delivery: &Delivery) {
     let is_reply = delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(REPLY_KIND)
         || (delivery.exchange.as_str().is_empty() && delivery.routing_key.as_str() == own_queue);
     if is_reply {
-        reply(index, metrics, delivery);
+        reply(index, delivery);
     } else {
         event(index, metrics, delivery);
     }
 }
 
-fn reply(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
+/// Replies are counted where the connection writes them (`frames_out`, `errors`).
+fn reply(index: &Index, delivery: &Delivery) {
     let reply: Reply = match serde_json::from_slice(&delivery.data) {
         Ok(r) => r,
         Err(e) => {
@@ -40,16 +40,6 @@ fn reply(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
         .correlation_id()
         .as_ref()
         .map(|c| c.to_string());
-    metrics
-        .frames_out
-        .get_or_create(&Kind::of(reply.frame.body.type_name()))
-        .inc();
-    if let ServerBody::Error(e) = &reply.frame.body {
-        metrics
-            .errors
-            .get_or_create(&Code::of(e.code.as_str()))
-            .inc();
-    }
     conn.offer(Outbound::Reply {
         correlation,
         frame: reply.frame,

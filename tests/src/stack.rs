@@ -237,6 +237,20 @@ impl Stack {
 
     // ---- gateway HTTP and broker views -------------------------------------------
 
+    /// The address of dispatcher `i`'s `/healthz`, `/readyz` and `/metrics`.
+    pub fn dispatcher_addr(&self, i: usize) -> SocketAddr {
+        self.dispatchers[i]
+            .addr
+            .expect("dispatchers have an address")
+    }
+
+    /// `GET path` on dispatcher `i`'s HTTP port.
+    pub async fn dispatcher_get(&self, i: usize, path: &str) -> HttpResponse {
+        http::get(self.dispatcher_addr(i), path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on dispatcher {i}: {e:#}"))
+    }
+
     pub async fn http_get(&self, i: usize, path: &str) -> HttpResponse {
         http::get(self.gateway_addr(i), path)
             .await
@@ -291,7 +305,10 @@ impl Stack {
         let name = format!("d{i}");
         let mut service = Service::new(name.clone(), self.log_path(&name));
         service.args = self.args.clone();
-        service.start(&self.dispatcher_bin, self.settings(&[]));
+        let addr = free_port();
+        service.addr = Some(addr);
+        let extra = [("WARREN__DISPATCHER__LISTEN".to_owned(), addr.to_string())];
+        service.start(&self.dispatcher_bin, self.settings(&extra));
         self.dispatchers.push(service);
         self.wait_dispatchers_subscribed().await;
         i

@@ -62,6 +62,8 @@ impl Harness {
         let env: HashMap<String, String> = [
             ("WARREN__AMQP__PREFIX", prefix.as_str()),
             ("WARREN__REDIS__PREFIX", prefix.as_str()),
+            // In-process dispatchers of parallel tests each take a free port.
+            ("WARREN__DISPATCHER__LISTEN", "127.0.0.1:0"),
             ("WARREN__AMQP__SHARDS", "2"),
             ("WARREN__LOG__LEVEL", "warren_dispatcher=debug,warn"),
         ]

@@ -1,0 +1,196 @@
+//! Running Warren like a product (issue 4): graceful shutdown and metrics, with real
+//! processes against real RabbitMQ and Redis.
+//!
+//! Run `cargo build --workspace --bins` and `scripts/python-env.sh` first.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use warren_tests::{Stack, StackOptions};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_1001_exits_in_grace_and_drops_presence_at_once() {
+    // The default presence expiry (15 s) stays, so a quick disappearance proves the
+    // gateway removed its presence itself rather than letting it expire.
+    let grace_s = 5;
+    let mut stack = Stack::start(
+        StackOptions::new(2, 1).env("WARREN__GATEWAY__SHUTDOWN_GRACE_S", &grace_s.to_string()),
+    )
+    .await;
+    let mut observer = stack.connect(1, "observer").await;
+    observer.join("lobby").await;
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let mut c = stack.connect(0, &format!("user{i}")).await;
+        c.join("lobby").await;
+        clients.push(c);
+    }
+    let present = observer.presence_ids("lobby").await;
+    assert_eq!(
+        present.len(),
+        101,
+        "everyone is present before the shutdown: {present:?}"
+    );
+
+    let asked = Instant::now();
+    stack.terminate_gateway(0);
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            c.closed_with(WAIT).await,
+            Some(1001),
+            "client {i} was not told 1001"
+        );
+    }
+    let status = stack
+        .wait_gateway_exit(0, Duration::from_secs(grace_s + 5))
+        .await
+        .expect("the gateway exits after SIGTERM");
+    assert!(status.success(), "clean exit after SIGTERM, got {status}");
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(grace_s + 5),
+        "the gateway took {took:?}, longer than its grace period allows"
+    );
+    // Bounded well under the 15 s expiry: the gateway removed its liveness key itself.
+    observer
+        .presence_becomes("lobby", &["observer"], Duration::from_secs(5))
+        .await;
+}
+
+/// Parses `/metrics` with the Python `prometheus_client` OpenMetrics parser and returns
+/// every sample as `name{labels}` → value.
+async fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/python-env.sh",
+        python.display()
+    );
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value}")
+"#;
+    let mut child = tokio::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(text.as_bytes())
+        .await
+        .expect("write metrics");
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the parser finishes")
+        .expect("the parser runs");
+    assert!(
+        out.status.success(),
+        "/metrics does not parse: {}\n--- text ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    samples.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let gateway_before = parse_metrics(&stack.http_get(0, "/metrics").await.text()).await;
+    let dispatcher_before = parse_metrics(&stack.dispatcher_get(0, "/metrics").await.text()).await;
+
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("metrics").await;
+    for i in 0..5 {
+        alice.send_acked("metrics", &format!("m{i}")).await;
+    }
+
+    let gw = parse_metrics(&stack.http_get(0, "/metrics").await.text()).await;
+    // Each ack is counted once, however it reached the connection.
+    let acks = "warren_gateway_frames_out_total{kind=ack}";
+    assert_eq!(
+        sample(&gw, acks) - sample(&gateway_before, acks),
+        5.0,
+        "{gw:?}"
+    );
+    let sends_in = "warren_gateway_frames_in_total{kind=send}";
+    assert_eq!(
+        sample(&gw, sends_in) - sample(&gateway_before, sends_in),
+        5.0,
+        "{gw:?}"
+    );
+    let accepted = "warren_gateway_commands_total{code=accepted}";
+    assert!(
+        sample(&gw, accepted) >= 6.0,
+        "join + 5 sends accepted: {gw:?}"
+    );
+    assert_eq!(sample(&gw, "warren_gateway_connections{}"), 1.0, "{gw:?}");
+    assert!(
+        sample(&gw, "warren_gateway_event_delay_seconds_count{}") >= 5.0,
+        "{gw:?}"
+    );
+    assert!(
+        sample(&gw, "warren_gateway_publish_confirm_seconds_count{}") >= 6.0,
+        "{gw:?}"
+    );
+
+    let d = parse_metrics(&stack.dispatcher_get(0, "/metrics").await.text()).await;
+    let sent = "warren_dispatcher_commands_total{kind=send,outcome=ok}";
+    assert_eq!(
+        sample(&d, sent) - sample(&dispatcher_before, sent),
+        5.0,
+        "{d:?}"
+    );
+    assert!(
+        sample(&d, "warren_dispatcher_publish_confirm_seconds_count{}") >= 6.0,
+        "{d:?}"
+    );
+    assert!(
+        sample(&d, "warren_dispatcher_redis_seconds_count{}") >= 6.0,
+        "{d:?}"
+    );
+
+    // Nothing secret is exposed.
+    let gateway_text = stack.http_get(0, "/metrics").await.text();
+    let dispatcher_text = stack.dispatcher_get(0, "/metrics").await.text();
+    for text in [&gateway_text, &dispatcher_text] {
+        assert!(
+            !text.contains(stack.secret()),
+            "the JWT secret leaked into /metrics"
+        );
+        assert!(
+            !text.contains("guest:guest"),
+            "the broker URL leaked into /metrics"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_reports_health_and_readiness() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    assert_eq!(stack.dispatcher_get(0, "/healthz").await.status, 200);
+    assert_eq!(stack.dispatcher_get(0, "/readyz").await.status, 200);
+    assert_eq!(stack.http_get(0, "/healthz").await.status, 200);
+    assert_eq!(stack.http_get(0, "/readyz").await.status, 200);
+}
