@@ -250,8 +250,13 @@ if [[ $mode == foreground ]]; then
     record+="run-local $$"$'\n'
 fi
 start dispatcher warren-dispatcher
-start gateway-a warren-gateway WARREN__GATEWAY__LISTEN=127.0.0.1:8080 WARREN__GATEWAY__ID=gw-a
-start gateway-b warren-gateway WARREN__GATEWAY__LISTEN=127.0.0.1:8081 WARREN__GATEWAY__ID=gw-b
+# Gateways log in with their own least-privilege account (made by ensure-services.sh);
+# it is listed in amqp.gateway_accounts, so the dispatcher believes the actor it sends.
+GATEWAY_AMQP_URL='amqp://warren-gateway:warren-gateway@127.0.0.1:5672/%2f'
+start gateway-a warren-gateway WARREN__GATEWAY__LISTEN=127.0.0.1:8080 WARREN__GATEWAY__ID=gw-a \
+    "WARREN__AMQP__URL=$GATEWAY_AMQP_URL"
+start gateway-b warren-gateway WARREN__GATEWAY__LISTEN=127.0.0.1:8081 WARREN__GATEWAY__ID=gw-b \
+    "WARREN__AMQP__URL=$GATEWAY_AMQP_URL"
 
 # Dies, showing its log, if one of the services has exited.
 check_started() {

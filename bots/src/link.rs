@@ -129,7 +129,7 @@ pub async fn open(settings: &BotSettings) -> Result<Link, OpenError> {
     setup
         .queue_declare(
             queues.events.clone().into(),
-            QueueDeclareOptions::default(),
+            QueueDeclareOptions::durable(),
             args,
         )
         .await?;

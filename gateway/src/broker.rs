@@ -360,7 +360,7 @@ impl Broker {
         control
             .queue_declare(
                 self.queue.clone().into(),
-                QueueDeclareOptions::default(),
+                QueueDeclareOptions::durable(),
                 args,
             )
             .await?;

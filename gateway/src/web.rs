@@ -1,19 +1,440 @@
 //! The browser client, served by the gateway at `/`, and the development token
-//! endpoint `POST /dev/token` (only when `gateway.dev_tokens` is on).
+//! endpoint `POST /dev/token`.
+//!
+//! The files under `web/` are compiled into the binary with `include_str!`, so a gateway
+//! is still one file to ship and every gateway serves the same client it speaks to.
+//! They are sent with `Cache-Control: no-cache` (a browser revalidates after an upgrade)
+//! and a Content-Security-Policy that allows nothing but this origin and WebSockets: the
+//! client renders user text with `textContent` only, and the policy is the second line
+//! of defence if that ever slips.
+//!
+//! `POST /dev/token` mints a token for any name. It answers only when
+//! `gateway.dev_tokens` is on and the gateway verifies HS256 tokens (it signs with the
+//! same secret); otherwise it is a 404, as if it did not exist.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use common::auth::{mint_hs256, Claims};
+use common::Settings;
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::{HeaderValue, StatusCode};
+use warp::path::FullPath;
 use warp::reply::Response;
-use warp::{Filter, Rejection};
+use warp::{Filter, Rejection, Reply};
 
 use crate::Gateway;
 
-/// The web client's routes.
-pub fn routes(_gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path::end().and(warp::get()).map(|| {
-        warp::http::Response::builder()
-            .header("content-type", "text/plain; charset=utf-8")
-            .body("Warren gateway: the web client is not built yet.".into())
-            .unwrap_or_default()
+/// Only this origin, plus WebSockets to any host (behind a load balancer the socket's
+/// host is the page's, but a deployment may put the API on a sibling name).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; \
+     img-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// How long a development token is valid.
+const DEV_TOKEN_TTL_S: u64 = 12 * 3600;
+
+/// The largest body `POST /dev/token` reads.
+const DEV_TOKEN_MAX_BODY: u64 = 4096;
+
+/// One file of the client.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: HTML,
+        body: include_str!("../../web/index.html"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: CSS,
+        body: include_str!("../../web/style.css"),
+    },
+    Asset {
+        path: "/favicon.svg",
+        content_type: SVG,
+        body: include_str!("../../web/favicon.svg"),
+    },
+    Asset {
+        path: "/app.js",
+        content_type: JS,
+        body: include_str!("../../web/app.js"),
+    },
+    Asset {
+        path: "/auth.js",
+        content_type: JS,
+        body: include_str!("../../web/auth.js"),
+    },
+    Asset {
+        path: "/chat.js",
+        content_type: JS,
+        body: include_str!("../../web/chat.js"),
+    },
+    Asset {
+        path: "/connection.js",
+        content_type: JS,
+        body: include_str!("../../web/connection.js"),
+    },
+    Asset {
+        path: "/state.js",
+        content_type: JS,
+        body: include_str!("../../web/state.js"),
+    },
+    Asset {
+        path: "/ui.js",
+        content_type: JS,
+        body: include_str!("../../web/ui.js"),
+    },
+];
+
+/// The web client's routes: the assets (GET) and `POST /dev/token`.
+pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let dev_tokens = dev_tokens_enabled(&gw.settings);
+    if dev_tokens {
+        tracing::warn!("POST /dev/token is on: anyone can sign in as anyone (development only)");
+    }
+    // The path is matched before the method, so a POST to an unknown path stays a 404
+    // rather than becoming a 405 when warp picks among the rejections.
+    let assets = warp::path::full()
+        .and_then(|path: FullPath| {
+            std::future::ready(asset(path.as_str()).ok_or_else(warp::reject::not_found))
+        })
+        .and(warp::get())
+        .map(|asset: &'static Asset| serve(asset));
+    let settings = gw.settings.clone();
+    let dev_token = warp::path!("dev" / "token")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::content_length_limit(DEV_TOKEN_MAX_BODY))
+        .and(warp::body::bytes())
+        .map(move |content_type: Option<String>, body: Bytes| {
+            if dev_tokens {
+                mint_dev_token(&settings, content_type.as_deref(), &body)
+            } else {
+                failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            }
+        });
+    assets.or(dev_token).unify()
+}
+
+fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.path == path)
+}
+
+fn serve(asset: &Asset) -> Response {
+    let mut response = Response::new(asset.body.into());
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(asset.content_type));
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// `POST /dev/token` answers only in development mode and only with HS256 (RS256 and
+/// EdDSA gateways hold a public key, they cannot sign).
+pub fn dev_tokens_enabled(settings: &Settings) -> bool {
+    settings.gateway.dev_tokens && settings.auth.algorithm == "HS256"
+}
+
+#[derive(Deserialize)]
+struct DevTokenRequest {
+    name: String,
+}
+
+/// Why `POST /dev/token` refused: the status and the `{error, message}` body.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    error: &'static str,
+    message: &'static str,
+}
+
+impl Failure {
+    fn into_response(self) -> Response {
+        failure(self.status, self.error, self.message)
+    }
+}
+
+/// Answers `POST /dev/token`: 200 with the token, or the failure as JSON.
+fn mint_dev_token(settings: &Settings, content_type: Option<&str>, body: &[u8]) -> Response {
+    match dev_token(settings, content_type, body) {
+        Ok(answer) => {
+            let mut response = warp::reply::json(&answer).into_response();
+            response
+                .headers_mut()
+                .insert("cache-control", HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Mints a token for the name in the body (JSON `{"name"}` or a form field `name`):
+/// `{"token", "user": {"id", "name"}}`.
+fn dev_token(
+    settings: &Settings,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<serde_json::Value, Failure> {
+    let is_form = content_type.is_some_and(|ct| {
+        ct.trim_start()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    let name = if is_form {
+        std::str::from_utf8(body)
+            .ok()
+            .and_then(|form| form_field(form, "name"))
+    } else {
+        serde_json::from_slice::<DevTokenRequest>(body)
+            .ok()
+            .map(|r| r.name)
+    };
+    let name = name.as_deref().and_then(display_name).ok_or(Failure {
+        status: StatusCode::BAD_REQUEST,
+        error: "bad_request",
+        message: "expected a name: JSON {\"name\": \"...\"} or a form field name",
+    })?;
+    let claims = Claims {
+        sub: user_id_for(&name),
+        exp: common::now_ms() / 1000 + DEV_TOKEN_TTL_S,
+        name: Some(name),
+        roles: Vec::new(),
+    };
+    let token = mint_hs256(settings.auth.secret.expose(), &claims).map_err(|e| {
+        tracing::error!(error = %e, "minting a development token");
+        Failure {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: "internal",
+            message: "could not mint a token",
+        }
+    })?;
+    Ok(json!({
+        "token": token,
+        "user": { "id": claims.sub, "name": claims.name },
+    }))
+}
+
+fn failure(status: StatusCode, error: &str, message: &str) -> Response {
+    let body = warp::reply::json(&json!({ "error": error, "message": message }));
+    warp::reply::with_status(body, status).into_response()
+}
+
+/// The name as it will be shown: trimmed, control characters removed, at most 64
+/// characters; None when nothing is left.
+fn display_name(raw: &str) -> Option<String> {
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(proto::ids::MAX_ID_LEN)
+        .collect();
+    let name = name.trim_end().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// A user id (`[A-Za-z0-9_-]{1,64}`) derived from a display name: lowercased, every
+/// other character a `-` (runs collapsed, none at either end). A name with no usable
+/// character at all ("李雷") gets `u-` and a hash of the name, so it is still stable.
+fn user_id_for(name: &str) -> String {
+    let mut id = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && (id.is_empty() || id.ends_with('-'))) {
+            id.push(c);
+        }
+    }
+    id.truncate(proto::ids::MAX_ID_LEN);
+    let id = id.trim_end_matches('-');
+    if id.is_empty() {
+        format!("u-{:08x}", proto::ids::fnv1a_32(name.as_bytes()))
+    } else {
+        id.to_owned()
+    }
+}
+
+/// The value of `key` in an `application/x-www-form-urlencoded` body.
+fn form_field(form: &str, key: &str) -> Option<String> {
+    form.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k)? == key {
+            percent_decode(v)
+        } else {
+            None
+        }
     })
+}
+
+/// Decodes `+` and `%XX`; None on a bad escape or invalid UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                let hex = std::str::from_utf8(&hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::auth::Verifier;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        let env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load_from(None, Some(env)).unwrap()
+    }
+
+    #[test]
+    fn user_ids_are_derived_from_names() {
+        assert_eq!(user_id_for("Alice"), "alice");
+        assert_eq!(user_id_for("Ann  Lee!"), "ann-lee");
+        assert_eq!(user_id_for("--x_y--"), "x_y");
+        assert_eq!(user_id_for(&"a".repeat(80)).len(), 64);
+        let hashed = user_id_for("李雷");
+        assert!(hashed.starts_with("u-"));
+        assert_eq!(hashed, user_id_for("李雷"));
+        for name in ["Alice", "Ann  Lee!", "李雷", "Zoë", "a.b*c#d", "-"] {
+            assert!(
+                proto::ids::validate_user(&user_id_for(name)).is_ok(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_bounded() {
+        assert_eq!(display_name("  Bob \n"), Some("Bob".to_owned()));
+        assert_eq!(display_name("a\u{7}b"), Some("ab".to_owned()));
+        assert_eq!(display_name("   "), None);
+        assert_eq!(display_name(&"é".repeat(100)).unwrap().chars().count(), 64);
+    }
+
+    #[test]
+    fn form_bodies_are_decoded() {
+        assert_eq!(
+            form_field("x=1&name=Ann+Lee%21", "name"),
+            Some("Ann Lee!".to_owned())
+        );
+        assert_eq!(form_field("name=%E6%9D%8E", "name"), Some("李".to_owned()));
+        assert_eq!(form_field("name=%zz", "name"), None);
+        assert_eq!(form_field("other=1", "name"), None);
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_the_gateway_secret() {
+        let s = settings(&[
+            ("WARREN__GATEWAY__DEV_TOKENS", "true"),
+            ("WARREN__AUTH__SECRET", "web-test-secret"),
+        ]);
+        assert!(dev_tokens_enabled(&s));
+        for (content_type, body) in [
+            (Some("application/json"), &br#"{"name":"Ann Lee"}"#[..]),
+            (None, &br#"{"name":"Ann Lee"}"#[..]),
+            (
+                Some("application/x-www-form-urlencoded; charset=utf-8"),
+                &b"name=Ann+Lee"[..],
+            ),
+        ] {
+            let answer = dev_token(&s, content_type, body).unwrap();
+            assert_eq!(answer["user"]["id"], "ann-lee");
+            assert_eq!(answer["user"]["name"], "Ann Lee");
+            let claims = Verifier::new(&s.auth)
+                .unwrap()
+                .verify(answer["token"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(claims.sub, "ann-lee");
+            assert_eq!(claims.name.as_deref(), Some("Ann Lee"));
+            assert!(claims.roles.is_empty());
+            let ttl = claims.exp - common::now_ms() / 1000;
+            assert!((DEV_TOKEN_TTL_S - 60..=DEV_TOKEN_TTL_S).contains(&ttl));
+        }
+    }
+
+    #[test]
+    fn a_request_without_a_name_is_refused() {
+        let s = settings(&[("WARREN__GATEWAY__DEV_TOKENS", "true")]);
+        for body in [&b"{}"[..], b"{\"name\":\"  \"}", b"not json"] {
+            let refused = dev_token(&s, Some("application/json"), body).unwrap_err();
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn dev_tokens_need_the_setting_and_hs256() {
+        assert!(!dev_tokens_enabled(&settings(&[])));
+        assert!(!dev_tokens_enabled(&settings(&[
+            ("WARREN__GATEWAY__DEV_TOKENS", "true"),
+            ("WARREN__AUTH__ALGORITHM", "RS256"),
+        ])));
+    }
+
+    #[test]
+    fn assets_carry_their_type_and_the_security_headers() {
+        for (path, content_type) in [
+            ("/", HTML),
+            ("/app.js", JS),
+            ("/style.css", CSS),
+            ("/favicon.svg", SVG),
+        ] {
+            let response = serve(asset(path).unwrap());
+            let headers = response.headers();
+            assert_eq!(headers["content-type"], content_type);
+            assert_eq!(headers["cache-control"], "no-cache");
+            assert_eq!(headers["content-security-policy"], CONTENT_SECURITY_POLICY);
+        }
+        assert!(asset("/nope.js").is_none());
+        assert!(asset("/../Cargo.toml").is_none());
+    }
+
+    /// Every module the page imports is served, so a new file cannot be forgotten here.
+    #[test]
+    fn every_imported_module_is_served() {
+        for a in ASSETS.iter().filter(|a| a.content_type == JS) {
+            for line in a.body.lines().filter(|l| l.starts_with("import ")) {
+                let target = line
+                    .rsplit_once("from ")
+                    .map(|(_, t)| t.trim_matches(|c| c == '\'' || c == '"' || c == ';'))
+                    .unwrap();
+                let path = target.trim_start_matches('.');
+                assert!(asset(path).is_some(), "{} imports {target}", a.path);
+            }
+        }
+        let index = asset("/").unwrap().body;
+        assert!(index.contains("src=\"/app.js\""));
+    }
 }
