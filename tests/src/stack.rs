@@ -374,23 +374,26 @@ impl Stack {
 
     /// SIGTERM to gateway `i` (graceful shutdown); does not wait.
     pub fn terminate_gateway(&mut self, i: usize) {
-        let pid = self.gateways[i]
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .expect("gateway runs");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+        terminate(&self.gateways[i]);
     }
 
     /// Waits (bounded) for gateway `i` to exit on its own; `None` if it did not.
     pub async fn wait_gateway_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
-        let child = self.gateways[i].child.as_mut()?;
-        let status = tokio::time::timeout(timeout, child.wait()).await.ok()?.ok();
-        self.gateways[i].child = None;
-        status
+        wait_exit(&mut self.gateways[i], timeout).await
+    }
+
+    /// SIGTERM to dispatcher `i` (graceful shutdown); does not wait.
+    pub fn terminate_dispatcher(&mut self, i: usize) {
+        terminate(&self.dispatchers[i]);
+    }
+
+    /// Waits (bounded) for dispatcher `i` to exit on its own; `None` if it did not.
+    pub async fn wait_dispatcher_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Option<ExitStatus> {
+        wait_exit(&mut self.dispatchers[i], timeout).await
     }
 
     /// Whether gateway `i` still runs.
@@ -540,4 +543,25 @@ impl Drop for Stack {
             }
         }
     }
+}
+
+/// SIGTERM to a running service.
+fn terminate(service: &Service) {
+    let pid = service
+        .child
+        .as_ref()
+        .and_then(Child::id)
+        .expect("the service runs");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
+}
+
+/// Waits (bounded) for a service to exit on its own.
+async fn wait_exit(service: &mut Service, timeout: Duration) -> Option<ExitStatus> {
+    let child = service.child.as_mut()?;
+    let status = tokio::time::timeout(timeout, child.wait()).await.ok()?.ok();
+    service.child = None;
+    status
 }

@@ -194,3 +194,76 @@ async fn dispatcher_reports_health_and_readiness() {
     assert_eq!(stack.http_get(0, "/healthz").await.status, 200);
     assert_eq!(stack.http_get(0, "/readyz").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_dispatcher_cleanly_and_the_standby_takes_over() {
+    let mut stack = Stack::start(StackOptions::new(1, 2)).await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("handover").await;
+    let first = alice.send_acked("handover", "before").await;
+
+    stack.terminate_dispatcher(0);
+    let status = stack
+        .wait_dispatcher_exit(0, Duration::from_secs(15))
+        .await
+        .expect("the dispatcher exits after SIGTERM");
+    assert!(status.success(), "clean exit after SIGTERM, got {status}");
+
+    // The standby now owns every shard: sends still go through, in order.
+    let second = alice.send_acked("handover", "after").await;
+    assert_eq!(
+        second.seq,
+        first.seq + 1,
+        "seqs continue across the hand-over"
+    );
+    let history = alice.full_history("handover").await;
+    let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["before", "after"],
+        "history holds each message once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_never_show_tokens() {
+    let stack = Stack::start(StackOptions::new(1, 1).env("WARREN__LOG__FORMAT", "json")).await;
+    let token = stack.token("alice");
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("logs").await;
+    alice.send_acked("logs", "hello").await;
+    // A refused token must not be logged either.
+    let refused = stack
+        .http_get(0, "/ws?token=not.a.valid-token-secret-looking")
+        .await;
+    assert_eq!(refused.status, 401);
+    alice.close().await;
+
+    let mut lines = 0;
+    for path in stack.logs() {
+        let text = std::fs::read_to_string(&path).expect("log file");
+        // The harness marks each start of a process with a line of its own.
+        let ours = |l: &str| l.starts_with("==== warren-tests");
+        for line in text.lines().filter(|l| !l.trim().is_empty() && !ours(l)) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display()));
+            assert!(
+                v.get("level").is_some() && v.get("fields").is_some(),
+                "{line}"
+            );
+            lines += 1;
+        }
+        assert!(!text.contains(&token), "{} shows a token", path.display());
+        assert!(
+            !text.contains(stack.secret()),
+            "{} shows the secret",
+            path.display()
+        );
+        assert!(
+            !text.contains("not.a.valid-token"),
+            "{} shows a refused token",
+            path.display()
+        );
+    }
+    assert!(lines > 0, "the services logged something");
+}
