@@ -97,13 +97,7 @@ impl BotSettings {
 
     /// Reads `--config FILE` from the command line, then loads.
     pub fn from_args() -> Result<BotSettings, SettingsError> {
-        let args: Vec<String> = std::env::args().collect();
-        let file = args
-            .iter()
-            .position(|a| a == "--config")
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str);
-        Self::load_from(file, None)
+        Self::load_from(common::settings::config_arg().as_deref(), None)
     }
 
     /// The bot's user id: the login of its AMQP account.

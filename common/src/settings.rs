@@ -82,6 +82,21 @@ pub struct GatewaySettings {
     pub max_connections: usize,
     pub max_connections_per_user: usize,
     pub max_rooms_per_connection: usize,
+    /// Every inbound WebSocket frame (text, ping, pong, ...) takes a token from a bucket
+    /// of `frames_burst` refilled at `frames_per_sec`; past it frames are refused
+    /// (`rate_limited`), and `frames_burst` refusals within 10 s close the connection (1008).
+    /// Each is at least twice its send counterpart (`sends_per_sec`, `burst`).
+    pub frames_per_sec: u32,
+    pub frames_burst: u32,
+    /// How often the gateway sends a WebSocket ping to each connection, seconds.
+    pub ping_interval_s: u64,
+    /// A connection from which nothing (no frame, no pong) arrives for this long is
+    /// closed, as is one whose writes make no progress for this long, seconds.
+    pub idle_timeout_s: u64,
+    /// A TCP connection must send a complete HTTP request head within this long, seconds.
+    pub handshake_timeout_s: u64,
+    /// TCP connections still in their HTTP phase (not upgraded) at once; more are dropped.
+    pub max_pending_handshakes: usize,
     /// How long a command may wait for its publisher confirm, milliseconds.
     pub publish_timeout_ms: u64,
     /// How long a stopping gateway waits for its connections to close, seconds.
@@ -176,6 +191,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The `FILE` of `--config FILE` on this process's command line, if any.
+pub fn config_arg() -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != "--config");
+    args.next()?;
+    args.next()
+}
+
 impl Settings {
     /// Defaults, then `file` if given, then the process environment.
     pub fn load(file: Option<&str>) -> Result<Settings, SettingsError> {
@@ -206,13 +228,7 @@ impl Settings {
 
     /// Reads `--config FILE` from the command line, then loads.
     pub fn from_args() -> Result<Settings, SettingsError> {
-        let args: Vec<String> = std::env::args().collect();
-        let file = args
-            .iter()
-            .position(|a| a == "--config")
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str);
-        Self::load(file)
+        Self::load(config_arg().as_deref())
     }
 
     /// True while the built-in development secret is in use.
@@ -278,6 +294,18 @@ mod tests {
         assert_eq!(s.rooms.list[0].owners, vec!["alice"]);
         assert_eq!(s.rooms.list[1].visibility, "private");
         assert_eq!(s.presence.ttl_s, 15);
+    }
+
+    #[test]
+    fn hostile_input_limits_hold_together() {
+        let s = Settings::load_from(None, Some(HashMap::new())).unwrap();
+        let g = &s.gateway;
+        // A pong has a whole ping interval and more to arrive before the idle timeout.
+        assert!(g.ping_interval_s * 2 <= g.idle_timeout_s);
+        // A client may join up to its room cap in one burst without being refused.
+        assert!(g.frames_burst as usize >= g.max_rooms_per_connection);
+        assert!(g.frames_per_sec >= 2 * g.sends_per_sec && g.frames_burst >= 2 * g.burst);
+        assert!(g.handshake_timeout_s >= 1 && g.max_pending_handshakes >= 1);
     }
 
     #[test]

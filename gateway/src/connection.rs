@@ -1,35 +1,47 @@
 //! One WebSocket connection: a single task that owns the socket and loops on
-//! `select!{ shutdown, cut-off, token expiry, inbound frame, outbound queue, finished
-//! publishes }`. Nothing else writes to the socket.
+//! `select!{ shutdown, cut-off, token expiry, idle deadline, ping timer, finished
+//! publishes, outbound queue, inbound frame }`. Nothing else writes to the socket.
 //!
 //! The task also owns the per-room join filter that makes "history + live" gap-free:
 //! the connection registers in the room index *before* its join goes out, so the room's
 //! events queue up behind a `Joining` state; when `joined` arrives (with the room's
 //! latest seq) the task writes it, then only the held and later events whose seq is
 //! greater. The same filter drops duplicate deliveries after a dispatcher failover.
+//!
+//! Liveness: the task pings the client every `gateway.ping_interval_s` and closes the
+//! connection (1001, "idle timeout") when nothing at all — no frame, no pong — arrived
+//! for `gateway.idle_timeout_s`; a write that makes no progress for as long means a
+//! client that stopped reading (1013). Either way a half-open TCP connection is gone
+//! within `ping_interval_s + idle_timeout_s`.
+//!
+//! Its submodules: [`frames`] reads what the client sends (frame budget, size, type,
+//! JSON, ids) and [`forward`] turns what passed into commands for the dispatchers.
+
+mod forward;
+mod frames;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::auth::Claims;
 use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesUnordered, SplitSink};
+use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use proto::amqp::{Actor, Command, CommandBody, ConnRef};
-use proto::client::{ClientBody, ClientFrame};
-use proto::codes::{close, ErrorCode};
-use proto::ids::{validate_room, validate_user};
+use proto::codes::close;
 use proto::server::{ServerBody, ServerFrame, UserRef, Welcome};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use warp::ws::{Message, WebSocket};
 
 use crate::broker::BindKey;
 use crate::index::{ConnHandle, Outbound};
-use crate::limits::{Strikes, TokenBucket};
+use crate::limits::{FrameBudget, Strikes, TokenBucket};
 use crate::metrics::{Code, Kind};
 use crate::{Admission, Gateway};
+
+use forward::Done;
 
 /// How long a close frame may take to go out before the TCP connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -47,20 +59,24 @@ enum RoomState {
     },
 }
 
-/// How an in-flight command ended.
-enum Done {
-    Accepted,
-    Refused {
-        reference: Option<String>,
-        correlation: String,
-        join_room: Option<String>,
-    },
-}
-
 /// Why the loop stopped, and what to tell the client.
 struct Ending {
     code: Option<u16>,
     reason: &'static str,
+}
+
+impl Ending {
+    fn close(code: u16, reason: &'static str) -> Ending {
+        Ending {
+            code: Some(code),
+            reason,
+        }
+    }
+
+    /// The TCP connection is gone or unusable: no close frame.
+    fn gone(reason: &'static str) -> Ending {
+        Ending { code: None, reason }
+    }
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -74,10 +90,15 @@ struct Connection {
     rooms: HashMap<String, RoomState>,
     pending_joins: HashMap<String, String>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// `send`, `dm` and `typing`.
     bucket: TokenBucket,
+    /// Every inbound frame.
+    budget: FrameBudget,
     strikes: Strikes,
+    /// When the client last sent anything (a frame, a ping, a pong).
+    last_heard: Instant,
     /// Frames to write at the end of this turn of the loop.
-    batch: Vec<String>,
+    batch: Vec<Message>,
 }
 
 /// Runs one connection until it closes. `admission` holds its place under the
@@ -92,6 +113,7 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
     let g = &gw.settings.gateway;
     let mut conn = Connection {
         bucket: TokenBucket::new(g.sends_per_sec, g.burst),
+        budget: FrameBudget::for_gateway(g),
         name: claims.display_name(),
         gw: gw.clone(),
         session: session.clone(),
@@ -101,6 +123,7 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
         pending_joins: HashMap::new(),
         inflight: FuturesUnordered::new(),
         strikes: Strikes::default(),
+        last_heard: Instant::now(),
         batch: Vec::new(),
     };
     let (mut sink, stream) = ws.split();
@@ -114,15 +137,14 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
         .await
         .is_err()
     {
-        Ending {
-            code: Some(close::INTERNAL),
-            reason: "broker unavailable",
-        }
+        Ending::close(close::INTERNAL, "broker unavailable")
     } else {
         conn.push(&conn.welcome());
         conn.run(&mut sink, stream, rx).await
     };
     if let Some(code) = ending.code {
+        // A client that stopped reading cannot take the close frame either: after
+        // CLOSE_GRACE the socket is dropped all the same.
         let frame = Message::close_with(code, ending.reason);
         if tokio::time::timeout(CLOSE_GRACE, sink.send(frame))
             .await
@@ -147,6 +169,16 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
     drop(admission);
 }
 
+/// How a turn's batch write ended.
+enum Written {
+    Done,
+    Failed,
+    /// The connection is being cut off or the gateway stops: the loop says which.
+    Interrupted,
+    /// No progress for `idle_timeout_s`: the client stopped reading.
+    Stalled,
+}
+
 impl Connection {
     fn welcome(&self) -> ServerFrame {
         ServerFrame::new(ServerBody::Welcome(Welcome {
@@ -168,46 +200,68 @@ impl Connection {
         if let ServerBody::Error(e) = &frame.body {
             m.errors.get_or_create(&Code::of(e.code.as_str())).inc();
         }
-        self.batch.push(frame.to_json());
+        self.batch.push(Message::text(frame.to_json()));
+    }
+
+    /// Queues an event's shared text for this turn's write.
+    fn push_text(&mut self, text: &str) {
+        self.batch.push(Message::text(text));
+    }
+
+    async fn write(&mut self, sink: &mut Sink, stall: Duration) -> Written {
+        let slow = &self.handle.slow;
+        let shutdown = &self.gw.shutdown;
+        tokio::select! {
+            ok = write_batch(sink, &mut self.batch) => if ok { Written::Done } else { Written::Failed },
+            _ = slow.cancelled() => Written::Interrupted,
+            _ = shutdown.cancelled() => Written::Interrupted,
+            _ = tokio::time::sleep(stall) => Written::Stalled,
+        }
     }
 
     async fn run(
         &mut self,
         sink: &mut Sink,
-        mut stream: futures_util::stream::SplitStream<WebSocket>,
+        mut stream: SplitStream<WebSocket>,
         mut rx: mpsc::Receiver<Outbound>,
     ) -> Ending {
+        let g = &self.gw.settings.gateway;
+        let idle = Duration::from_secs(g.idle_timeout_s.max(1));
+        let every = Duration::from_secs(g.ping_interval_s.max(1));
+        let mut pings = tokio::time::interval_at(Instant::now() + every, every);
+        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let expires = token_deadline(&self.claims, self.gw.settings.auth.leeway_s);
         let slow = self.handle.slow.clone();
         let shutdown = self.gw.shutdown.clone();
         loop {
             if !self.batch.is_empty() {
-                let written = tokio::select! {
-                    r = write_batch(sink, &mut self.batch) => r,
-                    _ = slow.cancelled() => false,
-                    _ = shutdown.cancelled() => false,
-                };
-                if !written && !slow.is_cancelled() && !shutdown.is_cancelled() {
-                    return Ending {
-                        code: None,
-                        reason: "write failed",
-                    };
+                match self.write(sink, idle).await {
+                    Written::Done | Written::Interrupted => {}
+                    Written::Failed => return Ending::gone("write failed"),
+                    Written::Stalled => {
+                        return Ending::close(close::SLOW_CONSUMER, "client stopped reading")
+                    }
                 }
             }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    return Ending { code: Some(close::GOING_AWAY), reason: "gateway shutting down" };
+                    return Ending::close(close::GOING_AWAY, "gateway shutting down");
                 }
                 _ = slow.cancelled() => {
-                    return Ending { code: Some(close::SLOW_CONSUMER), reason: "slow consumer" };
+                    return Ending::close(close::SLOW_CONSUMER, "slow consumer");
                 }
                 _ = tokio::time::sleep_until(expires) => {
-                    return Ending { code: Some(close::TOKEN_EXPIRED), reason: "token expired" };
+                    return Ending::close(close::TOKEN_EXPIRED, "token expired");
                 }
+                _ = tokio::time::sleep_until(self.last_heard + idle) => {
+                    self.gw.metrics.idle_timeouts.inc();
+                    return Ending::close(close::GOING_AWAY, "idle timeout");
+                }
+                _ = pings.tick() => self.batch.push(Message::ping(Vec::new())),
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.finished(done),
                 out = rx.recv() => {
-                    let Some(out) = out else { return Ending { code: None, reason: "queue closed" } };
+                    let Some(out) = out else { return Ending::gone("queue closed") };
                     self.outbound(out);
                     for _ in 0..BATCH {
                         match rx.try_recv() {
@@ -219,269 +273,18 @@ impl Connection {
                 frame = stream.next() => match frame {
                     Some(Ok(msg)) => {
                         if let Some(ending) = self.inbound(msg) {
+                            // The error that explains the close goes first, if it can.
+                            let last_words = write_batch(sink, &mut self.batch);
+                            if tokio::time::timeout(CLOSE_GRACE, last_words).await.is_err() {
+                                tracing::debug!("last frames not written before the close");
+                            }
                             return ending;
                         }
                     }
-                    Some(Err(e)) => return read_error(&e),
-                    None => return Ending { code: None, reason: "client went away" },
+                    Some(Err(e)) => return frames::read_error(&e),
+                    None => return Ending::gone("client went away"),
                 },
             }
-        }
-    }
-
-    /// One message from the client. Returns an ending when the connection must close.
-    fn inbound(&mut self, msg: Message) -> Option<Ending> {
-        if msg.is_close() {
-            return Some(Ending {
-                code: Some(close::NORMAL),
-                reason: "bye",
-            });
-        }
-        if msg.is_binary() {
-            return Some(Ending {
-                code: Some(close::UNSUPPORTED),
-                reason: "binary frames are not supported",
-            });
-        }
-        let Ok(text) = msg.to_str() else {
-            // Ping and pong are answered by the WebSocket layer.
-            return None;
-        };
-        match ClientFrame::parse(text) {
-            Ok(frame) => {
-                let kind = Kind::of(frame.body.type_name());
-                self.gw.metrics.frames_in.get_or_create(&kind).inc();
-                self.command(frame);
-                None
-            }
-            Err(e) => {
-                self.gw
-                    .metrics
-                    .frames_in
-                    .get_or_create(&Kind::of("invalid"))
-                    .inc();
-                self.push(&ServerFrame::error(e.reference, e.code, e.message));
-                self.strike()
-            }
-        }
-    }
-
-    fn strike(&mut self) -> Option<Ending> {
-        if self.strikes.strike(Instant::now()) {
-            return Some(Ending {
-                code: Some(close::POLICY),
-                reason: "too many bad frames",
-            });
-        }
-        None
-    }
-
-    /// A well-formed client frame: checks what the gateway can check alone, then
-    /// forwards it as a command.
-    fn command(&mut self, frame: ClientFrame) {
-        let reference = frame.reference.clone();
-        if let Some(room) = frame.room() {
-            if let Err(e) = validate_room(room) {
-                self.push(&ServerFrame::error(
-                    reference,
-                    ErrorCode::BadRequest,
-                    format!("room: {e}"),
-                ));
-                return;
-            }
-        }
-        let body = match frame.body {
-            ClientBody::Ping(_) => {
-                self.push(&ServerFrame::answer(
-                    reference,
-                    ServerBody::Pong(Default::default()),
-                ));
-                return;
-            }
-            ClientBody::Join(join) => {
-                let max = self.gw.settings.gateway.max_rooms_per_connection;
-                if !self.rooms.contains_key(&join.room) && self.rooms.len() >= max {
-                    self.refuse(
-                        reference,
-                        ErrorCode::Forbidden,
-                        "room limit reached for this connection",
-                    );
-                    return;
-                }
-                return self.join(reference, join);
-            }
-            ClientBody::Leave(leave) => return self.leave(reference, leave.room),
-            ClientBody::Send(send) => {
-                if let Err((code, why)) = self.check_text(&send.text) {
-                    return self.refuse(reference, code, why);
-                }
-                if !self.rooms.contains_key(&send.room) {
-                    return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
-                }
-                if !self.bucket.take(Instant::now()) {
-                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
-                }
-                CommandBody::Send(send)
-            }
-            ClientBody::Dm(dm) => {
-                if let Err(e) = validate_user(&dm.to) {
-                    return self.refuse(reference, ErrorCode::BadRequest, &format!("to: {e}"));
-                }
-                if let Err((code, why)) = self.check_text(&dm.text) {
-                    return self.refuse(reference, code, why);
-                }
-                if !self.bucket.take(Instant::now()) {
-                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
-                }
-                CommandBody::Dm(dm)
-            }
-            ClientBody::Typing(t) => {
-                if !self.rooms.contains_key(&t.room) {
-                    return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
-                }
-                if !self.bucket.take(Instant::now()) {
-                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
-                }
-                CommandBody::Typing(t)
-            }
-            ClientBody::History(h) => CommandBody::History(h),
-            ClientBody::Presence(p) => CommandBody::Presence(p),
-            ClientBody::Moderate(m) => CommandBody::Moderate(m),
-        };
-        self.forward(reference, body, None);
-    }
-
-    fn check_text(&self, text: &str) -> Result<(), (ErrorCode, &'static str)> {
-        if text.is_empty() {
-            return Err((ErrorCode::BadRequest, "text is empty"));
-        }
-        if text.len() > self.gw.settings.gateway.max_text_bytes {
-            return Err((ErrorCode::TooLarge, "text is longer than max_text_bytes"));
-        }
-        Ok(())
-    }
-
-    fn refuse(&mut self, reference: Option<String>, code: ErrorCode, why: &str) {
-        self.push(&ServerFrame::error(reference, code, why));
-    }
-
-    fn join(&mut self, reference: Option<String>, join: proto::client::Join) {
-        let room = join.room.clone();
-        let last_seq = match self.rooms.get(&room) {
-            Some(RoomState::Joined { last_seq }) | Some(RoomState::Joining { last_seq, .. }) => {
-                *last_seq
-            }
-            None => 0,
-        };
-        self.rooms.insert(
-            room.clone(),
-            RoomState::Joining {
-                held: Vec::new(),
-                last_seq,
-            },
-        );
-        // Registered before the join goes out: events from now on are held, none lost.
-        self.gw
-            .index
-            .join(&room, &self.session, self.handle.clone());
-        self.forward(reference, CommandBody::Join(join), Some(room));
-    }
-
-    fn leave(&mut self, reference: Option<String>, room: String) {
-        let was_member = self.rooms.remove(&room).is_some();
-        if was_member {
-            self.gw.index.leave(&room, &self.session);
-        }
-        let broker = self.gw.broker.clone();
-        let release = room.clone();
-        self.inflight.push(Box::pin(async move {
-            if was_member {
-                broker.release(BindKey::Room(release)).await;
-            }
-            Done::Accepted
-        }));
-        self.forward(
-            reference,
-            CommandBody::Leave(proto::client::RoomOnly { room }),
-            None,
-        );
-    }
-
-    fn command_for(&self, reference: Option<String>, body: CommandBody) -> Command {
-        Command {
-            v: proto::BODY_VERSION,
-            body,
-            actor: Actor {
-                id: self.claims.sub.clone(),
-                name: self.name.clone(),
-                roles: self.claims.roles.clone(),
-                bot: false,
-            },
-            reference,
-            conn: Some(ConnRef {
-                gateway: self.gw.id.clone(),
-                session: self.session.to_string(),
-            }),
-        }
-    }
-
-    /// Publishes a command in the background; its answer comes back as a reply.
-    fn forward(&mut self, reference: Option<String>, body: CommandBody, join_room: Option<String>) {
-        let command = self.command_for(reference.clone(), body);
-        let correlation = uuid::Uuid::new_v4().simple().to_string();
-        if let Some(room) = &join_room {
-            self.pending_joins.insert(correlation.clone(), room.clone());
-        }
-        let broker = self.gw.broker.clone();
-        self.inflight.push(Box::pin(async move {
-            let bound = match &join_room {
-                Some(room) => broker.ensure(BindKey::Room(room.clone())).await,
-                None => Ok(()),
-            };
-            let published = match bound {
-                Ok(()) => broker.publish(&command, &correlation).await,
-                Err(e) => Err(e),
-            };
-            match published {
-                Ok(()) => Done::Accepted,
-                Err(_) => Done::Refused {
-                    reference,
-                    correlation,
-                    join_room,
-                },
-            }
-        }));
-    }
-
-    fn finished(&mut self, done: Done) {
-        if let Done::Refused {
-            reference,
-            correlation,
-            join_room,
-        } = done
-        {
-            self.pending_joins.remove(&correlation);
-            if let Some(room) = join_room {
-                self.drop_room(&room);
-            }
-            self.refuse(
-                reference,
-                ErrorCode::Unavailable,
-                "the broker is unavailable; retry",
-            );
-        }
-    }
-
-    /// Forgets a room locally (a refused join) and lets its binding follow.
-    fn drop_room(&mut self, room: &str) {
-        if self.rooms.remove(room).is_some() {
-            self.gw.index.leave(room, &self.session);
-            let broker = self.gw.broker.clone();
-            let key = BindKey::Room(room.to_owned());
-            self.inflight.push(Box::pin(async move {
-                broker.release(key).await;
-                Done::Accepted
-            }));
         }
     }
 
@@ -497,7 +300,7 @@ impl Connection {
                 // Removed from the room by a moderator: stop delivering it, then say so.
                 if self.rooms.contains_key(&*room) {
                     self.drop_room(&room);
-                    self.batch.push(text.to_string());
+                    self.push_text(&text);
                 }
             }
             Outbound::Event {
@@ -515,10 +318,10 @@ impl Connection {
                     }
                 }
                 Some(RoomState::Joined { last_seq }) => {
-                    self.batch
-                        .extend(admit(last_seq, seq).then(|| text.to_string()));
+                    let fresh = admit(last_seq, seq);
+                    self.batch.extend(fresh.then(|| Message::text(&*text)));
                 }
-                None if via_user => self.batch.push(text.to_string()),
+                None if via_user => self.push_text(&text),
                 None => {}
             },
             Outbound::Reply { correlation, frame } => {
@@ -532,7 +335,7 @@ impl Connection {
                                 let mut last_seq = latest;
                                 for (seq, text) in held {
                                     if admit(&mut last_seq, seq) {
-                                        self.batch.push(text.to_string());
+                                        self.push_text(&text);
                                     }
                                 }
                                 self.rooms.insert(room, RoomState::Joined { last_seq });
@@ -554,41 +357,6 @@ impl Connection {
             }
         }
     }
-
-    /// Leaves every room (locally and at the dispatcher) and forgets the connection.
-    async fn cleanup(mut self) {
-        let gw = self.gw.clone();
-        let rooms: Vec<String> = self.rooms.drain().map(|(room, _)| room).collect();
-        for room in &rooms {
-            gw.index.leave(room, &self.session);
-        }
-        gw.index.remove_session(&self.session, &self.claims.sub);
-        for room in &rooms {
-            gw.broker.release(BindKey::Room(room.clone())).await;
-        }
-        gw.broker
-            .release(BindKey::User(self.claims.sub.clone()))
-            .await;
-        // Tell the dispatchers, so presence does not keep a ghost; in the background,
-        // tracked, so shutdown waits for it.
-        let leaves: Vec<Command> = rooms
-            .into_iter()
-            .map(|room| {
-                self.command_for(None, CommandBody::Leave(proto::client::RoomOnly { room }))
-            })
-            .collect();
-        if !leaves.is_empty() {
-            let broker = gw.broker.clone();
-            gw.tracker.spawn(async move {
-                for command in leaves {
-                    let correlation = uuid::Uuid::new_v4().simple().to_string();
-                    if broker.publish(&command, &correlation).await.is_err() {
-                        tracing::debug!("leave after close not published; presence will expire");
-                    }
-                }
-            });
-        }
-    }
 }
 
 /// The seq filter: an event with a seq passes only if it is newer than the last one.
@@ -603,42 +371,19 @@ fn admit(last_seq: &mut u64, seq: Option<u64>) -> bool {
     }
 }
 
-async fn write_batch(sink: &mut Sink, batch: &mut Vec<String>) -> bool {
-    for text in batch.drain(..) {
-        if sink.feed(Message::text(text)).await.is_err() {
+async fn write_batch(sink: &mut Sink, batch: &mut Vec<Message>) -> bool {
+    for message in batch.drain(..) {
+        if sink.feed(message).await.is_err() {
             return false;
         }
     }
     sink.flush().await.is_ok()
 }
 
-fn read_error(e: &warp::Error) -> Ending {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match e.source().and_then(|s| s.downcast_ref::<WsError>()) {
-        Some(WsError::Capacity(_)) => Ending {
-            code: Some(close::TOO_BIG),
-            reason: "frame larger than max_frame_bytes",
-        },
-        Some(WsError::Utf8(_)) => Ending {
-            code: Some(1007),
-            reason: "invalid UTF-8",
-        },
-        Some(WsError::Protocol(_)) => Ending {
-            code: Some(1002),
-            reason: "protocol error",
-        },
-        _ => Ending {
-            code: None,
-            reason: "read failed",
-        },
-    }
-}
-
-fn token_deadline(claims: &Claims, leeway_s: u64) -> tokio::time::Instant {
+fn token_deadline(claims: &Claims, leeway_s: u64) -> Instant {
     let now_s = common::now_ms() / 1000;
     let left = (claims.exp + leeway_s.min(60)).saturating_sub(now_s);
-    tokio::time::Instant::now() + Duration::from_secs(left)
+    Instant::now() + Duration::from_secs(left)
 }
 
 #[cfg(test)]

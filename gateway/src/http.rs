@@ -11,6 +11,13 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::{connection, Gateway};
 
+/// The most a connection's WebSocket write buffer may hold. Our own writes wait for it
+/// to drain, so only the pongs the WebSocket layer queues by itself for a client that
+/// pings without reading could pile up; this bounds them. It is far above the
+/// 128 KiB the layer buffers before writing and the largest frame the gateway sends
+/// (a `history` page or a `joined` with its history and members).
+const MAX_WRITE_BUFFER: usize = 16 << 20;
+
 /// A refusal made before the upgrade: a status and a JSON body `{error, message}`.
 struct Refusal {
     status: StatusCode,
@@ -131,6 +138,7 @@ fn upgrade(headers: HeaderMap, query: String, ws: warp::ws::Ws, gw: Arc<Gateway>
     let mut response = ws
         .max_message_size(max)
         .max_frame_size(max)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| {
             tracker.track_future(connection::serve(gw, socket, claims, admission))
         })

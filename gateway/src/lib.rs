@@ -2,15 +2,18 @@
 //!
 //! A gateway holds client connections and nothing else that must outlive it. Its
 //! pieces, outermost first:
+//! - [`server`]: the accept loop and HTTP/1.1 connections, with a deadline on the
+//!   request head (slowloris) and a cap on connections not yet upgraded.
 //! - [`http`]: `/ws` (token, Origin, readiness and caps checked before the upgrade),
-//!   `/healthz`, `/readyz`, `/stats`.
+//!   `/healthz`, `/readyz`, `/stats`, `/metrics`.
 //! - [`connection`]: one task per connection that owns the socket, the bounded outbound
-//!   queue and the per-room join filter.
+//!   queue, the per-room join filter, liveness (pings, idle timeout) and the checks on
+//!   every inbound frame.
 //! - [`index`]: the local maps (sessions, rooms, users) that fan-out reads.
 //! - [`broker`]: the supervised RabbitMQ link — confirmed command publishing and the
 //!   binder that makes the queue's bindings follow local membership.
 //! - [`deliver`]: deliveries from the gateway's queue to local connections.
-//! - [`limits`]: rate limit and bad-frame strikes.
+//! - [`limits`]: send rate limit, frame budget and bad-frame strikes.
 //! - [`metrics`]: what `/metrics` shows.
 //! - [`presence`]: this gateway's liveness key, which its presence entries depend on.
 //! - [`web`]: the browser client at `/` and development tokens.
@@ -23,6 +26,7 @@ pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod server;
 pub mod web;
 
 use std::collections::HashMap;
@@ -189,10 +193,17 @@ pub async fn serve(
         shutdown.clone(),
     ));
 
-    let server = warp::serve(http::routes(gw.clone()))
-        .incoming(listener)
-        .graceful(shutdown.clone().cancelled_owned())
-        .run();
+    let limits = server::HttpLimits {
+        handshake_timeout: Duration::from_secs(settings.gateway.handshake_timeout_s.max(1)),
+        max_pending: settings.gateway.max_pending_handshakes,
+    };
+    let server = server::serve(
+        listener,
+        http::routes(gw.clone()),
+        limits,
+        gw.metrics.clone(),
+        shutdown.clone(),
+    );
     let grace = Duration::from_secs(settings.gateway.shutdown_grace_s);
     tokio::select! {
         _ = server => {}

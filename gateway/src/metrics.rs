@@ -49,6 +49,15 @@ pub struct GatewayMetrics {
     pub slow_consumers: Counter,
     /// HTTP refusals before the upgrade, by error.
     pub refusals: Family<Code, Counter>,
+    /// Inbound frames refused by the per-connection frame budget.
+    pub frames_refused: Counter,
+    /// Connections closed because nothing arrived for `idle_timeout_s`.
+    pub idle_timeouts: Counter,
+    /// TCP connections dropped because their request head took longer than
+    /// `handshake_timeout_s`.
+    pub handshake_timeouts: Counter,
+    /// TCP connections dropped at accept because `max_pending_handshakes` were open.
+    pub handshakes_dropped: Counter,
     /// AMQP deliveries consumed from this gateway's queue.
     pub deliveries: Counter,
     /// Commands published, by outcome (`accepted` or `unavailable`).
@@ -71,6 +80,10 @@ impl GatewayMetrics {
             errors: Family::default(),
             slow_consumers: Counter::default(),
             refusals: Family::default(),
+            frames_refused: Counter::default(),
+            idle_timeouts: Counter::default(),
+            handshake_timeouts: Counter::default(),
+            handshakes_dropped: Counter::default(),
             deliveries: Counter::default(),
             commands: Family::default(),
             event_delay_seconds: latency_histogram(),
@@ -116,6 +129,26 @@ impl GatewayMetrics {
             "refusals",
             "Upgrade requests refused, by error",
             self.refusals.clone(),
+        );
+        r.register(
+            "frames_refused",
+            "Inbound frames refused by the per-connection frame budget",
+            self.frames_refused.clone(),
+        );
+        r.register(
+            "idle_timeouts",
+            "Connections closed after idle_timeout_s without a frame or pong",
+            self.idle_timeouts.clone(),
+        );
+        r.register(
+            "handshake_timeouts",
+            "TCP connections dropped for not sending a request head in time",
+            self.handshake_timeouts.clone(),
+        );
+        r.register(
+            "handshakes_dropped",
+            "TCP connections dropped at accept over max_pending_handshakes",
+            self.handshakes_dropped.clone(),
         );
         r.register(
             "deliveries",

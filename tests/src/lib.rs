@@ -15,6 +15,8 @@
 //! - [`token`]: JWTs, good and hostile.
 //! - [`http`]: raw HTTP for health, stats and handshake refusals.
 //! - [`rooms_support`]: moderation, refusals, presence and dm requests and matchers.
+//! - [`hostile_support`]: a raw WebSocket client that breaks the rules on purpose,
+//!   `/metrics` as numbers, a gateway's resident memory, RSA keys for JWT tests.
 //! - [`broker`], [`store`]: what RabbitMQ and Redis say; [`cleanup`] empties both of a
 //!   stack's objects.
 //! - [`accounts`]: RabbitMQ users with least-privilege permissions, made per test;
@@ -26,6 +28,7 @@ pub mod broker;
 pub mod cleanup;
 pub mod client;
 pub mod connect;
+pub mod hostile_support;
 pub mod http;
 mod process;
 pub mod requests;

@@ -419,6 +419,9 @@ impl Stack {
             ("WARREN__AUTH__SECRET", self.secret.as_str()),
             ("WARREN__AMQP__SHARDS", shards.as_str()),
             ("WARREN__LOG__LEVEL", "info"),
+            // Harness clients answer WebSocket pings only while a test reads them; a test
+            // may leave one unread for a while without meaning it to look half-open.
+            ("WARREN__GATEWAY__IDLE_TIMEOUT_S", "3600"),
             // Every dispatcher of a stack (and of parallel stacks) on its own port.
             ("WARREN__DISPATCHER__LISTEN", "127.0.0.1:0"),
             ("WARREN__GATEWAY__SENDS_PER_SEC", "100000"),

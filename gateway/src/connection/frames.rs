@@ -1,0 +1,242 @@
+//! What the client sends, checked in the order that costs the server least:
+//! 1. the WebSocket layer has already refused frames over `max_frame_bytes` (1009),
+//!    reserved bits such as a compressed frame nobody negotiated (1002) and invalid
+//!    UTF-8 in text (1007): [`read_error`] turns its error into the close code;
+//! 2. a close frame ends the connection (1000), a binary frame too (1003);
+//! 3. every other frame — text, ping, pong — is charged to the frame budget
+//!    ([`crate::limits::FrameBudget`]): over it the frame is not even parsed (a text
+//!    frame gets `rate_limited`, without `ref` since it was not read), and a sustained
+//!    flood closes the connection (1008);
+//! 4. a text frame is parsed; an unreadable one is `bad_request` or `unknown_type` and
+//!    a strike, three strikes within 10 s close the connection (1008);
+//! 5. ids (rooms, users, message ids) are validated before anything is forwarded, so
+//!    none can reach a routing key or a Redis key with `.`, `*`, `#` or `:` in it.
+
+use std::time::Instant;
+
+use proto::client::{ClientBody, ClientFrame};
+use proto::codes::{close, ErrorCode};
+use proto::ids::{validate_room, validate_user, MAX_ID_LEN};
+use proto::server::{ServerBody, ServerFrame};
+use warp::ws::Message;
+
+use super::{Connection, Ending};
+use crate::limits::Verdict;
+use crate::metrics::Kind;
+
+/// WebSocket close codes the WebSocket layer's errors map to (RFC 6455).
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_PAYLOAD: u16 = 1007;
+
+impl Connection {
+    /// One message from the client. Returns an ending when the connection must close.
+    pub(super) fn inbound(&mut self, msg: Message) -> Option<Ending> {
+        self.last_heard = tokio::time::Instant::now();
+        if msg.is_close() {
+            return Some(Ending::close(close::NORMAL, "bye"));
+        }
+        if msg.is_binary() {
+            return Some(Ending::close(
+                close::UNSUPPORTED,
+                "binary frames are not supported",
+            ));
+        }
+        match self.budget.charge(Instant::now()) {
+            Verdict::Read => {}
+            Verdict::Refuse => {
+                self.gw.metrics.frames_refused.inc();
+                if msg.is_text() {
+                    self.refuse(None, ErrorCode::RateLimited, "too many frames; slow down");
+                }
+                return None;
+            }
+            Verdict::Flood => {
+                self.gw.metrics.frames_refused.inc();
+                return Some(Ending::close(close::POLICY, "too many frames"));
+            }
+        }
+        let Ok(text) = msg.to_str() else {
+            // Pings are answered by the WebSocket layer; pongs only prove liveness.
+            return None;
+        };
+        match ClientFrame::parse(text) {
+            Ok(frame) => {
+                let kind = Kind::of(frame.body.type_name());
+                self.gw.metrics.frames_in.get_or_create(&kind).inc();
+                self.command(frame);
+                None
+            }
+            Err(e) => {
+                self.gw
+                    .metrics
+                    .frames_in
+                    .get_or_create(&Kind::of("invalid"))
+                    .inc();
+                self.push(&ServerFrame::error(e.reference, e.code, e.message));
+                self.strike()
+            }
+        }
+    }
+
+    fn strike(&mut self) -> Option<Ending> {
+        if self.strikes.strike(Instant::now()) {
+            return Some(Ending::close(close::POLICY, "too many bad frames"));
+        }
+        None
+    }
+
+    /// A well-formed client frame: checks what the gateway can check alone, then
+    /// forwards it as a command.
+    fn command(&mut self, frame: ClientFrame) {
+        let reference = frame.reference.clone();
+        if let Err(why) = check_ids(&frame) {
+            return self.refuse(reference, ErrorCode::BadRequest, &why);
+        }
+        let body = match frame.body {
+            ClientBody::Ping(_) => {
+                self.push(&ServerFrame::answer(
+                    reference,
+                    ServerBody::Pong(Default::default()),
+                ));
+                return;
+            }
+            ClientBody::Join(join) => {
+                let max = self.gw.settings.gateway.max_rooms_per_connection;
+                if !self.rooms.contains_key(&join.room) && self.rooms.len() >= max {
+                    return self.refuse(
+                        reference,
+                        ErrorCode::Forbidden,
+                        "room limit reached for this connection",
+                    );
+                }
+                return self.join(reference, join);
+            }
+            ClientBody::Leave(leave) => return self.leave(reference, leave.room),
+            ClientBody::Send(send) => {
+                if let Err((code, why)) = self.check_text(&send.text) {
+                    return self.refuse(reference, code, why);
+                }
+                if !self.rooms.contains_key(&send.room) {
+                    return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
+                }
+                if !self.bucket.take(Instant::now()) {
+                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
+                }
+                proto::amqp::CommandBody::Send(send)
+            }
+            ClientBody::Dm(dm) => {
+                if let Err((code, why)) = self.check_text(&dm.text) {
+                    return self.refuse(reference, code, why);
+                }
+                if !self.bucket.take(Instant::now()) {
+                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
+                }
+                proto::amqp::CommandBody::Dm(dm)
+            }
+            ClientBody::Typing(t) => {
+                if !self.rooms.contains_key(&t.room) {
+                    return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
+                }
+                if !self.bucket.take(Instant::now()) {
+                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
+                }
+                proto::amqp::CommandBody::Typing(t)
+            }
+            ClientBody::History(h) => proto::amqp::CommandBody::History(h),
+            ClientBody::Presence(p) => proto::amqp::CommandBody::Presence(p),
+            ClientBody::Moderate(m) => proto::amqp::CommandBody::Moderate(m),
+        };
+        self.forward(reference, body, None);
+    }
+
+    fn check_text(&self, text: &str) -> Result<(), (ErrorCode, &'static str)> {
+        if text.is_empty() {
+            return Err((ErrorCode::BadRequest, "text is empty"));
+        }
+        if text.len() > self.gw.settings.gateway.max_text_bytes {
+            return Err((ErrorCode::TooLarge, "text is longer than max_text_bytes"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn refuse(&mut self, reference: Option<String>, code: ErrorCode, why: &str) {
+        self.push(&ServerFrame::error(reference, code, why));
+    }
+}
+
+/// Every id a frame carries, checked against its alphabet before it can become part of
+/// a routing key (`room.<room>.#`, `user.<user>.#`) or a Redis key.
+fn check_ids(frame: &ClientFrame) -> Result<(), String> {
+    if let Some(room) = frame.room() {
+        validate_room(room).map_err(|e| format!("room: {e}"))?;
+    }
+    match &frame.body {
+        ClientBody::Dm(dm) => validate_user(&dm.to).map_err(|e| format!("to: {e}"))?,
+        ClientBody::Moderate(m) => {
+            if let Some(user) = &m.user {
+                validate_user(user).map_err(|e| format!("user: {e}"))?;
+            }
+            if let Some(id) = &m.msg_id {
+                let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if id.is_empty() || id.len() > MAX_ID_LEN || !plain {
+                    return Err("msg_id: not a message id".to_owned());
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The close code for an error the WebSocket layer reported while reading.
+pub(super) fn read_error(e: &warp::Error) -> Ending {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e.source().and_then(|s| s.downcast_ref::<WsError>()) {
+        Some(WsError::Capacity(_)) => {
+            Ending::close(close::TOO_BIG, "frame larger than max_frame_bytes")
+        }
+        Some(WsError::Utf8(_)) => Ending::close(INVALID_PAYLOAD, "invalid UTF-8"),
+        Some(WsError::Protocol(_)) => Ending::close(PROTOCOL_ERROR, "protocol error"),
+        _ => Ending::gone("read failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ClientFrame {
+        ClientFrame::parse(text).expect("a valid frame")
+    }
+
+    #[test]
+    fn ids_that_would_break_a_key_are_refused() {
+        for room in ["a.b", "a*", "#", "a:b", "room.#", "dm:a:a"] {
+            let frame = format!(r#"{{"type":"join","room":"{room}"}}"#);
+            assert!(check_ids(&parse(&frame)).is_err(), "{room}");
+        }
+        for user in ["a.b", "a*", "#", "a:b"] {
+            let dm = format!(r#"{{"type":"dm","to":"{user}","text":"x"}}"#);
+            assert!(check_ids(&parse(&dm)).is_err(), "dm to {user}");
+            let m = format!(r#"{{"type":"moderate","room":"r","action":"kick","user":"{user}"}}"#);
+            assert!(check_ids(&parse(&m)).is_err(), "kick {user}");
+        }
+        let bad_id = r#"{"type":"moderate","room":"r","action":"delete","msg_id":"x:*"}"#;
+        assert!(check_ids(&parse(bad_id)).is_err());
+    }
+
+    #[test]
+    fn plain_ids_pass() {
+        for frame in [
+            r#"{"type":"join","room":"general"}"#,
+            r#"{"type":"join","room":"dm:alice:bob"}"#,
+            r#"{"type":"dm","to":"Bob_2","text":"x"}"#,
+            r#"{"type":"moderate","room":"r","action":"kick","user":"bob"}"#,
+            r#"{"type":"moderate","room":"r","action":"delete","msg_id":"0190f0f0-0000-7000-8000-000000000000"}"#,
+            r#"{"type":"ping"}"#,
+        ] {
+            assert_eq!(check_ids(&parse(frame)), Ok(()), "{frame}");
+        }
+    }
+}
