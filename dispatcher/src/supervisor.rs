@@ -191,7 +191,7 @@ impl Supervisor {
             .await?;
         let shared = Shared {
             publisher: Publisher::new(publish.clone(), &self.names, self.metrics.clone()),
-            handler: Handler::new(store, self.rules.clone()),
+            handler: Handler::new(store, self.rules.clone(), &self.configured),
             gateway_accounts: self.gateway_accounts.clone(),
             backoff: self.backoff(),
             metrics: self.metrics.clone(),

@@ -319,6 +319,27 @@ async fn configured_rooms_roles_and_grants() {
         .await;
 }
 
+/// Redis restarted without its data (or was flushed) while the dispatcher stayed
+/// connected: a room from configuration must not be re-created as a public room owned by
+/// whoever joins first. Found by the fault suite (`redis_data_loss_gives_rooms_a_new_epoch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_room_lost_by_the_store_is_written_again_before_anyone_joins() {
+    let harness = Harness::start_with(&[], Some(ROOMS)).await;
+    harness
+        .run(async |h| {
+            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            let prefix = h.prefix.clone();
+            for part in ["meta", "roles"] {
+                h.redis(&["DEL", &format!("{prefix}:room:staff:{part}")])
+                    .await;
+            }
+            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            assert_eq!(expect_joined(h, "olga", "staff").await, Role::Owner);
+            assert_eq!(expect_joined(h, "mod", "staff").await, Role::Moderator);
+        })
+        .await;
+}
+
 fn on_gateway(mut cmd: Command, gateway: &str) -> Command {
     let session = format!("{gateway}-{}", cmd.actor.id);
     cmd.conn = Some(ConnRef {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::amqp::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
 use common::amqp::lapin::{Channel, Confirmation, Connection};
@@ -81,6 +81,8 @@ pub struct Broker {
     metrics: Arc<GatewayMetrics>,
     link: RwLock<Option<Link>>,
     ready: AtomicBool,
+    /// This process has declared its queue once (the first time it deletes it first).
+    started: AtomicBool,
     bound: Mutex<HashSet<String>>,
     binder: mpsc::Sender<BindOp>,
 }
@@ -104,6 +106,7 @@ impl Broker {
             metrics,
             link: RwLock::new(None),
             ready: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             bound: Mutex::new(HashSet::new()),
             binder: tx,
         };
@@ -232,9 +235,14 @@ impl Broker {
         if wanted == bound {
             return Ok(());
         }
+        self.apply(routing_key, wanted).await
+    }
+
+    /// Binds or unbinds one routing key on the broker, and remembers the result.
+    async fn apply(&self, routing_key: String, bind: bool) -> Result<(), Unavailable> {
         let link = self.current().ok_or(Unavailable)?;
         let (queue, exchange) = (self.queue.clone(), self.names.events_exchange());
-        let result = if wanted {
+        let result = if bind {
             link.control
                 .queue_bind(
                     queue.into(),
@@ -257,7 +265,7 @@ impl Broker {
         match result {
             Ok(()) => {
                 let mut set = self.bound_set();
-                if wanted {
+                if bind {
                     set.insert(routing_key);
                 } else {
                     set.remove(&routing_key);
@@ -271,8 +279,12 @@ impl Broker {
         }
     }
 
+    /// After a (re)connect: binds every key that has local members again (binding is
+    /// idempotent, and the queue may have expired with its bindings while the broker was
+    /// away), then unbinds the keys bound before that have none any more (their release
+    /// may have failed while the link was down).
     async fn resync(&self) -> Result<(), Unavailable> {
-        self.bound_set().clear();
+        let before: Vec<String> = self.bound_set().drain().collect();
         let (rooms, users) = self.index.wanted();
         for key in rooms
             .into_iter()
@@ -280,6 +292,11 @@ impl Broker {
             .chain(users.into_iter().map(BindKey::User))
         {
             self.reconcile(&key).await?;
+        }
+        for routing_key in before {
+            if !self.bound_set().contains(&routing_key) {
+                self.apply(routing_key, false).await?;
+            }
         }
         Ok(())
     }
@@ -321,7 +338,8 @@ impl Broker {
             }
             self.ready.store(false, Ordering::Release);
             self.set_link(None);
-            self.bound_set().clear();
+            // `bound` stays: those bindings may still exist on the broker, and the
+            // resync after the reconnect removes the ones no longer wanted.
             tokio::select! {
                 _ = tokio::time::sleep(backoff.next()) => {}
                 _ = shutdown.cancelled() => {}
@@ -354,6 +372,14 @@ impl Broker {
     ) -> Result<(), LinkError> {
         let control = conn.create_channel().await?;
         declare_topology(&control, &self.names, self.settings.amqp.shards).await?;
+        if !self.started.load(Ordering::Acquire) {
+            // A gateway restarted under the same id would otherwise inherit its previous
+            // run's queue and bindings; this process starts from an empty queue. Later
+            // reconnects keep the queue, so nothing routed to it during a blip is lost.
+            control
+                .queue_delete(self.queue.clone().into(), QueueDeleteOptions::default())
+                .await?;
+        }
         let mut args = FieldTable::default();
         // The queue outlives a short broker blip but not a dead gateway.
         args.insert("x-expires".into(), AMQPValue::LongInt(30_000));
@@ -364,6 +390,7 @@ impl Broker {
                 args,
             )
             .await?;
+        self.started.store(true, Ordering::Release);
         let publish = conn.create_channel().await?;
         publish
             .confirm_select(ConfirmSelectOptions::default())

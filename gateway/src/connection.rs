@@ -6,7 +6,8 @@
 //! the connection registers in the room index *before* its join goes out, so the room's
 //! events queue up behind a `Joining` state; when `joined` arrives (with the room's
 //! latest seq) the task writes it, then only the held and later events whose seq is
-//! greater. The same filter drops duplicate deliveries after a dispatcher failover.
+//! greater, in the same epoch ([`filter`]). The same filter drops duplicate deliveries
+//! after a dispatcher failover, and starts over when a room's history restarts.
 //!
 //! Liveness: the task pings the client every `gateway.ping_interval_s` and closes the
 //! connection (1001, "idle timeout") when nothing at all — no frame, no pong — arrived
@@ -17,6 +18,7 @@
 //! Its submodules: [`frames`] reads what the client sends (frame budget, size, type,
 //! JSON, ids) and [`forward`] turns what passed into commands for the dispatchers.
 
+mod filter;
 mod forward;
 mod frames;
 
@@ -40,6 +42,7 @@ use crate::index::{ConnHandle, Outbound};
 use crate::limits::{FrameBudget, Strikes, TokenBucket};
 use crate::metrics::{Code, Kind};
 use crate::{Admission, Gateway};
+use filter::SeqFilter;
 
 use forward::Done;
 
@@ -48,14 +51,17 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Outbound messages written per flush.
 const BATCH: usize = 64;
 
+/// An event held while its room's join is in flight: seq, epoch, frame.
+type Held = (Option<u64>, Option<Arc<str>>, Arc<str>);
+
 enum RoomState {
     /// Join sent; events held until `joined` tells where history ends.
     Joining {
-        held: Vec<(Option<u64>, Arc<str>)>,
-        last_seq: u64,
+        held: Vec<Held>,
+        filter: SeqFilter,
     },
     Joined {
-        last_seq: u64,
+        filter: SeqFilter,
     },
 }
 
@@ -306,6 +312,7 @@ impl Connection {
             Outbound::Event {
                 room,
                 seq,
+                epoch,
                 text,
                 via_user,
                 ..
@@ -314,11 +321,11 @@ impl Connection {
                     if held.len() >= self.gw.settings.gateway.outbound_queue {
                         self.handle.slow.cancel();
                     } else {
-                        held.push((seq, text));
+                        held.push((seq, epoch, text));
                     }
                 }
-                Some(RoomState::Joined { last_seq }) => {
-                    let fresh = admit(last_seq, seq);
+                Some(RoomState::Joined { filter }) => {
+                    let fresh = filter.admit(seq, epoch.as_ref());
                     self.batch.extend(fresh.then(|| Message::text(&*text)));
                 }
                 None if via_user => self.push_text(&text),
@@ -328,17 +335,16 @@ impl Connection {
                 let join_room = correlation.and_then(|c| self.pending_joins.remove(&c));
                 match (join_room, &frame.body) {
                     (Some(room), ServerBody::Joined(joined)) => {
-                        let latest = joined.seq;
+                        let mut filter = SeqFilter::at(joined.seq, &joined.epoch);
                         self.push(&frame);
                         match self.rooms.remove(&room) {
                             Some(RoomState::Joining { held, .. }) => {
-                                let mut last_seq = latest;
-                                for (seq, text) in held {
-                                    if admit(&mut last_seq, seq) {
+                                for (seq, epoch, text) in held {
+                                    if filter.admit(seq, epoch.as_ref()) {
                                         self.push_text(&text);
                                     }
                                 }
-                                self.rooms.insert(room, RoomState::Joined { last_seq });
+                                self.rooms.insert(room, RoomState::Joined { filter });
                             }
                             // A second answer to a repeated join: the filter stands.
                             Some(joined) => {
@@ -359,18 +365,6 @@ impl Connection {
     }
 }
 
-/// The seq filter: an event with a seq passes only if it is newer than the last one.
-fn admit(last_seq: &mut u64, seq: Option<u64>) -> bool {
-    match seq {
-        Some(s) if s <= *last_seq => false,
-        Some(s) => {
-            *last_seq = s;
-            true
-        }
-        None => true,
-    }
-}
-
 async fn write_batch(sink: &mut Sink, batch: &mut Vec<Message>) -> bool {
     for message in batch.drain(..) {
         if sink.feed(message).await.is_err() {
@@ -384,20 +378,4 @@ fn token_deadline(claims: &Claims, leeway_s: u64) -> Instant {
     let now_s = common::now_ms() / 1000;
     let left = (claims.exp + leeway_s.min(60)).saturating_sub(now_s);
     Instant::now() + Duration::from_secs(left)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::admit;
-
-    #[test]
-    fn seq_filter_drops_old_and_duplicate_messages() {
-        let mut last = 5;
-        assert!(!admit(&mut last, Some(5)));
-        assert!(!admit(&mut last, Some(3)));
-        assert!(admit(&mut last, Some(6)));
-        assert!(!admit(&mut last, Some(6)));
-        assert!(admit(&mut last, None));
-        assert_eq!(last, 6);
-    }
 }

@@ -66,15 +66,16 @@ fn event(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
             .event_delay_seconds
             .observe(delay_ms as f64 / 1000.0);
     }
-    let seq = match &event.body {
-        EventBody::Message(m) => Some(m.seq),
-        _ => None,
+    let (seq, epoch) = match &event.body {
+        EventBody::Message(m) => (Some(m.seq), Some(Arc::<str>::from(m.epoch.as_str()))),
+        _ => (None, None),
     };
     let room: Arc<str> = event.body.room().into();
     let text: Arc<str> = event.body.into_frame().to_json().into();
     let make = |via_user| Outbound::Event {
         room: room.clone(),
         seq,
+        epoch: epoch.clone(),
         text: text.clone(),
         via_user,
         kicked,

@@ -18,8 +18,9 @@ pub enum Outbound {
     /// An event for a room, serialised once for every local member.
     Event {
         room: Arc<str>,
-        /// The message seq, for the join filter and duplicate suppression.
+        /// The message seq and epoch, for the join filter and duplicate suppression.
         seq: Option<u64>,
+        epoch: Option<Arc<str>>,
         text: Arc<str>,
         /// Delivered through the user's binding (a direct message), not the room's.
         via_user: bool,
@@ -235,6 +236,7 @@ mod tests {
         let event = || Outbound::Event {
             room: "r".into(),
             seq: None,
+            epoch: None,
             text: "x".into(),
             via_user: false,
             kicked: false,

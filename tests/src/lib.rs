@@ -28,6 +28,7 @@ pub mod broker;
 pub mod cleanup;
 pub mod client;
 pub mod connect;
+pub mod faults_support;
 pub mod hostile_support;
 pub mod http;
 mod process;

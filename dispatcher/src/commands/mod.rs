@@ -15,6 +15,7 @@ mod presence;
 mod send;
 mod typing;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::Settings;
@@ -24,6 +25,7 @@ use proto::ids::{validate_room, RoomKind};
 use proto::server::{ServerBody, ServerFrame, UserRef};
 
 use crate::access::{self, Refusal};
+use crate::rooms::ConfiguredRoom;
 use crate::store::{Retention, RoomMeta, RoomStore, Standing, StoreError};
 
 /// The settings that shape chat behaviour.
@@ -119,13 +121,21 @@ impl From<StoreError> for Failure {
 pub struct Handler {
     store: RoomStore,
     rules: Arc<Rules>,
+    /// Rooms from configuration, by id: written again when the store has lost them.
+    configured: Arc<HashMap<String, ConfiguredRoom>>,
 }
 
 impl Handler {
-    pub fn new(store: RoomStore, rules: Rules) -> Handler {
+    pub fn new(store: RoomStore, rules: Rules, configured: &[ConfiguredRoom]) -> Handler {
         Handler {
             store,
             rules: Arc::new(rules),
+            configured: Arc::new(
+                configured
+                    .iter()
+                    .map(|room| (room.id.clone(), room.clone()))
+                    .collect(),
+            ),
         }
     }
 
@@ -141,6 +151,7 @@ impl Handler {
         let ctx = Ctx {
             store: &self.store,
             rules: &self.rules,
+            configured: &self.configured,
             cmd,
             message_id,
         };
@@ -170,6 +181,7 @@ impl Handler {
 struct Ctx<'a> {
     store: &'a RoomStore,
     rules: &'a Rules,
+    configured: &'a HashMap<String, ConfiguredRoom>,
     cmd: &'a Command,
     /// The delivery's `message_id`, when usable for dedup.
     message_id: Option<&'a str>,
@@ -223,10 +235,25 @@ impl Ctx<'_> {
     }
 
     /// The user's standing in a room; dm rooms keep none.
+    ///
+    /// A room from configuration that the store no longer knows (Redis restarted without
+    /// its data, or was flushed, while this dispatcher stayed connected) is written again
+    /// first: otherwise the next joiner would create it anew as a public room and own it.
     async fn standing(&self, room: &str, kind: &RoomKind<'_>) -> Result<Standing, StoreError> {
-        match kind {
-            RoomKind::Dm(..) => Ok(Standing::default()),
-            RoomKind::Public => self.store.standing(room, self.user()).await,
+        if let RoomKind::Dm(..) = kind {
+            return Ok(Standing::default());
+        }
+        let standing = self.store.standing(room, self.user()).await?;
+        match (&standing.meta, self.configured.get(room)) {
+            (None, Some(declared)) => {
+                tracing::warn!(
+                    room,
+                    "a room from configuration was missing from the store; writing it again"
+                );
+                self.store.configure(declared, common::now_ms()).await?;
+                self.store.standing(room, self.user()).await
+            }
+            _ => Ok(standing),
         }
     }
 

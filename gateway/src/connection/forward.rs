@@ -6,6 +6,7 @@
 use proto::amqp::{Actor, Command, CommandBody, ConnRef};
 use proto::codes::ErrorCode;
 
+use super::filter::SeqFilter;
 use super::{Connection, RoomState};
 use crate::broker::BindKey;
 
@@ -22,17 +23,17 @@ pub(super) enum Done {
 impl Connection {
     pub(super) fn join(&mut self, reference: Option<String>, join: proto::client::Join) {
         let room = join.room.clone();
-        let last_seq = match self.rooms.get(&room) {
-            Some(RoomState::Joined { last_seq }) | Some(RoomState::Joining { last_seq, .. }) => {
-                *last_seq
+        let filter = match self.rooms.get(&room) {
+            Some(RoomState::Joined { filter }) | Some(RoomState::Joining { filter, .. }) => {
+                filter.clone()
             }
-            None => 0,
+            None => SeqFilter::default(),
         };
         self.rooms.insert(
             room.clone(),
             RoomState::Joining {
                 held: Vec::new(),
-                last_seq,
+                filter,
             },
         );
         // Registered before the join goes out: events from now on are held, none lost.

@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Warren's benchmark matrix (issue 6), one command from a clean clone:
+#
+#   bench/run.sh                 full matrix, 3 runs per case, medians -> BENCHMARKS.md
+#   bench/run.sh --quick         short runs, 1 each, summary on stdout (BENCHMARKS.md kept)
+#   bench/run.sh --smoke         <= 10 s: one tiny fan-out; exit 0 when it works (for CI)
+#   bench/run.sh --cases fanout,seed,pipeline,raw,idle,connect   a selection
+#
+# Other options: --runs N, --profile debug|release (default release), --no-build,
+# --report (regenerate BENCHMARKS.md even in --quick or with a selection),
+# --no-pin-shared (leave RabbitMQ and Redis unpinned), --wait-idle SECONDS (how long to
+# wait for a quiet machine first; default 600 for the full matrix, 0 otherwise).
+#
+# It builds the binaries, builds the seed program (../shared/peers/seed-go, or
+# $SEED_DIR), makes sure RabbitMQ and Redis answer (scripts/ensure-services.sh), starts
+# what each case needs under a unique prefix (1 dispatcher + 2 gateways for fan-out and
+# pipeline; 1 gateway for idle and connect), pins every server process to core 0 -
+# RabbitMQ and Redis included, their affinity restored at exit - and the load generator
+# to core 1, reads each server process's CPU time over each measurement window, and
+# removes every queue, exchange and Redis key it made. Results: target/bench/<stamp>/.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+
+MODE=full
+CASES=""
+RUNS=""
+PROFILE=release
+BUILD=1
+FORCE_REPORT=0
+PIN_SHARED=1
+WAIT_IDLE=""
+COMMAND="bench/run.sh${*:+ $*}"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) MODE=quick ;;
+    --smoke) MODE=smoke ;;
+    --cases) CASES=$2; shift ;;
+    --runs) RUNS=$2; shift ;;
+    --profile) PROFILE=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    --report) FORCE_REPORT=1 ;;
+    --no-pin-shared) PIN_SHARED=0 ;;
+    --wait-idle) WAIT_IDLE=$2; shift ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+
+ALL_CASES="fanout,seed,pipeline,raw,idle,connect"
+case $MODE in
+  full) : "${CASES:=$ALL_CASES}" "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
+  quick) : "${CASES:=$ALL_CASES}" "${RUNS:=1}" "${WAIT_IDLE:=0}" ;;
+  smoke) CASES=smoke RUNS=1 WAIT_IDLE=0 PIN_SHARED=0 ;;
+esac
+has_case() { [[ ",$CASES," == *",$1,"* ]]; }
+
+# ---- durations and sizes per mode ----------------------------------------------------
+if [ "$MODE" = full ]; then
+  WARMUP=2 DURATION=8 DRAIN=4
+  IDLE_COUNTS="10000 19000" IDLE_HOLD=5 CONNECT_S=8
+else
+  WARMUP=1 DURATION=3 DRAIN=3
+  IDLE_COUNTS="2000" IDLE_HOLD=3 CONNECT_S=3
+fi
+
+# ---- build ---------------------------------------------------------------------------
+cd "$ROOT"
+if [ "$PROFILE" = release ]; then BIN_DIR=$ROOT/target/release; else BIN_DIR=$ROOT/target/debug; fi
+if [ "$BUILD" = 1 ]; then
+  log "building ($PROFILE)"
+  if [ "$PROFILE" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
+fi
+LOADGEN=$BIN_DIR/loadgen
+for b in loadgen warren-gateway warren-dispatcher; do
+  [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing (build first, or drop --no-build)"
+done
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/target/bench/$STAMP
+LOGS=$OUT/logs
+RESULTS=$OUT/results.jsonl
+mkdir -p "$LOGS"
+: >"$RESULTS"
+SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+
+SEED_BIN=""
+if has_case seed; then
+  SEED_DIR=${SEED_DIR:-$ROOT/../shared/peers/seed-go}
+  [ -x "$SEED_DIR/build.sh" ] ||
+    die "the seed program is not at $SEED_DIR (set SEED_DIR, or drop 'seed' from --cases)"
+  SEED_BIN=$OUT/seed-go
+  log "building the seed program"
+  "$SEED_DIR/build.sh" "$SEED_BIN" >"$LOGS/seed-build.log" 2>&1 ||
+    die "seed build failed; see $LOGS/seed-build.log"
+fi
+
+# ---- services, limits, quiet machine -----------------------------------------------
+if [ -x "$ROOT/scripts/ensure-services.sh" ]; then
+  "$ROOT/scripts/ensure-services.sh" >"$LOGS/services.log" 2>&1 ||
+    die "RabbitMQ/Redis not available; see $LOGS/services.log"
+fi
+ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -ge 20000 ] || log "open files limit is $(ulimit -n): the 19,000-connection case will fail"
+
+BUSY_NOTE=""
+if [ "$WAIT_IDLE" -gt 0 ]; then
+  waited=0
+  while :; do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if awk -v l="$load" 'BEGIN { exit !(l < 0.8) }'; then break; fi
+    if [ "$waited" -ge "$WAIT_IDLE" ]; then
+      BUSY_NOTE="the machine was still busy after ${WAIT_IDLE} s of waiting (1-min load $load when the runs began)"
+      log "$BUSY_NOTE: running anyway"
+      break
+    fi
+    [ $((waited % 60)) -eq 0 ] && log "machine busy (1-min load $load); waiting for it to settle"
+    sleep 10
+    waited=$((waited + 10))
+  done
+fi
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+cleanup() {
+  local rc=$? pid p
+  trap - EXIT INT TERM
+  for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+  restore_pinning
+  for p in "${PREFIXES[@]}"; do clean_prefix "$p"; done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+shared_pids
+if [ "$PIN_SHARED" = 1 ]; then pin_shared; fi
+
+# ---- the machine -----------------------------------------------------------------------
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "command: $COMMAND"
+  echo "mode: $MODE, runs per case: $RUNS"
+  echo "cpus: $(nproc)"
+  echo "cpu model: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)"
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "kernel: $(uname -r)"
+  echo "rabbitmq: $(rabbitmqctl -q version 2>/dev/null || echo unknown)"
+  echo "redis: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
+  echo "source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' with uncommitted changes')"
+  echo "rustc: $(rustc --version)"
+  echo "go: $( (go version 2>/dev/null || echo none) | sed 's/^go version //')"
+  echo "open files (soft/hard): $(ulimit -Sn)/$(ulimit -Hn)"
+  echo "load at start: $LOAD_AT_START"
+  echo "pinning: servers on core $SERVER_CPU, loadgen on core $LOADGEN_CPU, RabbitMQ and Redis $([ "$PIN_SHARED" = 1 ] && echo "on core $SERVER_CPU" || echo unpinned)"
+  [ -z "$BUSY_NOTE" ] || echo "busy: $BUSY_NOTE"
+} >"$OUT/machine.txt"
+
+cpu_pids() { # labels=pids of the servers of a case, plus RabbitMQ and Redis
+  shared_pids
+  printf '%s,rabbitmq=%s,redis=%s' "$1" "$BEAM_PID" "$REDIS_PID"
+}
+
+# ---- cases -----------------------------------------------------------------------------
+smoke_case() {
+  local prefix out
+  new_prefix
+  prefix=$PREFIX
+  start_dispatcher "$prefix"
+  start_gateway "$prefix" 0
+  out=$(loadgen fanout --url "$GATEWAY_URL" --secret "$SECRET" --receivers 20 --senders 2 \
+    --rate 10 --warmup 0.5 --duration 2 --drain 3 --timeout 30 || true)
+  record smoke 1 '{}' "$out"
+  echo "$out"
+  stop_pid "$GATEWAY_PID"
+  stop_pid "$DISPATCHER_PID"
+  clean_prefix "$prefix"
+  python3 "$HERE/report.py" smoke "$RESULTS"
+}
+
+# Fan-out and pipeline share one stack: 1 dispatcher + 2 gateways.
+warren_chat_cases() {
+  local prefix gw0 gw1 pids run out
+  new_prefix
+  prefix=$PREFIX
+  start_dispatcher "$prefix"
+  local d0=$DISPATCHER_PID
+  start_gateway "$prefix" 0
+  gw0=$GATEWAY_PID
+  local url0=$GATEWAY_URL
+  start_gateway "$prefix" 1
+  gw1=$GATEWAY_PID
+  local url1=$GATEWAY_URL
+  if has_case fanout; then
+    for ((run = 1; run <= RUNS; run++)); do
+      log "fanout (Warren) run $run/$RUNS"
+      pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
+      out=$(loadgen fanout --url "$url0,$url1" --secret "$SECRET" --receivers 1000 --senders 10 \
+        --rate 10 --payload 64 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+        --cpu-pids "$pids" --run-id "$prefix-$run" || true)
+      record fanout "$run" '{}' "$out"
+    done
+  fi
+  if has_case pipeline; then
+    for ((run = 1; run <= RUNS; run++)); do
+      log "pipeline (Warren) max run $run/$RUNS"
+      pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
+      out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 0 \
+        --window 4 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+        --cpu-pids "$pids" --run-id "$prefix-m$run" || true)
+      record pipeline_max "$run" '{}' "$out"
+      log "pipeline (Warren) at 1,000 msg/s run $run/$RUNS"
+      out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 1000 \
+        --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+        --cpu-pids "$pids" --run-id "$prefix-r$run" || true)
+      record pipeline_1000 "$run" '{}' "$out"
+    done
+  fi
+  stop_pid "$gw0"
+  stop_pid "$gw1"
+  stop_pid "$d0"
+  clean_prefix "$prefix"
+}
+
+# The raw path's publisher, relay and consumer stand for Warren's gateway and dispatcher,
+# so that load generator runs on the server core, beside RabbitMQ.
+raw_cases() {
+  local prefix run out pids
+  for ((run = 1; run <= RUNS; run++)); do
+    pids=$(cpu_pids "")
+    pids=${pids#,}
+    new_prefix
+    prefix=$PREFIX
+    log "raw broker path, persistent, max, run $run/$RUNS"
+    out=$(loadgen_as_server raw --prefix "$prefix" --rate 0 --durability persistent --warmup "$WARMUP" \
+      --duration "$DURATION" --drain "$DRAIN" --cpu-pids "$pids" || true)
+    record raw_max "$run" '{}' "$out"
+    log "raw broker path, persistent, 1,000 msg/s, run $run/$RUNS"
+    out=$(loadgen_as_server raw --prefix "$prefix" --rate 1000 --durability persistent --warmup "$WARMUP" \
+      --duration "$DURATION" --drain "$DRAIN" --cpu-pids "$pids" || true)
+    record raw_1000 "$run" '{}' "$out"
+    log "raw broker path, transient, max, run $run/$RUNS"
+    out=$(loadgen_as_server raw --prefix "$prefix" --rate 0 --durability transient --warmup "$WARMUP" \
+      --duration "$DURATION" --drain "$DRAIN" --cpu-pids "$pids" || true)
+    record raw_transient_max "$run" '{}' "$out"
+    clean_prefix "$prefix"
+  done
+}
+
+seed_cases() {
+  local run out attempt crashes
+  for ((run = 1; run <= RUNS; run++)); do
+    crashes=0
+    for attempt in 1 2 3 4 5; do
+      log "fanout (seed) run $run/$RUNS, attempt $attempt"
+      start_seed
+      out=$(loadgen seed-fanout --url "$SEED_URL" --receivers 1000 --senders 10 --rate 10 \
+        --payload 64 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+        --cpu-pids "seed=$SEED_PID" || true)
+      # Judged by the run alone: the seed may still crash while loadgen disconnects.
+      if [[ $out == *'"ok":true'* ]] && [[ $out != *'"closed_by_server":'[1-9]* ]]; then
+        stop_pid "$SEED_PID"
+        break
+      fi
+      crashes=$((crashes + 1))
+      log "seed program died or failed during the run (see $LOGS/seed.log); retrying"
+      stop_pid "$SEED_PID"
+    done
+    record seed_fanout "$run" "{\"seed_crashes\":$crashes}" "$out"
+  done
+  # Idle memory of the seed, 10,000 connections (for the side-by-side row).
+  local count=${IDLE_COUNTS%% *}
+  for ((run = 1; run <= RUNS; run++)); do
+    log "idle (seed) $count connections, run $run/$RUNS"
+    start_seed
+    idle_run seed_idle "$run" "$count" "$SEED_PID" "$SEED_URL" seed
+    stop_pid "$SEED_PID"
+  done
+}
+
+# One idle measurement: C connections split over loadgen processes of at most 9,500
+# connections, each from its own source address; RSS of $4 before and after.
+idle_run() {
+  local case=$1 run=$2 count=$3 pid=$4 url=$5 flavor=$6
+  local per=9500 procs i n p left before after conns out files=() lg_pids=() flags=()
+  [ "$flavor" = seed ] && flags=(--seed true) || flags=(--secret "$SECRET")
+  procs=$(((count + per - 1) / per))
+  sleep 1
+  before=$(rss_kib "$pid")
+  left=$count
+  for ((i = 0; i < procs; i++)); do
+    n=$((left / (procs - i)))
+    left=$((left - n))
+    files+=("$OUT/idle-$case-$run-$i")
+    # Not through loadgen(): started in the background, a function would be a subshell
+    # whose pid is not the load generator's.
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" idle --url "$url" "${flags[@]}" --conns "$n" \
+      --hold $((IDLE_HOLD + 60)) --source-ip "127.0.0.$((20 + i))" --run-id "$case$run-$i" \
+      --timeout 420 >"${files[i]}.json" 2>"${files[i]}.err" &
+    lg_pids+=($!)
+    STARTED_PIDS+=($!)
+  done
+  # Wait (bounded) for every process's "ready" line, then let the server settle.
+  local t
+  for ((t = 0; t < 3000; t++)); do
+    n=0
+    for i in "${!files[@]}"; do grep -q '^ready' "${files[i]}.err" 2>/dev/null && n=$((n + 1)); done
+    [ "$n" -eq "$procs" ] && break
+    sleep 0.1
+  done
+  sleep "$IDLE_HOLD"
+  after=$(rss_kib "$pid")
+  conns=0
+  for i in "${!files[@]}"; do
+    n=$(sed -n 's/^ready connected=\([0-9]*\).*/\1/p' "${files[i]}.err" | head -n1)
+    conns=$((conns + ${n:-0}))
+  done
+  # The gateway's own count of its connections, as a cross-check.
+  local seen=null
+  if [ "$flavor" = warren ]; then
+    seen=$(curl -s --max-time 5 "$GATEWAY_HTTP/stats" | sed -n 's/.*"connections":\([0-9]*\).*/\1/p')
+    seen=${seen:-null}
+  fi
+  for p in "${lg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${lg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  out=$(printf '{"ok":%s,"mode":"idle","conns":%s,"connected":%s,"processes":%s}' \
+    "$([ "$conns" -eq "$count" ] && echo true || echo false)" "$count" "$conns" "$procs")
+  record "$case" "$run" "{\"rss_before_kib\":$before,\"rss_after_kib\":$after,\"server_connections\":$seen}" "$out"
+}
+
+warren_idle_cases() {
+  local count run prefix
+  for count in $IDLE_COUNTS; do
+    for ((run = 1; run <= RUNS; run++)); do
+      log "idle (Warren) $count connections, run $run/$RUNS"
+      new_prefix
+      prefix=$PREFIX
+      start_gateway "$prefix" 0
+      idle_run "idle_$count" "$run" "$count" "$GATEWAY_PID" "$GATEWAY_URL" warren
+      stop_pid "$GATEWAY_PID"
+      clean_prefix "$prefix"
+    done
+  done
+}
+
+connect_cases() {
+  local prefix run out pids
+  new_prefix
+  prefix=$PREFIX
+  start_gateway "$prefix" 0
+  for ((run = 1; run <= RUNS; run++)); do
+    log "connect (Warren) run $run/$RUNS"
+    pids=$(cpu_pids "gw0=$GATEWAY_PID")
+    out=$(loadgen connect --url "$GATEWAY_URL" --secret "$SECRET" --concurrency 64 \
+      --warmup 1 --duration "$CONNECT_S" --source-ip 127.0.0.30-127.0.0.61 \
+      --cpu-pids "$pids" || true)
+    record connect "$run" '{}' "$out"
+    sleep 2
+  done
+  stop_pid "$GATEWAY_PID"
+  clean_prefix "$prefix"
+}
+
+if [ "$MODE" = smoke ]; then
+  smoke_case
+  exit $?
+fi
+
+started=$(date +%s)
+if has_case fanout || has_case pipeline; then warren_chat_cases; fi
+if has_case raw; then raw_cases; fi
+if has_case seed; then seed_cases; fi
+if has_case idle; then warren_idle_cases; fi
+if has_case connect; then connect_cases; fi
+echo "elapsed: $(($(date +%s) - started)) s" >>"$OUT/machine.txt"
+log "results in $RESULTS"
+
+python3 "$HERE/report.py" summary "$RESULTS" "$OUT/machine.txt"
+if [ "$FORCE_REPORT" = 1 ] || { [ "$MODE" = full ] && [ "$CASES" = "$ALL_CASES" ]; }; then
+  python3 "$HERE/report.py" render "$RESULTS" "$OUT/machine.txt" "$ROOT/BENCHMARKS.md"
+  log "BENCHMARKS.md tables regenerated"
+fi

@@ -1,0 +1,325 @@
+//! The chat traffic engine behind `fanout`, `seed-fanout` and `pipeline`: connect a
+//! plan of members (who, on which gateway, in which room, sending or not), then send
+//! timestamped messages for a warm-up and a measurement window, drain, and count.
+//!
+//! Every connection has one reader task that counts and times what arrives; a sending
+//! member also has a writer task that owns the socket's sink. Nothing else touches a
+//! socket. Loss is counted over the whole run: each accepted message (acked by Warren;
+//! every message sent, for the seed, which has no acks) must reach every member of its
+//! room, the sender included. The per-connection tasks are in `traffic`.
+
+mod traffic;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, sleep_until};
+
+use crate::client::{self, Dial, DialError, Ws};
+use crate::measure::{drain, now_ns, rate, Count, CpuProbe, Errors, Latency, Window};
+use traffic::{hold, read, Writer};
+
+/// Which server the members speak to.
+#[derive(Clone)]
+pub enum Flavor {
+    /// Warren: HS256 tokens with this secret, `join`, `send` with `ref`, `ack`s.
+    Warren { secret: String },
+    /// The seed program: no auth, no rooms, `{"username","message"}` frames.
+    Seed,
+}
+
+/// How a member sends.
+#[derive(Clone, Copy)]
+pub enum Pace {
+    /// This many messages a second, first one after `offset`.
+    Rate { per_sec: f64, offset: Duration },
+    /// As fast as acks come back, with at most this many unacknowledged (Warren only).
+    Window(usize),
+}
+
+/// One connection to open.
+#[derive(Clone)]
+pub struct Member {
+    pub url: String,
+    pub user: String,
+    pub room: String,
+    pub pace: Option<Pace>,
+}
+
+/// The run's shape besides its members.
+pub struct Plan {
+    pub members: Vec<Member>,
+    pub flavor: Flavor,
+    pub payload: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Drain ends when nothing has arrived for this long...
+    pub drain: Duration,
+    /// ...or after this long in any case.
+    pub drain_cap: Duration,
+    pub connect_concurrency: usize,
+    pub connect_timeout: Duration,
+    pub source_ips: Vec<IpAddr>,
+    pub cpu: CpuProbe,
+}
+
+/// What one sending member did.
+#[derive(Default)]
+struct SenderStats {
+    sent: Count,
+    acked: Count,
+    refused: Count,
+    /// Deliveries of this sender's messages (to anyone).
+    delivered: Count,
+}
+
+/// Counters shared by all tasks of a run.
+struct Shared {
+    window: Window,
+    latency: Latency,
+    ack_latency: Latency,
+    delivered: Count,
+    delivered_in_window: Count,
+    /// Senders' own copies arriving in the window: messages delivered, not deliveries.
+    own_in_window: Count,
+    sent_in_window: Count,
+    acked_in_window: Count,
+    server_errors: Errors,
+    closed: Count,
+    senders: Vec<SenderStats>,
+}
+
+/// Connects every member of `plan`, runs the traffic and returns the report (without
+/// `mode`). Bounded: connects, the window and the drain all have deadlines.
+pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Error> {
+    let connect_started = now_ns();
+    let connect_errors = Errors::default();
+    let attempts: Vec<(usize, Dial, Member)> = plan
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let dial = Dial {
+                url: m.url.clone(),
+                source_ip: client::pick_ip(&plan.source_ips, i),
+                timeout: plan.connect_timeout,
+            };
+            (i, dial, m.clone())
+        })
+        .collect();
+    let flavor = plan.flavor.clone();
+    let opened = futures_util::stream::iter(attempts)
+        .map(move |(i, dial, m)| {
+            let flavor = flavor.clone();
+            async move { (i, open(&dial, &flavor, &m.user, &m.room).await) }
+        })
+        .buffer_unordered(plan.connect_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let connect_s = (now_ns() - connect_started) as f64 / 1e9;
+    let mut sockets: Vec<(usize, Ws)> = Vec::new();
+    for (i, result) in opened {
+        match result {
+            Ok(ws) => sockets.push((i, ws)),
+            Err(e) => connect_errors.add(&e.0),
+        }
+    }
+    if sockets.is_empty() {
+        return Err(format!("no member could connect: {}", connect_errors.to_json()).into());
+    }
+    // Room sizes among the members that are in.
+    let mut room_size: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, _) in &sockets {
+        *room_size.entry(plan.members[*i].room.as_str()).or_insert(0) += 1;
+    }
+    // Let the last upgrades settle server-side (the seed registers a client only after
+    // its upgrade returns).
+    sleep(Duration::from_millis(200)).await;
+
+    let sender_tags: Vec<usize> = sockets
+        .iter()
+        .filter(|(i, _)| plan.members[*i].pace.is_some())
+        .map(|(i, _)| *i)
+        .collect();
+    let tag_of = |i: usize| sender_tags.iter().position(|s| *s == i);
+    let shared = Arc::new(Shared {
+        window: Window::after(plan.warmup, plan.duration),
+        latency: Latency::default(),
+        ack_latency: Latency::default(),
+        delivered: Count::default(),
+        delivered_in_window: Count::default(),
+        own_in_window: Count::default(),
+        sent_in_window: Count::default(),
+        acked_in_window: Count::default(),
+        server_errors: Errors::default(),
+        closed: Count::default(),
+        senders: sender_tags.iter().map(|_| SenderStats::default()).collect(),
+    });
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let expected_per_msg: Vec<u64> = sender_tags
+        .iter()
+        .map(|i| room_size[plan.members[*i].room.as_str()])
+        .collect();
+    for (i, ws) in sockets {
+        let member = &plan.members[i];
+        let (sink, stream) = ws.split();
+        let tag = tag_of(i);
+        let credits = match (tag, member.pace) {
+            (Some(_), Some(Pace::Window(w))) => Some(Arc::new(Semaphore::new(w))),
+            _ => None,
+        };
+        tasks.push(tokio::spawn(read(
+            stream,
+            shared.clone(),
+            plan.flavor.clone(),
+            tag,
+            credits.clone(),
+        )));
+        if let (Some(tag), Some(pace)) = (tag, member.pace) {
+            let writer = Writer {
+                sink,
+                shared: shared.clone(),
+                flavor: plan.flavor.clone(),
+                tag,
+                room: member.room.clone(),
+                payload: plan.payload,
+            };
+            tasks.push(tokio::spawn(writer.run(pace, credits)));
+        } else {
+            // A receiver never writes; tungstenite answers pings through the stream half.
+            tasks.push(tokio::spawn(hold(sink)));
+        }
+    }
+
+    let window = shared.window;
+    sleep_until(Window::instant_of(window.start_ns)).await;
+    let cpu_before = plan.cpu.sample();
+    sleep_until(Window::instant_of(window.end_ns)).await;
+    let cpu_after = plan.cpu.sample();
+
+    // Drain: every accepted message to every member of its room, every send answered.
+    let accepted = |s: &SenderStats, f: &Flavor| match f {
+        Flavor::Warren { .. } => s.acked.get(),
+        Flavor::Seed => s.sent.get(),
+    };
+    let expected = || -> u64 {
+        shared
+            .senders
+            .iter()
+            .zip(&expected_per_msg)
+            .map(|(s, n)| accepted(s, &plan.flavor) * n)
+            .sum()
+    };
+    let answered = || {
+        shared
+            .senders
+            .iter()
+            .all(|s| s.acked.get() + s.refused.get() >= s.sent.get())
+    };
+    let seed = matches!(plan.flavor, Flavor::Seed);
+    let (drain_s, drained) = drain(
+        plan.drain,
+        plan.drain_cap,
+        || shared.delivered.get() >= expected() && (seed || answered()),
+        || shared.delivered.get() + shared.senders.iter().map(|s| s.acked.get()).sum::<u64>(),
+    )
+    .await;
+    for t in &tasks {
+        t.abort();
+    }
+
+    let secs = window.secs();
+    let sum = |f: &dyn Fn(&SenderStats) -> u64| shared.senders.iter().map(f).sum::<u64>();
+    let sent = sum(&|s| s.sent.get());
+    let accepted_total = sum(&|s| accepted(s, &plan.flavor));
+    let expected_total = expected();
+    let delivered = shared.delivered.get();
+    let mut out = serde_json::Map::new();
+    out.insert("ok".into(), json!(true));
+    out.insert("members".into(), json!(plan.members.len()));
+    out.insert("connected".into(), json!(room_size.values().sum::<u64>()));
+    out.insert("connect_errors".into(), connect_errors.to_json());
+    out.insert(
+        "connect_s".into(),
+        json!((connect_s * 1000.0).round() / 1000.0),
+    );
+    out.insert("rooms".into(), json!(room_size.len()));
+    out.insert("senders".into(), json!(shared.senders.len()));
+    out.insert("payload".into(), json!(plan.payload));
+    out.insert("window_s".into(), json!(secs));
+    out.insert("sent".into(), json!(sent));
+    out.insert("accepted".into(), json!(accepted_total));
+    out.insert("refused".into(), json!(sum(&|s| s.refused.get())));
+    out.insert("server_errors".into(), shared.server_errors.to_json());
+    out.insert("expected_deliveries".into(), json!(expected_total));
+    out.insert("delivered".into(), json!(delivered));
+    out.insert(
+        "lost".into(),
+        json!(expected_total.saturating_sub(delivered)),
+    );
+    out.insert(
+        "unexpected".into(),
+        json!(delivered.saturating_sub(expected_total)),
+    );
+    out.insert(
+        "delivered_in_window".into(),
+        json!(shared.delivered_in_window.get()),
+    );
+    out.insert(
+        "sent_per_s".into(),
+        json!(rate(shared.sent_in_window.get(), secs)),
+    );
+    out.insert(
+        "accepted_per_s".into(),
+        json!(rate(
+            match plan.flavor {
+                Flavor::Warren { .. } => shared.acked_in_window.get(),
+                Flavor::Seed => shared.sent_in_window.get(),
+            },
+            secs
+        )),
+    );
+    out.insert(
+        "deliveries_per_s".into(),
+        json!(rate(shared.delivered_in_window.get(), secs)),
+    );
+    out.insert(
+        "messages_delivered_per_s".into(),
+        json!(rate(shared.own_in_window.get(), secs)),
+    );
+    out.insert("latency".into(), shared.latency.summary());
+    if matches!(plan.flavor, Flavor::Warren { .. }) {
+        out.insert("ack_latency".into(), shared.ack_latency.summary());
+    }
+    out.insert("closed_by_server".into(), json!(shared.closed.get()));
+    out.insert("drain_s".into(), json!((drain_s * 100.0).round() / 100.0));
+    out.insert("drained".into(), json!(drained));
+    out.insert("cpu_s".into(), plan.cpu.delta(&cpu_before, &cpu_after));
+    Ok(out)
+}
+
+/// Dials one member and, on Warren, waits for `welcome` and joins its room.
+async fn open(dial: &Dial, flavor: &Flavor, user: &str, room: &str) -> Result<Ws, DialError> {
+    match flavor {
+        Flavor::Seed => client::dial(dial, None).await,
+        Flavor::Warren { secret } => {
+            let token = client::token(secret, user).map_err(|e| DialError(e.to_string()))?;
+            let mut ws = client::dial(dial, Some(&token)).await?;
+            let steps = async {
+                client::welcome(&mut ws).await?;
+                client::join(&mut ws, room).await
+            };
+            match tokio::time::timeout(dial.timeout, steps).await {
+                Ok(Ok(())) => Ok(ws),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(DialError("timeout_join".to_owned())),
+            }
+        }
+    }
+}

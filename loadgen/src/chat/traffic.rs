@@ -1,0 +1,169 @@
+//! The per-connection tasks of a chat run: the reader that counts and times every
+//! frame, the writer that paces a sender's messages, and the idle holder of a receiver's
+//! sink.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::time::{interval_at, sleep_until, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Flavor, Pace, Shared};
+use crate::client::Ws;
+use crate::frames::{self, Inbound};
+use crate::measure::{now_ns, parse_payload, payload, Window};
+
+/// A receiver's sink: kept so the connection stays open; it is never written.
+pub(super) async fn hold(sink: SplitSink<Ws, Message>) {
+    std::future::pending::<()>().await;
+    drop(sink);
+}
+
+/// Counts and times every frame of one connection until it closes.
+pub(super) async fn read(
+    mut stream: SplitStream<Ws>,
+    shared: Arc<Shared>,
+    flavor: Flavor,
+    me: Option<usize>,
+    credits: Option<Arc<Semaphore>>,
+) {
+    while let Some(frame) = stream.next().await {
+        let text = match frame {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let inbound = match flavor {
+            Flavor::Warren { .. } => frames::classify(text.as_str()),
+            Flavor::Seed => frames::classify_seed(text.as_str()),
+        };
+        let now = now_ns();
+        match inbound {
+            Inbound::Message(body) => {
+                shared.delivered.inc();
+                let Some((ts, tag)) = parse_payload(body) else {
+                    continue;
+                };
+                if let Some(s) = shared.senders.get(tag as usize) {
+                    s.delivered.inc();
+                }
+                if shared.window.contains(now) {
+                    shared.delivered_in_window.inc();
+                    shared.latency.record_since(ts, now);
+                    if me == Some(tag as usize) {
+                        shared.own_in_window.inc();
+                    }
+                }
+            }
+            Inbound::Ack(r) => {
+                if let Some(s) = me.and_then(|m| shared.senders.get(m)) {
+                    s.acked.inc();
+                }
+                if shared.window.contains(now) {
+                    shared.acked_in_window.inc();
+                    if let Ok(sent) = r.parse::<u64>() {
+                        shared.ack_latency.record_since(sent, now);
+                    }
+                }
+                if let Some(c) = &credits {
+                    c.add_permits(1);
+                }
+            }
+            Inbound::Error { code, r#ref } => {
+                shared.server_errors.add(&code);
+                if !r#ref.is_empty() {
+                    if let Some(s) = me.and_then(|m| shared.senders.get(m)) {
+                        s.refused.inc();
+                    }
+                    if let Some(c) = &credits {
+                        c.add_permits(1);
+                    }
+                }
+            }
+            Inbound::Other(_) => {}
+        }
+    }
+    shared.closed.inc();
+}
+
+/// The sending half of a sending member.
+pub(super) struct Writer {
+    pub(super) sink: SplitSink<Ws, Message>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) flavor: Flavor,
+    pub(super) tag: usize,
+    pub(super) room: String,
+    pub(super) payload: usize,
+}
+
+impl Writer {
+    /// Sends until the window closes, paced by a rate or by acks.
+    pub(super) async fn run(mut self, pace: Pace, credits: Option<Arc<Semaphore>>) {
+        let end = Window::instant_of(self.shared.window.end_ns);
+        match (pace, credits) {
+            (Pace::Window(_), Some(credits)) => loop {
+                let permit = tokio::select! {
+                    p = credits.acquire() => p,
+                    _ = sleep_until(end) => return,
+                };
+                match permit {
+                    Ok(p) => p.forget(),
+                    Err(_) => return,
+                }
+                if !self.send_one().await {
+                    return;
+                }
+            },
+            (Pace::Rate { per_sec, offset }, _) => {
+                let period = Duration::from_secs_f64(1.0 / per_sec.max(0.001));
+                let mut tick = interval_at(tokio::time::Instant::now() + offset, period);
+                tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = sleep_until(end) => return,
+                    }
+                    if !self.send_one().await {
+                        return;
+                    }
+                }
+            }
+            (Pace::Window(_), None) => {}
+        }
+    }
+
+    /// One message, stamped now; false when the window is over or the socket failed.
+    async fn send_one(&mut self) -> bool {
+        let now = now_ns();
+        if now >= self.shared.window.end_ns {
+            return false;
+        }
+        let text = payload(now, self.tag as u32, self.payload);
+        let frame = match self.flavor {
+            Flavor::Warren { .. } => json!({
+                "type": "send",
+                "room": self.room,
+                "text": text,
+                "ref": now.to_string(),
+            }),
+            Flavor::Seed => json!({"username": format!("s{}", self.tag), "message": text}),
+        };
+        if self
+            .sink
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        self.shared.senders[self.tag].sent.inc();
+        if self.shared.window.contains(now) {
+            self.shared.sent_in_window.inc();
+        }
+        true
+    }
+}
