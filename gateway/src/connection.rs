@@ -30,12 +30,20 @@ use common::auth::Claims;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use proto::codes::close;
 use proto::server::{ServerBody, ServerFrame, UserRef, Welcome};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use warp::ws::{Message, WebSocket};
+
+/// An upgraded connection, spoken WebSocket over.
+pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 use crate::broker::BindKey;
 use crate::index::{ConnHandle, Outbound};
@@ -52,7 +60,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 
 /// An event held while its room's join is in flight: seq, epoch, frame.
-type Held = (Option<u64>, Option<Arc<str>>, Arc<str>);
+type Held = (Option<u64>, Option<Arc<str>>, Utf8Bytes);
 
 enum RoomState {
     /// Join sent; events held until `joined` tells where history ends.
@@ -151,7 +159,10 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
     if let Some(code) = ending.code {
         // A client that stopped reading cannot take the close frame either: after
         // CLOSE_GRACE the socket is dropped all the same.
-        let frame = Message::close_with(code, ending.reason);
+        let frame = Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from_static(ending.reason),
+        }));
         if tokio::time::timeout(CLOSE_GRACE, sink.send(frame))
             .await
             .is_err()
@@ -210,8 +221,8 @@ impl Connection {
     }
 
     /// Queues an event's shared text for this turn's write.
-    fn push_text(&mut self, text: &str) {
-        self.batch.push(Message::text(text));
+    fn push_text(&mut self, text: Utf8Bytes) {
+        self.batch.push(Message::Text(text));
     }
 
     async fn write(&mut self, sink: &mut Sink, stall: Duration) -> Written {
@@ -264,7 +275,7 @@ impl Connection {
                     self.gw.metrics.idle_timeouts.inc();
                     return Ending::close(close::GOING_AWAY, "idle timeout");
                 }
-                _ = pings.tick() => self.batch.push(Message::ping(Vec::new())),
+                _ = pings.tick() => self.batch.push(Message::Ping(Default::default())),
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.finished(done),
                 out = rx.recv() => {
                     let Some(out) = out else { return Ending::gone("queue closed") };
@@ -306,7 +317,7 @@ impl Connection {
                 // Removed from the room by a moderator: stop delivering it, then say so.
                 if self.rooms.contains_key(&*room) {
                     self.drop_room(&room);
-                    self.push_text(&text);
+                    self.push_text(text);
                 }
             }
             Outbound::Event {
@@ -326,9 +337,9 @@ impl Connection {
                 }
                 Some(RoomState::Joined { filter }) => {
                     let fresh = filter.admit(seq, epoch.as_ref());
-                    self.batch.extend(fresh.then(|| Message::text(&*text)));
+                    self.batch.extend(fresh.then_some(Message::Text(text)));
                 }
-                None if via_user => self.push_text(&text),
+                None if via_user => self.push_text(text),
                 None => {}
             },
             Outbound::Reply { correlation, frame } => {
@@ -341,7 +352,7 @@ impl Connection {
                             Some(RoomState::Joining { held, .. }) => {
                                 for (seq, epoch, text) in held {
                                     if filter.admit(seq, epoch.as_ref()) {
-                                        self.push_text(&text);
+                                        self.push_text(text);
                                     }
                                 }
                                 self.rooms.insert(room, RoomState::Joined { filter });

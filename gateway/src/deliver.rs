@@ -1,6 +1,6 @@
 //! From the gateway's queue to local connections.
 //!
-//! An event is parsed and serialised once, then the same `Arc<str>` is offered to every
+//! An event is parsed and serialised once, then the same bytes are offered to every
 //! local member; a reply goes to the one connection it names. Nothing here waits: a
 //! member whose queue is full is marked slow and cut off by its own task.
 
@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use common::amqp::lapin::message::Delivery;
 use proto::amqp::{parse_event_key, Event, EventBody, Reply, Target, REPLY_KIND};
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::index::{Index, Outbound};
 use crate::metrics::{GatewayMetrics, Kind};
@@ -71,7 +73,7 @@ fn event(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
         _ => (None, None),
     };
     let room: Arc<str> = event.body.room().into();
-    let text: Arc<str> = event.body.into_frame().to_json().into();
+    let text: Utf8Bytes = event.body.into_frame().to_json().into();
     let make = |via_user| Outbound::Event {
         room: room.clone(),
         seq,

@@ -9,6 +9,12 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
 use crate::{connection, Gateway};
 
 /// The most a connection's WebSocket write buffer may hold. Our own writes wait for it
@@ -17,6 +23,13 @@ use crate::{connection, Gateway};
 /// 128 KiB the layer buffers before writing and the largest frame the gateway sends
 /// (a `history` page or a `joined` with its history and members).
 const MAX_WRITE_BUFFER: usize = 16 << 20;
+
+/// Bytes read from a socket at once. Small, because the WebSocket layer zero-fills it
+/// before each read; messages larger than this are read in several goes.
+const READ_BUFFER: usize = 4 << 10;
+
+/// Bytes the WebSocket layer gathers before writing; every batch is flushed anyway.
+const WRITE_BUFFER: usize = 16 << 10;
 
 /// A refusal made before the upgrade: a status and a JSON body `{error, message}`.
 struct Refusal {
@@ -56,6 +69,8 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(query)
+        // Taken before `warp::ws()` consumes it: the gateway finishes the upgrade itself.
+        .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ws())
         .and(with_gw.clone())
         .map(upgrade);
@@ -122,11 +137,31 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
         .unify()
 }
 
-fn upgrade(headers: HeaderMap, query: String, ws: warp::ws::Ws, gw: Arc<Gateway>) -> Response {
+/// Answers a valid upgrade request (`warp::ws()` checked its headers) with `101` and
+/// hands the upgraded socket to a connection task. The gateway builds the WebSocket
+/// itself rather than through warp, which cannot size the read buffer: tungstenite's
+/// default 128 KiB buffer is zero-filled on every read, which cost most of the gateway's
+/// CPU under fan-out and most of an idle connection's memory (BENCHMARKS.md).
+fn upgrade(
+    headers: HeaderMap,
+    query: String,
+    on_upgrade: Option<OnUpgrade>,
+    _validated: warp::ws::Ws,
+    gw: Arc<Gateway>,
+) -> Response {
     let (claims, admission) = match admit(&gw, &headers, &query) {
         Ok(ok) => ok,
         Err(refusal) => return refusal.counted(&gw),
     };
+    let (Some(on_upgrade), Some(key)) = (on_upgrade, headers.get("sec-websocket-key")) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "not an upgradable request",
+        )
+        .into_response();
+    };
+    let accept = derive_accept_key(key.as_bytes());
     let offered_subprotocol = headers
         .get_all("sec-websocket-protocol")
         .iter()
@@ -134,15 +169,31 @@ fn upgrade(headers: HeaderMap, query: String, ws: warp::ws::Ws, gw: Arc<Gateway>
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == proto::SUBPROTOCOL);
     let max = gw.settings.gateway.max_frame_bytes;
-    let tracker = gw.tracker.clone();
-    let mut response = ws
-        .max_message_size(max)
-        .max_frame_size(max)
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            tracker.track_future(connection::serve(gw, socket, claims, admission))
-        })
-        .into_response();
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let tracker = gw.tracker.clone();
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                connection::serve(gw, socket, claims, admission).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        }
+    });
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert("connection", HeaderValue::from_static("upgrade"));
+    h.insert("upgrade", HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", accept);
+    }
     if offered_subprotocol {
         response.headers_mut().insert(
             "sec-websocket-protocol",

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use proto::server::ServerFrame;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 /// What the gateway hands a connection's task.
@@ -21,7 +22,8 @@ pub enum Outbound {
         /// The message seq and epoch, for the join filter and duplicate suppression.
         seq: Option<u64>,
         epoch: Option<Arc<str>>,
-        text: Arc<str>,
+        /// The frame, shared by every member: cloning it copies no bytes.
+        text: Utf8Bytes,
         /// Delivered through the user's binding (a direct message), not the room's.
         via_user: bool,
         /// This user was removed from the room (kick or ban): the connection leaves it.

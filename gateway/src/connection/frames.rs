@@ -18,7 +18,7 @@ use proto::client::{ClientBody, ClientFrame};
 use proto::codes::{close, ErrorCode};
 use proto::ids::{validate_room, validate_user, MAX_ID_LEN};
 use proto::server::{ServerBody, ServerFrame};
-use warp::ws::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{Connection, Ending};
 use crate::limits::Verdict;
@@ -55,10 +55,11 @@ impl Connection {
                 return Some(Ending::close(close::POLICY, "too many frames"));
             }
         }
-        let Ok(text) = msg.to_str() else {
+        let Message::Text(text) = &msg else {
             // Pings are answered by the WebSocket layer; pongs only prove liveness.
             return None;
         };
+        let text = text.as_str();
         match ClientFrame::parse(text) {
             Ok(frame) => {
                 let kind = Kind::of(frame.body.type_name());
@@ -189,15 +190,11 @@ fn check_ids(frame: &ClientFrame) -> Result<(), String> {
 }
 
 /// The close code for an error the WebSocket layer reported while reading.
-pub(super) fn read_error(e: &warp::Error) -> Ending {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match e.source().and_then(|s| s.downcast_ref::<WsError>()) {
-        Some(WsError::Capacity(_)) => {
-            Ending::close(close::TOO_BIG, "frame larger than max_frame_bytes")
-        }
-        Some(WsError::Utf8(_)) => Ending::close(INVALID_PAYLOAD, "invalid UTF-8"),
-        Some(WsError::Protocol(_)) => Ending::close(PROTOCOL_ERROR, "protocol error"),
+pub(super) fn read_error(e: &WsError) -> Ending {
+    match e {
+        WsError::Capacity(_) => Ending::close(close::TOO_BIG, "frame larger than max_frame_bytes"),
+        WsError::Utf8(_) => Ending::close(INVALID_PAYLOAD, "invalid UTF-8"),
+        WsError::Protocol(_) => Ending::close(PROTOCOL_ERROR, "protocol error"),
         _ => Ending::gone("read failed"),
     }
 }
