@@ -30,6 +30,31 @@ pub mod shard;
 pub mod store;
 pub mod supervisor;
 
+/// Fixtures shared by the unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use proto::server::{Author, Message};
+
+    /// Messages of room `r` with the given seqs, ids `m<seq>`.
+    pub(crate) fn msgs(seqs: &[u64]) -> Vec<Message> {
+        seqs.iter()
+            .map(|&seq| Message {
+                room: "r".into(),
+                id: format!("m{seq}"),
+                seq,
+                epoch: "e".into(),
+                from: Author {
+                    id: "a".into(),
+                    name: "A".into(),
+                    bot: false,
+                },
+                text: "t".into(),
+                ts: seq,
+            })
+            .collect()
+    }
+}
+
 use common::Settings;
 use tokio_util::sync::CancellationToken;
 

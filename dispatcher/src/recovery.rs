@@ -52,7 +52,7 @@ pub fn is_complete(after: u64, latest: u64, missed: &Missed) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::server::{Author, Message};
+    use crate::test_support::msgs;
 
     fn missed(seqs: &[u64], floor: u64, unreadable: usize) -> Missed {
         Missed {
@@ -60,24 +60,6 @@ mod tests {
             unreadable,
             floor,
         }
-    }
-
-    fn msgs(seqs: &[u64]) -> Vec<Message> {
-        seqs.iter()
-            .map(|&seq| Message {
-                room: "r".into(),
-                id: format!("m{seq}"),
-                seq,
-                epoch: "e".into(),
-                from: Author {
-                    id: "a".into(),
-                    name: "A".into(),
-                    bot: false,
-                },
-                text: "t".into(),
-                ts: seq,
-            })
-            .collect()
     }
 
     #[test]

@@ -48,25 +48,7 @@ pub fn page(mut newest_first: Vec<Message>, limit: u64) -> (Vec<Message>, bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::server::Author;
-
-    fn msgs(seqs: &[u64]) -> Vec<Message> {
-        seqs.iter()
-            .map(|&seq| Message {
-                room: "r".into(),
-                id: format!("m{seq}"),
-                seq,
-                epoch: "e".into(),
-                from: Author {
-                    id: "a".into(),
-                    name: "A".into(),
-                    bot: false,
-                },
-                text: "t".into(),
-                ts: seq,
-            })
-            .collect()
-    }
+    use crate::test_support::msgs;
 
     fn seqs(m: &[Message]) -> Vec<u64> {
         m.iter().map(|m| m.seq).collect()
