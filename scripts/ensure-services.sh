@@ -64,29 +64,9 @@ readonly BOT_CONFIGURE="^${BOT_OWN}\$"
 readonly BOT_WRITE="^(${BOT_OWN}|${PREFIX_RE}\.commands)\$"
 readonly BOT_READ="^(${BOT_OWN}|${PREFIX_RE}\.events)\$"
 
-log() { printf 'ensure-services: %s\n' "$*" >&2; }
-warn() { printf 'ensure-services: warning: %s\n' "$*" >&2; }
-die() {
-    printf 'ensure-services: error: %s\n' "$*" >&2
-    exit 1
-}
-have() { command -v "$1" >/dev/null 2>&1; }
-
-# Runs a command as root: directly when we are root, through sudo otherwise
-# (non-interactively when there is no terminal to ask for a password on).
-as_root() {
-    if [[ $EUID -eq 0 ]]; then
-        "$@"
-    elif have sudo; then
-        if [[ -t 0 ]]; then
-            sudo "$@"
-        else
-            sudo -n "$@"
-        fi
-    else
-        die "'$*' needs root, and sudo is not installed; run this script as root"
-    fi
-}
+SCRIPT_NAME=ensure-services
+# shellcheck source=scripts/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 # Runs a command (as root) keeping its output unless it fails.
 quiet_root() {
@@ -207,10 +187,7 @@ install_missing() {
         pkgs+=(redis-server)
     fi
     [[ ${#pkgs[@]} -eq 0 ]] && return 0
-    have apt-get || die "missing ${pkgs[*]} and apt-get is not available; install them by hand"
-    log "installing ${pkgs[*]} (apt-get)"
-    as_root apt-get update -qq >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
+    apt_install "${pkgs[@]}"
     hash -r
     if ! have rabbitmqctl || ! have rabbitmq-server; then
         die "rabbitmq-server was installed but rabbitmqctl is still missing"

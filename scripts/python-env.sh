@@ -19,30 +19,9 @@ readonly REQUIREMENTS=tests/requirements.txt
 readonly STAMP=$VENV/.requirements.sha256
 readonly PIP_TIMEOUT_S=300
 
-log() { printf 'python-env: %s\n' "$*" >&2; }
-die() {
-    printf 'python-env: error: %s\n' "$*" >&2
-    exit 1
-}
-have() { command -v "$1" >/dev/null 2>&1; }
-
-as_root() {
-    if [[ $EUID -eq 0 ]]; then
-        "$@"
-    elif have sudo; then
-        sudo -n "$@"
-    else
-        die "'$*' needs root, and sudo is not installed"
-    fi
-}
-
-apt_install() {
-    have apt-get || die "missing $* and apt-get is not available; install them by hand"
-    log "installing $* (apt-get)"
-    as_root apt-get update -qq >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
-    hash -r
-}
+SCRIPT_NAME=python-env
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 [[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS is missing"
 want=$(cat "$REQUIREMENTS" bots/python/requirements.txt | sha256sum | cut -d' ' -f1)

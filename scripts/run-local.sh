@@ -28,12 +28,9 @@ readonly READY_WAIT_S=30
 readonly STOP_WAIT_S=10
 readonly GATEWAY_PORTS=(8080 8081)
 
-log() { printf 'run-local: %s\n' "$*" >&2; }
-die() {
-    printf 'run-local: error: %s\n' "$*" >&2
-    exit 1
-}
-have() { command -v "$1" >/dev/null 2>&1; }
+SCRIPT_NAME=run-local
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"

@@ -19,21 +19,12 @@ TESTS=tests/browser
 
 say() { printf '==> test-browser.sh: %s\n' "$*" >&2; }
 
-as_root() {
-    if ((EUID == 0)); then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        say "error: need root for: $*"
-        exit 1
-    fi
-}
+SCRIPT_NAME=test-browser.sh
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 if [[ ! -x /usr/bin/chromium ]]; then
-    say "installing chromium with apt"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    apt_install chromium
 fi
 
 for tool in node npm; do

@@ -59,12 +59,10 @@ readonly DOCKERFILE=deploy/Dockerfile
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
 
-log() { printf 'validate-deploy: %s\n' "$*" >&2; }
-die() {
-    printf 'validate-deploy: error: %s\n' "$*" >&2
-    exit 2
-}
-have() { command -v "$1" >/dev/null 2>&1; }
+SCRIPT_NAME=validate-deploy
+DIE_STATUS=2
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 install=1
 live=0
@@ -88,16 +86,6 @@ while (($#)); do
     esac
 done
 [[ $bin_dir == /* ]] || bin_dir=$ROOT/$bin_dir
-
-as_root() {
-    if [[ $EUID -eq 0 ]]; then
-        "$@"
-    elif have sudo; then
-        sudo -n "$@"
-    else
-        die "installing packages needs root: run as root, or install them yourself"
-    fi
-}
 
 # ---------------------------------------------------------------------------
 # Tools.
