@@ -122,6 +122,20 @@ async fn acked_reaches(controls: &Controls, n: usize) -> usize {
     .await
 }
 
+/// [`crowd`] with two readers, every member driving at once towards `senders * each` acks.
+async fn drive_crowd(
+    stack: &Stack,
+    controls: &Controls,
+    senders: usize,
+    each: usize,
+) -> Vec<Driving> {
+    crowd(stack, controls, senders, each, 2)
+        .await
+        .into_iter()
+        .map(|(m, c)| Driving::start(m, c, Some(senders * each)))
+        .collect()
+}
+
 /// `senders` members with `each` sends and `readers` readers, alternating gateways 0
 /// and 1, all joined before any of them sends.
 async fn crowd(
@@ -251,11 +265,7 @@ async fn broker_connection_cut_is_survived() {
     services::wait_until_alone("broker connection cut").await;
     let stack = Stack::start(options()).await;
     let controls = Controls::default();
-    let running: Vec<Driving> = crowd(&stack, &controls, SENDERS, EACH, 2)
-        .await
-        .into_iter()
-        .map(|(m, c)| Driving::start(m, c, Some(total)))
-        .collect();
+    let running = drive_crowd(&stack, &controls, SENDERS, EACH).await;
 
     let before = acked_reaches(&controls, 100).await;
     let cut_at = Instant::now();
@@ -311,11 +321,7 @@ async fn redis_restart_under_traffic_keeps_acked_messages() {
     services::wait_until_alone("redis restart").await;
     let stack = Stack::start(options()).await;
     let controls = Controls::default();
-    let running: Vec<Driving> = crowd(&stack, &controls, SENDERS, EACH, 2)
-        .await
-        .into_iter()
-        .map(|(m, c)| Driving::start(m, c, Some(total)))
-        .collect();
+    let running = drive_crowd(&stack, &controls, SENDERS, EACH).await;
 
     let before = acked_reaches(&controls, 100).await;
     let outage = RedisOutage::begin(Restart::KeepingData).await;
