@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use warren_tests::{Stack, StackOptions};
+use warren_tests::{eventually, Stack, StackOptions};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -126,7 +126,20 @@ async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
         alice.send_acked("metrics", &format!("m{i}")).await;
     }
 
-    let gw = parse_metrics(&stack.http_get(0, "/metrics").await.text()).await;
+    // Confirm-counted figures settle a moment after the client has its answer: the broker's
+    // publisher confirm can reach the gateway (and the dispatcher) after the dispatcher's
+    // reply reached the client. Wait (bounded) for them, then check every figure.
+    let accepted = "warren_gateway_commands_total{code=accepted}";
+    let confirms = "warren_gateway_publish_confirm_seconds_count{}";
+    let gw = eventually("the gateway counts join + 5 sends", WAIT, || async {
+        let m = parse_metrics(&stack.http_get(0, "/metrics").await.text()).await;
+        if sample(&m, accepted) >= 6.0 && sample(&m, confirms) >= 6.0 {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
+    .await;
     // Each ack is counted once, however it reached the connection.
     let acks = "warren_gateway_frames_out_total{kind=ack}";
     assert_eq!(
@@ -140,22 +153,22 @@ async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
         5.0,
         "{gw:?}"
     );
-    let accepted = "warren_gateway_commands_total{code=accepted}";
-    assert!(
-        sample(&gw, accepted) >= 6.0,
-        "join + 5 sends accepted: {gw:?}"
-    );
     assert_eq!(sample(&gw, "warren_gateway_connections{}"), 1.0, "{gw:?}");
     assert!(
         sample(&gw, "warren_gateway_event_delay_seconds_count{}") >= 5.0,
         "{gw:?}"
     );
-    assert!(
-        sample(&gw, "warren_gateway_publish_confirm_seconds_count{}") >= 6.0,
-        "{gw:?}"
-    );
 
-    let d = parse_metrics(&stack.dispatcher_get(0, "/metrics").await.text()).await;
+    let d_confirms = "warren_dispatcher_publish_confirm_seconds_count{}";
+    let d = eventually("the dispatcher counts its confirms", WAIT, || async {
+        let m = parse_metrics(&stack.dispatcher_get(0, "/metrics").await.text()).await;
+        if sample(&m, d_confirms) >= 6.0 {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
+    .await;
     let sent = "warren_dispatcher_commands_total{kind=send,outcome=ok}";
     assert_eq!(
         sample(&d, sent) - sample(&dispatcher_before, sent),
