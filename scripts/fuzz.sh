@@ -19,7 +19,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_PER_TARGET=${1:-600}
-TARGETS=(client_frame command)
+TARGETS=(client_frame command ws_decoder)
 
 if ! [[ $SECONDS_PER_TARGET =~ ^[0-9]+$ ]] || ((SECONDS_PER_TARGET < 1)); then
     echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET]" >&2

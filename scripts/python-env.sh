@@ -28,7 +28,7 @@ want=$(cat "$REQUIREMENTS" bots/python/requirements.txt | sha256sum | cut -d' ' 
 
 # Fast path: the venv exists, was made from this requirements file, and works.
 if [[ -x $VENV/bin/python && -f $STAMP && $(<"$STAMP") == "$want" ]] &&
-    "$VENV/bin/python" -c 'import pika, prometheus_client' 2>/dev/null; then
+    "$VENV/bin/python" -c 'import pika, prometheus_client, websockets' 2>/dev/null; then
     log "ok: $VENV is up to date"
     exit 0
 fi
@@ -49,6 +49,6 @@ fi
 log "installing $REQUIREMENTS into $VENV"
 timeout "$PIP_TIMEOUT_S" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     -r "$REQUIREMENTS" >&2 || die "pip install -r $REQUIREMENTS failed"
-"$VENV/bin/python" -c 'import pika, prometheus_client' || die "pika or prometheus_client does not import after the install"
+"$VENV/bin/python" -c 'import pika, prometheus_client, websockets' || die "pika, prometheus_client or websockets does not import after the install"
 printf '%s\n' "$want" >"$STAMP"
 log "ok: $VENV ($("$VENV/bin/python" --version 2>&1), pika $("$VENV/bin/python" -c 'import pika; print(pika.__version__)'))"

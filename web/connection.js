@@ -48,7 +48,7 @@ export class Connection {
     this.#onFrame = onFrame;
     this.#onState = onState;
     this.#diagnose = diagnose;
-    this.state = { name: 'offline', retryAt: 0, reason: '', reconnects: 0 };
+    this.state = { name: 'offline', retryAt: 0, reason: '', reconnects: 0, extensions: '' };
     window.addEventListener('online', () => this.retryNow());
   }
 
@@ -120,7 +120,8 @@ export class Connection {
       this.#pingSentAt = 0;
       this.#heartbeat = setInterval(() => this.#beat(ws), PING_EVERY_MS);
       // Online before the frame is handled, so the rejoins it triggers can be sent.
-      this.#set({ name: 'online', reason: '', reconnects });
+      // `extensions` is what the gateway agreed, e.g. permessage-deflate (compression).
+      this.#set({ name: 'online', reason: '', reconnects, extensions: ws.extensions });
     }
     this.#onFrame(frame);
   }

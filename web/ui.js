@@ -174,7 +174,9 @@ export class View {
       reconnecting: `Reconnecting in ${seconds}s`,
       offline: `Offline${connection.reason ? ` (${connection.reason})` : ''}`,
     }[connection.name];
-    badge.title = connection.name === 'reconnecting' ? 'Click to retry now' : '';
+    badge.dataset.extensions = connection.extensions;
+    const compressed = connection.name === 'online' && connection.extensions.includes('permessage-deflate');
+    badge.title = connection.name === 'reconnecting' ? 'Click to retry now' : compressed ? 'Compressed (permessage-deflate)' : '';
   }
 
   #renderRooms(state) {

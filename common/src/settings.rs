@@ -74,7 +74,12 @@ pub struct GatewaySettings {
     /// Browser origins allowed to connect; requests without `Origin` are always allowed.
     pub allowed_origins: Vec<String>,
     pub max_text_bytes: usize,
+    /// The largest message a client may send, after decompression (1009 beyond it).
     pub max_frame_bytes: usize,
+    /// Agree permessage-deflate (RFC 7692) with clients that offer it.
+    pub compression: bool,
+    /// Frames shorter than this go out uncompressed even when compression is agreed.
+    pub compress_min_bytes: usize,
     /// Frames a connection's outbound queue holds before the client is cut off (1013).
     pub outbound_queue: usize,
     pub sends_per_sec: u32,

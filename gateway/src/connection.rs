@@ -28,27 +28,19 @@ use std::time::Duration;
 
 use common::auth::Claims;
 use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use proto::codes::close;
 use proto::server::{ServerBody, ServerFrame, UserRef, Welcome};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-
-/// An upgraded connection, spoken WebSocket over.
-pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 use crate::broker::BindKey;
 use crate::index::{ConnHandle, Outbound};
 use crate::limits::{FrameBudget, Strikes, TokenBucket};
 use crate::metrics::{Code, Kind};
+use crate::ws::{self, Shared};
 use crate::{Admission, Gateway};
 use filter::SeqFilter;
 
@@ -60,7 +52,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 
 /// An event held while its room's join is in flight: seq, epoch, frame.
-type Held = (Option<u64>, Option<Arc<str>>, Utf8Bytes);
+type Held = (Option<u64>, Option<Arc<str>>, Shared);
 
 enum RoomState {
     /// Join sent; events held until `joined` tells where history ends.
@@ -93,8 +85,6 @@ impl Ending {
     }
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
 struct Connection {
     gw: Arc<Gateway>,
     session: Arc<str>,
@@ -111,13 +101,18 @@ struct Connection {
     strikes: Strikes,
     /// When the client last sent anything (a frame, a ping, a pong).
     last_heard: Instant,
-    /// Frames to write at the end of this turn of the loop.
-    batch: Vec<Message>,
+    /// The socket's write half, with the frames to write at the end of this turn.
+    out: ws::Writer,
 }
 
 /// Runs one connection until it closes. `admission` holds its place under the
 /// connection caps until it ends.
-pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: Admission) {
+pub async fn serve(
+    gw: Arc<Gateway>,
+    (mut reader, writer): (ws::Reader, ws::Writer),
+    claims: Claims,
+    admission: Admission,
+) {
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let (tx, rx) = mpsc::channel(gw.settings.gateway.outbound_queue.max(1));
     let handle = ConnHandle {
@@ -138,9 +133,8 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
         inflight: FuturesUnordered::new(),
         strikes: Strikes::default(),
         last_heard: Instant::now(),
-        batch: Vec::new(),
+        out: writer,
     };
-    let (mut sink, stream) = ws.split();
     gw.metrics.connections.inc();
     gw.metrics.connections_opened.inc();
     gw.index
@@ -154,23 +148,21 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, claims: Claims, admission: A
         Ending::close(close::INTERNAL, "broker unavailable")
     } else {
         conn.push(&conn.welcome());
-        conn.run(&mut sink, stream, rx).await
+        conn.run(&mut reader, rx).await
     };
     if let Some(code) = ending.code {
         // A client that stopped reading cannot take the close frame either: after
         // CLOSE_GRACE the socket is dropped all the same.
-        let frame = Message::Close(Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: Utf8Bytes::from_static(ending.reason),
-        }));
-        if tokio::time::timeout(CLOSE_GRACE, sink.send(frame))
+        conn.out.close(code, ending.reason);
+        if tokio::time::timeout(CLOSE_GRACE, conn.out.flush())
             .await
             .is_err()
         {
             tracing::debug!(session = %session, "close frame not written in time; dropping");
         }
     }
-    drop(sink);
+    conn.count_bytes();
+    drop(reader);
     let code = ending
         .code
         .map_or_else(|| "none".to_owned(), |c| c.to_string());
@@ -217,31 +209,39 @@ impl Connection {
         if let ServerBody::Error(e) = &frame.body {
             m.errors.get_or_create(&Code::of(e.code.as_str())).inc();
         }
-        self.batch.push(Message::text(frame.to_json()));
+        self.out.text(&frame.to_json());
     }
 
     /// Queues an event's shared text for this turn's write.
-    fn push_text(&mut self, text: Utf8Bytes) {
-        self.batch.push(Message::Text(text));
+    fn push_text(&mut self, text: Shared) {
+        self.out.shared(&text);
     }
 
-    async fn write(&mut self, sink: &mut Sink, stall: Duration) -> Written {
+    async fn write(&mut self, stall: Duration) -> Written {
         let slow = &self.handle.slow;
         let shutdown = &self.gw.shutdown;
-        tokio::select! {
-            ok = write_batch(sink, &mut self.batch) => if ok { Written::Done } else { Written::Failed },
+        let written = tokio::select! {
+            ok = self.out.flush() => if ok.is_ok() { Written::Done } else { Written::Failed },
             _ = slow.cancelled() => Written::Interrupted,
             _ = shutdown.cancelled() => Written::Interrupted,
             _ = tokio::time::sleep(stall) => Written::Stalled,
+        };
+        self.count_bytes();
+        written
+    }
+
+    fn count_bytes(&mut self) {
+        let counts = self.out.take_counts();
+        let m = &self.gw.metrics;
+        m.ws_payload_bytes_out.inc_by(counts.bytes_out);
+        if counts.bytes_saved > 0 || counts.event_compressions > 0 {
+            m.ws_deflate_bytes_saved.inc_by(counts.bytes_saved);
+            m.deflate_event_compressions
+                .inc_by(counts.event_compressions);
         }
     }
 
-    async fn run(
-        &mut self,
-        sink: &mut Sink,
-        mut stream: SplitStream<WebSocket>,
-        mut rx: mpsc::Receiver<Outbound>,
-    ) -> Ending {
+    async fn run(&mut self, reader: &mut ws::Reader, mut rx: mpsc::Receiver<Outbound>) -> Ending {
         let g = &self.gw.settings.gateway;
         let idle = Duration::from_secs(g.idle_timeout_s.max(1));
         let every = Duration::from_secs(g.ping_interval_s.max(1));
@@ -251,8 +251,8 @@ impl Connection {
         let slow = self.handle.slow.clone();
         let shutdown = self.gw.shutdown.clone();
         loop {
-            if !self.batch.is_empty() {
-                match self.write(sink, idle).await {
+            if !self.out.is_empty() {
+                match self.write(idle).await {
                     Written::Done | Written::Interrupted => {}
                     Written::Failed => return Ending::gone("write failed"),
                     Written::Stalled => {
@@ -275,7 +275,7 @@ impl Connection {
                     self.gw.metrics.idle_timeouts.inc();
                     return Ending::close(close::GOING_AWAY, "idle timeout");
                 }
-                _ = pings.tick() => self.batch.push(Message::Ping(Default::default())),
+                _ = pings.tick() => self.out.ping(),
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.finished(done),
                 out = rx.recv() => {
                     let Some(out) = out else { return Ending::gone("queue closed") };
@@ -287,19 +287,18 @@ impl Connection {
                         }
                     }
                 }
-                frame = stream.next() => match frame {
-                    Some(Ok(msg)) => {
+                frame = reader.next() => match frame {
+                    Ok(msg) => {
                         if let Some(ending) = self.inbound(msg) {
                             // The error that explains the close goes first, if it can.
-                            let last_words = write_batch(sink, &mut self.batch);
+                            let last_words = self.out.flush();
                             if tokio::time::timeout(CLOSE_GRACE, last_words).await.is_err() {
                                 tracing::debug!("last frames not written before the close");
                             }
                             return ending;
                         }
                     }
-                    Some(Err(e)) => return frames::read_error(&e),
-                    None => return Ending::gone("client went away"),
+                    Err(e) => return frames::read_error(e),
                 },
             }
         }
@@ -337,7 +336,9 @@ impl Connection {
                 }
                 Some(RoomState::Joined { filter }) => {
                     let fresh = filter.admit(seq, epoch.as_ref());
-                    self.batch.extend(fresh.then_some(Message::Text(text)));
+                    if fresh {
+                        self.push_text(text);
+                    }
                 }
                 None if via_user => self.push_text(text),
                 None => {}
@@ -374,15 +375,6 @@ impl Connection {
             }
         }
     }
-}
-
-async fn write_batch(sink: &mut Sink, batch: &mut Vec<Message>) -> bool {
-    for message in batch.drain(..) {
-        if sink.feed(message).await.is_err() {
-            return false;
-        }
-    }
-    sink.flush().await.is_ok()
 }
 
 fn token_deadline(claims: &Claims, leeway_s: u64) -> Instant {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::amqp::lapin::message::Delivery;
 use proto::amqp::{parse_event_key, Event, EventBody, Reply, Target, REPLY_KIND};
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use crate::ws::Shared;
 
 use crate::index::{Index, Outbound};
 use crate::metrics::{GatewayMetrics, Kind};
@@ -73,7 +73,7 @@ fn event(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
         _ => (None, None),
     };
     let room: Arc<str> = event.body.room().into();
-    let text: Utf8Bytes = event.body.into_frame().to_json().into();
+    let text: Shared = event.body.into_frame().to_json().into();
     let make = |via_user| Outbound::Event {
         room: room.clone(),
         seq,

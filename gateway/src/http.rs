@@ -11,25 +11,10 @@ use warp::{Filter, Rejection, Reply};
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
-use crate::{connection, Gateway};
-
-/// The most a connection's WebSocket write buffer may hold. Our own writes wait for it
-/// to drain, so only the pongs the WebSocket layer queues by itself for a client that
-/// pings without reading could pile up; this bounds them. It is far above the
-/// 128 KiB the layer buffers before writing and the largest frame the gateway sends
-/// (a `history` page or a `joined` with its history and members).
-const MAX_WRITE_BUFFER: usize = 16 << 20;
-
-/// Bytes read from a socket at once. Small, because the WebSocket layer zero-fills it
-/// before each read; messages larger than this are read in several goes.
-const READ_BUFFER: usize = 4 << 10;
-
-/// Bytes the WebSocket layer gathers before writing; every batch is flushed anyway.
-const WRITE_BUFFER: usize = 16 << 10;
+use crate::{connection, ws, Gateway};
 
 /// A refusal made before the upgrade: a status and a JSON body `{error, message}`.
 struct Refusal {
@@ -138,10 +123,10 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
 }
 
 /// Answers a valid upgrade request (`warp::ws()` checked its headers) with `101` and
-/// hands the upgraded socket to a connection task. The gateway builds the WebSocket
-/// itself rather than through warp, which cannot size the read buffer: tungstenite's
-/// default 128 KiB buffer is zero-filled on every read, which cost most of the gateway's
-/// CPU under fan-out and most of an idle connection's memory (BENCHMARKS.md).
+/// hands the upgraded TCP connection to a connection task, which speaks WebSocket over
+/// it with the gateway's own layer ([`crate::ws`]: compression once per event, no
+/// buffers held by idle connections). permessage-deflate is agreed here when the client
+/// offers it and `gateway.compression` is on.
 fn upgrade(
     headers: HeaderMap,
     query: String,
@@ -168,23 +153,35 @@ fn upgrade(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == proto::SUBPROTOCOL);
-    let max = gw.settings.gateway.max_frame_bytes;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+    let g = &gw.settings.gateway;
+    let extensions = g
+        .compression
+        .then(|| {
+            let offers = headers.get_all("sec-websocket-extensions");
+            ws::deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
+        })
+        .flatten();
+    let config = ws::Config {
+        max_message: g.max_frame_bytes,
+        deflate: extensions.is_some(),
+        deflate_min: g.compress_min_bytes,
+    };
     let tracker = gw.tracker.clone();
     tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                connection::serve(gw, socket, claims, admission).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
+        };
+        // The gateway's accept loop serves plain TCP (server.rs): take the socket back,
+        // with whatever the client sent right behind its handshake.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            return tracing::error!("upgraded connection is not a TCP stream");
+        };
+        if config.deflate {
+            gw.metrics.deflate_connections.inc();
         }
+        let socket = ws::split(parts.io.into_inner(), parts.read_buf, config);
+        connection::serve(gw, socket, claims, admission).await;
     });
     let mut response = Response::new(Default::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -193,6 +190,9 @@ fn upgrade(
     h.insert("upgrade", HeaderValue::from_static("websocket"));
     if let Ok(accept) = HeaderValue::from_str(&accept) {
         h.insert("sec-websocket-accept", accept);
+    }
+    if let Some(value) = extensions {
+        h.insert("sec-websocket-extensions", HeaderValue::from_static(value));
     }
     if offered_subprotocol {
         response.headers_mut().insert(

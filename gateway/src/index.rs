@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::ws::Shared;
 use proto::server::ServerFrame;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 /// What the gateway hands a connection's task.
@@ -23,7 +23,7 @@ pub enum Outbound {
         seq: Option<u64>,
         epoch: Option<Arc<str>>,
         /// The frame, shared by every member: cloning it copies no bytes.
-        text: Utf8Bytes,
+        text: Shared,
         /// Delivered through the user's binding (a direct message), not the room's.
         via_user: bool,
         /// This user was removed from the room (kick or ban): the connection leaves it.

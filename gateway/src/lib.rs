@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod presence;
 pub mod server;
 pub mod web;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

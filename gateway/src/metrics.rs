@@ -66,6 +66,14 @@ pub struct GatewayMetrics {
     pub event_delay_seconds: Histogram,
     /// From publishing a command to the broker's confirm.
     pub publish_confirm_seconds: Histogram,
+    /// Connections that negotiated permessage-deflate.
+    pub deflate_connections: Counter,
+    /// WebSocket payload bytes written (after compression).
+    pub ws_payload_bytes_out: Counter,
+    /// Bytes permessage-deflate kept off the wire.
+    pub ws_deflate_bytes_saved: Counter,
+    /// Events compressed: once per event, however many members get it compressed.
+    pub deflate_event_compressions: Counter,
 }
 
 impl GatewayMetrics {
@@ -88,6 +96,10 @@ impl GatewayMetrics {
             commands: Family::default(),
             event_delay_seconds: latency_histogram(),
             publish_confirm_seconds: latency_histogram(),
+            deflate_connections: Counter::default(),
+            ws_payload_bytes_out: Counter::default(),
+            ws_deflate_bytes_saved: Counter::default(),
+            deflate_event_compressions: Counter::default(),
         };
         m.register()
     }
@@ -169,6 +181,26 @@ impl GatewayMetrics {
             "publish_confirm_seconds",
             "Command publish to broker confirm",
             self.publish_confirm_seconds.clone(),
+        );
+        r.register(
+            "deflate_connections",
+            "Connections that negotiated permessage-deflate",
+            self.deflate_connections.clone(),
+        );
+        r.register(
+            "ws_payload_bytes_out",
+            "WebSocket payload bytes written, after compression",
+            self.ws_payload_bytes_out.clone(),
+        );
+        r.register(
+            "ws_deflate_bytes_saved",
+            "Payload bytes permessage-deflate kept off the wire",
+            self.ws_deflate_bytes_saved.clone(),
+        );
+        r.register(
+            "deflate_event_compressions",
+            "Events compressed (once each, for every member that agreed permessage-deflate)",
+            self.deflate_event_compressions.clone(),
         );
         self
     }

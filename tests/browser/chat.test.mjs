@@ -82,6 +82,25 @@ describe('the web client on two gateways', { timeout: 240_000 }, () => {
     assert.equal(await b.connectionState(), 'online');
   });
 
+  it('agrees permessage-deflate with the gateway, as WebSocket.extensions shows', async () => {
+    const badge = '[data-testid="conn-state"]';
+    for (const page of [a, b]) {
+      const agreed = await page.page.locator(badge).getAttribute('data-extensions');
+      assert.match(agreed, /^permessage-deflate/, `${page.name}: ${agreed}`);
+      assert.match(agreed, /server_no_context_takeover/);
+    }
+    // And straight from a WebSocket the page opens itself.
+    const extensions = await a.page.evaluate(async () => {
+      const token = encodeURIComponent(sessionStorage.getItem('warren.token'));
+      const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/ws?token=${token}`);
+      return new Promise((resolve, reject) => {
+        ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+        ws.onerror = () => reject(new Error('no connection'));
+      });
+    });
+    assert.match(extensions, /^permessage-deflate/);
+  });
+
   it('signs in with a pasted token, on another gateway than the one that minted it', async () => {
     const context = await browser.newContext();
     try {

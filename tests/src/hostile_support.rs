@@ -37,6 +37,8 @@ pub mod opcode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFrame {
     pub fin: bool,
+    /// Compressed with permessage-deflate.
+    pub rsv1: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -51,6 +53,49 @@ impl RawFrame {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.payload).into_owned()
     }
+
+    /// The message's text, inflated first if the frame is compressed.
+    pub fn message(&self) -> String {
+        if self.rsv1 {
+            String::from_utf8_lossy(&inflate(&self.payload)).into_owned()
+        } else {
+            self.text()
+        }
+    }
+}
+
+/// The four bytes that end a sync flush, which permessage-deflate leaves off the wire.
+const DEFLATE_TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
+
+/// `data` as one permessage-deflate message, with no context from earlier messages.
+pub fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    loop {
+        let read = c.total_in() as usize;
+        c.compress_vec(&data[read..], &mut out, flate2::FlushCompress::Sync)
+            .expect("deflate");
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity());
+    }
+    assert!(
+        out.ends_with(&DEFLATE_TAIL),
+        "a sync flush ends with 00 00 ff ff"
+    );
+    out.truncate(out.len() - DEFLATE_TAIL.len());
+    out
+}
+
+/// One permessage-deflate message's payload, inflated.
+pub fn inflate(data: &[u8]) -> Vec<u8> {
+    let mut input = data.to_vec();
+    input.extend_from_slice(&DEFLATE_TAIL);
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::DeflateDecoder::new(&input[..]);
+    std::io::Read::read_to_end(&mut decoder, &mut out).ok();
+    out
 }
 
 /// What a bounded raw read produced.
@@ -249,6 +294,7 @@ pub fn decode_server_frame(buf: &[u8]) -> anyhow::Result<Option<(RawFrame, usize
         return Ok(None);
     }
     let fin = buf[0] & 0x80 != 0;
+    let rsv1 = buf[0] & 0x40 != 0;
     let opcode = buf[0] & 0x0f;
     if buf[1] & 0x80 != 0 {
         bail!("server frames must not be masked");
@@ -271,6 +317,7 @@ pub fn decode_server_frame(buf: &[u8]) -> anyhow::Result<Option<(RawFrame, usize
     }
     let frame = RawFrame {
         fin,
+        rsv1,
         opcode,
         payload: buf[at..at + len].to_vec(),
     };

@@ -581,3 +581,149 @@ async fn welcome_tells_identity_and_limits() {
         "limits are the configured ones"
     );
 }
+
+/// The next text message a raw connection gets that satisfies `pred`, inflated if it
+/// came compressed, with whether it did.
+async fn raw_until(
+    ws: &mut warren_tests::hostile_support::RawWs,
+    pred: impl Fn(&Value) -> bool,
+) -> (Value, bool) {
+    use warren_tests::hostile_support::{opcode, RawRead};
+    for _ in 0..1000 {
+        match ws.read_frame(FRAME_WAIT).await {
+            RawRead::Frame(f) if f.opcode == opcode::TEXT => {
+                let v: Value = serde_json::from_str(&f.message()).expect("JSON text");
+                if pred(&v) {
+                    return (v, f.rsv1);
+                }
+            }
+            RawRead::Frame(_) => {}
+            other => panic!("no matching frame: {other:?}"),
+        }
+    }
+    panic!("1000 frames and none matched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_is_agreed_and_each_event_is_compressed_once_for_every_member() {
+    use warren_tests::hostile_support::{deflate, metrics, opcode, sample, RawWs};
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let offer = [(
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits",
+    )];
+    let mut zipped = Vec::new();
+    for user in ["zip-a", "zip-b"] {
+        let mut ws = RawWs::open(
+            stack.gateway_addr(0),
+            &Connect::token(stack.token(user)),
+            &offer,
+            None,
+        )
+        .await
+        .expect("upgrade");
+        assert_eq!(
+            ws.header("sec-websocket-extensions"),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        );
+        raw_until(&mut ws, |v| v["type"] == "welcome").await;
+        // The client compresses too: its join goes out deflated.
+        let join = json!({"type": "join", "room": "zipped", "ref": "j"}).to_string();
+        ws.send_frame(true, true, opcode::TEXT, &deflate(join.as_bytes()))
+            .await
+            .unwrap();
+        raw_until(&mut ws, |v| v["type"] == "joined").await;
+        zipped.push(ws);
+    }
+    // A client that offered nothing gets every frame plain (tungstenite would fail on
+    // a compressed one).
+    let mut plain = stack.connect(0, "zip-plain").await;
+    plain.join("zipped").await;
+
+    let before = metrics(&stack, 0).await;
+    let text = "a line long enough to be worth compressing, ".repeat(6);
+    let send = json!({"type": "send", "room": "zipped", "ref": "s", "text": text}).to_string();
+    zipped[0]
+        .send_frame(true, true, opcode::TEXT, &deflate(send.as_bytes()))
+        .await
+        .unwrap();
+    // The sender gets its ack and the event in either order.
+    let mut ack = None;
+    let mut events = Vec::new();
+    while ack.is_none() || events.is_empty() {
+        let (v, compressed) = raw_until(&mut zipped[0], |v| {
+            v["type"] == "ack" || v["type"] == "message"
+        })
+        .await;
+        match v["type"].as_str() {
+            Some("ack") => ack = Some(v),
+            _ => events.push((v, compressed)),
+        }
+    }
+    let ack = ack.expect("an ack");
+    let acked = ack_of(&ack).unwrap_or_else(|| panic!("send answered {ack}"));
+    events.push(raw_until(&mut zipped[1], is_message_with_id(&acked.id)).await);
+    for (event, compressed) in events {
+        assert_eq!(event["id"], acked.id.as_str(), "{event}");
+        assert!(compressed, "the event went out compressed");
+        assert_eq!(event["text"], text.as_str());
+    }
+    let event = plain
+        .recv_until(is_message_with_id(&acked.id), FRAME_WAIT)
+        .await;
+    assert_eq!(message_of(&event).expect("a message").text, text);
+
+    let after = metrics(&stack, 0).await;
+    let delta = |k: &str| sample(&after, k) - sample(&before, k);
+    assert_eq!(
+        delta("warren_gateway_deflate_event_compressions_total"),
+        1.0,
+        "one compression for two compressed deliveries"
+    );
+    assert!(delta("warren_gateway_ws_deflate_bytes_saved_total") > 0.0);
+    assert_eq!(
+        sample(&after, "warren_gateway_deflate_connections_total"),
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_websockets_client_agrees_compression() {
+    use warren_tests::hostile_support::{metrics, sample};
+    let python = warren_tests::bots::venv_python();
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/python-env.sh",
+        python.display()
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/deflate_client.py");
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let url = format!("ws://{}/ws", stack.gateway_addr(0));
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args([url.as_str(), &stack.token("py-zip"), "py-zipped"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the Python client finished in time")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let agreed = lines[0]["agreed"].as_str().unwrap_or_default();
+    assert!(agreed.starts_with("permessage-deflate"), "{agreed}");
+    assert_eq!(lines[0]["extensions"], json!(["PerMessageDeflate"]));
+    assert_eq!(lines[1]["event"]["from"]["id"], "py-zip");
+
+    let m = metrics(&stack, 0).await;
+    assert_eq!(sample(&m, "warren_gateway_deflate_connections_total"), 1.0);
+    assert!(sample(&m, "warren_gateway_ws_deflate_bytes_saved_total") > 0.0);
+}

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use warren_tests::client::{ConnectError, Recv};
 use warren_tests::hostile_support::{
-    assert_still_serves, metrics, opcode, rsa_keypair, rss_kib_of_listener, sample, sign_with,
-    test_logs_dir, RawRead, RawWs,
+    assert_still_serves, deflate, metrics, opcode, rsa_keypair, rss_kib_of_listener, sample,
+    sign_with, test_logs_dir, RawRead, RawWs,
 };
 use warren_tests::token::{alg_none_from, sign_hs256};
 use warren_tests::{eventually, Claims, Connect, Stack, StackOptions};
@@ -198,42 +198,144 @@ async fn binary_invalid_utf8_and_malformed_frames_get_their_codes() {
     assert_still_serves(&stack, 0, "after-malformed").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compression_is_not_negotiated_and_a_compressed_frame_closes_with_1002() {
-    let stack = Stack::start(StackOptions::new(1, 1)).await;
-    let offer = [(
-        "Sec-WebSocket-Extensions",
-        "permessage-deflate; client_max_window_bits",
-    )];
+/// What a client offering permessage-deflate is answered: no context kept on either
+/// side, so the gateway can compress each event once for every member.
+const DEFLATE_OFFER: [(&str, &str); 1] = [(
+    "Sec-WebSocket-Extensions",
+    "permessage-deflate; client_max_window_bits",
+)];
+const DEFLATE_AGREED: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// Opens a raw connection as `user` with `extra` headers and reads its welcome.
+async fn raw_welcomed(stack: &Stack, user: &str, extra: &[(&str, &str)]) -> RawWs {
     let mut ws = RawWs::open(
         stack.gateway_addr(0),
-        &Connect::token(stack.token("zipper")),
-        &offer,
+        &Connect::token(stack.token(user)),
+        extra,
         None,
     )
     .await
     .expect("raw upgrade");
-    assert_eq!(ws.status, 101);
-    assert_eq!(
-        ws.header("sec-websocket-extensions"),
-        None,
-        "no extension is agreed, so no frame may set RSV1"
+    assert_eq!(ws.status, 101, "{user}");
+    let first = ws.read_frame(WAIT).await;
+    assert!(
+        matches!(&first, RawRead::Frame(f) if f.message().contains("welcome")),
+        "{user}: {first:?}"
     );
-    assert!(matches!(ws.read_frame(WAIT).await, RawRead::Frame(f) if f.text().contains("welcome")));
-    // A "compressed" frame of 64 KiB of deflate stream: refused on its header, never
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_frame_without_an_agreed_extension_closes_with_1002() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    // A "compressed" frame of 60 KB of deflate stream: refused on its header, never
     // inflated.
     let mut bomb = vec![0x78, 0x9c];
     bomb.extend(std::iter::repeat_n(0u8, 60_000));
+    let mut plain = raw_welcomed(&stack, "zipper", &[]).await;
+    assert_eq!(plain.header("sec-websocket-extensions"), None);
+    plain
+        .send_frame(true, true, opcode::TEXT, &bomb)
+        .await
+        .unwrap();
+    assert_eq!(plain.closed_with(WAIT).await, Some(1002), "RSV1, no offer");
+    assert_still_serves(&stack, 0, "after-zipper").await;
+
+    // A gateway with compression turned off ignores the offer, and RSV1 is as wrong.
+    let off =
+        Stack::start(StackOptions::new(1, 1).env("WARREN__GATEWAY__COMPRESSION", "false")).await;
+    let mut declined = raw_welcomed(&off, "zipper", &DEFLATE_OFFER).await;
+    assert_eq!(declined.header("sec-websocket-extensions"), None);
+    declined
+        .send_frame(true, true, opcode::TEXT, &bomb)
+        .await
+        .unwrap();
+    assert_eq!(
+        declined.closed_with(WAIT).await,
+        Some(1002),
+        "RSV1, declined"
+    );
+    assert_still_serves(&off, 0, "after-declined").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_frames_that_inflate_past_max_frame_bytes_close_with_1009() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let max = 65_536;
+
+    // 10 MiB of spaces in a send: about 10 KB on the wire, far under max_frame_bytes,
+    // and 160 times over it once inflated. The gateway stops inflating at the limit.
+    let mut ws = raw_welcomed(&stack, "bomber", &DEFLATE_OFFER).await;
+    assert_eq!(ws.header("sec-websocket-extensions"), Some(DEFLATE_AGREED));
+    let text = format!(
+        r#"{{"type":"send","room":"r","ref":"b","text":"{}"}}"#,
+        " ".repeat(10 << 20)
+    );
+    let bomb = deflate(text.as_bytes());
+    assert!(bomb.len() < max / 2, "{} bytes on the wire", bomb.len());
     ws.send_frame(true, true, opcode::TEXT, &bomb)
         .await
         .unwrap();
     assert_eq!(
         ws.closed_with(WAIT).await,
-        Some(1002),
-        "RSV1 without an extension"
+        Some(1009),
+        "inflates past the limit"
     );
 
-    assert_still_serves(&stack, 0, "after-zipper").await;
+    // The same bomb in fragments: the limit is on the whole message.
+    let mut ws = raw_welcomed(&stack, "bomber2", &DEFLATE_OFFER).await;
+    let (head, tail) = bomb.split_at(bomb.len() / 2);
+    ws.send_frame(false, true, opcode::TEXT, head)
+        .await
+        .unwrap();
+    ws.send_frame(true, false, opcode::CONTINUATION, tail)
+        .await
+        .unwrap();
+    assert_eq!(ws.closed_with(WAIT).await, Some(1009), "fragmented bomb");
+
+    // Bytes that are not a deflate stream: 1007.
+    let mut ws = raw_welcomed(&stack, "garbler", &DEFLATE_OFFER).await;
+    ws.send_frame(true, true, opcode::TEXT, &[0xFF, 0xFF, 0xFF, 0xFF])
+        .await
+        .unwrap();
+    assert_eq!(ws.closed_with(WAIT).await, Some(1007), "not deflate");
+
+    // RSV1 belongs on a message's first frame only: 1002 on a continuation.
+    let mut ws = raw_welcomed(&stack, "misflagger", &DEFLATE_OFFER).await;
+    let half = deflate(br#"{"type":"ping"}"#);
+    ws.send_frame(false, true, opcode::TEXT, &half[..1])
+        .await
+        .unwrap();
+    ws.send_frame(true, true, opcode::CONTINUATION, &half[1..])
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.closed_with(WAIT).await,
+        Some(1002),
+        "RSV1 on a continuation"
+    );
+
+    // A compressed message just under the limit is read and answered.
+    let mut ws = raw_welcomed(&stack, "honest", &DEFLATE_OFFER).await;
+    let pad = " ".repeat(max - 64);
+    let ping = format!(r#"{{"type":"ping","ref":"big"{pad}}}"#);
+    assert!(ping.len() <= max);
+    ws.send_frame(true, true, opcode::TEXT, &deflate(ping.as_bytes()))
+        .await
+        .unwrap();
+    let answer = ws.read_frame(WAIT).await;
+    assert!(
+        matches!(&answer, RawRead::Frame(f) if f.message().contains(r#""ref":"big""#)),
+        "{answer:?}"
+    );
+
+    let m = metrics(&stack, 0).await;
+    assert_eq!(
+        sample(&m, "warren_gateway_connections_closed_total{code=\"1009\"}"),
+        2.0
+    );
+    assert_still_serves(&stack, 0, "after-bombs").await;
 }
 
 // ---- floods ---------------------------------------------------------------------

@@ -1,7 +1,9 @@
 //! What the client sends, checked in the order that costs the server least:
-//! 1. the WebSocket layer has already refused frames over `max_frame_bytes` (1009),
-//!    reserved bits such as a compressed frame nobody negotiated (1002) and invalid
-//!    UTF-8 in text (1007): [`read_error`] turns its error into the close code;
+//! 1. the WebSocket layer ([`crate::ws`]) has already refused messages over
+//!    `max_frame_bytes`, before or after decompression (1009), protocol violations
+//!    such as a compressed frame nobody negotiated (1002), and invalid UTF-8 or
+//!    compressed data that does not inflate (1007): [`read_error`] turns its error into
+//!    the close code;
 //! 2. a close frame ends the connection (1000), a binary frame too (1003);
 //! 3. every other frame — text, ping, pong — is charged to the frame budget
 //!    ([`crate::limits::FrameBudget`]): over it the frame is not even parsed (a text
@@ -18,11 +20,11 @@ use proto::client::{ClientBody, ClientFrame};
 use proto::codes::{close, ErrorCode};
 use proto::ids::{validate_room, validate_user, MAX_ID_LEN};
 use proto::server::{ServerBody, ServerFrame};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{Connection, Ending};
 use crate::limits::Verdict;
 use crate::metrics::Kind;
+use crate::ws::{Incoming, ReadError};
 
 /// WebSocket close codes the WebSocket layer's errors map to (RFC 6455).
 const PROTOCOL_ERROR: u16 = 1002;
@@ -30,22 +32,23 @@ const INVALID_PAYLOAD: u16 = 1007;
 
 impl Connection {
     /// One message from the client. Returns an ending when the connection must close.
-    pub(super) fn inbound(&mut self, msg: Message) -> Option<Ending> {
+    pub(super) fn inbound(&mut self, msg: Incoming) -> Option<Ending> {
         self.last_heard = tokio::time::Instant::now();
-        if msg.is_close() {
-            return Some(Ending::close(close::NORMAL, "bye"));
-        }
-        if msg.is_binary() {
-            return Some(Ending::close(
-                close::UNSUPPORTED,
-                "binary frames are not supported",
-            ));
+        match msg {
+            Incoming::Close(_) => return Some(Ending::close(close::NORMAL, "bye")),
+            Incoming::Binary => {
+                return Some(Ending::close(
+                    close::UNSUPPORTED,
+                    "binary frames are not supported",
+                ))
+            }
+            _ => {}
         }
         match self.budget.charge(Instant::now()) {
             Verdict::Read => {}
             Verdict::Refuse => {
                 self.gw.metrics.frames_refused.inc();
-                if msg.is_text() {
+                if matches!(msg, Incoming::Text(_)) {
                     self.refuse(None, ErrorCode::RateLimited, "too many frames; slow down");
                 }
                 return None;
@@ -55,12 +58,16 @@ impl Connection {
                 return Some(Ending::close(close::POLICY, "too many frames"));
             }
         }
-        let Message::Text(text) = &msg else {
-            // Pings are answered by the WebSocket layer; pongs only prove liveness.
-            return None;
+        let text = match msg {
+            Incoming::Text(text) => text,
+            Incoming::Ping(payload) => {
+                self.out.pong(&payload);
+                return None;
+            }
+            // Pongs only prove liveness.
+            _ => return None,
         };
-        let text = text.as_str();
-        match ClientFrame::parse(text) {
+        match ClientFrame::parse(&text) {
             Ok(frame) => {
                 let kind = Kind::of(frame.body.type_name());
                 self.gw.metrics.frames_in.get_or_create(&kind).inc();
@@ -190,12 +197,12 @@ fn check_ids(frame: &ClientFrame) -> Result<(), String> {
 }
 
 /// The close code for an error the WebSocket layer reported while reading.
-pub(super) fn read_error(e: &WsError) -> Ending {
+pub(super) fn read_error(e: ReadError) -> Ending {
     match e {
-        WsError::Capacity(_) => Ending::close(close::TOO_BIG, "frame larger than max_frame_bytes"),
-        WsError::Utf8(_) => Ending::close(INVALID_PAYLOAD, "invalid UTF-8"),
-        WsError::Protocol(_) => Ending::close(PROTOCOL_ERROR, "protocol error"),
-        _ => Ending::gone("read failed"),
+        ReadError::TooBig => Ending::close(close::TOO_BIG, "message larger than max_frame_bytes"),
+        ReadError::Invalid(why) => Ending::close(INVALID_PAYLOAD, why),
+        ReadError::Protocol(why) => Ending::close(PROTOCOL_ERROR, why),
+        ReadError::Gone(_) => Ending::gone("client went away"),
     }
 }
 

@@ -1,0 +1,252 @@
+//! permessage-deflate (RFC 7692), as Warren uses it.
+//!
+//! Negotiation always answers `server_no_context_takeover; client_no_context_takeover`,
+//! which the RFC lets a server add to any offer it accepts. Then every message, in
+//! either direction, is a deflate stream of its own:
+//! - the gateway compresses an event **once**, and the same compressed bytes go to every
+//!   member that negotiated the extension ([`super::Shared`]);
+//! - nothing is kept per connection between messages: one compressor and one
+//!   decompressor per thread do all the work, so an idle connection costs no deflate
+//!   state (zlib's window alone is 32 KiB, four times the idle budget per connection).
+//!
+//! An offer that asks the server for a window smaller than 15 bits is declined (the
+//! event's one compressed form could not honour it); the next offer, or no compression,
+//! is used instead.
+
+use std::cell::RefCell;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The response header value when an offer is accepted.
+const ACCEPT: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+const ACCEPT_15: &str = "permessage-deflate; server_no_context_takeover; \
+                         client_no_context_takeover; server_max_window_bits=15";
+
+/// The four bytes a sync flush ends with, which the sender drops (RFC 7692 §7.2.1).
+const TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
+
+/// Picks the first acceptable permessage-deflate offer among the values of every
+/// `Sec-WebSocket-Extensions` header; returns the response header's value.
+pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+    headers
+        .into_iter()
+        .flat_map(|h| h.split(','))
+        .find_map(accept_offer)
+}
+
+/// One offer: `permessage-deflate; param[=value]; …`.
+fn accept_offer(offer: &str) -> Option<&'static str> {
+    let mut parts = offer.split(';').map(str::trim);
+    if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
+        return None;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut server_bits_15 = false;
+    for param in parts.filter(|p| !p.is_empty()) {
+        let (name, value) = match param.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            None => (param, None),
+        };
+        let name = name.to_ascii_lowercase();
+        if seen.contains(&name) {
+            return None;
+        }
+        match (name.as_str(), value) {
+            ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
+            ("client_max_window_bits", None) => {}
+            ("client_max_window_bits", Some(v)) => {
+                window_bits(v)?;
+            }
+            ("server_max_window_bits", Some(v)) => {
+                if window_bits(v)? != 15 {
+                    return None;
+                }
+                server_bits_15 = true;
+            }
+            _ => return None,
+        }
+        seen.push(name);
+    }
+    Some(if server_bits_15 { ACCEPT_15 } else { ACCEPT })
+}
+
+fn window_bits(v: &str) -> Option<u8> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 2 {
+        return None;
+    }
+    v.parse().ok().filter(|bits| (8..=15).contains(bits))
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::default(), false));
+    static DECOMPRESSOR: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
+
+/// Compresses one whole message into a permessage-deflate payload (no context kept).
+pub fn compress(data: &[u8]) -> Vec<u8> {
+    COMPRESSOR.with_borrow_mut(|c| {
+        c.reset();
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        loop {
+            let read = c.total_in() as usize;
+            // Only a buffer error can come back, and only for an empty output buffer,
+            // which the reserve below rules out.
+            let _ = c.compress_vec(&data[read..], &mut out, FlushCompress::Sync);
+            if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(out.capacity().max(64));
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        out
+    })
+}
+
+/// Why a compressed message could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InflateError {
+    /// It inflates past the limit (1009).
+    TooBig,
+    /// It is not a deflate stream (1007).
+    Corrupt,
+}
+
+/// Decompresses one whole message's payload, refusing to produce more than `limit` bytes.
+pub fn decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        d.reset(false);
+        let mut out = Vec::with_capacity((data.len() * 3).clamp(64, limit + 1));
+        for (input, flush) in [
+            (data, FlushDecompress::None),
+            (&TAIL[..], FlushDecompress::Sync),
+        ] {
+            let start = d.total_in();
+            loop {
+                let read = (d.total_in() - start) as usize;
+                let before = (d.total_in(), d.total_out());
+                let status = d
+                    .decompress_vec(&input[read..], &mut out, flush)
+                    .map_err(|_| InflateError::Corrupt)?;
+                if out.len() > limit {
+                    return Err(InflateError::TooBig);
+                }
+                if status == Status::StreamEnd {
+                    return Ok(out);
+                }
+                let all_read = (d.total_in() - start) as usize == input.len();
+                if all_read && out.len() < out.capacity() {
+                    break;
+                }
+                if out.len() == out.capacity() {
+                    out.reserve((out.capacity()).min(limit + 1 - out.len()).max(64));
+                } else if before == (d.total_in(), d.total_out()) {
+                    return Err(InflateError::Corrupt);
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_browsers_and_libraries_make_are_accepted() {
+        for offer in [
+            "permessage-deflate",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; client_max_window_bits=12",
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            "Permessage-Deflate; Client_Max_Window_Bits",
+        ] {
+            assert_eq!(negotiate([offer]), Some(ACCEPT), "{offer}");
+        }
+        assert_eq!(
+            negotiate(["permessage-deflate; server_max_window_bits=15"]),
+            Some(ACCEPT_15)
+        );
+        assert_eq!(
+            negotiate(["permessage-deflate; server_max_window_bits=\"15\""]),
+            Some(ACCEPT_15)
+        );
+    }
+
+    #[test]
+    fn offers_that_cannot_be_honoured_are_declined() {
+        for offer in [
+            "",
+            "x-webkit-deflate-frame",
+            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; client_max_window_bits=abc",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; unknown_param",
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+        ] {
+            assert_eq!(negotiate([offer]), None, "{offer}");
+        }
+    }
+
+    #[test]
+    fn a_declined_offer_falls_back_to_the_next() {
+        let offers = "permessage-deflate; server_max_window_bits=9, permessage-deflate";
+        assert_eq!(negotiate([offers]), Some(ACCEPT));
+        assert_eq!(negotiate(["foo", "permessage-deflate"]), Some(ACCEPT));
+    }
+
+    #[test]
+    fn compress_then_decompress_gives_back_the_message() {
+        let texts: [Vec<u8>; 4] = [
+            Vec::new(),
+            br#"{"type":"message","room":"general","text":"hello"}"#.to_vec(),
+            b"abc".repeat(50_000),
+            (0..70_000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ];
+        for text in texts {
+            let packed = compress(&text);
+            assert!(!packed.ends_with(&TAIL) || text.is_empty());
+            assert_eq!(decompress(&packed, 1 << 20), Ok(text));
+        }
+    }
+
+    #[test]
+    fn each_message_stands_alone() {
+        let a = compress(b"the same words again and again");
+        let b = compress(b"the same words again and again");
+        assert_eq!(a, b, "no context carried from one message to the next");
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let bomb = compress(&vec![b'a'; 10 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        assert_eq!(decompress(&bomb, 65_536), Err(InflateError::TooBig));
+        let small = compress(&[b'a'; 65_536]);
+        assert_eq!(decompress(&small, 65_536).map(|v| v.len()), Ok(65_536));
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_a_panic() {
+        for junk in [
+            &[0xFFu8, 0xFF, 0xFF][..],
+            &[0x07; 40],
+            b"\x00\x05\x00\xfa\xffhello",
+        ] {
+            let r = decompress(junk, 65_536);
+            assert!(
+                r.is_err() || r.as_ref().is_ok_and(|v| v.len() <= 65_536),
+                "{junk:?}"
+            );
+        }
+        assert_eq!(
+            decompress(&[0xFF, 0xFF, 0xFF], 1000),
+            Err(InflateError::Corrupt)
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! RFC 6455 frames, as a server reads and writes them: pure functions over bytes, no I/O.
+//!
+//! [`parse_header`] reads one client frame header and refuses what a server must refuse
+//! whatever state the connection is in (reserved opcodes and bits, unmasked frames,
+//! oversized or fragmented control frames, a 64-bit length with its top bit set);
+//! [`Assembly`] decides, from the message in progress, what a frame means; [`header`]
+//! writes a server frame's header (servers never mask).
+
+/// Frame opcodes (RFC 6455 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpCode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl OpCode {
+    fn from_bits(bits: u8) -> Option<OpCode> {
+        Some(match bits {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return None,
+        })
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            OpCode::Continuation => 0x0,
+            OpCode::Text => 0x1,
+            OpCode::Binary => 0x2,
+            OpCode::Close => 0x8,
+            OpCode::Ping => 0x9,
+            OpCode::Pong => 0xA,
+        }
+    }
+
+    pub fn is_control(self) -> bool {
+        matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
+    }
+}
+
+/// A client frame's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub fin: bool,
+    /// "Per-message compressed" under permessage-deflate (RFC 7692 §6).
+    pub rsv1: bool,
+    pub opcode: OpCode,
+    pub mask: [u8; 4],
+    pub len: u64,
+}
+
+/// Why a client's frames break the protocol: the connection closes with 1002.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Violation(pub &'static str);
+
+/// Reads a client frame header from the start of `buf`. `Ok(None)`: not all of it has
+/// arrived yet. `Ok(Some((header, n)))`: the header took `n` bytes; the payload follows.
+pub fn parse_header(buf: &[u8]) -> Result<Option<(Header, usize)>, Violation> {
+    let [b0, b1, ..] = *buf else { return Ok(None) };
+    if b0 & 0x30 != 0 {
+        return Err(Violation("reserved bits set"));
+    }
+    let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(Violation("reserved opcode"))?;
+    let fin = b0 & 0x80 != 0;
+    let rsv1 = b0 & 0x40 != 0;
+    if b1 & 0x80 == 0 {
+        return Err(Violation("client frames must be masked"));
+    }
+    let (len, at) = match b1 & 0x7F {
+        126 => match buf.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => {
+                let len = u64::from_be_bytes(b.try_into().expect("eight bytes"));
+                if len >> 63 != 0 {
+                    return Err(Violation("frame length out of range"));
+                }
+                (len, 10)
+            }
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    if opcode.is_control() && (!fin || len > 125) {
+        return Err(Violation("control frames must be whole and short"));
+    }
+    let Some(mask) = buf.get(at..at + 4) else {
+        return Ok(None);
+    };
+    let header = Header {
+        fin,
+        rsv1,
+        opcode,
+        mask: mask.try_into().expect("four bytes"),
+        len,
+    };
+    Ok(Some((header, at + 4)))
+}
+
+/// Unmasks (or masks) a whole frame payload in place.
+pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = data.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let v = u32::from_ne_bytes((&*chunk).try_into().expect("four bytes")) ^ word;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i];
+    }
+}
+
+/// What a data frame does to the message being assembled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A control frame: handled at once, the message in progress (if any) goes on.
+    Control,
+    /// Starts a message (text or binary; compressed or not) that more frames continue.
+    Start,
+    /// Continues the message in progress.
+    Continue,
+    /// Ends a message: a whole unfragmented one, or the last fragment.
+    Finish,
+}
+
+/// The state of fragmented-message assembly, as the protocol rules see it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Assembly {
+    pub in_message: bool,
+}
+
+impl Assembly {
+    /// Checks a header against the message in progress and the negotiated extension,
+    /// and says what the frame does. Updates the state.
+    pub fn step(&mut self, h: &Header, deflate: bool) -> Result<Step, Violation> {
+        if h.opcode.is_control() {
+            if h.rsv1 {
+                return Err(Violation("control frames cannot be compressed"));
+            }
+            return Ok(Step::Control);
+        }
+        if h.rsv1 && !deflate {
+            return Err(Violation("compressed frame without permessage-deflate"));
+        }
+        let step = match (h.opcode, self.in_message) {
+            (OpCode::Continuation, false) => return Err(Violation("continuation of nothing")),
+            (OpCode::Continuation, true) if h.rsv1 => {
+                return Err(Violation("RSV1 on a continuation frame"))
+            }
+            (OpCode::Continuation, true) => Step::Continue,
+            (_, true) => return Err(Violation("new message inside a fragmented one")),
+            (_, false) => Step::Start,
+        };
+        self.in_message = !h.fin;
+        Ok(match (step, h.fin) {
+            (_, true) => Step::Finish,
+            (s, false) => s,
+        })
+    }
+}
+
+/// Writes a server frame header (FIN set, unmasked) into `out`.
+pub fn header(out: &mut Vec<u8>, opcode: OpCode, compressed: bool, len: usize) {
+    out.push(0x80 | if compressed { 0x40 } else { 0 } | opcode.bits());
+    match len {
+        0..=125 => out.push(len as u8),
+        126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// Is this a close code a peer may send (RFC 6455 §7.4)?
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut out = vec![b0];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        let mut p = payload.to_vec();
+        unmask(&mut p, mask);
+        out.extend_from_slice(&p);
+        out
+    }
+
+    #[test]
+    fn a_masked_text_frame_reads_back() {
+        for len in [0, 5, 125, 126, 300, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let bytes = masked(0x81, &payload);
+            let (h, n) = parse_header(&bytes).unwrap().unwrap();
+            assert!(h.fin && !h.rsv1);
+            assert_eq!(h.opcode, OpCode::Text);
+            assert_eq!(h.len as usize, len);
+            let mut body = bytes[n..].to_vec();
+            unmask(&mut body, h.mask);
+            assert_eq!(body, payload);
+        }
+    }
+
+    #[test]
+    fn a_partial_header_asks_for_more() {
+        let bytes = masked(0x81, &[b'x'; 300]);
+        for cut in 0..8 {
+            assert_eq!(parse_header(&bytes[..cut]), Ok(None), "{cut} bytes");
+        }
+        assert!(parse_header(&bytes[..8]).unwrap().is_some());
+    }
+
+    #[test]
+    fn what_a_server_must_refuse_is_refused() {
+        let cases: [(&[u8], &str); 6] = [
+            (&[0xA1, 0x80, 0, 0, 0, 0], "RSV2"),
+            (&[0x91, 0x80, 0, 0, 0, 0], "RSV3"),
+            (&[0x83, 0x80, 0, 0, 0, 0], "opcode 3"),
+            (&[0x8B, 0x80, 0, 0, 0, 0], "opcode 11"),
+            (&[0x81, 0x00], "unmasked"),
+            (&[0x09, 0x80, 0, 0, 0, 0], "fragmented ping"),
+        ];
+        for (bytes, what) in cases {
+            assert!(parse_header(bytes).is_err(), "{what}");
+        }
+        let long_ping = masked(0x89, &[0; 126]);
+        assert!(parse_header(&long_ping).is_err());
+        let mut huge = vec![0x82, 0xFF];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        huge.extend_from_slice(&[0; 4]);
+        assert!(parse_header(&huge).is_err());
+    }
+
+    fn h(fin: bool, rsv1: bool, opcode: OpCode) -> Header {
+        Header {
+            fin,
+            rsv1,
+            opcode,
+            mask: [0; 4],
+            len: 0,
+        }
+    }
+
+    #[test]
+    fn fragments_assemble_by_the_rules() {
+        let mut a = Assembly::default();
+        assert_eq!(
+            a.step(&h(false, false, OpCode::Text), false),
+            Ok(Step::Start)
+        );
+        assert_eq!(
+            a.step(&h(true, false, OpCode::Ping), false),
+            Ok(Step::Control)
+        );
+        assert_eq!(
+            a.step(&h(false, false, OpCode::Continuation), false),
+            Ok(Step::Continue)
+        );
+        assert!(a.step(&h(true, false, OpCode::Text), false).is_err());
+        let mut a = Assembly::default();
+        assert_eq!(
+            a.step(&h(false, false, OpCode::Text), false),
+            Ok(Step::Start)
+        );
+        assert_eq!(
+            a.step(&h(true, false, OpCode::Continuation), false),
+            Ok(Step::Finish)
+        );
+        assert!(!a.in_message);
+        assert!(a
+            .step(&h(true, false, OpCode::Continuation), false)
+            .is_err());
+    }
+
+    #[test]
+    fn rsv1_only_starts_a_message_and_only_when_negotiated() {
+        let mut a = Assembly::default();
+        assert!(a.step(&h(true, true, OpCode::Text), false).is_err());
+        assert_eq!(a.step(&h(true, true, OpCode::Text), true), Ok(Step::Finish));
+        assert!(a.step(&h(true, true, OpCode::Ping), true).is_err());
+        assert_eq!(a.step(&h(false, true, OpCode::Text), true), Ok(Step::Start));
+        assert!(a.step(&h(true, true, OpCode::Continuation), true).is_err());
+    }
+
+    #[test]
+    fn server_headers_use_the_shortest_length() {
+        for (len, want) in [
+            (5usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65_535, 4),
+            (65_536, 10),
+        ] {
+            let mut out = Vec::new();
+            header(&mut out, OpCode::Text, false, len);
+            assert_eq!(out.len(), want, "{len}");
+            assert_eq!(out[0], 0x81);
+        }
+        let mut out = Vec::new();
+        header(&mut out, OpCode::Text, true, 3);
+        assert_eq!(out, [0xC1, 3]);
+    }
+
+    #[test]
+    fn close_codes() {
+        for ok in [1000, 1001, 1003, 1007, 1011, 3000, 4401, 4999] {
+            assert!(valid_close_code(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
+            assert!(!valid_close_code(bad), "{bad}");
+        }
+    }
+}
