@@ -37,7 +37,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::BindKey;
-use crate::index::{ConnHandle, Outbound};
+use crate::index::{ConnHandle, EventOut, Outbound, ReplyOut};
 use crate::limits::{FrameBudget, Strikes, TokenBucket};
 use crate::metrics::{Code, Kind};
 use crate::ws::{self, Shared};
@@ -51,13 +51,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Outbound messages written per flush.
 const BATCH: usize = 64;
 
-/// An event held while its room's join is in flight: seq, epoch, frame.
-type Held = (Option<u64>, Option<Arc<str>>, Shared);
-
 enum RoomState {
     /// Join sent; events held until `joined` tells where history ends.
     Joining {
-        held: Vec<Held>,
+        held: Vec<Arc<EventOut>>,
         filter: SeqFilter,
     },
     Joined {
@@ -107,12 +104,16 @@ struct Connection {
 
 /// Runs one connection until it closes. `admission` holds its place under the
 /// connection caps until it ends.
-pub async fn serve(
+///
+/// Built outside the `async` block so that the task holds one copy of the connection's
+/// state (an `async fn` keeps its arguments beside what they are moved into): this
+/// future is most of an idle connection's memory.
+pub fn serve(
     gw: Arc<Gateway>,
     (mut reader, writer): (ws::Reader, ws::Writer),
     claims: Claims,
     admission: Admission,
-) {
+) -> impl std::future::Future<Output = ()> {
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let (tx, rx) = mpsc::channel(gw.settings.gateway.outbound_queue.max(1));
     let handle = ConnHandle {
@@ -125,7 +126,7 @@ pub async fn serve(
         budget: FrameBudget::for_gateway(g),
         name: claims.display_name(),
         gw: gw.clone(),
-        session: session.clone(),
+        session,
         claims,
         handle,
         rooms: HashMap::new(),
@@ -135,47 +136,58 @@ pub async fn serve(
         last_heard: Instant::now(),
         out: writer,
     };
-    gw.metrics.connections.inc();
-    gw.metrics.connections_opened.inc();
-    gw.index
-        .add_session(&session, &conn.claims.sub, conn.handle.clone());
-    let ending = if gw
-        .broker
-        .ensure(BindKey::User(conn.claims.sub.clone()))
-        .await
-        .is_err()
-    {
-        Ending::close(close::INTERNAL, "broker unavailable")
-    } else {
-        conn.push(&conn.welcome());
-        conn.run(&mut reader, rx).await
-    };
-    if let Some(code) = ending.code {
-        // A client that stopped reading cannot take the close frame either: after
-        // CLOSE_GRACE the socket is dropped all the same.
-        conn.out.close(code, ending.reason);
-        if tokio::time::timeout(CLOSE_GRACE, conn.out.flush())
+    async move {
+        conn.live(&mut reader, rx).await;
+        drop(reader);
+        // Boxed: its state would otherwise sit in every idle connection's task.
+        Box::pin(conn.cleanup()).await;
+        drop(admission);
+    }
+}
+
+impl Connection {
+    /// From the welcome to the close; the caller then cleans up.
+    async fn live(&mut self, reader: &mut ws::Reader, rx: mpsc::Receiver<Outbound>) {
+        let gw = self.gw.clone();
+        gw.metrics.connections.inc();
+        gw.metrics.connections_opened.inc();
+        gw.index
+            .add_session(&self.session, &self.claims.sub, self.handle.clone());
+        let ending = if gw
+            .broker
+            .ensure(BindKey::User(self.claims.sub.clone()))
             .await
             .is_err()
         {
-            tracing::debug!(session = %session, "close frame not written in time; dropping");
+            Ending::close(close::INTERNAL, "broker unavailable")
+        } else {
+            self.push(&self.welcome());
+            self.run(reader, rx).await
+        };
+        if let Some(code) = ending.code {
+            // A client that stopped reading cannot take the close frame either: after
+            // CLOSE_GRACE the socket is dropped all the same.
+            self.out.close(code, ending.reason);
+            if tokio::time::timeout(CLOSE_GRACE, self.out.flush())
+                .await
+                .is_err()
+            {
+                tracing::debug!(session = %self.session, "close frame not written in time; dropping");
+            }
         }
+        self.count_bytes();
+        let code = ending
+            .code
+            .map_or_else(|| "none".to_owned(), |c| c.to_string());
+        gw.metrics
+            .connections_closed
+            .get_or_create(&Code { code })
+            .inc();
+        if ending.code == Some(close::SLOW_CONSUMER) {
+            gw.metrics.slow_consumers.inc();
+        }
+        gw.metrics.connections.dec();
     }
-    conn.count_bytes();
-    drop(reader);
-    let code = ending
-        .code
-        .map_or_else(|| "none".to_owned(), |c| c.to_string());
-    gw.metrics
-        .connections_closed
-        .get_or_create(&Code { code })
-        .inc();
-    if ending.code == Some(close::SLOW_CONSUMER) {
-        gw.metrics.slow_consumers.inc();
-    }
-    gw.metrics.connections.dec();
-    conn.cleanup().await;
-    drop(admission);
 }
 
 /// How a turn's batch write ended.
@@ -213,8 +225,8 @@ impl Connection {
     }
 
     /// Queues an event's shared text for this turn's write.
-    fn push_text(&mut self, text: Shared) {
-        self.out.shared(&text);
+    fn push_text(&mut self, text: &Shared) {
+        self.out.shared(text);
     }
 
     async fn write(&mut self, stall: Duration) -> Written {
@@ -307,43 +319,32 @@ impl Connection {
     /// Something for this connection from the broker side.
     fn outbound(&mut self, out: Outbound) {
         match out {
-            Outbound::Event {
-                room,
-                text,
-                kicked: true,
-                ..
-            } => {
+            Outbound::Event(event) if event.kicked => {
                 // Removed from the room by a moderator: stop delivering it, then say so.
-                if self.rooms.contains_key(&*room) {
-                    self.drop_room(&room);
-                    self.push_text(text);
+                if self.rooms.contains_key(&*event.room) {
+                    self.drop_room(&event.room);
+                    self.push_text(&event.text);
                 }
             }
-            Outbound::Event {
-                room,
-                seq,
-                epoch,
-                text,
-                via_user,
-                ..
-            } => match self.rooms.get_mut(&*room) {
+            Outbound::Event(event) => match self.rooms.get_mut(&*event.room) {
                 Some(RoomState::Joining { held, .. }) => {
                     if held.len() >= self.gw.settings.gateway.outbound_queue {
                         self.handle.slow.cancel();
                     } else {
-                        held.push((seq, epoch, text));
+                        held.push(event);
                     }
                 }
                 Some(RoomState::Joined { filter }) => {
-                    let fresh = filter.admit(seq, epoch.as_ref());
+                    let fresh = filter.admit(event.seq, event.epoch.as_ref());
                     if fresh {
-                        self.push_text(text);
+                        self.push_text(&event.text);
                     }
                 }
-                None if via_user => self.push_text(text),
+                None if event.via_user => self.push_text(&event.text),
                 None => {}
             },
-            Outbound::Reply { correlation, frame } => {
+            Outbound::Reply(reply) => {
+                let ReplyOut { correlation, frame } = *reply;
                 let join_room = correlation.and_then(|c| self.pending_joins.remove(&c));
                 match (join_room, &frame.body) {
                     (Some(room), ServerBody::Joined(joined)) => {
@@ -351,9 +352,9 @@ impl Connection {
                         self.push(&frame);
                         match self.rooms.remove(&room) {
                             Some(RoomState::Joining { held, .. }) => {
-                                for (seq, epoch, text) in held {
-                                    if filter.admit(seq, epoch.as_ref()) {
-                                        self.push_text(text);
+                                for event in held {
+                                    if filter.admit(event.seq, event.epoch.as_ref()) {
+                                        self.push_text(&event.text);
                                     }
                                 }
                                 self.rooms.insert(room, RoomState::Joined { filter });

@@ -11,7 +11,7 @@ use proto::amqp::{parse_event_key, Event, EventBody, Reply, Target, REPLY_KIND};
 
 use crate::ws::Shared;
 
-use crate::index::{Index, Outbound};
+use crate::index::{EventOut, Index, Outbound, ReplyOut};
 use crate::metrics::{GatewayMetrics, Kind};
 
 pub fn handle(index: &Index, metrics: &GatewayMetrics, own_queue: &str, delivery: &Delivery) {
@@ -42,10 +42,10 @@ fn reply(index: &Index, delivery: &Delivery) {
         .correlation_id()
         .as_ref()
         .map(|c| c.to_string());
-    conn.offer(Outbound::Reply {
+    conn.offer(Outbound::Reply(Box::new(ReplyOut {
         correlation,
         frame: reply.frame,
-    });
+    })));
 }
 
 fn event(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
@@ -73,22 +73,30 @@ fn event(index: &Index, metrics: &GatewayMetrics, delivery: &Delivery) {
         _ => (None, None),
     };
     let room: Arc<str> = event.body.room().into();
-    let text: Shared = event.body.into_frame().to_json().into();
-    let make = |via_user| Outbound::Event {
-        room: room.clone(),
-        seq,
-        epoch: epoch.clone(),
-        text: text.clone(),
-        via_user,
-        kicked,
+    let text = Shared::from(event.body.into_frame().to_json());
+    let make = |via_user| {
+        Arc::new(EventOut {
+            room,
+            seq,
+            epoch,
+            text,
+            via_user,
+            kicked,
+        })
     };
     let handed = match target {
-        Target::Room(r) => index.for_room(&r, |conn| {
-            conn.offer(make(false));
-        }),
-        Target::User(u) => index.for_user(&u, |conn| {
-            conn.offer(make(true));
-        }),
+        Target::Room(r) => {
+            let event = make(false);
+            index.for_room(&r, |conn| {
+                conn.offer(Outbound::Event(event.clone()));
+            })
+        }
+        Target::User(u) => {
+            let event = make(true);
+            index.for_user(&u, |conn| {
+                conn.offer(Outbound::Event(event.clone()));
+            })
+        }
     };
     metrics
         .frames_out

@@ -103,6 +103,8 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
             "users": counts.users,
             "bindings": gw.broker.bindings(),
             "ready": gw.is_ready(),
+            // Every task of the runtime: about one per connection plus a fixed few.
+            "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         }))
         .into_response()
     });

@@ -13,27 +13,35 @@ use proto::server::ServerFrame;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What the gateway hands a connection's task.
+/// What the gateway hands a connection's task: one pointer, so a connection's queue
+/// costs little while it is empty (its first block of slots is allocated up front).
 #[derive(Debug)]
 pub enum Outbound {
-    /// An event for a room, serialised once for every local member.
-    Event {
-        room: Arc<str>,
-        /// The message seq and epoch, for the join filter and duplicate suppression.
-        seq: Option<u64>,
-        epoch: Option<Arc<str>>,
-        /// The frame, shared by every member: cloning it copies no bytes.
-        text: Shared,
-        /// Delivered through the user's binding (a direct message), not the room's.
-        via_user: bool,
-        /// This user was removed from the room (kick or ban): the connection leaves it.
-        kicked: bool,
-    },
+    /// An event, shared by every local member it goes to.
+    Event(Arc<EventOut>),
     /// The dispatcher's answer to one of this connection's commands.
-    Reply {
-        correlation: Option<String>,
-        frame: ServerFrame,
-    },
+    Reply(Box<ReplyOut>),
+}
+
+/// An event for a room, serialised once for every local member.
+#[derive(Debug)]
+pub struct EventOut {
+    pub room: Arc<str>,
+    /// The message seq and epoch, for the join filter and duplicate suppression.
+    pub seq: Option<u64>,
+    pub epoch: Option<Arc<str>>,
+    /// The frame: shared bytes, compressed at most once.
+    pub text: Shared,
+    /// Delivered through the user's binding (a direct message), not the room's.
+    pub via_user: bool,
+    /// This user was removed from the room (kick or ban): the connection leaves it.
+    pub kicked: bool,
+}
+
+#[derive(Debug)]
+pub struct ReplyOut {
+    pub correlation: Option<String>,
+    pub frame: ServerFrame,
 }
 
 /// A cheap handle on a connection: its outbound queue and its "cut off" switch.
@@ -235,13 +243,15 @@ mod tests {
     #[test]
     fn a_full_queue_marks_the_connection_slow() {
         let (h, _rx) = handle();
-        let event = || Outbound::Event {
-            room: "r".into(),
-            seq: None,
-            epoch: None,
-            text: "x".into(),
-            via_user: false,
-            kicked: false,
+        let event = || {
+            Outbound::Event(Arc::new(EventOut {
+                room: "r".into(),
+                seq: None,
+                epoch: None,
+                text: "x".into(),
+                via_user: false,
+                kicked: false,
+            }))
         };
         assert!(h.offer(event()));
         assert!(!h.slow.is_cancelled());

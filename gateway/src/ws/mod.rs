@@ -49,7 +49,9 @@ pub struct Config {
 pub fn split(stream: TcpStream, early: Bytes, config: Config) -> (Reader, Writer) {
     let (read, write) = stream.into_split();
     let mut decoder = Decoder::new(config);
-    decoder.feed(&early);
+    if !early.is_empty() {
+        decoder.feed(&early);
+    }
     let reader = Reader { io: read, decoder };
     let writer = Writer {
         io: write,
