@@ -4,6 +4,7 @@
   report.py smoke   RESULTS                    exit 0 when the smoke fan-out worked
   report.py summary RESULTS MACHINE            the tables, on stdout
   report.py render  RESULTS MACHINE FILE       rewrite FILE between the markers
+  report.py stalled RESULTS MACHINE            the slow-consumer comparison (bench/run.sh --stalled)
 
 Each case ran N times; every figure is the median over its runs (the range follows in
 brackets where it matters). Targets are issue 6's. Standard library only.
@@ -385,6 +386,115 @@ def smoke(rows):
     return 0 if good else 1
 
 
+# How a stalled reader's connection ended, as loadgen reports it (after the run it reads
+# what is left on the socket).
+ENDINGS = {
+    "close_frame": "close frame",
+    "eof": "TCP closed without a close frame",
+    "reset": "TCP reset",
+    "open": "still open (never cut off)",
+    "still_reading": "still open, still receiving",
+}
+
+
+def stalled(rows, machine_path):
+    """0 vs 1 stalled reader in one 200-member room: the others' delivery rate, loss and
+    latency (medians over the runs), how the stalled reader ended, and the verdict of
+    issue 5's acceptance 3 (within 10 %)."""
+    out = machine_block(machine_path)
+    out.append("### Slow consumer: 0 vs 1 stalled reader in a 200-member room")
+    out.append("")
+    out.append(
+        "One gateway, one dispatcher; 190 receivers + 10 senders × 20 msg/s, 4,000-byte texts. "
+        "With 1 stalled, one of the receivers dials with a 4 KiB `SO_RCVBUF`, joins and never "
+        "reads again; the figures are the other members' (200 or 199 readers). \"per reader\" is "
+        "deliveries in the window / readers / window seconds; \"slowest\" is the reader that got "
+        "the fewest; \"worst second\" the fewest deliveries in one second of the window. Times "
+        "are seconds after the senders started (the window is 2 s to 22 s); the gateway's 1013 "
+        "is seen by scraping its /metrics every 100 ms. Medians of the runs (range in brackets)."
+    )
+    out.append("")
+    out.append("| stalled | runs ok | readers | deliveries/s | per reader msgs/s | slowest reader msgs/s | "
+               "worst second (deliveries) | p50 / p90 / p99 / max ms | lost / expected (worst run) | "
+               "server CPU (cores) | stalled reader's end |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    per_reader = {}
+    p99 = {}
+    ok_all = True
+    for n in (0, 1):
+        rs = [r["result"] for r in runs(rows, f"stalled_{n}")]
+        good = [r for r in rs if r.get("ok")]
+        if not rs:
+            continue
+        if not good:
+            ok_all = False
+            out.append(f"| {n} | 0 of {len(rs)}: {rs[0].get('error', '?')} | | | | | | | | | |")
+            continue
+        if len(good) < len(rs):
+            ok_all = False
+        pr = [r.get("per_reader_msgs_per_s") for r in good]
+        per_reader[n] = med(pr)
+        p99[n] = med([lat(r, "p99_ms") for r in good])
+        lats = " / ".join(fmt(med([lat(r, q) for r in good]), 1)
+                          for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+        worst = [min(r.get("deliveries_by_second") or [0]) for r in good]
+        worst_run = max(good, key=lambda r: r.get("lost", 0))
+        cores = [cpu_server(r) / r["window_s"] for r in good]
+        ends = []
+        for r in good:
+            sm = r.get("server_metrics") or {}
+            st = r.get("stalled")
+            at = sm.get("closed_1013_at_s") or []
+            server = f"1013 closes on the gateway: {fmt(sm.get('closed_1013'))}"
+            if at:
+                server += " at " + ", ".join(f"{fmt(a, 1)} s" for a in at)
+            if st:
+                each = (st.get("each") or [{}])[0]
+                full = each.get("last_message_sent_s")
+                client = (f"it got {fmt(each.get('messages'))} msgs, the last sent at "
+                          f"{fmt(full, 1)} s; then {ENDINGS.get(each.get('ended'), each.get('ended'))}"
+                          f"{' ' + str(each.get('close_code')) if each.get('close_code') else ''}")
+                ends.append(f"{server}; {client}")
+            else:
+                ends.append(server)
+        out.append(
+            f"| {n} | {len(good)} of {len(rs)} | {fmt(med([r.get('readers') for r in good]))} | "
+            f"{fmt(med([r.get('deliveries_per_s') for r in good]))} | **{fmt(per_reader[n], 1)}**{rng(pr)} | "
+            f"{fmt(med([r.get('slowest_reader_msgs_per_s') for r in good]), 1)} | {fmt(min(worst))} | {lats} | "
+            f"{fmt(worst_run.get('lost'))} / {fmt(worst_run.get('expected_deliveries'))} | "
+            f"{fmt(med(cores), 2)} | {'<br>'.join(ends)} |"
+        )
+    out.append("")
+    if 0 in per_reader and 1 in per_reader and per_reader[0]:
+        ratio = per_reader[1] / per_reader[0]
+        within = abs(1 - ratio) <= 0.10
+        out.append("| acceptance 3 | figure | target | verdict |")
+        out.append("| --- | --- | --- | --- |")
+        out.append(f"| others' delivery rate, 1 stalled / 0 stalled | {fmt(per_reader[1], 1)} / "
+                   f"{fmt(per_reader[0], 1)} msgs/s per reader = **{ratio:.3f}** | within 10 % | "
+                   f"{verdict(within)} |")
+        # The runs alternate (0, 1, 0, 1, ...): each pair ran back to back.
+        pairs = []
+        for r0 in runs(rows, "stalled_0"):
+            r1 = [r for r in runs(rows, "stalled_1") if r["run"] == r0["run"]]
+            a = r0["result"].get("per_reader_msgs_per_s")
+            b = r1[0]["result"].get("per_reader_msgs_per_s") if r1 else None
+            if a and b is not None:
+                pairs.append(f"{b / a:.3f}")
+        if pairs:
+            out.append(f"| the same, run by run (each pair back to back) | {', '.join(pairs)} | "
+                       f"within 10 % | {sum(abs(1 - float(p)) <= 0.10 for p in pairs)} of {len(pairs)} |")
+        if p99.get(0) and p99.get(1):
+            out.append(f"| others' p99 latency, 1 stalled / 0 stalled | {fmt(p99[1], 1)} / {fmt(p99[0], 1)} ms "
+                       f"= {p99[1] / p99[0]:.2f}× | reported | – |")
+        out.append("")
+    else:
+        ok_all = False
+        out.append("No comparison: a side has no successful run.")
+    print("\n".join(out))
+    return 0 if ok_all else 1
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -398,6 +508,8 @@ def main(argv):
     if cmd == "render":
         render(rows, argv[2], argv[3])
         return 0
+    if cmd == "stalled":
+        return stalled(rows, argv[2])
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -6,6 +6,8 @@
 #   bench/run.sh --quick         short runs, 1 each, summary on stdout (BENCHMARKS.md kept)
 #   bench/run.sh --smoke         <= 10 s: one tiny fan-out; exit 0 when it works (for CI)
 #   bench/run.sh --cases fanout,seed,pipeline,raw,idle,connect   a selection
+#   bench/run.sh --stalled       slow consumer (issue 5): 200-member room, 0 vs 1 stalled
+#                                reader, alternately, 3 runs each -> target/bench/<stamp>/stalled.md
 #
 # Other options: --runs N, --profile debug|release (default release), --no-build,
 # --report (regenerate BENCHMARKS.md even in --quick or with a selection),
@@ -47,7 +49,8 @@ while [ $# -gt 0 ]; do
     --report) FORCE_REPORT=1 ;;
     --no-pin-shared) PIN_SHARED=0 ;;
     --wait-idle) WAIT_IDLE=$2; shift ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --stalled) MODE=stalled ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -58,6 +61,7 @@ case $MODE in
   full) : "${CASES:=$ALL_CASES}" "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
   quick) : "${CASES:=$ALL_CASES}" "${RUNS:=1}" "${WAIT_IDLE:=0}" ;;
   smoke) CASES=smoke RUNS=1 WAIT_IDLE=0 PIN_SHARED=0 ;;
+  stalled) CASES=stalled; : "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
 esac
 has_case() { [[ ",$CASES," == *",$1,"* ]]; }
 
@@ -65,6 +69,10 @@ has_case() { [[ ",$CASES," == *",$1,"* ]]; }
 if [ "$MODE" = full ]; then
   WARMUP=2 DURATION=8 DRAIN=4
   IDLE_COUNTS="10000 19000" IDLE_HOLD=5 CONNECT_S=8
+elif [ "$MODE" = stalled ]; then
+  # Long enough for the stalled reader to fill its socket and the gateway's queue and be
+  # cut off inside the window (about 10 s in); each run stays under 30 s.
+  WARMUP=2 DURATION=20 DRAIN=4
 else
   WARMUP=1 DURATION=3 DRAIN=3
   IDLE_COUNTS="2000" IDLE_HOLD=3 CONNECT_S=3
@@ -366,9 +374,49 @@ connect_cases() {
   clean_prefix "$prefix"
 }
 
+# Slow consumer (issue 5, acceptance 3): one room of 200 members on one gateway (190
+# receivers + 10 senders × 20 msg/s, 4,000-byte texts: 200 msg/s, 40,000 deliveries/s,
+# about 170 MB/s of frames), with 0 and then 1 of the receivers stalled (SO_RCVBUF 4 KiB,
+# never read after its join); the two alternate so that drift hits both alike. Each run
+# watches the gateway's /metrics for the 1013.
+stalled_cases() {
+  local prefix run n out pids
+  new_prefix
+  prefix=$PREFIX
+  start_dispatcher "$prefix"
+  local d0=$DISPATCHER_PID
+  start_gateway "$prefix" 0
+  local gw0=$GATEWAY_PID
+  for ((run = 1; run <= RUNS; run++)); do
+    for n in 0 1; do
+      log "slow consumer: $n stalled reader(s), run $run/$RUNS"
+      pids=$(cpu_pids "gw0=$gw0,d0=$d0")
+      out=$(loadgen fanout --url "$GATEWAY_URL" --secret "$SECRET" --receivers 190 --senders 10 \
+        --rate 20 --payload 4000 --stalled "$n" --stalled-rcvbuf 4096 \
+        --metrics-url "$GATEWAY_HTTP/metrics" --warmup "$WARMUP" --duration "$DURATION" \
+        --drain "$DRAIN" --drain-max 10 --timeout 90 --cpu-pids "$pids" \
+        --run-id "$prefix-s$n-$run" || true)
+      record "stalled_$n" "$run" '{}' "$out"
+      sleep 2
+    done
+  done
+  stop_pid "$gw0"
+  stop_pid "$d0"
+  clean_prefix "$prefix"
+}
+
 if [ "$MODE" = smoke ]; then
   smoke_case
   exit $?
+fi
+
+if [ "$MODE" = stalled ]; then
+  started=$(date +%s)
+  stalled_cases
+  echo "elapsed: $(($(date +%s) - started)) s" >>"$OUT/machine.txt"
+  log "results in $RESULTS"
+  python3 "$HERE/report.py" stalled "$RESULTS" "$OUT/machine.txt" | tee "$OUT/stalled.md"
+  exit "${PIPESTATUS[0]}"
 fi
 
 started=$(date +%s)

@@ -29,6 +29,9 @@ pub struct Dial {
     pub url: String,
     pub source_ip: Option<IpAddr>,
     pub timeout: Duration,
+    /// `SO_RCVBUF` in bytes, set before connecting (so the advertised window stays
+    /// small); `None` keeps the system's default and its autotuning.
+    pub recv_buffer: Option<u32>,
 }
 
 /// Why a connection attempt failed, as a short key for counting (`http_429`,
@@ -100,6 +103,11 @@ async fn dial_unbounded(dial: &Dial, token: Option<&str>) -> Result<Ws, DialErro
         socket
             .bind(SocketAddr::new(ip, 0))
             .map_err(|e| DialError(format!("bind_{:?}", e.kind())))?;
+    }
+    if let Some(bytes) = dial.recv_buffer {
+        socket
+            .set_recv_buffer_size(bytes)
+            .map_err(|e| DialError(format!("rcvbuf_{:?}", e.kind())))?;
     }
     let stream = socket
         .connect(addr)

@@ -64,6 +64,8 @@ modes:
   fanout       R receivers + S senders in one Warren room
                --url ws://a/ws,ws://b/ws --secret S --receivers 1000 --senders 10
                --rate 10 (per sender) --payload 64 --warmup 2 --duration 10 --drain 5 (quiet s; --drain-max 60)
+               --stalled N: N of the receivers join, then never read (SO_RCVBUF --stalled-rcvbuf 4096)
+               --metrics-url http://gw/metrics: watch the gateway's 1013 closes during the run
   seed-fanout  the same against the seed program ({\"username\",\"message\"}, no auth)
   pipeline     many small rooms (2-10 members): --rooms 200 --senders-per-room 1
                --rate N (total msg/s; 0 = as fast as acks allow, --window 4 per sender)

@@ -25,6 +25,8 @@ struct Common {
     cpu: CpuProbe,
     /// A name unique to this run, for rooms and users.
     run_id: String,
+    /// `--metrics-url http://host:port/metrics`: a gateway to watch for 1013 closes.
+    metrics_url: Option<String>,
 }
 
 impl Common {
@@ -44,6 +46,7 @@ impl Common {
                 "run-id",
                 &format!("{:x}", crate::measure::now_ns() % 0xffff_ffff),
             ),
+            metrics_url: Some(args.string("metrics-url", "")).filter(|u| !u.is_empty()),
         })
     }
 
@@ -60,6 +63,7 @@ impl Common {
             connect_timeout: self.connect_timeout,
             source_ips: self.source_ips,
             cpu: self.cpu,
+            metrics_url: self.metrics_url,
         }
     }
 }
@@ -67,10 +71,23 @@ impl Common {
 /// `fanout` (Warren) and `seed-fanout`: R receivers and S senders in one room, spread
 /// over the URLs round robin; each sender sends M messages a second, the senders'
 /// first sends staggered evenly over one period.
+///
+/// With `--stalled N` (Warren only) the first N receivers are stalled readers: each
+/// dials with `SO_RCVBUF` = `--stalled-rcvbuf` bytes (4096), joins, and is never read
+/// again until the run is over; the room keeps R + S members and every figure but the
+/// `stalled` object is the other members'.
 pub fn fanout(args: &Args, seed: bool) -> Result<Job, Error> {
     let receivers: usize = args.get("receivers", 1000)?;
     let senders: usize = args.get("senders", 10)?;
     let per_sec: f64 = args.get("rate", 10.0)?;
+    let stalled: usize = args.get("stalled", 0)?;
+    let rcvbuf: u32 = args.get("stalled-rcvbuf", 4096)?;
+    if stalled > receivers {
+        return Err(format!("--stalled {stalled} is more than --receivers {receivers}").into());
+    }
+    if seed && stalled > 0 {
+        return Err("--stalled is for Warren (fanout) only".into());
+    }
     let flavor = if seed {
         Flavor::Seed
     } else {
@@ -93,6 +110,7 @@ pub fn fanout(args: &Args, seed: bool) -> Result<Job, Error> {
                     per_sec,
                     offset: Duration::from_secs_f64(stagger * s as f64),
                 }),
+                stalled: (i < stalled).then_some(rcvbuf),
             }
         })
         .collect();
@@ -101,6 +119,7 @@ pub fn fanout(args: &Args, seed: bool) -> Result<Job, Error> {
         let mut out = chat::run(plan).await?;
         out.insert("receivers".into(), json!(receivers));
         out.insert("rate_per_sender".into(), json!(per_sec));
+        out.insert("stalled_members".into(), json!(stalled));
         Ok(out)
     }))
 }
@@ -141,6 +160,7 @@ pub fn pipeline(args: &Args) -> Result<Job, Error> {
                 user: format!("p{}-{r}-{j}", common.run_id),
                 room: room.clone(),
                 pace,
+                stalled: None,
             });
         }
     }

@@ -39,6 +39,7 @@ pub fn idle(args: &Args) -> Result<Job, Error> {
                     url: urls[i % urls.len()].clone(),
                     source_ip: client::pick_ip(&ips, i),
                     timeout,
+                    recv_buffer: None,
                 };
                 let user = format!("i{run_id}-{i}");
                 let secret = secret.clone();
@@ -125,6 +126,7 @@ pub fn connect(args: &Args) -> Result<Job, Error> {
                         url: urls[(w + n) % urls.len()].clone(),
                         source_ip: client::pick_ip(&ips, w + n * concurrency),
                         timeout,
+                        recv_buffer: None,
                     };
                     let user = format!("c{run_id}-{w}-{n}");
                     n += 1;

@@ -7,7 +7,12 @@
 //! socket. Loss is counted over the whole run: each accepted message (acked by Warren;
 //! every message sent, for the seed, which has no acks) must reach every member of its
 //! room, the sender included. The per-connection tasks are in `traffic`.
+//!
+//! A member may be a stalled reader (`fanout --stalled N`, in `stalled`): it joins and
+//! then is never read until the run is over. It is not a member for counting: rates,
+//! latencies and loss are the other members'.
 
+mod stalled;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -50,6 +55,8 @@ pub struct Member {
     pub user: String,
     pub room: String,
     pub pace: Option<Pace>,
+    /// A stalled reader with this `SO_RCVBUF` (bytes): it joins, then never reads.
+    pub stalled: Option<u32>,
 }
 
 /// The run's shape besides its members.
@@ -67,6 +74,8 @@ pub struct Plan {
     pub connect_timeout: Duration,
     pub source_ips: Vec<IpAddr>,
     pub cpu: CpuProbe,
+    /// A gateway's `/metrics` to watch for slow-consumer closes during the run.
+    pub metrics_url: Option<String>,
 }
 
 /// What one sending member did.
@@ -93,6 +102,10 @@ struct Shared {
     server_errors: Errors,
     closed: Count,
     senders: Vec<SenderStats>,
+    /// Messages each reading connection got in the window.
+    per_reader: Vec<Count>,
+    /// Deliveries in each second of the window.
+    by_second: Vec<Count>,
 }
 
 /// Connects every member of `plan`, runs the traffic and returns the report (without
@@ -109,6 +122,7 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
                 url: m.url.clone(),
                 source_ip: client::pick_ip(&plan.source_ips, i),
                 timeout: plan.connect_timeout,
+                recv_buffer: m.stalled,
             };
             (i, dial, m.clone())
         })
@@ -124,12 +138,16 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
         .await;
     let connect_s = (now_ns() - connect_started) as f64 / 1e9;
     let mut sockets: Vec<(usize, Ws)> = Vec::new();
+    let mut stalled_sockets: Vec<Ws> = Vec::new();
     for (i, result) in opened {
         match result {
+            Ok(ws) if plan.members[i].stalled.is_some() => stalled_sockets.push(ws),
             Ok(ws) => sockets.push((i, ws)),
             Err(e) => connect_errors.add(&e.0),
         }
     }
+    let stalled_requested = plan.members.iter().filter(|m| m.stalled.is_some()).count();
+    let stalled_rcvbuf = plan.members.iter().find_map(|m| m.stalled).unwrap_or(0);
     if sockets.is_empty() {
         return Err(format!("no member could connect: {}", connect_errors.to_json()).into());
     }
@@ -148,8 +166,14 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
         .map(|(i, _)| *i)
         .collect();
     let tag_of = |i: usize| sender_tags.iter().position(|s| *s == i);
+    let watch = match &plan.metrics_url {
+        Some(url) => Some(stalled::Watch::start(url, Duration::from_millis(100))?),
+        None => None,
+    };
+    let traffic_ns = now_ns();
+    let window = Window::after(plan.warmup, plan.duration);
     let shared = Arc::new(Shared {
-        window: Window::after(plan.warmup, plan.duration),
+        window,
         latency: Latency::default(),
         ack_latency: Latency::default(),
         delivered: Count::default(),
@@ -160,13 +184,18 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
         server_errors: Errors::default(),
         closed: Count::default(),
         senders: sender_tags.iter().map(|_| SenderStats::default()).collect(),
+        per_reader: sockets.iter().map(|_| Count::default()).collect(),
+        by_second: (0..(window.secs().ceil() as usize).max(1))
+            .map(|_| Count::default())
+            .collect(),
     });
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let expected_per_msg: Vec<u64> = sender_tags
         .iter()
         .map(|i| room_size[plan.members[*i].room.as_str()])
         .collect();
-    for (i, ws) in sockets {
+    let readers = sockets.len();
+    for (slot, (i, ws)) in sockets.into_iter().enumerate() {
         let member = &plan.members[i];
         let (sink, stream) = ws.split();
         let tag = tag_of(i);
@@ -178,7 +207,7 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
             stream,
             shared.clone(),
             plan.flavor.clone(),
-            tag,
+            (slot, tag),
             credits.clone(),
         )));
         if let (Some(tag), Some(pace)) = (tag, member.pace) {
@@ -197,7 +226,6 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
         }
     }
 
-    let window = shared.window;
     sleep_until(Window::instant_of(window.start_ns)).await;
     let cpu_before = plan.cpu.sample();
     sleep_until(Window::instant_of(window.end_ns)).await;
@@ -233,6 +261,21 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
     for t in &tasks {
         t.abort();
     }
+    // The stalled members' leftovers, then the gateway's view (a late cut included).
+    let stalled_report = if stalled_requested > 0 {
+        Some(
+            stalled::finish(
+                stalled_sockets,
+                stalled_requested,
+                stalled_rcvbuf,
+                traffic_ns,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    let server_metrics = watch.map(|w| w.stop(traffic_ns, window.start_ns));
 
     let secs = window.secs();
     let sum = |f: &dyn Fn(&SenderStats) -> u64| shared.senders.iter().map(f).sum::<u64>();
@@ -293,6 +336,26 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
         "messages_delivered_per_s".into(),
         json!(rate(shared.own_in_window.get(), secs)),
     );
+    // Per reading member: what "the others' delivery rate" means with stalled readers.
+    out.insert("readers".into(), json!(readers));
+    out.insert(
+        "per_reader_msgs_per_s".into(),
+        json!(rate(
+            shared.delivered_in_window.get(),
+            secs * readers.max(1) as f64
+        )),
+    );
+    out.insert(
+        "slowest_reader_msgs_per_s".into(),
+        json!(rate(
+            shared.per_reader.iter().map(Count::get).min().unwrap_or(0),
+            secs
+        )),
+    );
+    out.insert(
+        "deliveries_by_second".into(),
+        json!(shared.by_second.iter().map(Count::get).collect::<Vec<_>>()),
+    );
     out.insert("latency".into(), shared.latency.summary());
     if matches!(plan.flavor, Flavor::Warren { .. }) {
         out.insert("ack_latency".into(), shared.ack_latency.summary());
@@ -301,6 +364,12 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
     out.insert("drain_s".into(), json!((drain_s * 100.0).round() / 100.0));
     out.insert("drained".into(), json!(drained));
     out.insert("cpu_s".into(), plan.cpu.delta(&cpu_before, &cpu_after));
+    if let Some(report) = stalled_report {
+        out.insert("stalled".into(), report);
+    }
+    if let Some(report) = server_metrics {
+        out.insert("server_metrics".into(), report);
+    }
     Ok(out)
 }
 

@@ -23,12 +23,13 @@ pub(super) async fn hold(sink: SplitSink<Ws, Message>) {
     drop(sink);
 }
 
-/// Counts and times every frame of one connection until it closes.
+/// Counts and times every frame of one connection until it closes. `slot` is the
+/// connection's place among the readers, `me` its sender tag when it sends.
 pub(super) async fn read(
     mut stream: SplitStream<Ws>,
     shared: Arc<Shared>,
     flavor: Flavor,
-    me: Option<usize>,
+    (slot, me): (usize, Option<usize>),
     credits: Option<Arc<Semaphore>>,
 ) {
     while let Some(frame) = stream.next().await {
@@ -53,6 +54,11 @@ pub(super) async fn read(
                 }
                 if shared.window.contains(now) {
                     shared.delivered_in_window.inc();
+                    shared.per_reader[slot].inc();
+                    let second = ((now - shared.window.start_ns) / 1_000_000_000) as usize;
+                    if let Some(c) = shared.by_second.get(second) {
+                        c.inc();
+                    }
                     shared.latency.record_since(ts, now);
                     if me == Some(tag as usize) {
                         shared.own_in_window.inc();
