@@ -4,7 +4,7 @@
 # shows as not reached. `perf` needs hardware counters (`perf stat -e instructions true`
 # must work); where it does not (virtual machines without a PMU), valgrind is used:
 #
-#   bench/profile.sh fanout     callgrind on a gateway: 100 receivers, 1 sender x 5 msg/s
+#   bench/profile.sh fanout     callgrind on a gateway, steady state: 300 receivers, 2 senders x 5 msg/s
 #   bench/profile.sh pipeline   callgrind on the dispatcher: 50 rooms at 50 msg/s
 #   bench/profile.sh connect    callgrind on a gateway: sessions opened and closed, 4 at once
 #   bench/profile.sh idle       massif (heap) on a gateway holding 500 idle connections
@@ -71,11 +71,26 @@ new_prefix
 prefix=$PREFIX
 case $WHAT in
   fanout)
+    # Steady state only: instrumentation starts once every member has joined and the
+    # warm-up is over (callgrind_control), so connects and joins are not in the profile.
     start_dispatcher "$prefix"
-    start_gateway_under "$prefix" --tool=callgrind --callgrind-out-file="$OUT/callgrind.out"
-    loadgen fanout --url "$GATEWAY_URL" --secret "$SECRET" --receivers 100 --senders 1 --rate 5 \
-      --warmup 2 --duration 15 --drain 10 --connect-concurrency 20 --connect-timeout 60 \
-      --cpu-pids "gw0=$GATEWAY_PID" | tee "$OUT/loadgen.json"
+    start_gateway_under "$prefix" --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+      --instr-atstart=no
+    stats_url="${GATEWAY_URL/ws:/http:}"
+    stats_url="${stats_url%/ws}/stats"
+    loadgen fanout --url "$GATEWAY_URL" --secret "$SECRET" --receivers 300 --senders 2 --rate 5 \
+      --warmup 4 --duration 15 --drain 10 --connect-concurrency 20 --connect-timeout 60 \
+      --cpu-pids "gw0=$GATEWAY_PID" >"$OUT/loadgen.json" &
+    lg=$!
+    for _ in $(seq 1 120); do
+      n=$(curl -fsS "$stats_url" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"])' || echo 0)
+      [ "$n" -ge 302 ] && break
+      sleep 1
+    done
+    sleep 4
+    callgrind_control -i on "$GATEWAY_PID" >/dev/null
+    wait "$lg"
+    cat "$OUT/loadgen.json"
     stop_pid "$GATEWAY_PID" 120
     summarise_callgrind "$OUT/callgrind.out"
     ;;

@@ -50,6 +50,64 @@ use forward::Done;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Outbound messages written per flush.
 const BATCH: usize = 64;
+/// At least one turn in this many polls every branch, however busy the queue.
+const FAIR_EVERY: u32 = 16;
+
+/// rustc's FxHash, for a connection's own rooms: looked up once per delivery, where
+/// SipHash cost more than the rest of the lookup. The map holds at most
+/// `gateway.max_rooms_per_connection` keys of one client, so there is no table for an
+/// attacker to flood.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxBuild;
+
+struct FxHasher(u64);
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// What woke one turn of a connection's loop.
+enum Turn {
+    Outbound(Option<Outbound>),
+    Frame(Result<ws::Incoming, ws::ReadError>),
+    Finished(Done),
+    Ping,
+    IdleCheck,
+    Expired,
+    Slow,
+    Shutdown,
+    /// A fairness check found nothing ready.
+    Nothing,
+}
 
 enum RoomState {
     /// Join sent; events held until `joined` tells where history ends.
@@ -88,7 +146,7 @@ struct Connection {
     claims: Claims,
     name: String,
     handle: ConnHandle,
-    rooms: HashMap<String, RoomState>,
+    rooms: HashMap<String, RoomState, FxBuild>,
     pending_joins: HashMap<String, String>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
     /// `send`, `dm` and `typing`.
@@ -129,7 +187,7 @@ pub fn serve(
         session,
         claims,
         handle,
-        rooms: HashMap::new(),
+        rooms: HashMap::default(),
         pending_joins: HashMap::new(),
         inflight: FuturesUnordered::new(),
         strikes: Strikes::default(),
@@ -230,16 +288,27 @@ impl Connection {
     }
 
     async fn write(&mut self, stall: Duration) -> Written {
+        // Most batches go out at once, without setting up a timer or a cancellation
+        // future (under fan-out, that setup cost more than the write).
+        let written = match self.out.try_flush() {
+            Ok(true) => Written::Done,
+            Ok(false) => self.write_waiting(stall).await,
+            Err(_) => Written::Failed,
+        };
+        self.count_bytes();
+        written
+    }
+
+    /// The rest of a batch the socket would not take at once.
+    async fn write_waiting(&mut self, stall: Duration) -> Written {
         let slow = &self.handle.slow;
         let shutdown = &self.gw.shutdown;
-        let written = tokio::select! {
+        tokio::select! {
             ok = self.out.flush() => if ok.is_ok() { Written::Done } else { Written::Failed },
             _ = slow.cancelled() => Written::Interrupted,
             _ = shutdown.cancelled() => Written::Interrupted,
             _ = tokio::time::sleep(stall) => Written::Stalled,
-        };
-        self.count_bytes();
-        written
+        }
     }
 
     fn count_bytes(&mut self) {
@@ -259,9 +328,20 @@ impl Connection {
         let every = Duration::from_secs(g.ping_interval_s.max(1));
         let mut pings = tokio::time::interval_at(Instant::now() + every, every);
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let expires = token_deadline(&self.claims, self.gw.settings.auth.leeway_s);
-        let slow = self.handle.slow.clone();
-        let shutdown = self.gw.shutdown.clone();
+        // Made once, not on every turn: each turn is one event under fan-out, and
+        // registering timers and waiters anew every time was a quarter of the gateway's
+        // instructions (callgrind, BENCHMARKS.md).
+        let expiry =
+            tokio::time::sleep_until(token_deadline(&self.claims, self.gw.settings.auth.leeway_s));
+        let idle_check = tokio::time::sleep_until(self.last_heard + idle);
+        let slow = self.handle.slow.clone().cancelled_owned();
+        let shutdown = self.gw.shutdown.clone().cancelled_owned();
+        tokio::pin!(expiry, idle_check, slow, shutdown);
+        // The outbound queue is polled first: a wake for an event then costs one poll,
+        // not one of every branch (timers, cancellation, the socket). So that a queue
+        // that never empties cannot starve the rest, every FAIR_EVERY turns the other
+        // branches are polled once without waiting.
+        let mut turns = 0u32;
         loop {
             if !self.out.is_empty() {
                 match self.write(idle).await {
@@ -272,25 +352,51 @@ impl Connection {
                     }
                 }
             }
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    return Ending::close(close::GOING_AWAY, "gateway shutting down");
+            turns += 1;
+            let turn = if turns.is_multiple_of(FAIR_EVERY) {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => Turn::Shutdown,
+                    _ = &mut slow => Turn::Slow,
+                    _ = &mut expiry => Turn::Expired,
+                    _ = &mut idle_check => Turn::IdleCheck,
+                    _ = pings.tick() => Turn::Ping,
+                    Some(done) = self.inflight.next(), if !self.inflight.is_empty() => Turn::Finished(done),
+                    frame = reader.next() => Turn::Frame(frame),
+                    _ = std::future::ready(()) => Turn::Nothing,
                 }
-                _ = slow.cancelled() => {
-                    return Ending::close(close::SLOW_CONSUMER, "slow consumer");
+            } else {
+                tokio::select! {
+                    biased;
+                    out = rx.recv() => Turn::Outbound(out),
+                    _ = &mut shutdown => Turn::Shutdown,
+                    _ = &mut slow => Turn::Slow,
+                    _ = &mut expiry => Turn::Expired,
+                    _ = &mut idle_check => Turn::IdleCheck,
+                    _ = pings.tick() => Turn::Ping,
+                    Some(done) = self.inflight.next(), if !self.inflight.is_empty() => Turn::Finished(done),
+                    frame = reader.next() => Turn::Frame(frame),
                 }
-                _ = tokio::time::sleep_until(expires) => {
-                    return Ending::close(close::TOKEN_EXPIRED, "token expired");
+            };
+            match turn {
+                Turn::Nothing => {}
+                Turn::Shutdown => return Ending::close(close::GOING_AWAY, "gateway shutting down"),
+                Turn::Slow => return Ending::close(close::SLOW_CONSUMER, "slow consumer"),
+                Turn::Expired => return Ending::close(close::TOKEN_EXPIRED, "token expired"),
+                // The idle deadline moves with every frame heard; the timer is only
+                // pushed back when it fires early.
+                Turn::IdleCheck => {
+                    let deadline = self.last_heard + idle;
+                    if deadline <= Instant::now() {
+                        self.gw.metrics.idle_timeouts.inc();
+                        return Ending::close(close::GOING_AWAY, "idle timeout");
+                    }
+                    idle_check.as_mut().reset(deadline);
                 }
-                _ = tokio::time::sleep_until(self.last_heard + idle) => {
-                    self.gw.metrics.idle_timeouts.inc();
-                    return Ending::close(close::GOING_AWAY, "idle timeout");
-                }
-                _ = pings.tick() => self.out.ping(),
-                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.finished(done),
-                out = rx.recv() => {
-                    let Some(out) = out else { return Ending::gone("queue closed") };
+                Turn::Ping => self.out.ping(),
+                Turn::Finished(done) => self.finished(done),
+                Turn::Outbound(None) => return Ending::gone("queue closed"),
+                Turn::Outbound(Some(out)) => {
                     self.outbound(out);
                     for _ in 0..BATCH {
                         match rx.try_recv() {
@@ -299,19 +405,17 @@ impl Connection {
                         }
                     }
                 }
-                frame = reader.next() => match frame {
-                    Ok(msg) => {
-                        if let Some(ending) = self.inbound(msg) {
-                            // The error that explains the close goes first, if it can.
-                            let last_words = self.out.flush();
-                            if tokio::time::timeout(CLOSE_GRACE, last_words).await.is_err() {
-                                tracing::debug!("last frames not written before the close");
-                            }
-                            return ending;
+                Turn::Frame(Ok(msg)) => {
+                    if let Some(ending) = self.inbound(msg) {
+                        // The error that explains the close goes first, if it can.
+                        let last_words = self.out.flush();
+                        if tokio::time::timeout(CLOSE_GRACE, last_words).await.is_err() {
+                            tracing::debug!("last frames not written before the close");
                         }
+                        return ending;
                     }
-                    Err(e) => return frames::read_error(e),
-                },
+                }
+                Turn::Frame(Err(e)) => return frames::read_error(e),
             }
         }
     }

@@ -406,6 +406,22 @@ impl Writer {
         self.pos == self.buf.len()
     }
 
+    /// Writes as much of the batch as the socket takes now, without waiting: true when
+    /// all of it went.
+    pub fn try_flush(&mut self) -> io::Result<bool> {
+        while self.pos < self.buf.len() {
+            match self.io.try_write(&self.buf[self.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf = Vec::new();
+        self.pos = 0;
+        Ok(true)
+    }
+
     /// Writes the batch out. Cancel-safe: what was written stays written, the rest is
     /// written by the next call.
     pub async fn flush(&mut self) -> io::Result<()> {
