@@ -5,31 +5,35 @@
 //! The supervisor connects, declares the shared topology and the gateway's own queue,
 //! rebinds every room and user that has a local connection, then consumes until the
 //! connection fails; while it is down [`Broker::publish`] answers `Unavailable` at once
-//! and `/readyz` says 503. Binding changes go through one task, so a bind and an unbind
-//! of the same key can never overtake each other.
+//! and `/readyz` says 503. Binding changes go through one task, the binder (`binder.rs`).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use common::amqp::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
 use common::amqp::lapin::{Channel, Confirmation, Connection};
 use common::amqp::{declare_topology, login_of, persistent_json_properties, Backoff};
 use common::Settings;
 use futures_util::StreamExt;
-use proto::amqp::{room_binding, shard_key, user_binding, Command, Names};
-use proto::ids::{shard_of, validate_room, RoomKind};
+use proto::amqp::{shard_key, Command, Names};
+use proto::ids::shard_of;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver;
 use crate::index::Index;
 use crate::metrics::{Code, GatewayMetrics};
+
+mod binder;
+
+pub use binder::{BindKey, BinderInbox};
+use binder::{BindOp, BIND_CHANNELS};
 
 /// The broker could not take the command or binding now; the client may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,31 +49,12 @@ enum LinkError {
     Lost(&'static str),
 }
 
-/// What a binding follows: a room's local members or a user's local connections.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum BindKey {
-    Room(String),
-    User(String),
-}
-
-impl BindKey {
-    fn routing_key(&self) -> String {
-        match self {
-            BindKey::Room(r) => room_binding(r),
-            BindKey::User(u) => user_binding(u),
-        }
-    }
-}
-
-enum BindOp {
-    Reconcile(BindKey, Option<oneshot::Sender<Result<(), Unavailable>>>),
-    Resync(oneshot::Sender<Result<(), Unavailable>>),
-}
-
 #[derive(Clone)]
 struct Link {
     publish: Channel,
-    control: Channel,
+    /// The binder's channels, [`BIND_CHANNELS`] of them; the first also declared the
+    /// topology.
+    control: Arc<[Channel]>,
 }
 
 pub struct Broker {
@@ -84,7 +69,11 @@ pub struct Broker {
     /// This process has declared its queue once (the first time it deletes it first).
     started: AtomicBool,
     bound: Mutex<HashSet<String>>,
+    /// Binds sent but not confirmed: they may exist on the broker (see `binder.rs`).
+    in_doubt: Mutex<HashSet<String>>,
     binder: mpsc::Sender<BindOp>,
+    /// Counts binding changes, to take the control channels in turn.
+    next_channel: AtomicUsize,
 }
 
 impl Broker {
@@ -108,7 +97,9 @@ impl Broker {
             ready: AtomicBool::new(false),
             started: AtomicBool::new(false),
             bound: Mutex::new(HashSet::new()),
+            in_doubt: Mutex::new(HashSet::new()),
             binder: tx,
+            next_channel: AtomicUsize::new(0),
         };
         (Arc::new(broker), BinderInbox(rx))
     }
@@ -192,134 +183,6 @@ impl Broker {
             Err(_) => {
                 tracing::warn!("publisher confirm timed out");
                 Err(Unavailable)
-            }
-        }
-    }
-
-    /// Makes the binding of `key` follow local membership now, and waits until it does.
-    pub async fn ensure(&self, key: BindKey) -> Result<(), Unavailable> {
-        let (tx, rx) = oneshot::channel();
-        self.binder
-            .send(BindOp::Reconcile(key, Some(tx)))
-            .await
-            .map_err(|_| Unavailable)?;
-        rx.await.map_err(|_| Unavailable)?
-    }
-
-    /// Asks for `key`'s binding to follow local membership, without waiting.
-    pub async fn release(&self, key: BindKey) {
-        if self
-            .binder
-            .send(BindOp::Reconcile(key, None))
-            .await
-            .is_err()
-        {
-            tracing::debug!("binder stopped; binding left to the queue's expiry");
-        }
-    }
-
-    fn wanted(&self, key: &BindKey) -> bool {
-        match key {
-            // Direct-message rooms reach their two users through user bindings.
-            BindKey::Room(r) => {
-                self.index.room_has_members(r) && matches!(validate_room(r), Ok(RoomKind::Public))
-            }
-            BindKey::User(u) => self.index.user_has_sessions(u),
-        }
-    }
-
-    async fn reconcile(&self, key: &BindKey) -> Result<(), Unavailable> {
-        let wanted = self.wanted(key);
-        let routing_key = key.routing_key();
-        let bound = self.bound_set().contains(&routing_key);
-        if wanted == bound {
-            return Ok(());
-        }
-        self.apply(routing_key, wanted).await
-    }
-
-    /// Binds or unbinds one routing key on the broker, and remembers the result.
-    async fn apply(&self, routing_key: String, bind: bool) -> Result<(), Unavailable> {
-        let link = self.current().ok_or(Unavailable)?;
-        let (queue, exchange) = (self.queue.clone(), self.names.events_exchange());
-        let result = if bind {
-            link.control
-                .queue_bind(
-                    queue.into(),
-                    exchange.into(),
-                    routing_key.clone().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-        } else {
-            link.control
-                .queue_unbind(
-                    queue.into(),
-                    exchange.into(),
-                    routing_key.clone().into(),
-                    FieldTable::default(),
-                )
-                .await
-        };
-        match result {
-            Ok(()) => {
-                let mut set = self.bound_set();
-                if bind {
-                    set.insert(routing_key);
-                } else {
-                    set.remove(&routing_key);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, key = %routing_key, "binding change failed");
-                Err(Unavailable)
-            }
-        }
-    }
-
-    /// After a (re)connect: binds every key that has local members again (binding is
-    /// idempotent, and the queue may have expired with its bindings while the broker was
-    /// away), then unbinds the keys bound before that have none any more (their release
-    /// may have failed while the link was down).
-    async fn resync(&self) -> Result<(), Unavailable> {
-        let before: Vec<String> = self.bound_set().drain().collect();
-        let (rooms, users) = self.index.wanted();
-        for key in rooms
-            .into_iter()
-            .map(BindKey::Room)
-            .chain(users.into_iter().map(BindKey::User))
-        {
-            self.reconcile(&key).await?;
-        }
-        for routing_key in before {
-            if !self.bound_set().contains(&routing_key) {
-                self.apply(routing_key, false).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The binder: applies binding changes one at a time, in order.
-    pub async fn run_binder(self: Arc<Self>, mut inbox: BinderInbox, shutdown: CancellationToken) {
-        loop {
-            let op = tokio::select! {
-                op = inbox.0.recv() => op,
-                _ = shutdown.cancelled() => None,
-            };
-            match op {
-                Some(BindOp::Reconcile(key, done)) => {
-                    let result = self.reconcile(&key).await;
-                    if let Some(done) = done {
-                        // The asker may have gone (its connection closed); nothing to tell.
-                        done.send(result).ok();
-                    }
-                }
-                Some(BindOp::Resync(done)) => {
-                    done.send(self.resync().await).ok();
-                }
-                None => return,
             }
         }
     }
@@ -410,7 +273,14 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
-        self.set_link(Some(Link { publish, control }));
+        let mut control = vec![control];
+        while control.len() < BIND_CHANNELS {
+            control.push(conn.create_channel().await?);
+        }
+        self.set_link(Some(Link {
+            publish,
+            control: control.into(),
+        }));
         let (tx, rx) = oneshot::channel();
         if self.binder.send(BindOp::Resync(tx)).await.is_err() || !matches!(rx.await, Ok(Ok(()))) {
             return Err(LinkError::Lost("restoring bindings failed"));
@@ -434,6 +304,3 @@ impl Broker {
         }
     }
 }
-
-/// The receiving end of the binder's queue, handed to [`Broker::run_binder`].
-pub struct BinderInbox(mpsc::Receiver<BindOp>);

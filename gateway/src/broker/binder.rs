@@ -1,0 +1,296 @@
+//! The binder: keeps the gateway queue's bindings equal to local membership.
+//!
+//! One task decides every binding change and keeps at most one change per key on the
+//! broker at a time, so a bind and an unbind of the same key never overtake each other.
+//! Changes of different keys run side by side, spread over [`BIND_CHANNELS`] channels:
+//! RabbitMQ runs one channel's methods one after another, and a binding to a durable
+//! queue is a metadata transaction, so with a single channel every new session waited
+//! for every bind and unbind queued before its own (about 470 sessions/s here).
+//!
+//! A request only says "make this key follow membership": the binder compares what
+//! the index wants with what is bound when the key's turn comes, so requests for one
+//! key collapse into one change, and a release and a new session of the same user
+//! cancel out without reaching the broker.
+//!
+//! A bind is in doubt from when it is sent until the broker confirms it: if the
+//! connection drops first, the broker may have applied it or not. Such keys are not
+//! counted as bound (no `welcome` rests on them), but the resync after the reconnect
+//! unbinds them unless they are wanted, so a lost confirm leaves no binding behind
+//! (unbinding a binding that does not exist is harmless).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use common::amqp::lapin::options::QueueBindOptions;
+use common::amqp::lapin::types::FieldTable;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
+use proto::amqp::{room_binding, user_binding};
+use proto::ids::{validate_room, RoomKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, Unavailable};
+
+/// Control channels the binder spreads binding changes over, and so the most changes
+/// on the broker at once. Bind + unbind on a durable queue, measured with a throwaway
+/// lapin client on the 2-core bench machine (busy, so ranges): one channel 600–900
+/// changes/s, whether one or 32 are in flight on it; 8 channels 1,400–1,700; 32
+/// channels 2,000–3,400; 128 about the same as 32 when the gateway drives them (about
+/// 1,250 sessions/s either way: RabbitMQ's CPU is the limit).
+pub(super) const BIND_CHANNELS: usize = 32;
+
+/// What a binding follows: a room's local members or a user's local connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BindKey {
+    Room(String),
+    User(String),
+}
+
+impl BindKey {
+    fn routing_key(&self) -> String {
+        match self {
+            BindKey::Room(r) => room_binding(r),
+            BindKey::User(u) => user_binding(u),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), Unavailable>>;
+
+pub(super) enum BindOp {
+    Reconcile(BindKey, Option<Reply>),
+    Resync(Reply),
+}
+
+/// The receiving end of the binder's queue, handed to [`Broker::run_binder`].
+pub struct BinderInbox(pub(super) mpsc::Receiver<BindOp>);
+
+/// A binding change: bind (`true`) or unbind `routing_key`.
+struct Change {
+    routing_key: String,
+    bind: bool,
+}
+
+impl Broker {
+    /// Makes the binding of `key` follow local membership now, and waits until it does.
+    pub async fn ensure(&self, key: BindKey) -> Result<(), Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.binder
+            .send(BindOp::Reconcile(key, Some(tx)))
+            .await
+            .map_err(|_| Unavailable)?;
+        rx.await.map_err(|_| Unavailable)?
+    }
+
+    /// Asks for `key`'s binding to follow local membership, without waiting.
+    pub async fn release(&self, key: BindKey) {
+        if self
+            .binder
+            .send(BindOp::Reconcile(key, None))
+            .await
+            .is_err()
+        {
+            tracing::debug!("binder stopped; binding left to the queue's expiry");
+        }
+    }
+
+    fn wanted(&self, key: &BindKey) -> bool {
+        match key {
+            // Direct-message rooms reach their two users through user bindings.
+            BindKey::Room(r) => {
+                self.index.room_has_members(r) && matches!(validate_room(r), Ok(RoomKind::Public))
+            }
+            BindKey::User(u) => self.index.user_has_sessions(u),
+        }
+    }
+
+    /// The change that makes `key` follow local membership, if it does not already.
+    fn change_for(&self, key: &BindKey) -> Option<Change> {
+        let bind = self.wanted(key);
+        let routing_key = key.routing_key();
+        let bound = self.bound_set().contains(&routing_key);
+        (bind != bound).then_some(Change { routing_key, bind })
+    }
+
+    async fn reconcile(&self, key: &BindKey) -> Result<(), Unavailable> {
+        match self.change_for(key) {
+            Some(change) => self.apply(change).await,
+            None => Ok(()),
+        }
+    }
+
+    fn in_doubt_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_doubt.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Binds or unbinds one routing key on the broker, and remembers the result. Each
+    /// call takes the next control channel in turn.
+    async fn apply(&self, change: Change) -> Result<(), Unavailable> {
+        let Change { routing_key, bind } = change;
+        let link = self.current().ok_or(Unavailable)?;
+        if bind {
+            // Until confirmed, even if this future is dropped on the way.
+            self.in_doubt_set().insert(routing_key.clone());
+        }
+        let turn = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        let channel = &link.control[turn % link.control.len()];
+        let (queue, exchange) = (self.queue.clone(), self.names.events_exchange());
+        let result = if bind {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.clone().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        } else {
+            channel
+                .queue_unbind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.clone().into(),
+                    FieldTable::default(),
+                )
+                .await
+        };
+        match result {
+            Ok(()) => {
+                if bind {
+                    self.bound_set().insert(routing_key.clone());
+                    self.in_doubt_set().remove(&routing_key);
+                } else {
+                    self.bound_set().remove(&routing_key);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key = %routing_key, "binding change failed");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// After a (re)connect: binds every key that has local members again (binding is
+    /// idempotent, and the queue may have expired with its bindings while the broker was
+    /// away), then unbinds the keys bound or in doubt before that have none any more
+    /// (their release may have failed while the link was down). Keys go side by side,
+    /// as in the binder.
+    async fn resync(&self) -> Result<(), Unavailable> {
+        let mut before: HashSet<String> = self.bound_set().drain().collect();
+        before.extend(self.in_doubt_set().drain());
+        let (rooms, users) = self.index.wanted();
+        let keys = rooms
+            .into_iter()
+            .map(BindKey::Room)
+            .chain(users.into_iter().map(BindKey::User));
+        stream::iter(keys.map(Ok))
+            .try_for_each_concurrent(
+                BIND_CHANNELS,
+                |key| async move { self.reconcile(&key).await },
+            )
+            .await?;
+        let stale: Vec<String> = {
+            let bound = self.bound_set();
+            before.into_iter().filter(|k| !bound.contains(k)).collect()
+        };
+        stream::iter(stale.into_iter().map(Ok))
+            .try_for_each_concurrent(BIND_CHANNELS, |routing_key| {
+                self.apply(Change {
+                    routing_key,
+                    bind: false,
+                })
+            })
+            .await
+    }
+
+    /// The binder: takes every request as it comes and applies up to [`BIND_CHANNELS`]
+    /// changes at once, each asker answered when its key's change is confirmed.
+    pub async fn run_binder(self: Arc<Self>, mut inbox: BinderInbox, shutdown: CancellationToken) {
+        let mut binder = Binder::new(&self);
+        loop {
+            tokio::select! {
+                Some((key, result)) = binder.changes.next() => binder.landed(key, result),
+                op = inbox.0.recv(), if binder.changes.len() < BIND_CHANNELS => match op {
+                    Some(BindOp::Reconcile(key, reply)) => binder.ask(key, reply),
+                    Some(BindOp::Resync(reply)) => {
+                        // The resync rebuilds the bound set: nothing else may change it.
+                        binder.settle().await;
+                        reply.send(self.resync().await).ok();
+                    }
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// The binder task's state: the changes on the broker and who waits for each.
+struct Binder<'a> {
+    broker: &'a Broker,
+    /// Changes in flight, each ending with its key and outcome.
+    changes: FuturesUnordered<BoxFuture<'a, (BindKey, Result<(), Unavailable>)>>,
+    /// For each key with a change in flight, the askers that change answers.
+    waiting: HashMap<BindKey, Vec<Reply>>,
+    /// Keys asked about again while their change was in flight, with their askers:
+    /// reconciled once that change lands.
+    again: HashMap<BindKey, Vec<Reply>>,
+}
+
+impl<'a> Binder<'a> {
+    fn new(broker: &'a Broker) -> Self {
+        Binder {
+            broker,
+            changes: FuturesUnordered::new(),
+            waiting: HashMap::new(),
+            again: HashMap::new(),
+        }
+    }
+
+    fn ask(&mut self, key: BindKey, reply: Option<Reply>) {
+        if self.waiting.contains_key(&key) {
+            self.again.entry(key).or_default().extend(reply);
+        } else {
+            self.start(key, reply.into_iter().collect());
+        }
+    }
+
+    /// Starts the change `key` needs now, or answers at once when it needs none.
+    fn start(&mut self, key: BindKey, replies: Vec<Reply>) {
+        let Some(change) = self.broker.change_for(&key) else {
+            answer(replies, Ok(()));
+            return;
+        };
+        let broker = self.broker;
+        let landing = key.clone();
+        self.changes.push(Box::pin(
+            async move { (landing, broker.apply(change).await) },
+        ));
+        self.waiting.insert(key, replies);
+    }
+
+    fn landed(&mut self, key: BindKey, result: Result<(), Unavailable>) {
+        answer(self.waiting.remove(&key).unwrap_or_default(), result);
+        if let Some(replies) = self.again.remove(&key) {
+            self.start(key, replies);
+        }
+    }
+
+    /// Waits until no change is in flight, the ones asked for again included.
+    async fn settle(&mut self) {
+        while let Some((key, result)) = self.changes.next().await {
+            self.landed(key, result);
+        }
+    }
+}
+
+fn answer(replies: Vec<Reply>, result: Result<(), Unavailable>) {
+    for reply in replies {
+        // The asker may have gone (its connection closed); nothing to tell.
+        reply.send(result).ok();
+    }
+}
