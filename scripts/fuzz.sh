@@ -8,6 +8,8 @@
 #   client_frame   arbitrary bytes through proto::client::ClientFrame::parse
 #   command        arbitrary bytes through serde_json::from_slice::<proto::amqp::Command>
 #                  and warren_dispatcher::intake::read
+#   ws_decoder     arbitrary bytes, cut into reads, through the gateway's WebSocket
+#                  decoder (warren_gateway::ws::Decoder), compression on or off
 #
 # Not part of CI (scripts/test.sh): it is slow by design and needs a sanitizer build.
 # cargo-fuzz passes nightly-only compiler flags; RUSTC_BOOTSTRAP=1 lets a stable
@@ -19,7 +21,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_PER_TARGET=${1:-600}
-TARGETS=(client_frame command ws_decoder)
+# FUZZ_TARGETS="ws_decoder" picks some of them.
+read -r -a TARGETS <<<"${FUZZ_TARGETS:-client_frame command ws_decoder}"
 
 if ! [[ $SECONDS_PER_TARGET =~ ^[0-9]+$ ]] || ((SECONDS_PER_TARGET < 1)); then
     echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET]" >&2
