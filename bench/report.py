@@ -321,16 +321,156 @@ def connect_table(rows):
     return out
 
 
-def compression_table():
-    return [
-        "### 5. Compression (permessage-deflate)",
-        "",
-        "| figure | target | verdict |",
-        "| --- | --- | --- |",
-        "| not measured: gateway has no permessage-deflate yet | negotiated with clients that offer it; "
-        "wire bytes saved and CPU per delivery on/off reported | not measured |",
-        "",
-    ]
+# The gateways' counters the compression case reads at the window's edges.
+BYTES_OUT = "warren_gateway_ws_payload_bytes_out_total"
+BYTES_SAVED = "warren_gateway_ws_deflate_bytes_saved_total"
+COMPRESSIONS = "warren_gateway_deflate_event_compressions_total"
+
+
+def window_counter(result, name):
+    """A gateway counter's growth over the window, summed over the gateways (None when
+    a gateway did not answer)."""
+    sc = result.get("server_counters") or {}
+    if not sc or sc.get("answered") != sc.get("urls"):
+        return None
+    return (sc.get("window") or {}).get(name, 0)
+
+
+def per_delivery(result, value):
+    n = result.get("delivered_in_window") or 0
+    return value / n if value is not None and n else None
+
+
+def compression_table(rows):
+    out = ["### 5. Compression (permessage-deflate)", ""]
+    if not runs(rows, "deflate_on") and not runs(rows, "deflate_off"):
+        out.append("| figure | target | verdict |")
+        out.append("| --- | --- | --- |")
+        out.append("| not measured in this run (`bench/run.sh --cases deflate`); negotiation is tested "
+                   "with headless Chromium (tests/browser/chat.test.mjs) and Python `websockets` "
+                   "(tests/tests/e2e.rs) | negotiated with clients that offer it; wire bytes saved and "
+                   "CPU per delivery on/off reported | not measured |")
+        out.append("")
+        return out
+    out.append(
+        "The fan-out of section 1 (1,000 receivers over two gateways, 10 senders × 10 msg/s, "
+        "64 B) against the same gateways, alternately (the order flips every run): \"on\", every "
+        "client offers `permessage-deflate; client_max_window_bits` (`loadgen fanout --deflate`; "
+        "the gateways answer `server_no_context_takeover; client_no_context_takeover` and compress "
+        "each event once, for every member, when it is at least `compress_min_bytes` (128) and "
+        "shrinks); \"off\", no client offers it. The gateways' compression stays enabled for "
+        "\"off\": a connection that did not agree it takes the same path as "
+        "`WARREN__GATEWAY__COMPRESSION=false`. Payload bytes are the gateways' own counter "
+        f"(`{BYTES_OUT}`, read from both gateways at the window's edges) divided by the "
+        "deliveries in the window; wire bytes add the frame headers, as the load generator read "
+        "them off its sockets (it inflates in an adapter under tungstenite, which has no "
+        "permessage-deflate, and inflates each event once per thread, not once per member, so that "
+        "its own cost stays small). CPU per delivery is counted as in section 1; \"compressions per "
+        "event\" is the gateways' `deflate_event_compressions` over the messages in the window, per "
+        "gateway (1 means each event was compressed once for all its members)."
+    )
+    out.append("")
+    out.append(
+        "| compression | agreed / connections | deliveries/s | payload bytes per delivery | "
+        "wire bytes per delivery (loadgen) | server CPU per delivery | split | "
+        "p50 / p90 / p99 / max ms | lost / expected | loadgen CPU (cores) |"
+    )
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    fig = {}
+    for side in ("on", "off"):
+        case = f"deflate_{side}"
+        rs = [r["result"] for r in runs(rows, case)]
+        good = [r for r in rs if r.get("ok")]
+        if not rs:
+            continue
+        if not good:
+            out.append(f"| {side} | failed: {rs[0].get('error', '?')} | | | | | | | | |")
+            continue
+        us = [per_delivery_us(r) for r in good]
+        split = " / ".join(
+            f"{fmt(med([per_delivery_us(r, labels) for r in good]), 2)}"
+            for labels in (("gw0", "gw1"), ("d0",), ("rabbitmq",), ("redis",))
+        )
+        payload = [per_delivery(r, window_counter(r, BYTES_OUT)) for r in good]
+        wire = [per_delivery(r, r.get("wire_bytes_in_window")) for r in good]
+        agreed = [r.get("agreed_connections", 0) for r in good]
+        conns = [r.get("connected", 0) for r in good]
+        agreed_txt = (f"{fmt(min(agreed))} / {fmt(max(conns))}" if min(agreed) == max(agreed)
+                      else f"{fmt(min(agreed))}–{fmt(max(agreed))} / {fmt(max(conns))}")
+        lg = [(r.get("cpu_s") or {}).get("loadgen", 0) / r["window_s"] for r in good]
+        lost = max(r.get("lost", 0) for r in good)
+        expected = med([r.get("expected_deliveries") for r in good])
+        lats = " / ".join(fmt(med([lat(r, q) for r in good]), 1)
+                          for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+        out.append(
+            f"| {side} | {agreed_txt} | {fmt(med([r['deliveries_per_s'] for r in good]))} | "
+            f"**{fmt(med(payload), 1)} B**{rng(payload)} | {fmt(med(wire), 1)} B | "
+            f"**{fmt(med(us), 2)} µs**{rng(us)} | gateways / dispatcher / RabbitMQ / Redis: {split} µs | "
+            f"{lats} | {fmt(lost)} (worst run) / {fmt(expected)} | {fmt(med(lg), 2)} |"
+        )
+        saved = [per_delivery(r, window_counter(r, BYTES_SAVED)) for r in good]
+        # Each gateway compresses each event once: compressions / (messages × gateways).
+        once = []
+        for r in good:
+            c = window_counter(r, COMPRESSIONS)
+            msgs = (r.get("messages_delivered_per_s") or 0) * r["window_s"]
+            gws = (r.get("server_counters") or {}).get("urls") or 0
+            if c is not None and msgs and gws:
+                once.append(c / (msgs * gws))
+        fig[side] = {
+            "payload": med(payload), "wire": med(wire), "us": med(us), "saved": med(saved),
+            "once": med(once), "agreed": min(agreed), "conns": max(conns), "lost": lost,
+            "lat": {q: med([lat(r, q) for r in good]) for q in ("p50_ms", "p90_ms", "p99_ms")},
+            "gw_us": med([per_delivery_us(r, ("gw0", "gw1")) for r in good]),
+        }
+    out.append("")
+    on, off = fig.get("on"), fig.get("off")
+    tests = ("headless Chromium (`WebSocket.extensions`, tests/browser/chat.test.mjs) and "
+             "Python `websockets` (tests/tests/e2e.rs) in the tests")
+    out.append("| goal 5 | figure | target | verdict |")
+    out.append("| --- | --- | --- | --- |")
+    if not on and not off:
+        out.append(f"| negotiated with clients that offer it | {tests}; every benchmark run failed "
+                   "| negotiated | not measured |")
+        out.append("")
+        return out
+    if on:
+        every = on["agreed"] == on["conns"] and on["conns"] > 0
+        out.append(f"| negotiated with clients that offer it | loadgen: {fmt(on['agreed'])} of "
+                   f"{fmt(on['conns'])} connections (worst run); {tests} | negotiated | "
+                   f"{verdict(every)} |")
+    if on and off and on["payload"] and off["payload"]:
+        pct = (1 - on["payload"] / off["payload"]) * 100
+        wire = ""
+        if on["wire"] and off["wire"]:
+            wire = (f"; on the wire with frame headers {fmt(off['wire'], 1)} → {fmt(on['wire'], 1)} B "
+                    f"({fmt((1 - on['wire'] / off['wire']) * 100, 1)} % saved)")
+        gw_saved = ""
+        if on["saved"] is not None:
+            within = on["saved"] / (on["payload"] + on["saved"]) * 100 if on["payload"] + on["saved"] else 0
+            gw_saved = (f"; within the \"on\" runs the gateways count {fmt(on['saved'], 1)} B saved per "
+                        f"delivery ({fmt(within, 1)} % of what they would have written)")
+        once = ""
+        if on["once"] is not None:
+            once = f"; {fmt(on['once'], 2)} compressions per event per gateway"
+        out.append(f"| payload bytes per delivery, off → on | {fmt(off['payload'], 1)} → "
+                   f"{fmt(on['payload'], 1)} B: **{fmt(pct, 1)} % saved**{wire}{gw_saved}{once} | "
+                   f"reported | – |")
+    if on and off and on["us"] and off["us"]:
+        d = (on["us"] / off["us"] - 1) * 100
+        gw = ""
+        if on["gw_us"] and off["gw_us"]:
+            gw = f" (gateways {fmt(off['gw_us'], 2)} → {fmt(on['gw_us'], 2)} µs)"
+        out.append(f"| server CPU per delivery, off → on | {fmt(off['us'], 2)} → {fmt(on['us'], 2)} µs "
+                   f"({'+' if d >= 0 else ''}{fmt(d, 1)} %){gw} | reported | – |")
+    if on and off:
+        lat_txt = "; ".join(
+            f"{q[:-3]} {fmt(off['lat'][q], 1)} → {fmt(on['lat'][q], 1)} ms" for q in ("p50_ms", "p90_ms", "p99_ms"))
+        out.append(f"| latency, off → on | {lat_txt} | reported | – |")
+    lost = max(f["lost"] for f in fig.values())
+    out.append(f"| loss, on and off | {fmt(lost)} lost (worst run) | none | {verdict(lost == 0)} |")
+    out.append("")
+    return out
 
 
 def machine_block(machine_path):
@@ -351,7 +491,7 @@ def tables(rows, machine_path):
     out += idle_table(rows)
     out += pipeline_table(rows)
     out += connect_table(rows)
-    out += compression_table()
+    out += compression_table(rows)
     return "\n".join(out)
 
 

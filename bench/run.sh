@@ -5,7 +5,8 @@
 #   bench/run.sh                 full matrix, 3 runs per case, medians -> BENCHMARKS.md
 #   bench/run.sh --quick         short runs, 1 each, summary on stdout (BENCHMARKS.md kept)
 #   bench/run.sh --smoke         <= 10 s: one tiny fan-out; exit 0 when it works (for CI)
-#   bench/run.sh --cases fanout,seed,pipeline,raw,idle,connect   a selection
+#   bench/run.sh --cases fanout,deflate,seed,pipeline,raw,idle,connect   a selection
+#                                (deflate: the fan-out with permessage-deflate on and off)
 #   bench/run.sh --stalled       slow consumer (issue 5): 200-member room, 0 vs 1 stalled
 #                                reader, alternately, 3 runs each -> target/bench/<stamp>/stalled.md
 #
@@ -16,8 +17,8 @@
 #
 # It builds the binaries, builds the seed program (../shared/peers/seed-go, or
 # $SEED_DIR), makes sure RabbitMQ and Redis answer (scripts/ensure-services.sh), starts
-# what each case needs under a unique prefix (1 dispatcher + 2 gateways for fan-out and
-# pipeline; 1 gateway for idle and connect), pins every server process to core 0 -
+# what each case needs under a unique prefix (1 dispatcher + 2 gateways for fan-out,
+# compression and pipeline; 1 gateway for idle and connect), pins every server process to core 0 -
 # RabbitMQ and Redis included, their affinity restored at exit - and the load generator
 # to core 1, reads each server process's CPU time over each measurement window, and
 # removes every queue, exchange and Redis key it made. Results: target/bench/<stamp>/.
@@ -50,13 +51,13 @@ while [ $# -gt 0 ]; do
     --no-pin-shared) PIN_SHARED=0 ;;
     --wait-idle) WAIT_IDLE=$2; shift ;;
     --stalled) MODE=stalled ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
 done
 
-ALL_CASES="fanout,seed,pipeline,raw,idle,connect"
+ALL_CASES="fanout,deflate,seed,pipeline,raw,idle,connect"
 case $MODE in
   full) : "${CASES:=$ALL_CASES}" "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
   quick) : "${CASES:=$ALL_CASES}" "${RUNS:=1}" "${WAIT_IDLE:=0}" ;;
@@ -191,19 +192,19 @@ smoke_case() {
   python3 "$HERE/report.py" smoke "$RESULTS"
 }
 
-# Fan-out and pipeline share one stack: 1 dispatcher + 2 gateways.
+# Fan-out, compression and pipeline share one stack: 1 dispatcher + 2 gateways.
 warren_chat_cases() {
-  local prefix gw0 gw1 pids run out
+  local prefix gw0 gw1 pids run out side
   new_prefix
   prefix=$PREFIX
   start_dispatcher "$prefix"
   local d0=$DISPATCHER_PID
   start_gateway "$prefix" 0
   gw0=$GATEWAY_PID
-  local url0=$GATEWAY_URL
+  local url0=$GATEWAY_URL http0=$GATEWAY_HTTP
   start_gateway "$prefix" 1
   gw1=$GATEWAY_PID
-  local url1=$GATEWAY_URL
+  local url1=$GATEWAY_URL http1=$GATEWAY_HTTP
   if has_case fanout; then
     for ((run = 1; run <= RUNS; run++)); do
       log "fanout (Warren) run $run/$RUNS"
@@ -212,6 +213,29 @@ warren_chat_cases() {
         --rate 10 --payload 64 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
         --cpu-pids "$pids" --run-id "$prefix-$run" || true)
       record fanout "$run" '{}' "$out"
+    done
+  fi
+  # Compression (goal 5): the same fan-out, every client offering permessage-deflate
+  # (on) or none offering it (off), against the same gateways, whose compression stays
+  # enabled: a connection that did not agree it takes the same path as
+  # WARREN__GATEWAY__COMPRESSION=false, and on and off alternate without restarts (the
+  # order flips every run). The gateways' byte counters are read at the window's edges.
+  if has_case deflate; then
+    for ((run = 1; run <= RUNS; run++)); do
+      local sides="on off"
+      [ $((run % 2)) -eq 0 ] && sides="off on"
+      for side in $sides; do
+        log "fanout with compression $side, run $run/$RUNS"
+        local -a flags=()
+        [ "$side" = on ] && flags=(--deflate)
+        pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
+        out=$(loadgen fanout --url "$url0,$url1" --secret "$SECRET" --receivers 1000 --senders 10 \
+          --rate 10 --payload 64 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+          "${flags[@]}" --window-metrics "$http0/metrics,$http1/metrics" \
+          --cpu-pids "$pids" --run-id "$prefix-z$side$run" || true)
+        record "deflate_$side" "$run" '{}' "$out"
+        sleep 2
+      done
     done
   fi
   if has_case pipeline; then
@@ -420,7 +444,7 @@ if [ "$MODE" = stalled ]; then
 fi
 
 started=$(date +%s)
-if has_case fanout || has_case pipeline; then warren_chat_cases; fi
+if has_case fanout || has_case deflate || has_case pipeline; then warren_chat_cases; fi
 if has_case raw; then raw_cases; fi
 if has_case seed; then seed_cases; fi
 if has_case idle; then warren_idle_cases; fi

@@ -1,9 +1,10 @@
 //! The command line: `loadgen MODE --key value ...`.
 //!
 //! A hand-written parser instead of a crate, to keep the load generator's dependencies
-//! to what it measures with. Every option is `--name value`; an option given twice keeps
-//! the last value; an option that no mode reads is an error, so a typo never silently
-//! runs the default.
+//! to what it measures with. Every option is `--name value`, except that an option
+//! followed by another option (or by nothing) is a switch: `--deflate` is `--deflate
+//! true`. An option given twice keeps the last value; an option that no mode reads is an
+//! error, so a typo never silently runs the default.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +21,7 @@ pub struct Args {
 impl Args {
     /// Parses `argv` without the program name.
     pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, Error> {
-        let mut argv = argv.into_iter();
+        let mut argv = argv.into_iter().peekable();
         let mode = argv
             .next()
             .ok_or_else(|| Error::from("missing MODE (try `loadgen help`)"))?;
@@ -29,9 +30,13 @@ impl Args {
             let name = flag
                 .strip_prefix("--")
                 .ok_or_else(|| Error::from(format!("expected --option, got {flag:?}")))?;
-            let value = argv
-                .next()
-                .ok_or_else(|| Error::from(format!("--{name} needs a value")))?;
+            if name.is_empty() {
+                return Err(Error::from("expected --option, got \"--\""));
+            }
+            let value = match argv.peek() {
+                Some(next) if !next.starts_with("--") => argv.next().unwrap_or_default(),
+                _ => "true".to_owned(),
+            };
             values.insert(name.to_owned(), value);
         }
         Ok(Args {
@@ -136,6 +141,17 @@ mod tests {
         let a = args("idle --conns 5 --conn 6");
         assert_eq!(a.get("conns", 0usize).unwrap(), 5);
         assert!(a.finish().unwrap_err().to_string().contains("--conn"));
+    }
+
+    #[test]
+    fn an_option_without_a_value_is_a_switch() {
+        let a = args("fanout --deflate --receivers 3 --quiet");
+        assert!(a.get("deflate", false).unwrap());
+        assert!(a.get("quiet", false).unwrap());
+        assert_eq!(a.get("receivers", 0usize).unwrap(), 3);
+        let b = args("fanout --deflate false --rate -1");
+        assert!(!b.get("deflate", true).unwrap());
+        assert_eq!(b.get("rate", 0i32).unwrap(), -1);
     }
 
     #[test]

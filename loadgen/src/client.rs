@@ -6,6 +6,7 @@
 //! memory and CPU stay out of the way of what is measured.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -19,8 +20,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::frames::{self, Inbound};
+use crate::inflate::{self, Inflate};
 
-pub type Ws = WebSocketStream<TcpStream>;
+/// A client connection: tungstenite over [`Inflate`], which inflates permessage-deflate
+/// frames when the connection offered and the server agreed it, and passes the bytes
+/// through otherwise.
+pub type Ws = WebSocketStream<Inflate<TcpStream>>;
 
 /// Where and how to connect.
 #[derive(Clone)]
@@ -32,6 +37,11 @@ pub struct Dial {
     /// `SO_RCVBUF` in bytes, set before connecting (so the advertised window stays
     /// small); `None` keeps the system's default and its autotuning.
     pub recv_buffer: Option<u32>,
+    /// Offer permessage-deflate (`Sec-WebSocket-Extensions: permessage-deflate;
+    /// client_max_window_bits`) and inflate what the server compresses.
+    pub deflate: bool,
+    /// Where this connection counts the bytes it reads (shared by a run).
+    pub bytes: Arc<inflate::Counters>,
 }
 
 /// Why a connection attempt failed, as a short key for counting (`http_429`,
@@ -85,6 +95,12 @@ async fn dial_unbounded(dial: &Dial, token: Option<&str>) -> Result<Ws, DialErro
             .map_err(|e| DialError(format!("token header: {e}")))?;
         request.headers_mut().insert("authorization", value);
     }
+    if dial.deflate {
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            HeaderValue::from_static(inflate::OFFER),
+        );
+    }
     let uri = request.uri();
     let host = uri
         .host()
@@ -116,6 +132,7 @@ async fn dial_unbounded(dial: &Dial, token: Option<&str>) -> Result<Ws, DialErro
     stream
         .set_nodelay(true)
         .map_err(|e| DialError(format!("io_{:?}", e.kind())))?;
+    let stream = Inflate::new(stream, dial.deflate, dial.bytes.clone());
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(client_config())).await?;
     Ok(ws)

@@ -6,7 +6,9 @@
 //! (`--timeout`, default 300 s) and talks to loopback addresses only.
 //!
 //! - `chat` runs chat traffic for `fanout`, `seed-fanout` and `pipeline` (plans in
-//!   `rooms`); `client` dials and authenticates; `frames` reads server frames cheaply.
+//!   `rooms`); `client` dials and authenticates; `frames` reads server frames cheaply;
+//!   `inflate` reads permessage-deflate frames for tungstenite (`--deflate`).
+//! - `scrape` reads the servers' `/metrics` counters at the window's edges.
 //! - `sessions` has `idle` and `connect`; `raw` the broker path without Warren.
 //! - `measure` has the clocks, histograms, counters and `/proc` CPU probes.
 
@@ -14,9 +16,11 @@ mod args;
 mod chat;
 mod client;
 mod frames;
+mod inflate;
 mod measure;
 mod raw;
 mod rooms;
+mod scrape;
 mod sessions;
 
 use std::future::Future;
@@ -66,6 +70,10 @@ modes:
                --rate 10 (per sender) --payload 64 --warmup 2 --duration 10 --drain 5 (quiet s; --drain-max 60)
                --stalled N: N of the receivers join, then never read (SO_RCVBUF --stalled-rcvbuf 4096)
                --metrics-url http://gw/metrics: watch the gateway's 1013 closes during the run
+               --deflate: offer permessage-deflate, inflate compressed frames
+               (every chat mode; the JSON line has wire_bytes_in, inflated_bytes_in, ...)
+               --window-metrics http://gw0/metrics,...: servers' *_total counters over
+               the window (every chat mode)
   seed-fanout  the same against the seed program ({\"username\",\"message\"}, no auth)
   pipeline     many small rooms (2-10 members): --rooms 200 --senders-per-room 1
                --rate N (total msg/s; 0 = as fast as acks allow, --window 4 per sender)

@@ -27,6 +27,10 @@ struct Common {
     run_id: String,
     /// `--metrics-url http://host:port/metrics`: a gateway to watch for 1013 closes.
     metrics_url: Option<String>,
+    /// `--deflate`: offer permessage-deflate and inflate what comes compressed.
+    deflate: bool,
+    /// `--window-metrics URL,...`: servers' counters over the window.
+    window_metrics: crate::scrape::Scrape,
 }
 
 impl Common {
@@ -47,6 +51,8 @@ impl Common {
                 &format!("{:x}", crate::measure::now_ns() % 0xffff_ffff),
             ),
             metrics_url: Some(args.string("metrics-url", "")).filter(|u| !u.is_empty()),
+            deflate: args.get("deflate", false)?,
+            window_metrics: crate::scrape::Scrape::new(&args.list("window-metrics", &[]))?,
         })
     }
 
@@ -64,6 +70,8 @@ impl Common {
             source_ips: self.source_ips,
             cpu: self.cpu,
             metrics_url: self.metrics_url,
+            deflate: self.deflate,
+            window_metrics: self.window_metrics,
         }
     }
 }

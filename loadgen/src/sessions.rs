@@ -40,6 +40,8 @@ pub fn idle(args: &Args) -> Result<Job, Error> {
                     source_ip: client::pick_ip(&ips, i),
                     timeout,
                     recv_buffer: None,
+                    deflate: false,
+                    bytes: Default::default(),
                 };
                 let user = format!("i{run_id}-{i}");
                 let secret = secret.clone();
@@ -127,6 +129,8 @@ pub fn connect(args: &Args) -> Result<Job, Error> {
                         source_ip: client::pick_ip(&ips, w + n * concurrency),
                         timeout,
                         recv_buffer: None,
+                        deflate: false,
+                        bytes: Default::default(),
                     };
                     let user = format!("c{run_id}-{w}-{n}");
                     n += 1;

@@ -11,6 +11,10 @@
 //! A member may be a stalled reader (`fanout --stalled N`, in `stalled`): it joins and
 //! then is never read until the run is over. It is not a member for counting: rates,
 //! latencies and loss are the other members'.
+//!
+//! With `--deflate` every member offers permessage-deflate and reads compressed frames
+//! inflated (`inflate`); the report has the bytes read off the sockets and after
+//! inflating, and `--window-metrics` adds the gateways' own counters over the window.
 
 mod stalled;
 mod traffic;
@@ -27,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until};
 
 use crate::client::{self, Dial, DialError, Ws};
+use crate::inflate;
 use crate::measure::{drain, now_ns, rate, Count, CpuProbe, Errors, Latency, Window};
 use traffic::{hold, read, Writer};
 
@@ -76,6 +81,10 @@ pub struct Plan {
     pub cpu: CpuProbe,
     /// A gateway's `/metrics` to watch for slow-consumer closes during the run.
     pub metrics_url: Option<String>,
+    /// Every member offers permessage-deflate.
+    pub deflate: bool,
+    /// Servers' `/metrics` read at the window's edges.
+    pub window_metrics: crate::scrape::Scrape,
 }
 
 /// What one sending member did.
@@ -113,6 +122,7 @@ struct Shared {
 pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Error> {
     let connect_started = now_ns();
     let connect_errors = Errors::default();
+    let bytes = Arc::new(inflate::Counters::default());
     let attempts: Vec<(usize, Dial, Member)> = plan
         .members
         .iter()
@@ -123,6 +133,8 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
                 source_ip: client::pick_ip(&plan.source_ips, i),
                 timeout: plan.connect_timeout,
                 recv_buffer: m.stalled,
+                deflate: plan.deflate,
+                bytes: bytes.clone(),
             };
             (i, dial, m.clone())
         })
@@ -228,8 +240,12 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
 
     sleep_until(Window::instant_of(window.start_ns)).await;
     let cpu_before = plan.cpu.sample();
+    let bytes_before = bytes.snapshot();
+    let metrics_before = plan.window_metrics.read().await;
     sleep_until(Window::instant_of(window.end_ns)).await;
     let cpu_after = plan.cpu.sample();
+    let bytes_after = bytes.snapshot();
+    let metrics_after = plan.window_metrics.read().await;
 
     // Drain: every accepted message to every member of its room, every send answered.
     let accepted = |s: &SenderStats, f: &Flavor| match f {
@@ -364,6 +380,16 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
     out.insert("drain_s".into(), json!((drain_s * 100.0).round() / 100.0));
     out.insert("drained".into(), json!(drained));
     out.insert("cpu_s".into(), plan.cpu.delta(&cpu_before, &cpu_after));
+    out.insert("deflate_offered".into(), json!(plan.deflate));
+    if let Value::Object(mut counts) = bytes.report(bytes_before, bytes_after) {
+        out.append(&mut counts);
+    }
+    if !plan.window_metrics.is_empty() {
+        out.insert(
+            "server_counters".into(),
+            plan.window_metrics.report(&metrics_before, &metrics_after),
+        );
+    }
     if let Some(report) = stalled_report {
         out.insert("stalled".into(), report);
     }

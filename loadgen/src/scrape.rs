@@ -1,0 +1,188 @@
+//! The servers' own counters over the measurement window (`--window-metrics URL,...`):
+//! each URL's Prometheus text is read when the window opens and when it closes, and the
+//! report has what every unlabelled `*_total` counter grew by in between, summed over
+//! the URLs (and each counter's value at the end).
+//!
+//! One HTTP/1.0 GET per URL, on a blocking thread so that no reader task waits.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::Error;
+
+/// Counter name → value, for one URL.
+pub type Counters = BTreeMap<String, f64>;
+
+/// The URLs to read.
+#[derive(Clone, Default)]
+pub struct Scrape {
+    targets: Vec<(String, SocketAddr, String)>,
+}
+
+/// One reading of every URL (in order): its counters, or why it failed.
+pub type Reading = Vec<Result<Counters, String>>;
+
+impl Scrape {
+    /// `urls` are `http://ip:port/path` (path `/metrics` when absent).
+    pub fn new(urls: &[String]) -> Result<Scrape, Error> {
+        let mut targets = Vec::new();
+        for url in urls {
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| Error::from(format!("--window-metrics {url}: http:// only")))?;
+            let (host, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/metrics"),
+            };
+            let addr: SocketAddr = host
+                .parse()
+                .map_err(|e| Error::from(format!("--window-metrics {url}: {e}")))?;
+            let request =
+                format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            targets.push((url.clone(), addr, request));
+        }
+        Ok(Scrape { targets })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Reads every URL (none when there are none).
+    pub async fn read(&self) -> Reading {
+        if self.targets.is_empty() {
+            return Vec::new();
+        }
+        let targets = self.targets.clone();
+        tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .map(|(_, addr, request)| get(*addr, request).map(|body| counters(&body)))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(format!("scrape thread: {e}"))])
+    }
+
+    /// The report: counters' growth between `before` and `after`, summed over the URLs
+    /// that answered both times; their values at `after`; failures by URL.
+    pub fn report(&self, before: &Reading, after: &Reading) -> Value {
+        let mut window: BTreeMap<String, f64> = BTreeMap::new();
+        let mut end: BTreeMap<String, f64> = BTreeMap::new();
+        let mut failed = serde_json::Map::new();
+        let mut answered = 0;
+        for (i, (url, _, _)) in self.targets.iter().enumerate() {
+            match (before.get(i), after.get(i)) {
+                (Some(Ok(a)), Some(Ok(b))) => {
+                    answered += 1;
+                    for (name, value) in b {
+                        *end.entry(name.clone()).or_default() += value;
+                        let was = a.get(name).copied().unwrap_or(0.0);
+                        *window.entry(name.clone()).or_default() += value - was;
+                    }
+                }
+                (a, b) => {
+                    let why = [a, b]
+                        .iter()
+                        .find_map(|r| match r {
+                            Some(Err(e)) => Some(e.clone()),
+                            None => Some("not read".to_owned()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    failed.insert(url.clone(), json!(why));
+                }
+            }
+        }
+        let whole = |m: BTreeMap<String, f64>| -> serde_json::Map<String, Value> {
+            m.into_iter()
+                .map(|(k, v)| (k, json!(v.round() as i64)))
+                .collect()
+        };
+        json!({
+            "urls": self.targets.len(),
+            "answered": answered,
+            "failed": failed,
+            "window": whole(window),
+            "end": whole(end),
+        })
+    }
+}
+
+/// One HTTP/1.0 GET; the body of a 200 answer.
+fn get(addr: SocketAddr, request: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(2))))
+        .map_err(|e| format!("timeouts: {e}"))?;
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    s.take(8 << 20)
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "no end of headers".to_owned())?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("status {status}"));
+    }
+    Ok(body.to_owned())
+}
+
+/// Every unlabelled counter (`name_total value`) in Prometheus text.
+fn counters(body: &str) -> Counters {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(name, _)| name.ends_with("_total") && !name.contains('{'))
+        .filter_map(|(name, value)| Some((name.to_owned(), value.trim().parse().ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlabelled_counters_and_their_growth() {
+        let body = "# HELP warren_gateway_ws_payload_bytes_out Bytes.\n\
+            # TYPE warren_gateway_ws_payload_bytes_out counter\n\
+            warren_gateway_ws_payload_bytes_out_total 1000\n\
+            warren_gateway_frames_out_total{type=\"message\"} 5\n\
+            warren_gateway_connections 3\n\
+            warren_gateway_ws_deflate_bytes_saved_total 40\n";
+        let c = counters(body);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c["warren_gateway_ws_payload_bytes_out_total"], 1000.0);
+        let s = Scrape::new(&[
+            "http://127.0.0.1:1/metrics".into(),
+            "http://127.0.0.1:2".into(),
+        ])
+        .unwrap();
+        let later: Counters = [(
+            "warren_gateway_ws_payload_bytes_out_total".to_owned(),
+            1500.0,
+        )]
+        .into_iter()
+        .collect();
+        let r = s.report(
+            &vec![Ok(c.clone()), Ok(c.clone())],
+            &vec![Ok(later), Err("connect: refused".into())],
+        );
+        assert_eq!(r["answered"], 1);
+        assert_eq!(
+            r["window"]["warren_gateway_ws_payload_bytes_out_total"],
+            500
+        );
+        assert_eq!(r["end"]["warren_gateway_ws_payload_bytes_out_total"], 1500);
+        assert_eq!(r["failed"]["http://127.0.0.1:2"], "connect: refused");
+        assert!(Scrape::new(&["https://x".into()]).is_err());
+    }
+}
