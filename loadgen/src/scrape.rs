@@ -114,7 +114,7 @@ impl Scrape {
 }
 
 /// One HTTP/1.0 GET; the body of a 200 answer.
-fn get(addr: SocketAddr, request: &str) -> Result<String, String> {
+pub(crate) fn get(addr: SocketAddr, request: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
         .map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))

@@ -11,8 +11,7 @@
 //! code 1013, `slow_consumers_total`), to within the scrape interval, and whether it
 //! cut off anyone else.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -208,7 +207,7 @@ impl Watch {
                 let mut log = WatchLog::default();
                 while !flag.load(Ordering::Relaxed) {
                     let at = now_ns();
-                    match scrape(addr, &request).and_then(|body| counters(&body)) {
+                    match crate::scrape::get(addr, &request).and_then(|body| counters(&body)) {
                         Ok(c) => {
                             log.scrapes += 1;
                             if let Some(prev) = log.last {
@@ -268,28 +267,6 @@ impl Drop for Watch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// One HTTP/1.0 GET; the body of a 200 answer.
-fn scrape(addr: SocketAddr, request: &str) -> Result<String, String> {
-    let mut s = StdTcpStream::connect_timeout(&addr, Duration::from_secs(1))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(2))))
-        .map_err(|e| format!("timeouts: {e}"))?;
-    s.write_all(request.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| "no end of headers".to_owned())?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("status {status}"));
-    }
-    Ok(body.to_owned())
 }
 
 /// The gateway counters that tell about slow consumers, from Prometheus text.
