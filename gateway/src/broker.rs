@@ -3,9 +3,10 @@
 //! membership.
 //!
 //! The supervisor connects, declares the shared topology and the gateway's own queue,
-//! rebinds every room and user that has a local connection, then consumes until the
-//! connection fails; while it is down [`Broker::publish`] answers `Unavailable` at once
-//! and `/readyz` says 503. Binding changes go through one task, the binder (`binder.rs`).
+//! rebinds every room and user that has a local connection (or `user.#` once, with
+//! `gateway.user_routing = "wildcard"`), then consumes until the connection fails;
+//! while it is down [`Broker::publish`] answers `Unavailable` at once and `/readyz`
+//! says 503. Binding changes go through one task, the binder (`binder.rs`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

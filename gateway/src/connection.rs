@@ -211,6 +211,8 @@ impl Connection {
         gw.metrics.connections_opened.inc();
         gw.index
             .add_session(&self.session, &self.claims.sub, self.handle.clone());
+        // Per-user routing binds `user.<sub>.#` before the welcome; wildcard routing has
+        // `user.#` bound already and answers at once, with no broker round trip.
         let ending = if gw
             .broker
             .ensure(BindKey::User(self.claims.sub.clone()))

@@ -17,6 +17,12 @@
 //! counted as bound (no `welcome` rests on them), but the resync after the reconnect
 //! unbinds them unless they are wanted, so a lost confirm leaves no binding behind
 //! (unbinding a binding that does not exist is harmless).
+//!
+//! With `gateway.user_routing = "wildcard"` the user keys are not followed at all:
+//! [`BindKey::AllUsers`] (`user.#`) is wanted for as long as the gateway runs, so the
+//! resync after every (re)connect binds it before the gateway says it is ready, and
+//! sessions opening and closing never reach the binder or the broker. It is kept in
+//! the same bookkeeping as every other key (`/stats` lists it, a resync re-applies it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -24,6 +30,7 @@ use std::sync::Arc;
 
 use common::amqp::lapin::options::QueueBindOptions;
 use common::amqp::lapin::types::FieldTable;
+use common::settings::UserRouting;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use proto::amqp::{room_binding, user_binding};
@@ -41,11 +48,18 @@ use super::{Broker, Unavailable};
 /// 1,250 sessions/s either way: RabbitMQ's CPU is the limit).
 pub(super) const BIND_CHANNELS: usize = 32;
 
-/// What a binding follows: a room's local members or a user's local connections.
+/// The binding that carries every user-addressed event, in wildcard user routing.
+const ALL_USERS: &str = "user.#";
+
+/// What a binding follows: a room's local members, a user's local connections, or
+/// (wildcard user routing) the gateway itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BindKey {
     Room(String),
+    /// `user.<id>.#`, in per-user routing only.
     User(String),
+    /// `user.#`, wanted while the gateway runs with wildcard user routing.
+    AllUsers,
 }
 
 impl BindKey {
@@ -53,6 +67,7 @@ impl BindKey {
         match self {
             BindKey::Room(r) => room_binding(r),
             BindKey::User(u) => user_binding(u),
+            BindKey::AllUsers => ALL_USERS.to_owned(),
         }
     }
 }
@@ -75,7 +90,17 @@ struct Change {
 
 impl Broker {
     /// Makes the binding of `key` follow local membership now, and waits until it does.
+    ///
+    /// With wildcard user routing a user key needs no change: `user.#` is bound by the
+    /// resync that precedes readiness, so a user is covered whenever the gateway is ready.
     pub async fn ensure(&self, key: BindKey) -> Result<(), Unavailable> {
+        if matches!(key, BindKey::User(_)) && self.wildcard_users() {
+            return if self.is_ready() {
+                Ok(())
+            } else {
+                Err(Unavailable)
+            };
+        }
         let (tx, rx) = oneshot::channel();
         self.binder
             .send(BindOp::Reconcile(key, Some(tx)))
@@ -84,8 +109,12 @@ impl Broker {
         rx.await.map_err(|_| Unavailable)?
     }
 
-    /// Asks for `key`'s binding to follow local membership, without waiting.
+    /// Asks for `key`'s binding to follow local membership, without waiting. With
+    /// wildcard user routing a user key has nothing to follow (`user.#` stays).
     pub async fn release(&self, key: BindKey) {
+        if matches!(key, BindKey::User(_)) && self.wildcard_users() {
+            return;
+        }
         if self
             .binder
             .send(BindOp::Reconcile(key, None))
@@ -102,8 +131,14 @@ impl Broker {
             BindKey::Room(r) => {
                 self.index.room_has_members(r) && matches!(validate_room(r), Ok(RoomKind::Public))
             }
-            BindKey::User(u) => self.index.user_has_sessions(u),
+            BindKey::User(u) => !self.wildcard_users() && self.index.user_has_sessions(u),
+            BindKey::AllUsers => self.wildcard_users(),
         }
+    }
+
+    /// `gateway.user_routing = "wildcard"`: `user.#` instead of one binding per user.
+    fn wildcard_users(&self) -> bool {
+        self.settings.gateway.user_routing == UserRouting::Wildcard
     }
 
     /// The change that makes `key` follow local membership, if it does not already.
@@ -176,17 +211,21 @@ impl Broker {
 
     /// After a (re)connect: binds every key that has local members again (binding is
     /// idempotent, and the queue may have expired with its bindings while the broker was
-    /// away), then unbinds the keys bound or in doubt before that have none any more
-    /// (their release may have failed while the link was down). Keys go side by side,
-    /// as in the binder.
+    /// away), `user.#` instead of the users' keys in wildcard user routing, then unbinds
+    /// the keys bound or in doubt before that have none any more (their release may have
+    /// failed while the link was down). Keys go side by side, as in the binder.
     async fn resync(&self) -> Result<(), Unavailable> {
         let mut before: HashSet<String> = self.bound_set().drain().collect();
         before.extend(self.in_doubt_set().drain());
         let (rooms, users) = self.index.wanted();
-        let keys = rooms
+        let users: Vec<BindKey> = if self.wildcard_users() {
+            vec![BindKey::AllUsers]
+        } else {
+            users.into_iter().map(BindKey::User).collect()
+        };
+        let keys = users
             .into_iter()
-            .map(BindKey::Room)
-            .chain(users.into_iter().map(BindKey::User));
+            .chain(rooms.into_iter().map(BindKey::Room));
         stream::iter(keys.map(Ok))
             .try_for_each_concurrent(
                 BIND_CHANNELS,

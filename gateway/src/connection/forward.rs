@@ -159,6 +159,7 @@ impl Connection {
         for room in &rooms {
             gw.broker.release(BindKey::Room(room.clone())).await;
         }
+        // A no-op with wildcard user routing: `user.#` outlives every session.
         gw.broker
             .release(BindKey::User(self.claims.sub.clone()))
             .await;
