@@ -87,6 +87,9 @@ start_server() {
 
 # The settings every Warren process of a bench stack gets (an array named WARREN_ENV).
 # Rate limits are lifted: they are per-connection policy, not the pipeline measured.
+# Extra settings for the gateways the next start_gateway calls start.
+GATEWAY_EXTRA_ENV=()
+
 warren_env() {
   local prefix=$1
   WARREN_ENV=(
@@ -120,6 +123,8 @@ start_gateway() {
   port=$(free_port)
   warren_env "$prefix"
   WARREN_ENV+=("WARREN__GATEWAY__LISTEN=127.0.0.1:$port" "WARREN__GATEWAY__ID=$prefix-gw$i")
+  # GATEWAY_EXTRA_ENV: settings one case gives its gateways (e.g. the user routing).
+  WARREN_ENV+=("${GATEWAY_EXTRA_ENV[@]}")
   ENV_ARRAY=WARREN_ENV start_server "$prefix-gw$i" "$BIN_DIR/warren-gateway"
   GATEWAY_PID=$STARTED
   GATEWAY_URL="ws://127.0.0.1:$port/ws"

@@ -381,21 +381,29 @@ warren_idle_cases() {
 }
 
 connect_cases() {
-  local prefix run out pids
-  new_prefix
-  prefix=$PREFIX
-  start_gateway "$prefix" 0
-  for ((run = 1; run <= RUNS; run++)); do
-    log "connect (Warren) run $run/$RUNS"
-    pids=$(cpu_pids "gw0=$GATEWAY_PID")
-    out=$(loadgen connect --url "$GATEWAY_URL" --secret "$SECRET" --concurrency 64 \
-      --warmup 1 --duration "$CONNECT_S" --source-ip 127.0.0.30-127.0.0.61 \
-      --cpu-pids "$pids" || true)
-    record connect "$run" '{}' "$out"
-    sleep 2
+  # Both user routings (README, "User routing"): per_user binds user.<id>.# for each
+  # session and unbinds it at close; wildcard binds user.# once per gateway.
+  local prefix run out pids routing case
+  for routing in per_user wildcard; do
+    case=connect
+    [ "$routing" = per_user ] || case=connect_$routing
+    new_prefix
+    prefix=$PREFIX
+    GATEWAY_EXTRA_ENV=("WARREN__GATEWAY__USER_ROUTING=$routing")
+    start_gateway "$prefix" 0
+    GATEWAY_EXTRA_ENV=()
+    for ((run = 1; run <= RUNS; run++)); do
+      log "connect (Warren, $routing user routing) run $run/$RUNS"
+      pids=$(cpu_pids "gw0=$GATEWAY_PID")
+      out=$(loadgen connect --url "$GATEWAY_URL" --secret "$SECRET" --concurrency 64 \
+        --warmup 1 --duration "$CONNECT_S" --source-ip 127.0.0.30-127.0.0.61 \
+        --cpu-pids "$pids" || true)
+      record "$case" "$run" "{\"user_routing\":\"$routing\"}" "$out"
+      sleep 2
+    done
+    stop_pid "$GATEWAY_PID"
+    clean_prefix "$prefix"
   done
-  stop_pid "$GATEWAY_PID"
-  clean_prefix "$prefix"
 }
 
 # Slow consumer (issue 5, acceptance 3): one room of 200 members on one gateway (190
