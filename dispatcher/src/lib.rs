@@ -6,7 +6,9 @@
 //! waits for a signal, so tests start it in-process. How the modules fit:
 //! - [`supervisor`]: the connection loop (connect, write the configured rooms, declare,
 //!   one shard per queue, reconnect).
-//! - [`shard`]: one queue's consumer: read → handle → publish with confirms → ack.
+//! - [`shard`]: one queue's consumer: read → handle (one at a time, in order) → publish
+//!   → ack once confirmed; the confirms of many commands are in flight together, and
+//!   acks go out in order, several at once.
 //! - [`intake`]: parsing a delivery and deciding whose command it is (gateway or bot),
 //!   and whether its `message_id` can deduplicate it.
 //! - [`commands`]: one module per command kind, producing events and an answer.
@@ -14,7 +16,8 @@
 //!   [`moderation`] (who may moderate whom, role changes, mute and ban expiry),
 //!   [`recovery`] (what history a rejoin gets), [`rooms`] (rooms from configuration).
 //! - [`store`]: the Redis data model, with its atomic scripts.
-//! - [`publisher`]: publishing with confirms, and dead-lettering.
+//! - [`publisher`]: encoding what a command publishes (or its dead letter) and
+//!   publishing it with confirms.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `dispatcher.listen`.
 
 pub mod access;

@@ -1,14 +1,18 @@
 //! Publishing with publisher confirms: a command's events and answer, or a dead letter.
 //!
-//! Every publish of one command is sent first and confirmed afterwards, so the confirms
-//! are in flight together; the caller acks the command only once all of them are in.
+//! What one command publishes is encoded once into a [`Batch`] ([`Publisher::outcome`],
+//! [`Publisher::dead_letter`]); [`Publisher::send`] hands every publish of a batch to the
+//! channel at once and returns a future that resolves when the broker has confirmed all
+//! of them. The shard keeps a batch until it is confirmed, so a refused batch is sent
+//! again with the same bytes, and acks the command only once its batch is confirmed.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::future::try_join_all;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
-use lapin::{Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation};
 
 use common::amqp::json_properties;
 use proto::amqp::{Event, Names, Reply, REPLY_KIND};
@@ -28,9 +32,6 @@ pub enum PublishError {
     /// The broker refused some publishes: worth retrying.
     #[error("the broker refused {0} publish(es)")]
     Nacked(usize),
-    /// A body could not be encoded: retrying will not help.
-    #[error("encoding a body: {0}")]
-    Encode(#[from] serde_json::Error),
 }
 
 /// Where a command's answer goes.
@@ -43,12 +44,34 @@ pub struct ReplyTo {
     pub session: String,
 }
 
+/// One publish, encoded.
+#[derive(Debug, Clone)]
+struct Publish {
+    exchange: ShortString,
+    routing_key: ShortString,
+    payload: Vec<u8>,
+    properties: BasicProperties,
+}
+
+/// Everything one command publishes, in order: its events, then its answer.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    publishes: Vec<Publish>,
+}
+
+impl Batch {
+    /// Nothing to publish (a command without events whose answer has nowhere to go).
+    pub fn is_empty(&self) -> bool {
+        self.publishes.is_empty()
+    }
+}
+
 /// Publishes on one confirm-mode channel. Cloning is shallow.
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
-    events: String,
-    dead: String,
+    events: ShortString,
+    dead: ShortString,
     metrics: Arc<DispatcherMetrics>,
 }
 
@@ -58,59 +81,64 @@ impl Publisher {
         Publisher {
             channel,
             metrics,
-            events: names.events_exchange(),
-            dead: names.dead(),
+            events: names.events_exchange().into(),
+            dead: names.dead().into(),
         }
     }
 
-    /// Publishes the outcome's events to the events exchange and its answer to `reply_to`
-    /// (if there is one to answer and somewhere to send it), then waits for every confirm.
-    pub async fn deliver(
+    /// The outcome's events for the events exchange, and its answer for `reply_to` (if
+    /// there is one to answer and somewhere to send it). An error means a body could not
+    /// be encoded: no retry would help.
+    pub fn outcome(
         &self,
-        outcome: &Outcome,
+        outcome: Outcome,
         reply_to: Option<&ReplyTo>,
-    ) -> Result<(), PublishError> {
-        let mut pending = Vec::new();
-        for routed in &outcome.events {
+    ) -> Result<Batch, serde_json::Error> {
+        let mut publishes = Vec::new();
+        for routed in outcome.events {
             let kind = routed.event.kind();
-            let payload = serde_json::to_vec(&Event {
+            let mut payload = serde_json::to_vec(&Event {
                 v: BODY_VERSION,
-                body: routed.event.clone(),
+                body: routed.event,
             })?;
-            for key in &routed.keys {
-                let props = json_properties(kind);
-                pending.push(self.publish(&self.events, key, &payload, props).await?);
+            let last = routed.keys.len().saturating_sub(1);
+            for (i, key) in routed.keys.into_iter().enumerate() {
+                publishes.push(Publish {
+                    exchange: self.events.clone(),
+                    routing_key: key.into(),
+                    // Every key but the last gets a copy; the last takes the original.
+                    payload: if i == last {
+                        std::mem::take(&mut payload)
+                    } else {
+                        payload.clone()
+                    },
+                    properties: json_properties(kind),
+                });
             }
         }
-        if let (Some(frame), Some(to)) = (&outcome.reply, reply_to) {
+        if let (Some(frame), Some(to)) = (outcome.reply, reply_to) {
             let reply = Reply {
                 v: BODY_VERSION,
                 session: to.session.clone(),
-                frame: frame.clone(),
+                frame,
             };
-            let payload = serde_json::to_vec(&reply)?;
-            let mut props = json_properties(REPLY_KIND);
+            let mut properties = json_properties(REPLY_KIND);
             if let Some(id) = &to.correlation_id {
-                props = props.with_correlation_id(id.clone());
+                properties = properties.with_correlation_id(id.clone());
             }
-            pending.push(self.publish("", &to.queue, &payload, props).await?);
+            publishes.push(Publish {
+                exchange: ShortString::from(""),
+                routing_key: to.queue.as_str().into(),
+                payload: serde_json::to_vec(&reply)?,
+                properties,
+            });
         }
-        let started = std::time::Instant::now();
-        let confirmed = confirm(pending).await;
-        self.metrics
-            .publish_confirm_seconds
-            .observe(started.elapsed().as_secs_f64());
-        confirmed
+        Ok(Batch { publishes })
     }
 
-    /// Publishes a rejected command's body to the dead-letter exchange, persistent, with
-    /// the reason in a header and the original `type` and `message_id`.
-    pub async fn dead_letter(
-        &self,
-        body: &[u8],
-        original: &BasicProperties,
-        reason: &str,
-    ) -> Result<(), PublishError> {
+    /// A rejected command's body for the dead-letter exchange, persistent, with the
+    /// reason in a header and the original `type` and `message_id`.
+    pub fn dead_letter(&self, body: &[u8], original: &BasicProperties, reason: &str) -> Batch {
         let mut headers = FieldTable::default();
         headers.insert(
             REASON_HEADER.into(),
@@ -122,54 +150,67 @@ impl Publisher {
                 AMQPValue::LongString(LongString::from(user.as_str().to_owned())),
             );
         }
-        let mut props = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_timestamp(common::now_ms() / 1000)
             .with_headers(headers);
         if let Some(content_type) = original.content_type() {
-            props = props.with_content_type(content_type.clone());
+            properties = properties.with_content_type(content_type.clone());
         }
         if let Some(kind) = original.kind() {
-            props = props.with_type(kind.clone());
+            properties = properties.with_type(kind.clone());
         }
         if let Some(id) = original.message_id() {
-            props = props.with_message_id(id.clone());
+            properties = properties.with_message_id(id.clone());
         }
-        let pending = self.publish(&self.dead, "", body, props).await?;
-        confirm(vec![pending]).await
+        Batch {
+            publishes: vec![Publish {
+                exchange: self.dead.clone(),
+                routing_key: ShortString::from(""),
+                payload: body.to_vec(),
+                properties,
+            }],
+        }
     }
 
-    async fn publish(
+    /// Publishes every message of `batch`, in order, and resolves once the broker has
+    /// confirmed all of them. Any nack fails the whole batch (it is sent again whole, and
+    /// receivers drop the duplicates).
+    ///
+    /// The publishes are handed to the channel together on the future's first poll, so
+    /// they share the I/O loop's next write instead of waiting for one another.
+    pub fn send(
         &self,
-        exchange: &str,
-        routing_key: &str,
-        payload: &[u8],
-        props: BasicProperties,
-    ) -> Result<PublisherConfirm, lapin::Error> {
-        self.channel
-            .basic_publish(
-                ShortString::from(exchange),
-                ShortString::from(routing_key),
-                BasicPublishOptions::default(),
-                payload,
-                props,
-            )
-            .await
-    }
-}
-
-/// Waits for every confirm; any nack makes the whole batch fail (it is retried whole,
-/// and receivers drop the duplicates).
-async fn confirm(pending: Vec<PublisherConfirm>) -> Result<(), PublishError> {
-    let mut nacked = 0;
-    for confirm in pending {
-        match confirm.await? {
-            Confirmation::Ack(_) | Confirmation::NotRequested => {}
-            Confirmation::Nack(_) => nacked += 1,
+        batch: Arc<Batch>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let channel = self.channel.clone();
+        let metrics = self.metrics.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let confirms = try_join_all(batch.publishes.iter().map(|p| {
+                channel.basic_publish(
+                    p.exchange.clone(),
+                    p.routing_key.clone(),
+                    BasicPublishOptions::default(),
+                    &p.payload,
+                    p.properties.clone(),
+                )
+            }))
+            .await?;
+            let mut nacked = 0;
+            for confirm in confirms {
+                match confirm.await? {
+                    Confirmation::Ack(_) | Confirmation::NotRequested => {}
+                    Confirmation::Nack(_) => nacked += 1,
+                }
+            }
+            metrics
+                .publish_confirm_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if nacked > 0 {
+                return Err(PublishError::Nacked(nacked));
+            }
+            Ok(())
         }
     }
-    if nacked > 0 {
-        return Err(PublishError::Nacked(nacked));
-    }
-    Ok(())
 }

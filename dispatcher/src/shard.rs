@@ -1,17 +1,37 @@
-//! One shard's consumer: its commands are handled strictly in order, one at a time,
-//! because a room's order is its shard's order.
+//! One shard's consumer.
 //!
-//! For each delivery: read it ([`intake`]), handle it ([`Handler`]), publish the result
-//! with confirms ([`Publisher`]), and only then ack it. What cannot be read goes to the
-//! dead-letter exchange (confirmed, then acked), never back to the queue. A Redis failure
-//! or a nack is retried with backoff on the same delivery until it succeeds or the shard
-//! is told to stop; a channel failure ends the shard, and the connection loop starts
-//! over (the broker redelivers what was not acked, and dedup makes that safe).
+//! Its commands are handled strictly in order, one at a time, because a room's order is
+//! its shard's order: [`intake`] reads a delivery, the [`Handler`] does its Redis work,
+//! and the [`Publisher`] encodes what it publishes into a [`Batch`]. The shard sends the
+//! batch and goes on to the next delivery without waiting for the broker's confirms, so
+//! the confirms of many commands are in flight together and several commands' acks leave
+//! as one. What holds, as when each command waited for its own confirms:
+//!
+//! - A command is acked only after its Redis work and the confirms of everything it
+//!   published. Acks follow delivery order: the longest run of confirmed commands at the
+//!   head of the window is acked with one `multiple` ack, and one ack is on its way at a
+//!   time, so they reach the broker in order and never cover an unconfirmed command.
+//! - Room order: a command's batch is held while an earlier command of the same room is
+//!   unconfirmed. A refused (nacked) batch is sent again after a backoff, and nothing
+//!   later in its room can overtake it meanwhile (gateways drop a seq below one they have
+//!   delivered, so an overtaken message would be lost to them); other rooms go on.
+//! - What cannot be read goes to the dead-letter exchange (confirmed, then acked), never
+//!   back to the queue.
+//! - A Redis failure is retried with backoff on the same delivery until it succeeds or
+//!   the shard is told to stop; earlier commands' confirms and acks go on meanwhile.
+//! - On stop, no delivery is taken any more; the command in hand is finished, and every
+//!   batch sent (or held behind one sent) is seen through to its confirm and acked. A
+//!   batch waiting to be sent again, and what its room holds behind it, stays unacked.
+//! - A channel failure ends the shard and the connection loop starts over: the broker
+//!   redelivers whatever was not acked, and dedup keeps a redelivered send single.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use common::amqp::Backoff;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
@@ -23,7 +43,10 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{Handler, Outcome};
 use crate::intake::{self, Rejection};
 use crate::metrics::DispatcherMetrics;
-use crate::publisher::{PublishError, Publisher, ReplyTo};
+use crate::publisher::{Batch, PublishError, Publisher, ReplyTo};
+use ledger::Ledger;
+
+mod ledger;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -31,33 +54,9 @@ pub enum ShardError {
     Amqp(#[from] lapin::Error),
     #[error("the broker cancelled the consumer")]
     Cancelled,
-    #[error("the channel closed before the ack")]
-    AckLost,
 }
 
-/// Whether to go on after a delivery.
-enum Flow {
-    Continue,
-    /// Told to stop while waiting to retry: the delivery stays unacked.
-    Stop,
-}
-
-/// Backoff between retries, cut short by the stop signal.
-struct Retry {
-    backoff: Backoff,
-    stop: CancellationToken,
-}
-
-impl Retry {
-    /// Waits the next backoff. False when told to stop instead.
-    async fn pause(&mut self) -> bool {
-        let wait = self.backoff.next();
-        tokio::select! {
-            () = self.stop.cancelled() => false,
-            () = tokio::time::sleep(wait) => true,
-        }
-    }
-}
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What every shard of one connection shares.
 #[derive(Clone)]
@@ -66,7 +65,7 @@ pub struct Shared {
     pub handler: Handler,
     /// AMQP logins whose commands speak for their `actor`.
     pub gateway_accounts: Arc<[String]>,
-    /// The retry backoff each shard starts from.
+    /// The retry backoff each failing command or refused batch starts from.
     pub backoff: Backoff,
     pub metrics: Arc<DispatcherMetrics>,
     /// Stops every shard of the connection.
@@ -78,11 +77,11 @@ pub struct Shard {
     index: u32,
     channel: Channel,
     consumer: Consumer,
-    publisher: Publisher,
-    handler: Handler,
     gateway_accounts: Arc<[String]>,
     metrics: Arc<DispatcherMetrics>,
-    retry: Retry,
+    stop: CancellationToken,
+    decider: Arc<Decider>,
+    window: Window,
 }
 
 impl Shard {
@@ -90,44 +89,119 @@ impl Shard {
     pub fn new(index: u32, channel: Channel, consumer: Consumer, shared: Shared) -> Shard {
         Shard {
             index,
+            window: Window::new(index, channel.clone(), &shared),
             channel,
             consumer,
-            publisher: shared.publisher,
-            handler: shared.handler,
-            gateway_accounts: shared.gateway_accounts,
-            metrics: shared.metrics,
-            retry: Retry {
+            metrics: shared.metrics.clone(),
+            stop: shared.stop.clone(),
+            decider: Arc::new(Decider {
+                index,
+                handler: shared.handler,
+                metrics: shared.metrics,
                 backoff: shared.backoff,
                 stop: shared.stop,
-            },
+            }),
+            gateway_accounts: shared.gateway_accounts,
         }
     }
 
     /// Consumes until told to stop (`Ok`) or until the channel fails (`Err`). On stop
-    /// the command in hand is finished first, then the consumer is cancelled.
+    /// what is in hand is finished first (see the module's notes), then the consumer is
+    /// cancelled.
     pub async fn run(mut self) -> Result<(), ShardError> {
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = self.retry.stop.cancelled() => break,
-                next = self.consumer.next() => next,
-            };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(ShardError::Cancelled),
-            };
-            if let Flow::Stop = self.process(delivery).await? {
-                break;
-            }
-        }
+        self.serve().await?;
         self.cancel().await;
         Ok(())
     }
 
+    async fn serve(&mut self) -> Result<(), ShardError> {
+        let mut stopping = false;
+        // The command whose Redis work is under way, and its delivery.
+        let mut handling: Option<BoxFuture<(Command, Option<Outcome>)>> = None;
+        let mut in_hand: Option<(Delivery, Instant)> = None;
+        loop {
+            self.window.send_ack();
+            if stopping && handling.is_none() && self.window.is_idle() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled(), if !stopping => stopping = true,
+                Some((id, settled)) = self.window.sending.next(), if !self.window.sending.is_empty() => {
+                    self.window.settle(id, settled, stopping)?;
+                }
+                acked = in_flight(&mut self.window.acking), if self.window.acking.is_some() => {
+                    self.window.acking = None;
+                    acked?;
+                }
+                (command, outcome) = in_flight(&mut handling), if handling.is_some() => {
+                    handling = None;
+                    let Some((delivery, started)) = in_hand.take() else {
+                        unreachable!("a command is handled only with its delivery in hand");
+                    };
+                    match outcome {
+                        // Told to stop while Redis was failing: the delivery stays unacked.
+                        None => stopping = true,
+                        Some(outcome) => self.handled(delivery, started, &command, outcome),
+                    }
+                }
+                next = self.consumer.next(), if !stopping && handling.is_none() => {
+                    let delivery = match next {
+                        Some(Ok(delivery)) => delivery,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => return Err(ShardError::Cancelled),
+                    };
+                    let started = Instant::now();
+                    let props = &delivery.properties;
+                    let user_id = props.user_id().as_ref().map(|u| u.as_str());
+                    match intake::read(&delivery.data, user_id, &self.gateway_accounts) {
+                        Err(Rejection(reason)) => {
+                            tracing::warn!(shard = self.index, %reason, "dead-lettering a command");
+                            self.metrics.count("unknown", "dead");
+                            let batch = self.window.publisher.dead_letter(&delivery.data, props, &reason);
+                            self.window.push(delivery.delivery_tag, started, None, batch);
+                        }
+                        Ok(command) => {
+                            let message_id = intake::dedup_id(message_id_of(props)).map(str::to_owned);
+                            handling = Some(Box::pin(decide(self.decider.clone(), command, message_id)));
+                            in_hand = Some((delivery, started));
+                        }
+                    }
+                }
+            }
+            self.window.collect();
+        }
+        self.window.finish().await
+    }
+
+    /// A command's outcome goes into the window, to be published and then acked.
+    fn handled(
+        &mut self,
+        delivery: Delivery,
+        started: Instant,
+        command: &Command,
+        outcome: Outcome,
+    ) {
+        self.metrics
+            .count(command.body.kind(), outcome_label(&outcome));
+        let reply_to = reply_target(&delivery, command);
+        match self.window.publisher.outcome(outcome, reply_to.as_ref()) {
+            Ok(batch) => {
+                self.window
+                    .push(delivery.delivery_tag, started, Some(command.room()), batch);
+            }
+            Err(e) => {
+                // Cannot succeed on any retry; acking is the only way past it.
+                tracing::error!(shard = self.index, error = %e, "dropping a result that cannot be encoded");
+                self.window
+                    .push(delivery.delivery_tag, started, None, Batch::default());
+            }
+        }
+    }
+
     /// Cancels the consumer, then closes the channel: deliveries prefetched but not
     /// handled go back to the queue for whoever consumes it next.
-    async fn cancel(&self) {
+    async fn cancel(&mut self) {
         let tag = self.consumer.tag();
         if let Err(e) = self
             .channel
@@ -140,73 +214,238 @@ impl Shard {
             tracing::debug!(shard = self.index, error = %e, "closing the channel failed");
         }
     }
+}
 
-    async fn process(&mut self, delivery: Delivery) -> Result<Flow, ShardError> {
-        let started = std::time::Instant::now();
-        let props = &delivery.properties;
-        let user_id = props.user_id().as_ref().map(|u| u.as_str());
-        let flow = match intake::read(&delivery.data, user_id, &self.gateway_accounts) {
-            Err(Rejection(reason)) => {
-                tracing::warn!(shard = self.index, %reason, "dead-lettering a command");
-                self.metrics.count("unknown", "dead");
-                let publisher = &self.publisher;
-                until_published(&mut self.retry, self.index, || {
-                    publisher.dead_letter(&delivery.data, props, &reason)
-                })
-                .await?
-            }
-            Ok(command) => match self
-                .decide(&command, intake::dedup_id(message_id_of(props)))
-                .await
-            {
-                None => Flow::Stop,
-                Some(outcome) => {
-                    self.metrics
-                        .count(command.body.kind(), outcome_label(&outcome));
-                    let reply_to = reply_target(&delivery, &command);
-                    let publisher = &self.publisher;
-                    until_published(&mut self.retry, self.index, || {
-                        publisher.deliver(&outcome, reply_to.as_ref())
-                    })
-                    .await?
-                }
-            },
-        };
-        if let Flow::Stop = flow {
-            return Ok(Flow::Stop);
-        }
-        if !delivery.acker.ack(BasicAckOptions::default()).await? {
-            return Err(ShardError::AckLost);
-        }
-        self.metrics
-            .command_seconds
+/// Awaits the future in `slot`; only polled while there is one.
+async fn in_flight<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What handling a command needs, shared by the shard's handling futures.
+struct Decider {
+    index: u32,
+    handler: Handler,
+    metrics: Arc<DispatcherMetrics>,
+    backoff: Backoff,
+    stop: CancellationToken,
+}
+
+/// Handles a command, retrying while Redis fails. `None` when told to stop first.
+async fn decide(
+    decider: Arc<Decider>,
+    command: Command,
+    message_id: Option<String>,
+) -> (Command, Option<Outcome>) {
+    let mut backoff = decider.backoff.clone();
+    loop {
+        let started = Instant::now();
+        let handled = decider
+            .handler
+            .handle(&command, message_id.as_deref())
+            .await;
+        let metrics = &decider.metrics;
+        metrics
+            .redis_seconds
             .observe(started.elapsed().as_secs_f64());
-        Ok(Flow::Continue)
+        metrics.set_redis_up(handled.is_ok());
+        match handled {
+            Ok(outcome) => return (command, Some(outcome)),
+            Err(e) => {
+                tracing::warn!(shard = decider.index, kind = command.body.kind(), error = %e, "store failed; retrying");
+                metrics.retries.inc();
+                let wait = backoff.next();
+                tokio::select! {
+                    biased;
+                    () = decider.stop.cancelled() => return (command, None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// How a sent batch ended.
+enum Settled {
+    Confirmed,
+    /// The broker refused this many of its publishes.
+    Refused(usize),
+    /// Told to stop while waiting to send it again.
+    Abandoned,
+    Failed(lapin::Error),
+}
+
+/// One delivery between its handling and its ack.
+struct Entry {
+    /// The delivery's tag on the shard's channel.
+    tag: u64,
+    started: Instant,
+    /// What it publishes, until confirmed.
+    batch: Arc<Batch>,
+    /// Set at the first refusal.
+    backoff: Option<Backoff>,
+}
+
+/// The shard's handled but unacked deliveries ([`Ledger`]), their batches on their way,
+/// and the acks.
+struct Window {
+    index: u32,
+    /// The shard's channel, which its acks go on.
+    channel: Channel,
+    publisher: Publisher,
+    backoff: Backoff,
+    stop: CancellationToken,
+    metrics: Arc<DispatcherMetrics>,
+    ledger: Ledger<Entry>,
+    /// Batches sent or waiting to be sent again, each resolving to its entry's id.
+    sending: FuturesUnordered<BoxFuture<(u64, Settled)>>,
+    /// The tag of the last entry of the confirmed run popped from the head, not acked
+    /// yet.
+    ready: Option<u64>,
+    /// The ack on its way.
+    acking: Option<BoxFuture<lapin::Result<()>>>,
+}
+
+impl Window {
+    fn new(index: u32, channel: Channel, shared: &Shared) -> Window {
+        Window {
+            index,
+            channel,
+            publisher: shared.publisher.clone(),
+            backoff: shared.backoff.clone(),
+            stop: shared.stop.clone(),
+            metrics: shared.metrics.clone(),
+            ledger: Ledger::new(),
+            sending: FuturesUnordered::new(),
+            ready: None,
+            acking: None,
+        }
     }
 
-    /// Handles a command, retrying while Redis fails. `None` when told to stop first.
-    async fn decide(&mut self, command: &Command, message_id: Option<&str>) -> Option<Outcome> {
-        loop {
-            let started = std::time::Instant::now();
-            let handled = self.handler.handle(command, message_id).await;
-            self.metrics
-                .redis_seconds
-                .observe(started.elapsed().as_secs_f64());
-            self.metrics.set_redis_up(handled.is_ok());
-            match handled {
-                Ok(outcome) => {
-                    self.retry.backoff.reset();
-                    return Some(outcome);
-                }
-                Err(e) => {
-                    tracing::warn!(shard = self.index, kind = command.body.kind(), error = %e, "store failed; retrying");
-                    self.metrics.retries.inc();
-                    if !self.retry.pause().await {
-                        return None;
-                    }
+    /// Adds a handled delivery: its batch is sent now, or held behind its room's
+    /// unconfirmed entries; with nothing to publish it is confirmed at once.
+    fn push(&mut self, tag: u64, started: Instant, room: Option<String>, batch: Batch) {
+        let publishes = !batch.is_empty();
+        let entry = Entry {
+            tag,
+            started,
+            batch: Arc::new(batch),
+            backoff: None,
+        };
+        let (id, send) = self.ledger.push(entry, room, publishes);
+        if send {
+            self.send(id);
+        }
+    }
+
+    /// Sends entry `id`'s batch.
+    fn send(&mut self, id: u64) {
+        let batch = self.ledger.item_mut(id).batch.clone();
+        let sent = self.publisher.send(batch);
+        self.sending
+            .push(Box::pin(async move { (id, settled(sent.await)) }));
+    }
+
+    /// Sends entry `id`'s batch again after a backoff, unless told to stop first.
+    fn resend(&mut self, id: u64) {
+        let template = &self.backoff;
+        let entry = self.ledger.item_mut(id);
+        let wait = entry.backoff.get_or_insert_with(|| template.clone()).next();
+        let batch = entry.batch.clone();
+        let publisher = self.publisher.clone();
+        let stop = self.stop.clone();
+        self.sending.push(Box::pin(async move {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return (id, Settled::Abandoned),
+                () = tokio::time::sleep(wait) => {}
+            }
+            (id, settled(publisher.send(batch).await))
+        }));
+    }
+
+    /// Records how entry `id`'s batch ended, and sends what that releases.
+    fn settle(&mut self, id: u64, settled: Settled, stopping: bool) -> Result<(), ShardError> {
+        match settled {
+            Settled::Failed(e) => return Err(e.into()),
+            Settled::Confirmed => {
+                // The bytes are no longer needed.
+                self.ledger.item_mut(id).batch = Arc::default();
+                if let Some(next) = self.ledger.confirm(id) {
+                    self.send(next);
                 }
             }
+            Settled::Refused(_) if stopping => self.ledger.abandon(id),
+            Settled::Refused(refused) => {
+                tracing::warn!(shard = self.index, refused, "publish refused; retrying");
+                self.metrics.retries.inc();
+                self.resend(id);
+            }
+            Settled::Abandoned => self.ledger.abandon(id),
         }
+        Ok(())
+    }
+
+    /// Pops the confirmed run at the head of the window: its last entry's ack will cover
+    /// it all.
+    fn collect(&mut self) {
+        let (ready, metrics) = (&mut self.ready, &self.metrics);
+        self.ledger.pop_confirmed(|entry| {
+            metrics
+                .command_seconds
+                .observe(entry.started.elapsed().as_secs_f64());
+            *ready = Some(entry.tag);
+        });
+    }
+
+    /// Starts the ack of what is ready, unless an ack is already on its way: then what
+    /// is confirmed meanwhile goes with the next one. One at a time, acks reach the
+    /// broker in order, so a `multiple` ack never meets a tag acked before it.
+    fn send_ack(&mut self) {
+        if self.acking.is_some() {
+            return;
+        }
+        if let Some(tag) = self.ready.take() {
+            let channel = self.channel.clone();
+            self.acking = Some(Box::pin(async move {
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+            }));
+        }
+    }
+
+    /// Nothing sent, held or being acked.
+    fn is_idle(&self) -> bool {
+        self.sending.is_empty() && self.acking.is_none() && self.ready.is_none()
+    }
+
+    /// After a stop: acks, one by one, the confirmed entries left behind an abandoned
+    /// one (never the abandoned ones: they are redelivered).
+    async fn finish(&mut self) -> Result<(), ShardError> {
+        let left: Vec<(Entry, bool)> = self.ledger.drain().collect();
+        for (entry, confirmed) in left {
+            if !confirmed {
+                continue;
+            }
+            self.channel
+                .basic_ack(entry.tag, BasicAckOptions { multiple: false })
+                .await?;
+            self.metrics
+                .command_seconds
+                .observe(entry.started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+}
+
+fn settled(sent: Result<(), PublishError>) -> Settled {
+    match sent {
+        Ok(()) => Settled::Confirmed,
+        Err(PublishError::Nacked(n)) => Settled::Refused(n),
+        Err(PublishError::Amqp(e)) => Settled::Failed(e),
     }
 }
 
@@ -234,36 +473,4 @@ fn reply_target(delivery: &Delivery, command: &Command) -> Option<ReplyTo> {
             .map(|c| c.session.clone())
             .unwrap_or_default(),
     })
-}
-
-/// Publishes until the broker confirms everything, retrying nacks with backoff.
-async fn until_published<F, Fut>(
-    retry: &mut Retry,
-    shard: u32,
-    mut publish: F,
-) -> Result<Flow, ShardError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), PublishError>>,
-{
-    loop {
-        match publish().await {
-            Ok(()) => {
-                retry.backoff.reset();
-                return Ok(Flow::Continue);
-            }
-            Err(PublishError::Amqp(e)) => return Err(e.into()),
-            Err(PublishError::Encode(e)) => {
-                // Cannot succeed on any retry; acking is the only way past it.
-                tracing::error!(shard, error = %e, "dropping a result that cannot be encoded");
-                return Ok(Flow::Continue);
-            }
-            Err(e @ PublishError::Nacked(_)) => {
-                tracing::warn!(shard, error = %e, "publish refused; retrying");
-                if !retry.pause().await {
-                    return Ok(Flow::Stop);
-                }
-            }
-        }
-    }
 }

@@ -4,8 +4,9 @@
 //!
 //! The command queues are single-active-consumer: the first dispatcher to subscribe owns
 //! a shard and the others stand by until it goes away, so nothing here coordinates
-//! dispatchers. On shutdown every shard finishes the command in hand and cancels its
-//! consumer, then the connection is closed; unacked deliveries go back to the queue.
+//! dispatchers. On shutdown every shard finishes the command in hand, sees what it has
+//! published through to the broker's confirms and acks it, and cancels its consumer;
+//! then the connection is closed, and unacked deliveries go back to the queue.
 
 use std::sync::Arc;
 use std::time::Duration;

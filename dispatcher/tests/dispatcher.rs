@@ -291,3 +291,64 @@ async fn mutes_bans_and_announce_rooms_stored_in_redis_are_enforced() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_keeps_each_rooms_order_and_every_command_is_acked() {
+    const ROOMS: [&str; 3] = ["burst-a", "burst-b", "burst-c"];
+    const PER_ROOM: u64 = 40;
+    let harness = Harness::start(&["room.burst-a.#", "room.burst-b.#", "room.burst-c.#"]).await;
+    harness
+        .run(async |h| {
+            for room in ROOMS {
+                let c = h
+                    .send(&Harness::command("fay", None, join(room, None, None)))
+                    .await;
+                assert!(matches!(
+                    h.reply(&c).await.frame.body,
+                    ServerBody::Joined(_)
+                ));
+            }
+            // Interleaved, all published before any is answered: the shards handle
+            // them back to back with many confirms in flight.
+            let mut commands = Vec::new();
+            let mut expected = std::collections::HashMap::new();
+            for i in 0..PER_ROOM {
+                for room in ROOMS {
+                    let reference = format!("{room}-{i}");
+                    commands.push(Harness::command(
+                        "fay",
+                        Some(&reference),
+                        send(room, &format!("m{i}")),
+                    ));
+                    // A room's commands are handled in order: the i-th gets seq i + 1.
+                    expected.insert(reference, (room, i + 1));
+                }
+            }
+            h.send_all(&commands).await;
+            for _ in 0..commands.len() {
+                let (_, reply) = h.any_reply().await;
+                let reference = reply.frame.reference.clone().expect("a ref");
+                let ServerBody::Ack(ack) = reply.frame.body else {
+                    panic!("not an ack: {reference}")
+                };
+                let (room, seq) = expected.remove(&reference).expect("one answer per send");
+                assert_eq!((ack.room.as_deref(), ack.seq), (Some(room), Some(seq)));
+            }
+            assert!(expected.is_empty());
+            // Every room's events arrive in seq order, none missing.
+            let mut last = std::collections::HashMap::new();
+            for _ in 0..commands.len() {
+                let (_, event) = h.event("message").await;
+                let EventBody::Message(m) = event.body else {
+                    unreachable!()
+                };
+                let seen = last.entry(m.room.clone()).or_insert(0);
+                assert_eq!(m.seq, *seen + 1, "{} out of order", m.room);
+                *seen = m.seq;
+            }
+            assert!(ROOMS.iter().all(|r| last.get(*r) == Some(&PER_ROOM)));
+            // Nothing was left unacked: a stopped dispatcher returns nothing to the queues.
+            assert_eq!(h.stop_and_count_commands().await, 0);
+        })
+        .await;
+}

@@ -244,6 +244,12 @@ impl Ctx<'_> {
             return Ok(Standing::default());
         }
         let standing = self.store.standing(room, self.user()).await?;
+        self.restored(room, standing).await
+    }
+
+    /// `standing`, just read for a room that is not a dm room, or read again after
+    /// writing the room from configuration when the store had lost it.
+    async fn restored(&self, room: &str, standing: Standing) -> Result<Standing, StoreError> {
         match (&standing.meta, self.configured.get(room)) {
             (None, Some(declared)) => {
                 tracing::warn!(

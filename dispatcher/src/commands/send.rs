@@ -14,7 +14,7 @@ use proto::server::{Ack, Author, Message, ServerBody};
 
 use super::{room_kind, Ctx, Failure, Outcome, Routed};
 use crate::access::{self, Refusal};
-use crate::store::{Dedup, Draft};
+use crate::store::{Dedup, Draft, Prior};
 
 pub(super) async fn send(ctx: &Ctx<'_>, args: &Send) -> Result<Outcome, Failure> {
     let kind = room_kind(&args.room)?;
@@ -40,13 +40,27 @@ async fn post(
     access::check_text(text, ctx.rules.max_text_bytes)?;
     let user = ctx.user();
     let dedup = dedup_of(user, ctx.cmd.reference.as_deref(), ctx.message_id);
-    if let Some(dedup) = &dedup {
-        if let Some(first) = ctx.store.deduplicated(dedup).await? {
-            return Ok(delivered(ctx, first));
+    // The dedup key and the sender's standing are read in one round trip (the append is
+    // the second): a retry is answered from the dedup key whatever the standing says.
+    let standing = match (&dedup, kind) {
+        (Some(dedup), RoomKind::Public) => {
+            match ctx
+                .store
+                .deduplicated_or_standing(dedup, room, user)
+                .await?
+            {
+                Prior::Stored(first) => return Ok(delivered(ctx, first)),
+                Prior::New(standing) => ctx.restored(room, standing).await?,
+            }
         }
-    }
-
-    let standing = ctx.standing(room, kind).await?;
+        (Some(dedup), RoomKind::Dm(..)) => {
+            if let Some(first) = ctx.store.deduplicated(dedup).await? {
+                return Ok(delivered(ctx, first));
+            }
+            ctx.standing(room, kind).await?
+        }
+        (None, _) => ctx.standing(room, kind).await?,
+    };
     let role = access::effective_role(kind, user, standing.role);
     let announce = standing.meta.is_some_and(|m| m.announce);
     access::may_send(

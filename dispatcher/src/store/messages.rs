@@ -124,11 +124,7 @@ impl RoomStore {
             .arg(self.keys.dedup(dedup))
             .query_async(&mut self.conn())
             .await?;
-        raw.map(|json| {
-            serde_json::from_str(&json)
-                .map_err(|e| StoreError::Data(format!("dedup entry {dedup:?}: {e}")))
-        })
-        .transpose()
+        super::parse_dedup(dedup, raw)
     }
 
     /// Numbers and stores a message atomically (see `append.lua`), remembering it under

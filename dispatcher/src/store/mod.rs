@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use proto::client::Role;
+use proto::server::Message;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
@@ -57,6 +58,15 @@ pub struct RoomStore {
     conn: ConnectionManager,
     keys: Keys,
     scripts: Arc<Scripts>,
+}
+
+/// What the store says about a send before storing it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prior {
+    /// A retry: the message first stored for it.
+    Stored(Message),
+    /// A new send, and the sender's standing in the room.
+    New(Standing),
 }
 
 /// Which restriction a key holds.
@@ -87,27 +97,50 @@ impl RoomStore {
 
     /// The room's settings, the user's role, and whether they are muted or banned.
     pub async fn standing(&self, room: &str, user: &str) -> Result<Standing, StoreError> {
+        let mut pipe = redis::pipe();
+        self.read_standing(&mut pipe, room, user);
+        let (meta, role, muted, banned): RawStanding = pipe.query_async(&mut self.conn()).await?;
+        standing_of(room, meta, role, muted, banned)
+    }
+
+    /// [`RoomStore::deduplicated`] and [`RoomStore::standing`] in one round trip: what a
+    /// `send` needs to know before it stores anything. The standing is only read when
+    /// the send is new.
+    pub async fn deduplicated_or_standing(
+        &self,
+        dedup: &Dedup<'_>,
+        room: &str,
+        user: &str,
+    ) -> Result<Prior, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(self.keys.dedup(dedup));
+        self.read_standing(&mut pipe, room, user);
+        let (first, meta, role, muted, banned): (
+            Option<String>,
+            HashMap<String, String>,
+            Option<String>,
+            bool,
+            bool,
+        ) = pipe.query_async(&mut self.conn()).await?;
+        match parse_dedup(dedup, first)? {
+            Some(first) => Ok(Prior::Stored(first)),
+            None => Ok(Prior::New(standing_of(room, meta, role, muted, banned)?)),
+        }
+    }
+
+    /// Adds the reads of [`RoomStore::standing`] to `pipe`; their replies are a
+    /// [`RawStanding`].
+    fn read_standing(&self, pipe: &mut redis::Pipeline, room: &str, user: &str) {
         let k = &self.keys;
-        let (meta, role, muted, banned): (HashMap<String, String>, Option<String>, bool, bool) =
-            redis::pipe()
-                .cmd("HGETALL")
-                .arg(k.meta(room))
-                .cmd("HGET")
-                .arg(k.roles(room))
-                .arg(user)
-                .cmd("EXISTS")
-                .arg(k.mute(room, user))
-                .cmd("EXISTS")
-                .arg(k.ban(room, user))
-                .query_async(&mut self.conn())
-                .await?;
-        let role = role.map(|r| parse_role(room, &r)).transpose()?;
-        Ok(Standing {
-            meta: parse_meta(&meta),
-            role,
-            muted,
-            banned,
-        })
+        pipe.cmd("HGETALL")
+            .arg(k.meta(room))
+            .cmd("HGET")
+            .arg(k.roles(room))
+            .arg(user)
+            .cmd("EXISTS")
+            .arg(k.mute(room, user))
+            .cmd("EXISTS")
+            .arg(k.ban(room, user));
     }
 
     /// A user's role in a room.
@@ -237,4 +270,32 @@ impl RoomStore {
             RestrictionKind::Ban => self.keys.ban(room, user),
         }
     }
+}
+
+/// The replies to [`RoomStore::read_standing`]: meta, role, muted, banned.
+type RawStanding = (HashMap<String, String>, Option<String>, bool, bool);
+
+fn standing_of(
+    room: &str,
+    meta: HashMap<String, String>,
+    role: Option<String>,
+    muted: bool,
+    banned: bool,
+) -> Result<Standing, StoreError> {
+    let role = role.map(|r| parse_role(room, &r)).transpose()?;
+    Ok(Standing {
+        meta: parse_meta(&meta),
+        role,
+        muted,
+        banned,
+    })
+}
+
+/// A dedup key's value: the message first stored for that send.
+fn parse_dedup(dedup: &Dedup<'_>, raw: Option<String>) -> Result<Option<Message>, StoreError> {
+    raw.map(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| StoreError::Data(format!("dedup entry {dedup:?}: {e}")))
+    })
+    .transpose()
 }

@@ -208,6 +208,95 @@ impl Harness {
         self.publish_props(&body, &shard_key(shard), props).await
     }
 
+    /// Publishes every command at once, then waits for all their confirms: the
+    /// dispatcher sees them back to back, as from a busy gateway. Returns their
+    /// correlation ids, in order.
+    pub async fn send_all(&mut self, commands: &[Command]) -> Vec<String> {
+        let mut correlations = Vec::new();
+        let mut confirms = Vec::new();
+        for command in commands {
+            let body = serde_json::to_vec(command).expect("encode");
+            let shard = shard_of(&command.room(), SHARDS);
+            self.correlation += 1;
+            let correlation = format!("c{}", self.correlation);
+            let props = persistent_json_properties(command.body.kind())
+                .with_user_id(ShortString::from("guest"))
+                .with_reply_to(ShortString::from(self.reply_queue.clone()))
+                .with_correlation_id(ShortString::from(correlation.clone()));
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.names.commands_exchange().into(),
+                    shard_key(shard).into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+            correlations.push(correlation);
+        }
+        for confirm in confirms {
+            let confirm = tokio::time::timeout(WAIT, confirm)
+                .await
+                .expect("no confirm in time")
+                .expect("confirm");
+            assert!(confirm.is_ack(), "command not confirmed");
+        }
+        correlations
+    }
+
+    /// The next answer, whichever command it answers, with its correlation id.
+    pub async fn any_reply(&mut self) -> (String, Reply) {
+        let delivery = tokio::time::timeout(WAIT, self.replies.next())
+            .await
+            .expect("no reply in time")
+            .expect("reply consumer ended")
+            .expect("reply delivery");
+        let correlation = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .expect("a correlation id");
+        let reply = serde_json::from_slice(&delivery.data).expect("reply body");
+        (correlation, reply)
+    }
+
+    /// Stops the dispatcher (it must stop cleanly), then counts the messages in the
+    /// command queues: commands it left unacked are back in them.
+    pub async fn stop_and_count_commands(&mut self) -> u32 {
+        self.stop_dispatcher().await;
+        let mut left = 0;
+        for n in 0..SHARDS {
+            let queue = self
+                .channel
+                .queue_declare(
+                    self.names.commands_queue(n).into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("passive declare");
+            left += queue.message_count();
+        }
+        left
+    }
+
+    async fn stop_dispatcher(&mut self) {
+        self.shutdown.cancel();
+        if let Some(service) = self.service.take() {
+            match tokio::time::timeout(WAIT, service).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("dispatcher did not stop cleanly: {other:?}"),
+            }
+        }
+    }
+
     /// Publishes any body to the commands exchange with `routing_key`.
     pub async fn publish_raw(&mut self, body: &[u8], routing_key: &str, kind: &str) -> String {
         self.publish_props(body, routing_key, persistent_json_properties(kind))
