@@ -355,30 +355,19 @@ impl Connection {
                 }
             }
             turns += 1;
-            let turn = if turns.is_multiple_of(FAIR_EVERY) {
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => Turn::Shutdown,
-                    _ = &mut slow => Turn::Slow,
-                    _ = &mut expiry => Turn::Expired,
-                    _ = &mut idle_check => Turn::IdleCheck,
-                    _ = pings.tick() => Turn::Ping,
-                    Some(done) = self.inflight.next(), if !self.inflight.is_empty() => Turn::Finished(done),
-                    frame = reader.next() => Turn::Frame(frame),
-                    _ = std::future::ready(()) => Turn::Nothing,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    out = rx.recv() => Turn::Outbound(out),
-                    _ = &mut shutdown => Turn::Shutdown,
-                    _ = &mut slow => Turn::Slow,
-                    _ = &mut expiry => Turn::Expired,
-                    _ = &mut idle_check => Turn::IdleCheck,
-                    _ = pings.tick() => Turn::Ping,
-                    Some(done) = self.inflight.next(), if !self.inflight.is_empty() => Turn::Finished(done),
-                    frame = reader.next() => Turn::Frame(frame),
-                }
+            let fair = turns.is_multiple_of(FAIR_EVERY);
+            let turn = tokio::select! {
+                biased;
+                out = rx.recv(), if !fair => Turn::Outbound(out),
+                _ = &mut shutdown => Turn::Shutdown,
+                _ = &mut slow => Turn::Slow,
+                _ = &mut expiry => Turn::Expired,
+                _ = &mut idle_check => Turn::IdleCheck,
+                _ = pings.tick() => Turn::Ping,
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => Turn::Finished(done),
+                frame = reader.next() => Turn::Frame(frame),
+                // A fairness turn polls everything but the queue once, without waiting.
+                _ = std::future::ready(()), if fair => Turn::Nothing,
             };
             match turn {
                 Turn::Nothing => {}

@@ -17,7 +17,7 @@ use lapin::options::{
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, Consumer};
+use lapin::{BasicProperties, Channel, Connection, Consumer, PublisherConfirm};
 use proto::amqp::{shard_key, Actor, Command, CommandBody, ConnRef, Event, Names, Reply};
 use proto::ids::shard_of;
 use redis::aio::ConnectionManager;
@@ -217,23 +217,8 @@ impl Harness {
         for command in commands {
             let body = serde_json::to_vec(command).expect("encode");
             let shard = shard_of(&command.room(), SHARDS);
-            self.correlation += 1;
-            let correlation = format!("c{}", self.correlation);
-            let props = persistent_json_properties(command.body.kind())
-                .with_user_id(ShortString::from("guest"))
-                .with_reply_to(ShortString::from(self.reply_queue.clone()))
-                .with_correlation_id(ShortString::from(correlation.clone()));
-            let confirm = self
-                .channel
-                .basic_publish(
-                    self.names.commands_exchange().into(),
-                    shard_key(shard).into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props,
-                )
-                .await
-                .expect("publish");
+            let props = persistent_json_properties(command.body.kind());
+            let (correlation, confirm) = self.start_publish(&body, &shard_key(shard), props).await;
             confirms.push(confirm);
             correlations.push(correlation);
         }
@@ -309,6 +294,20 @@ impl Harness {
         routing_key: &str,
         props: BasicProperties,
     ) -> String {
+        let (correlation, confirm) = self.start_publish(body, routing_key, props).await;
+        let confirm = confirm.await.expect("confirm");
+        assert!(confirm.is_ack(), "command not confirmed");
+        correlation
+    }
+
+    /// Publishes as the gateway account, answers to this harness's reply queue, with a
+    /// new correlation id; returns it and the confirm still to come.
+    async fn start_publish(
+        &mut self,
+        body: &[u8],
+        routing_key: &str,
+        props: BasicProperties,
+    ) -> (String, PublisherConfirm) {
         self.correlation += 1;
         let correlation = format!("c{}", self.correlation);
         let props: BasicProperties = props
@@ -325,11 +324,8 @@ impl Harness {
                 props,
             )
             .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack(), "command not confirmed");
-        correlation
+            .expect("publish");
+        (correlation, confirm)
     }
 
     /// The next answer; checks that it answers `correlation`.
