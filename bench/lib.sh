@@ -117,18 +117,21 @@ start_dispatcher() {
     die "dispatcher $name not ready in 60 s; see $LOGS/$prefix-$name.log"
 }
 
-# Starts gateway $2 (0, 1, ...) for prefix $1; sets GATEWAY_PID, GATEWAY_URL, GATEWAY_HTTP.
+# Starts gateway $2 (0, 1, ...) for prefix $1; sets GATEWAY_PID, GATEWAY_URL and
+# GATEWAY_HTTP (its operations listener: /readyz, /metrics, /stats).
 start_gateway() {
-  local prefix=$1 i=$2 port
+  local prefix=$1 i=$2 port ops
   port=$(free_port)
+  ops=$(free_port)
   warren_env "$prefix"
-  WARREN_ENV+=("WARREN__GATEWAY__LISTEN=127.0.0.1:$port" "WARREN__GATEWAY__ID=$prefix-gw$i")
+  WARREN_ENV+=("WARREN__GATEWAY__LISTEN=127.0.0.1:$port" "WARREN__GATEWAY__ID=$prefix-gw$i"
+    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$ops")
   # GATEWAY_EXTRA_ENV: settings one case gives its gateways (e.g. the user routing).
   WARREN_ENV+=("${GATEWAY_EXTRA_ENV[@]}")
   ENV_ARRAY=WARREN_ENV start_server "$prefix-gw$i" "$BIN_DIR/warren-gateway"
   GATEWAY_PID=$STARTED
   GATEWAY_URL="ws://127.0.0.1:$port/ws"
-  GATEWAY_HTTP="http://127.0.0.1:$port"
+  GATEWAY_HTTP="http://127.0.0.1:$ops"
   wait_http "$GATEWAY_HTTP/readyz" 60 ||
     die "gateway $i not ready in 60 s; see $LOGS/$prefix-gw$i.log"
 }

@@ -44,15 +44,17 @@ trap 'exit 130' INT TERM
 
 # Starts the gateway of $1 under valgrind with the tool options in the rest.
 start_gateway_under() {
-  local prefix=$1 port
+  local prefix=$1 port ops
   shift
   port=$(free_port)
+  ops=$(free_port)
   warren_env "$prefix"
-  WARREN_ENV+=("WARREN__GATEWAY__LISTEN=127.0.0.1:$port" "WARREN__GATEWAY__ID=$prefix-gw0")
+  WARREN_ENV+=("WARREN__GATEWAY__LISTEN=127.0.0.1:$port" "WARREN__GATEWAY__ID=$prefix-gw0"
+    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$ops")
   ENV_ARRAY=WARREN_ENV start_server "$prefix-gw0" valgrind "$@" "$BIN_DIR/warren-gateway"
   GATEWAY_PID=$STARTED
   GATEWAY_URL="ws://127.0.0.1:$port/ws"
-  wait_http "http://127.0.0.1:$port/readyz" 120 || die "gateway under valgrind not ready"
+  wait_http "http://127.0.0.1:$ops/readyz" 120 || die "gateway under valgrind not ready"
 }
 
 summarise_callgrind() {

@@ -27,6 +27,8 @@ readonly PID_FILE=.local/pids
 readonly READY_WAIT_S=30
 readonly STOP_WAIT_S=10
 readonly GATEWAY_PORTS=(8080 8081)
+# The gateways' operations listeners, in the same order.
+readonly OPS_PORTS=(9101 9102)
 
 SCRIPT_NAME=run-local
 # shellcheck source=scripts/lib.sh
@@ -174,7 +176,7 @@ if [[ -f $PID_FILE ]]; then
 fi
 
 # A gateway left over from elsewhere would answer /readyz for ours.
-for port in "${GATEWAY_PORTS[@]}"; do
+for port in "${GATEWAY_PORTS[@]}" "${OPS_PORTS[@]}"; do
     # shellcheck disable=SC2016 # expanded by the inner bash
     if timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$port" 2>/dev/null; then
         die "127.0.0.1:$port is already in use by another process (see: ss -ltnp 'sport = :$port')"
@@ -250,10 +252,12 @@ start dispatcher warren-dispatcher
 # Gateways log in with their own least-privilege account (made by ensure-services.sh);
 # it is listed in amqp.gateway_accounts, so the dispatcher believes the actor it sends.
 GATEWAY_AMQP_URL='amqp://warren-gateway:warren-gateway@127.0.0.1:5672/%2f'
+# Each gateway's operations endpoints (/readyz, /metrics, /stats) on a loopback port
+# of their own; the public ports serve only /ws and the web client.
 start gateway-a warren-gateway WARREN__GATEWAY__LISTEN=127.0.0.1:8080 WARREN__GATEWAY__ID=gw-a \
-    "WARREN__AMQP__URL=$GATEWAY_AMQP_URL"
+    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:${OPS_PORTS[0]}" "WARREN__AMQP__URL=$GATEWAY_AMQP_URL"
 start gateway-b warren-gateway WARREN__GATEWAY__LISTEN=127.0.0.1:8081 WARREN__GATEWAY__ID=gw-b \
-    "WARREN__AMQP__URL=$GATEWAY_AMQP_URL"
+    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:${OPS_PORTS[1]}" "WARREN__AMQP__URL=$GATEWAY_AMQP_URL"
 
 # Dies, showing its log, if one of the services has exited.
 check_started() {
@@ -272,7 +276,7 @@ check_started() {
 # ---------------------------------------------------------------------------
 # Wait until ready.
 # ---------------------------------------------------------------------------
-pending=("${GATEWAY_PORTS[@]}")
+pending=("${OPS_PORTS[@]}")
 deadline=$((SECONDS + READY_WAIT_S))
 while ((${#pending[@]})); do
     check_started
@@ -318,6 +322,7 @@ Warren is running locally (dispatcher, gateways gw-a and gw-b; $profile build).
   WebSocket, gateway gw-a:  ws://127.0.0.1:8080/ws
   WebSocket, gateway gw-b:  ws://127.0.0.1:8081/ws
   Web client:               http://127.0.0.1:8080/
+  Operations (loopback):    http://127.0.0.1:${OPS_PORTS[0]}/metrics, http://127.0.0.1:${OPS_PORTS[1]}/metrics  (/readyz, /stats)
   RabbitMQ console:         http://127.0.0.1:15672  (guest / guest)
   Logs:                     $LOG_DIR/dispatcher.log, $LOG_DIR/gateway-a.log, $LOG_DIR/gateway-b.log
 

@@ -42,10 +42,11 @@ mkdir -p "$LOGS"
 PREFIX=soak-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
-# Three free loopback ports, chosen by the kernel.
-read -r GW0_PORT GW1_PORT D_PORT < <(python3 - <<'PY'
+# Five free loopback ports, chosen by the kernel (the gateways' public and operations
+# listeners, the dispatcher's).
+read -r GW0_PORT GW1_PORT D_PORT GW0_OPS GW1_OPS < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -108,10 +109,12 @@ wait_ready() {
 
 start dispatcher warren-dispatcher "WARREN__DISPATCHER__LISTEN=127.0.0.1:$D_PORT"
 wait_ready "$D_PORT" dispatcher
-start gw0 warren-gateway "WARREN__GATEWAY__LISTEN=127.0.0.1:$GW0_PORT" "WARREN__GATEWAY__ID=$PREFIX-gw0"
-start gw1 warren-gateway "WARREN__GATEWAY__LISTEN=127.0.0.1:$GW1_PORT" "WARREN__GATEWAY__ID=$PREFIX-gw1"
-wait_ready "$GW0_PORT" gw0
-wait_ready "$GW1_PORT" gw1
+start gw0 warren-gateway "WARREN__GATEWAY__LISTEN=127.0.0.1:$GW0_PORT" "WARREN__GATEWAY__ID=$PREFIX-gw0" \
+    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$GW0_OPS"
+start gw1 warren-gateway "WARREN__GATEWAY__LISTEN=127.0.0.1:$GW1_PORT" "WARREN__GATEWAY__ID=$PREFIX-gw1" \
+    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$GW1_OPS"
+wait_ready "$GW0_OPS" gw0
+wait_ready "$GW1_OPS" gw1
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 

@@ -3,9 +3,11 @@
 #
 #   1. compose     `docker-compose config` (Debian's docker-compose 1.29, which
 #                  needs no engine) renders deploy/compose.yaml with its default
-#                  variables; it rejects unknown keys (a typo), bad value types,
-#                  unset variables and references to undefined services or
-#                  volumes. Any warning counts as a failure.
+#                  variables and only the required WARREN_AUTH_SECRET set; it
+#                  rejects unknown keys (a typo), bad value types, unset
+#                  variables and references to undefined services or volumes.
+#                  Any warning counts as a failure. Without WARREN_AUTH_SECRET
+#                  the rendering must fail (safe by default).
 #   2. haproxy     `haproxy -c` on deploy/haproxy.cfg (Debian's HAProxy). The
 #                  gateway host names resolve only inside compose; the file uses
 #                  `init-addr libc,none`, so they are reported as warnings, which
@@ -135,16 +137,33 @@ check() {
 # ---------------------------------------------------------------------------
 # The shipped defaults are what is checked: not deploy/.env (an empty
 # --env-file instead) and none of the caller's variables (env -i).
+# The secret the rendering is given (compose requires one); checked for below.
+readonly RENDER_SECRET=validate-deploy-render-secret
+
 compose_config() {
     local rc=0
     : >"$tmp/empty.env"
-    env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
+    env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 WARREN_AUTH_SECRET="$RENDER_SECRET" \
         docker-compose --env-file "$tmp/empty.env" -f "$COMPOSE_FILE" config \
         >"$tmp/compose.rendered.yaml" 2>"$tmp/compose.err" || rc=$?
     if ((rc != 0)) || [[ -s $tmp/compose.err ]]; then
         printf '  %s\n' "docker-compose config ($COMPOSE_FILE) says:" >&2
         sed 's/^/    /' "$tmp/compose.err" >&2
         ((rc != 0)) || printf '    (exit status 0, but any warning is a failure here)\n' >&2
+        return 1
+    fi
+}
+
+# Without WARREN_AUTH_SECRET compose must refuse, naming the variable: no deployment
+# ever runs with a secret everybody knows.
+compose_requires_secret() {
+    local rc=0
+    env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
+        docker-compose --env-file "$tmp/empty.env" -f "$COMPOSE_FILE" config \
+        >/dev/null 2>"$tmp/compose.nosecret.err" || rc=$?
+    if ((rc == 0)) || ! grep -q WARREN_AUTH_SECRET "$tmp/compose.nosecret.err"; then
+        printf '  docker-compose config without WARREN_AUTH_SECRET: exit status %d, said:\n' "$rc" >&2
+        sed 's/^/    /' "$tmp/compose.nosecret.err" >&2
         return 1
     fi
 }
@@ -460,14 +479,26 @@ for name in warren_services:
     if stop is None or stop <= grace:
         bad(f"compose: {name}: stop_grace_period {services[name].get('stop_grace_period', '10s (default)')} "
             f"is not longer than gateway.shutdown_grace_s ({grace:g} s)")
-    # The healthcheck probes the port the service listens on, on all interfaces.
-    section = "gateway" if name in gateways else "dispatcher"
-    host, port = port_of(setting(env, section, "listen", name))
-    if host not in ("0.0.0.0", "[::]", "::"):
-        bad(f"compose: {name}: {section}.listen is {setting(env, section, 'listen', name)}, unreachable from other containers")
+    # The healthcheck probes the operations listener (a gateway's ops_listen, a
+    # dispatcher's listen), on all of the container's interfaces; the gateway's public
+    # listener too is on all of them (HAProxy reaches it).
+    section, ops_key = ("gateway", "ops_listen") if name in gateways else ("dispatcher", "listen")
+    keys = ("listen", "ops_listen") if name in gateways else ("listen",)
+    for key in keys:
+        host, _ = port_of(setting(env, section, key, name))
+        if host not in ("0.0.0.0", "[::]", "::"):
+            bad(f"compose: {name}: {section}.{key} is {setting(env, section, key, name)}, unreachable from other containers")
+    _, port = port_of(setting(env, section, ops_key, name))
     test = (services[name].get("healthcheck") or {}).get("test") or []
     if test[:3] != ["CMD", "warren-probe", str(port)] or (len(test) > 3 and test[3] != "/readyz"):
-        bad(f"compose: {name}: healthcheck {test} does not probe /readyz on its listen port {port}")
+        bad(f"compose: {name}: healthcheck {test} does not probe /readyz on {section}.{ops_key}'s port {port}")
+    # Safe by default: no development tokens, no insecure override, the secret from
+    # the environment (the rendering was given RENDER_SECRET).
+    if name in gateways:
+        for key, want in ((("gateway", "dev_tokens"), "false"), (("auth", "insecure_dev_auth_on_network"), "false"),
+                          (("auth", "secret"), "validate-deploy-render-secret")):
+            if (setting(env, *key, name) or "").lower() != want:
+                bad(f"compose: {name}: {'.'.join(key)} is {setting(env, *key, name)!r} by default, expected {want!r}")
     # Broker and store: service names of this compose file.
     for section_key in (("amqp", "url"), ("redis", "url")):
         url = setting(env, *section_key, name)
@@ -491,14 +522,18 @@ for section, key in (("auth", "secret"), ("auth", "algorithm"), ("gateway", "all
 
 # Browsers open the load balancer's published URL: its origin must be allowed.
 lb_port = None
-for p in (services.get("lb") or {}).get("ports") or []:
-    if isinstance(p, dict):
-        if int(p.get("target", 0)) == 8080:
-            lb_port = int(p.get("published"))
-    else:
-        m = re.fullmatch(r"(?:[\d.]+:)?(\d+):(\d+)(?:/tcp)?", str(p))
-        if m and int(m.group(2)) == 8080:
-            lb_port = int(m.group(1))
+for svc_name, svc in services.items():
+    for p in svc.get("ports") or []:
+        if isinstance(p, dict):
+            host_ip, published, target = p.get("host_ip"), p.get("published"), p.get("target")
+        else:
+            m = re.fullmatch(r"(?:([\d.]+):)?(\d+):(\d+)(?:/tcp)?", str(p))
+            host_ip, published, target = (m.group(1), m.group(2), m.group(3)) if m else (None, None, None)
+        # Safe by default: nothing is published beyond this host unless asked.
+        if host_ip != "127.0.0.1":
+            bad(f"compose: {svc_name} publishes {p} on {host_ip or 'every interface'} by default, not 127.0.0.1")
+        if svc_name == "lb" and target is not None and int(target) == 8080:
+            lb_port = int(published)
 if lb_port is None:
     bad("compose: lb does not publish its port 8080")
 for g in gateways:
@@ -520,14 +555,18 @@ src = mount("lb", "/usr/local/etc/haproxy/haproxy.cfg")
 if not src or not src.endswith("/deploy/haproxy.cfg"):
     bad(f"compose: lb does not mount deploy/haproxy.cfg as /usr/local/etc/haproxy/haproxy.cfg (mounts {src})")
 backend = re.search(r"^backend gateways\n(.*?)(?=^\S|\Z)", haproxy_cfg, re.M | re.S)
-servers = dict(re.findall(r"^\s*server\s+\S+\s+([\w.-]+):(\d+)", backend.group(1), re.M)) if backend else {}
+server_lines = re.findall(r"^\s*server\s+\S+\s+([\w.-]+):(\d+)(.*)$", backend.group(1), re.M) if backend else []
+servers = {g: port for g, port, _ in server_lines}
 if not backend:
     bad("haproxy.cfg: no `backend gateways`")
 if set(servers) != set(gateways):
     bad(f"haproxy.cfg: backend servers {sorted(servers)} differ from the compose gateways {gateways}")
-for g, port in servers.items():
+for g, port, rest in server_lines:
     if g in services and int(port) != port_of(svc_setting(g, "gateway", "listen"))[1]:
         bad(f"haproxy.cfg: server {g}:{port} is not the port {g} listens on")
+    check_port = re.search(r"\bport\s+(\d+)", rest)
+    if g in services and (not check_port or int(check_port.group(1)) != port_of(svc_setting(g, "gateway", "ops_listen"))[1]):
+        bad(f"haproxy.cfg: server {g} is not checked on its operations port (gateway.ops_listen)")
 for directive in ("option httpchk", "http-check send meth GET uri /readyz", "timeout tunnel"):
     if not re.search(r"^\s*" + re.escape(directive) + r"\b", haproxy_cfg, re.M):
         bad(f"haproxy.cfg: missing `{directive}`")
@@ -835,7 +874,7 @@ probe_check() {
 # 5. Live (--live): the configuration, run for real on this machine.
 # ---------------------------------------------------------------------------
 readonly LIVE_AMQP=5690 LIVE_MGMT=15690 LIVE_DIST=25690 LIVE_REDIS=6390
-readonly LIVE_GW=(8191 8192) LIVE_DISPATCHER=9190 LIVE_LB=8190 LIVE_STATS=8490
+readonly LIVE_GW=(8191 8192) LIVE_OPS=(9191 9192) LIVE_DISPATCHER=9190 LIVE_LB=8190 LIVE_STATS=8490
 live_dir=""
 live_node=""
 live_pids=()
@@ -879,26 +918,28 @@ port_free() {
     ! timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
 
-# live_env SERVICE PORT: the environment compose gives SERVICE, mapped to this
-# machine (the broker, the store, and PORT to listen on).
+# live_env SERVICE PORT [OPS_PORT]: the environment compose gives SERVICE, mapped to
+# this machine (the broker, the store, PORT to listen on, OPS_PORT for a gateway's
+# operations listener).
 live_env() {
-    "$PY" - "$tmp/compose.rendered.yaml" "$1" "$2" "$LIVE_AMQP" "$LIVE_REDIS" <<'PY'
+    "$PY" - "$tmp/compose.rendered.yaml" "$1" "$2" "$LIVE_AMQP" "$LIVE_REDIS" "${3:-0}" <<'PY'
 import sys, yaml
-svc, port, amqp, redis = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+svc, port, amqp, redis, ops = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 env = yaml.safe_load(open(sys.argv[1]))["services"][svc].get("environment") or {}
 for key, value in env.items():
     value = (str(value).replace("@rabbitmq:5672/", f"@127.0.0.1:{amqp}/")
              .replace("redis://redis:6379/", f"redis://127.0.0.1:{redis}/")
-             .replace("0.0.0.0:8080", f"127.0.0.1:{port}").replace("0.0.0.0:9090", f"127.0.0.1:{port}"))
+             .replace("0.0.0.0:8080", f"127.0.0.1:{port}").replace("0.0.0.0:9090", f"127.0.0.1:{port}")
+             .replace("0.0.0.0:9101", f"127.0.0.1:{ops}"))
     print(f"{key}={value}")
 PY
 }
 
-# live_start NAME BINARY SERVICE PORT: runs BINARY as compose runs SERVICE.
+# live_start NAME BINARY SERVICE PORT [OPS_PORT]: runs BINARY as compose runs SERVICE.
 live_start() {
-    local name=$1 binary=$2 svc=$3 port=$4 pid
+    local name=$1 binary=$2 svc=$3 port=$4 ops=${5:-0} pid
     local -a env_args
-    mapfile -t env_args < <(live_env "$svc" "$port")
+    mapfile -t env_args < <(live_env "$svc" "$port" "$ops")
     # A Redis prefix of its own: the private Redis starts empty anyway, but
     # nothing here may touch the shared one by mistake.
     env -i PATH="$PATH" HOME="${HOME:-/root}" "${env_args[@]}" WARREN__REDIS__PREFIX=warren-live \
@@ -935,7 +976,7 @@ live_check() {
         printf '  needs rabbitmq-server and redis-server (scripts/ensure-services.sh installs them)\n' >&2
         return 1
     fi
-    for port in "$LIVE_AMQP" "$LIVE_MGMT" "$LIVE_DIST" "$LIVE_REDIS" "${LIVE_GW[@]}" "$LIVE_DISPATCHER" "$LIVE_LB" "$LIVE_STATS"; do
+    for port in "$LIVE_AMQP" "$LIVE_MGMT" "$LIVE_DIST" "$LIVE_REDIS" "${LIVE_GW[@]}" "${LIVE_OPS[@]}" "$LIVE_DISPATCHER" "$LIVE_LB" "$LIVE_STATS"; do
         port_free "$port" || {
             printf '  port %s is in use; the live check needs it\n' "$port" >&2
             return 1
@@ -980,18 +1021,19 @@ live_check() {
     live_wait "Redis" 10 redis-cli -p "$LIVE_REDIS" ping >/dev/null || return 1
 
     live_start dispatcher warren-dispatcher dispatcher1 "$LIVE_DISPATCHER"
-    live_start gateway1 warren-gateway gateway1 "${LIVE_GW[0]}"
-    live_start gateway2 warren-gateway gateway2 "${LIVE_GW[1]}"
+    live_start gateway1 warren-gateway gateway1 "${LIVE_GW[0]}" "${LIVE_OPS[0]}"
+    live_start gateway2 warren-gateway gateway2 "${LIVE_GW[1]}" "${LIVE_OPS[1]}"
     # ok: 0 while everything passed; gateways_ok: the WebSocket test can run.
     local ok=0 gateways_ok=0
-    for port in "${LIVE_GW[@]}"; do
+    for port in "${LIVE_OPS[@]}"; do
         live_wait "gateway /readyz (127.0.0.1:$port)" 30 "$live_dir/warren-probe" "$port" /readyz || gateways_ok=1
     done
     live_wait "dispatcher /readyz (127.0.0.1:$LIVE_DISPATCHER, the compose healthcheck)" 15 \
         "$live_dir/warren-probe" "$LIVE_DISPATCHER" /readyz || ok=1
 
     # HAProxy: haproxy.cfg with the gateways on 127.0.0.1.
-    sed -e "s/gateway1:8080/127.0.0.1:${LIVE_GW[0]}/" -e "s/gateway2:8080/127.0.0.1:${LIVE_GW[1]}/" \
+    sed -e "s/gateway1:8080 port 9101/127.0.0.1:${LIVE_GW[0]} port ${LIVE_OPS[0]}/" \
+        -e "s/gateway2:8080 port 9101/127.0.0.1:${LIVE_GW[1]} port ${LIVE_OPS[1]}/" \
         -e "s/^\(\s*bind\) :8080/\1 127.0.0.1:$LIVE_LB/" -e "s/^\(\s*bind\) :8404/\1 127.0.0.1:$LIVE_STATS/" \
         -e 's/^\(\s*maxconn\) [0-9]*/\1 1000/' -e 's/maxconn 19500/maxconn 500/' \
         "$HAPROXY_CFG" >"$live_dir/haproxy.cfg"
@@ -1003,7 +1045,7 @@ live_check() {
     if ((gateways_ok == 0)); then
         local token origin
         local -a gw_env
-        mapfile -t gw_env < <(live_env gateway1 "${LIVE_GW[0]}")
+        mapfile -t gw_env < <(live_env gateway1 "${LIVE_GW[0]}" "${LIVE_OPS[0]}")
         token=$(env -i PATH="$PATH" "${gw_env[@]}" "$bin_dir/warren-token" live-check --name "Live Check" \
             --config deploy/local.toml) || ok=1
         origin=$(live_env gateway1 "${LIVE_GW[0]}" | sed -n 's/^WARREN__GATEWAY__ALLOWED_ORIGINS=\([^,]*\).*/\1/p')
@@ -1094,6 +1136,7 @@ PY
 }
 
 check "compose: docker-compose config" compose_config
+check "compose: refuses to render without WARREN_AUTH_SECRET" compose_requires_secret
 check "haproxy: haproxy -c" haproxy_check
 check "agreement: compose, haproxy.cfg, rabbitmq.conf, definitions.json, amqp.rs, Dockerfile" agreement
 probe_label="probe: bash -n, shellcheck"

@@ -120,6 +120,7 @@ mod tests {
             secret: Secret::new(secret),
             public_key_file: None,
             leeway_s: 5,
+            insecure_dev_auth_on_network: false,
         }
     }
 

@@ -64,11 +64,18 @@ pub struct AuthSettings {
     pub public_key_file: Option<String>,
     /// Clock leeway when checking `exp`, seconds (at most 60).
     pub leeway_s: u64,
+    /// Lets a gateway whose public listener is not on loopback start with the
+    /// development secret or `POST /dev/token`. Loudly named on purpose: anyone who
+    /// reaches such a gateway can sign in as anyone.
+    pub insecure_dev_auth_on_network: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct GatewaySettings {
+    /// The public listener: `/ws` and the web client.
     pub listen: String,
+    /// The operations listener: `/healthz`, `/readyz`, `/metrics`, `/stats`.
+    pub ops_listen: String,
     /// This gateway's id; empty means a random one at start.
     pub id: String,
     /// Browser origins allowed to connect; requests without `Origin` are always allowed.
@@ -270,6 +277,46 @@ impl Settings {
     pub fn uses_dev_secret(&self) -> bool {
         self.auth.algorithm == "HS256" && self.auth.secret.expose() == DEV_SECRET
     }
+
+    /// `POST /dev/token` is served: the setting is on and tokens are HS256 (a gateway
+    /// that holds only a public key cannot sign).
+    pub fn dev_tokens_enabled(&self) -> bool {
+        self.gateway.dev_tokens && self.auth.algorithm == "HS256"
+    }
+
+    /// Why a gateway with these settings must not start: development authentication
+    /// (the public secret, or `/dev/token`) on a public listener that is not loopback,
+    /// without `auth.insecure_dev_auth_on_network`. `None` when it may start.
+    pub fn dev_auth_exposure(&self) -> Option<String> {
+        if self.auth.insecure_dev_auth_on_network || is_loopback(&self.gateway.listen) {
+            return None;
+        }
+        let what = match (self.uses_dev_secret(), self.dev_tokens_enabled()) {
+            (false, false) => return None,
+            (true, false) => "the built-in development secret (auth.secret)",
+            (false, true) => "development tokens (gateway.dev_tokens)",
+            (true, true) => {
+                "the built-in development secret (auth.secret) and development tokens (gateway.dev_tokens)"
+            }
+        };
+        Some(format!(
+            "refusing to start: gateway.listen {} is not a loopback address and {what} would let \
+             anyone who reaches it sign in as any user, admins included. Set WARREN__AUTH__SECRET \
+             to a secret of your own and turn gateway.dev_tokens off, or listen on 127.0.0.1; \
+             for a throwaway demo only, auth.insecure_dev_auth_on_network = true",
+            self.gateway.listen
+        ))
+    }
+}
+
+/// Whether a listen address (`ip:port`, `[ipv6]:port` or `localhost:port`) is on
+/// loopback. Any other host name counts as reachable from elsewhere.
+pub fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
+    host.eq_ignore_ascii_case("localhost")
 }
 
 #[cfg(test)]
@@ -363,6 +410,59 @@ mod tests {
         assert!(g.frames_burst as usize >= g.max_rooms_per_connection);
         assert!(g.frames_per_sec >= 2 * g.sends_per_sec && g.frames_burst >= 2 * g.burst);
         assert!(g.handshake_timeout_s >= 1 && g.max_pending_handshakes >= 1);
+    }
+
+    #[test]
+    fn development_auth_is_refused_off_loopback() {
+        let with = |vars: &[(&str, &str)]| {
+            let env = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Settings::load_from(None, Some(env)).unwrap()
+        };
+        // Loopback: the local stack stays as easy as it is.
+        for listen in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost:8080",
+            "127.0.0.2:80",
+        ] {
+            let s = with(&[
+                ("WARREN__GATEWAY__LISTEN", listen),
+                ("WARREN__GATEWAY__DEV_TOKENS", "true"),
+            ]);
+            assert_eq!(s.dev_auth_exposure(), None, "{listen}");
+        }
+        // Anywhere else: the dev secret, dev tokens, or both are refused.
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.1.2.3:8080",
+            "chat.example:8080",
+        ] {
+            let dev_secret = with(&[("WARREN__GATEWAY__LISTEN", listen)]);
+            let refused = dev_secret.dev_auth_exposure().expect(listen);
+            assert!(refused.contains("development secret"), "{refused}");
+            let dev_tokens = with(&[
+                ("WARREN__GATEWAY__LISTEN", listen),
+                ("WARREN__AUTH__SECRET", "own-secret"),
+                ("WARREN__GATEWAY__DEV_TOKENS", "true"),
+            ]);
+            let refused = dev_tokens.dev_auth_exposure().expect(listen);
+            assert!(refused.contains("development tokens"), "{refused}");
+            let own = with(&[
+                ("WARREN__GATEWAY__LISTEN", listen),
+                ("WARREN__AUTH__SECRET", "own-secret"),
+            ]);
+            assert_eq!(own.dev_auth_exposure(), None, "{listen}");
+            let demo = with(&[
+                ("WARREN__GATEWAY__LISTEN", listen),
+                ("WARREN__GATEWAY__DEV_TOKENS", "true"),
+                ("WARREN__AUTH__INSECURE_DEV_AUTH_ON_NETWORK", "true"),
+            ]);
+            assert_eq!(demo.dev_auth_exposure(), None, "{listen}");
+        }
     }
 
     #[test]

@@ -114,6 +114,11 @@ impl Broker {
         &self.queue
     }
 
+    /// How many routing keys this gateway's queue is bound to (for `/stats`).
+    pub fn binding_count(&self) -> usize {
+        self.bound_set().len()
+    }
+
     /// The routing keys bound to this gateway's queue right now.
     pub fn bindings(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.bound_set().iter().cloned().collect();

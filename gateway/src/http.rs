@@ -1,5 +1,8 @@
-//! The gateway's HTTP side: `/ws` with every refusal made before the upgrade, and the
-//! operator endpoints `/healthz`, `/readyz` and `/stats`.
+//! The gateway's HTTP side. The public listener ([`routes`]) serves `/ws`, with every
+//! refusal made before the upgrade, and the web client; the operations listener
+//! ([`ops_routes`], `gateway.ops_listen`, loopback by default) serves `/healthz`,
+//! `/readyz`, `/metrics` and `/stats`, so none of them is reachable through the
+//! public port or a load balancer in front of it.
 
 use std::sync::Arc;
 
@@ -45,7 +48,7 @@ impl Refusal {
     }
 }
 
-/// All routes of a gateway.
+/// The public listener's routes: `/ws` and the web client.
 pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let gw_for_web = gw.clone();
     let with_gw = warp::any().map(move || gw.clone());
@@ -62,7 +65,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
     let not_upgrade = warp::path!("ws")
         .and(warp::header::headers_cloned())
         .and(query)
-        .and(with_gw.clone())
+        .and(with_gw)
         .map(|headers: HeaderMap, query: String, gw: Arc<Gateway>| {
             match admit(&gw, &headers, &query) {
                 Err(refusal) => refusal.counted(&gw),
@@ -74,6 +77,16 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
                 .into_response(),
             }
         });
+    let web = crate::web::routes(gw_for_web);
+    upgrade.or(not_upgrade).unify().or(web).unify()
+}
+
+/// The operations listener's routes: `/healthz`, `/readyz`, `/metrics` and `/stats`
+/// (counts only: no user id or room name ever leaves through it).
+pub fn ops_routes(
+    gw: Arc<Gateway>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let with_gw = warp::any().map(move || gw.clone());
     let healthz = warp::path!("healthz")
         .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
     let readyz = warp::path!("readyz")
@@ -101,26 +114,19 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
             "connections": counts.connections,
             "rooms": counts.rooms,
             "users": counts.users,
-            "bindings": gw.broker.bindings(),
+            "bindings": gw.broker.binding_count(),
             "ready": gw.is_ready(),
             // Every task of the runtime: about one per connection plus a fixed few.
             "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         }))
         .into_response()
     });
-    let web = crate::web::routes(gw_for_web);
-    upgrade
-        .or(not_upgrade)
-        .unify()
-        .or(healthz)
-        .unify()
+    healthz
         .or(readyz)
         .unify()
         .or(stats)
         .unify()
         .or(metrics)
-        .unify()
-        .or(web)
         .unify()
 }
 

@@ -4,8 +4,9 @@
 //! pieces, outermost first:
 //! - [`server`]: the accept loop and HTTP/1.1 connections, with a deadline on the
 //!   request head (slowloris) and a cap on connections not yet upgraded.
-//! - [`http`]: `/ws` (token, Origin, readiness and caps checked before the upgrade),
-//!   `/healthz`, `/readyz`, `/stats`, `/metrics`.
+//! - [`http`]: on the public listener `/ws` (token, Origin, readiness and caps checked
+//!   before the upgrade); on the operations listener `/healthz`, `/readyz`, `/stats`,
+//!   `/metrics`.
 //! - [`connection`]: one task per connection that owns the socket, the bounded outbound
 //!   queue, the per-room join filter, liveness (pings, idle timeout) and the checks on
 //!   every inbound frame.
@@ -49,6 +50,9 @@ use crate::index::Index;
 pub enum GatewayError {
     #[error(transparent)]
     Auth(#[from] common::auth::AuthError),
+    /// Development authentication on a listener others can reach.
+    #[error("{0}")]
+    Insecure(String),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: String,
@@ -133,25 +137,39 @@ impl Drop for Admission {
     }
 }
 
-/// Binds the listener, then serves until `shutdown` is cancelled: stops accepting,
+/// Binds both listeners, then serves until `shutdown` is cancelled: stops accepting,
 /// closes every connection with 1001, lets their last commands go out, and returns
-/// within `gateway.shutdown_grace_s`.
+/// within `gateway.shutdown_grace_s`. Refuses to start with development authentication
+/// on a public listener that is not loopback ([`Settings::dev_auth_exposure`]).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), GatewayError> {
-    let listener = tokio::net::TcpListener::bind(&settings.gateway.listen)
-        .await
-        .map_err(|source| GatewayError::Listen {
-            addr: settings.gateway.listen.clone(),
-            source,
-        })?;
-    serve(settings, listener, shutdown).await
+    if let Some(why) = settings.dev_auth_exposure() {
+        return Err(GatewayError::Insecure(why));
+    }
+    let listener = bind(&settings.gateway.listen).await?;
+    let ops = bind(&settings.gateway.ops_listen).await?;
+    serve(settings, listener, ops, shutdown).await
 }
 
-/// As [`run`], on a listener the caller bound (tests bind `127.0.0.1:0`).
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, GatewayError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// As [`run`], on listeners the caller bound (tests bind `127.0.0.1:0`): `listener`
+/// public, `ops` for the operations endpoints.
 pub async fn serve(
     settings: Settings,
     listener: tokio::net::TcpListener,
+    ops: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
+    if let Some(why) = settings.dev_auth_exposure() {
+        return Err(GatewayError::Insecure(why));
+    }
     let settings = Arc::new(settings);
     let id = match settings.gateway.id.trim() {
         "" => format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -180,12 +198,20 @@ pub async fn serve(
         settings: settings.clone(),
     });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(gateway = %id, ?addr, "gateway listening");
+    let ops_addr: Option<SocketAddr> = ops.local_addr().ok();
+    tracing::info!(gateway = %id, ?addr, ?ops_addr, "gateway listening");
 
     // The broker link outlives the connections, so their last leaves can go out.
     let broker_stop = CancellationToken::new();
     let link = tokio::spawn(broker.clone().run(broker_stop.clone()));
     let binder = tokio::spawn(broker.clone().run_binder(inbox, broker_stop.clone()));
+    // Answers until the very end, so /readyz says 503 while the gateway drains.
+    let ops_server = tokio::spawn(
+        warp::serve(http::ops_routes(gw.clone()))
+            .incoming(ops)
+            .graceful(broker_stop.clone().cancelled_owned())
+            .run(),
+    );
     // Stops with the connections: SIGTERM removes this gateway's presence at once.
     let alive = tokio::spawn(presence::run(
         settings.clone(),
@@ -220,7 +246,11 @@ pub async fn serve(
         tracing::warn!("connections still open at the end of the grace period");
     }
     broker_stop.cancel();
-    if link.await.is_err() || binder.await.is_err() || alive.await.is_err() {
+    if link.await.is_err()
+        || binder.await.is_err()
+        || alive.await.is_err()
+        || ops_server.await.is_err()
+    {
         tracing::error!("a broker task panicked");
     }
     tracing::info!(gateway = %id, "gateway stopped");

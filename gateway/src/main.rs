@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");
+            eprintln!("warren-gateway: {e}");
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,10 @@
 //!
 //! `POST /dev/token` mints a token for any name. It answers only when
 //! `gateway.dev_tokens` is on and the gateway verifies HS256 tokens (it signs with the
-//! same secret); otherwise it is a 404, as if it did not exist.
+//! same secret); otherwise it is a 404, as if it did not exist. It also checks the
+//! `Host` header: only a loopback name or the host of an allowed origin is answered,
+//! so a page on another site whose name was rebound to this address (DNS rebinding)
+//! cannot mint tokens through the victim's browser.
 
 use std::sync::Arc;
 
@@ -100,7 +103,7 @@ const ASSETS: &[Asset] = &[
 
 /// The web client's routes: the assets (GET) and `POST /dev/token`.
 pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let dev_tokens = dev_tokens_enabled(&gw.settings);
+    let dev_tokens = gw.settings.dev_tokens_enabled();
     if dev_tokens {
         tracing::warn!("POST /dev/token is on: anyone can sign in as anyone (development only)");
     }
@@ -115,16 +118,25 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
     let settings = gw.settings.clone();
     let dev_token = warp::path!("dev" / "token")
         .and(warp::post())
+        .and(warp::header::optional::<String>("host"))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::content_length_limit(DEV_TOKEN_MAX_BODY))
         .and(warp::body::bytes())
-        .map(move |content_type: Option<String>, body: Bytes| {
-            if dev_tokens {
-                mint_dev_token(&settings, content_type.as_deref(), &body)
-            } else {
-                failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-            }
-        });
+        .map(
+            move |host: Option<String>, content_type: Option<String>, body: Bytes| {
+                if !dev_tokens {
+                    failure(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+                } else if !host_allowed(host.as_deref(), &settings.gateway.allowed_origins) {
+                    failure(
+                        StatusCode::FORBIDDEN,
+                        "forbidden_host",
+                        "development tokens are minted only for a loopback or allowed host",
+                    )
+                } else {
+                    mint_dev_token(&settings, content_type.as_deref(), &body)
+                }
+            },
+        );
     assets.or(dev_token).unify()
 }
 
@@ -149,10 +161,28 @@ fn serve(asset: &Asset) -> Response {
     response
 }
 
-/// `POST /dev/token` answers only in development mode and only with HS256 (RS256 and
-/// EdDSA gateways hold a public key, they cannot sign).
-pub fn dev_tokens_enabled(settings: &Settings) -> bool {
-    settings.gateway.dev_tokens && settings.auth.algorithm == "HS256"
+/// Whether a development endpoint may answer a request for `host` (the `Host` header):
+/// a loopback name or address (any port), or exactly the host and port of one of the
+/// allowed browser origins. Anything else, or no `Host`, is refused (DNS rebinding).
+fn host_allowed(host: Option<&str>, allowed_origins: &[String]) -> bool {
+    let Some(host) = host.map(|h| h.trim().to_ascii_lowercase()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(name, _)| name),
+    };
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback
+        || allowed_origins.iter().any(|origin| {
+            let authority = origin.split_once("://").map_or(origin.as_str(), |(_, a)| a);
+            authority.trim_end_matches('/').eq_ignore_ascii_case(&host)
+        })
 }
 
 #[derive(Deserialize)]
@@ -361,7 +391,7 @@ mod tests {
             ("WARREN__GATEWAY__DEV_TOKENS", "true"),
             ("WARREN__AUTH__SECRET", "web-test-secret"),
         ]);
-        assert!(dev_tokens_enabled(&s));
+        assert!(s.dev_tokens_enabled());
         for (content_type, body) in [
             (Some("application/json"), &br#"{"name":"Ann Lee"}"#[..]),
             (None, &br#"{"name":"Ann Lee"}"#[..]),
@@ -396,11 +426,40 @@ mod tests {
 
     #[test]
     fn dev_tokens_need_the_setting_and_hs256() {
-        assert!(!dev_tokens_enabled(&settings(&[])));
-        assert!(!dev_tokens_enabled(&settings(&[
+        assert!(!settings(&[]).dev_tokens_enabled());
+        assert!(!settings(&[
             ("WARREN__GATEWAY__DEV_TOKENS", "true"),
             ("WARREN__AUTH__ALGORITHM", "RS256"),
-        ])));
+        ])
+        .dev_tokens_enabled());
+    }
+
+    #[test]
+    fn dev_tokens_answer_only_loopback_or_allowed_hosts() {
+        let origins = vec![
+            "https://chat.example".to_owned(),
+            "http://demo.test:8080".to_owned(),
+        ];
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:8081",
+            "[::1]:8080",
+            "chat.example",
+            "demo.test:8080",
+        ] {
+            assert!(host_allowed(Some(ok), &origins), "{ok}");
+        }
+        for refused in [
+            "attacker.example:8080",
+            "127.0.0.1.attacker.example",
+            "demo.test:9999",
+            "chat.example.evil",
+            "",
+        ] {
+            assert!(!host_allowed(Some(refused), &origins), "{refused}");
+        }
+        assert!(!host_allowed(None, &origins));
     }
 
     #[test]

@@ -328,7 +328,7 @@ pub fn decode_server_frame(buf: &[u8]) -> anyhow::Result<Option<(RawFrame, usize
 
 /// `/metrics` of gateway `i` as `name{labels}` → value (comments skipped).
 pub async fn metrics(stack: &Stack, i: usize) -> HashMap<String, f64> {
-    let response = stack.http_get(i, "/metrics").await;
+    let response = stack.ops_get(i, "/metrics").await;
     assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
     response
         .text()

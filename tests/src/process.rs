@@ -22,6 +22,8 @@ pub(crate) struct Service {
     pub child: Option<Child>,
     /// Gateways only: where they listen and their id.
     pub addr: Option<SocketAddr>,
+    /// Gateways only: the operations listener (`/readyz`, `/metrics`, `/stats`).
+    pub ops: Option<SocketAddr>,
     pub id: Option<String>,
     /// The settings of the last start, reused by a restart.
     pub env: Vec<(String, String)>,
@@ -36,6 +38,7 @@ impl Service {
             log,
             child: None,
             addr: None,
+            ops: None,
             id: None,
             env: Vec::new(),
             args: Vec::new(),

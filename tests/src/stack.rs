@@ -72,14 +72,14 @@ impl StackOptions {
     }
 }
 
-/// `/stats` of a gateway.
+/// `/stats` of a gateway: counts only.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Stats {
     pub gateway: String,
     pub connections: u64,
     pub rooms: u64,
     pub users: u64,
-    pub bindings: Vec<String>,
+    pub bindings: u64,
 }
 
 pub struct Stack {
@@ -251,14 +251,29 @@ impl Stack {
             .unwrap_or_else(|e| panic!("GET {path} on dispatcher {i}: {e:#}"))
     }
 
+    /// `GET path` on gateway `i`'s public listener.
     pub async fn http_get(&self, i: usize, path: &str) -> HttpResponse {
         http::get(self.gateway_addr(i), path)
             .await
             .unwrap_or_else(|e| panic!("GET {path} on gw{i}: {e:#}"))
     }
 
+    /// The address of gateway `i`'s operations listener.
+    pub fn gateway_ops_addr(&self, i: usize) -> SocketAddr {
+        self.gateways[i]
+            .ops
+            .expect("gateways have an operations address")
+    }
+
+    /// `GET path` on gateway `i`'s operations listener (`/metrics`, `/stats`, ...).
+    pub async fn ops_get(&self, i: usize, path: &str) -> HttpResponse {
+        http::get(self.gateway_ops_addr(i), path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on gw{i}'s operations listener: {e:#}"))
+    }
+
     pub async fn stats(&self, i: usize) -> Stats {
-        let response = self.http_get(i, "/stats").await;
+        let response = self.ops_get(i, "/stats").await;
         assert_eq!(
             response.status,
             200,
@@ -327,19 +342,53 @@ impl Stack {
         let mut service = Service::new(name.clone(), self.log_path(&name));
         service.args = self.args.clone();
         let addr = free_port();
+        let ops = free_port();
         let id = format!("{}-gw{i}", self.prefix);
-        let mut extra: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        extra.push(("WARREN__GATEWAY__LISTEN".into(), addr.to_string()));
-        extra.push(("WARREN__GATEWAY__ID".into(), id.clone()));
+        // The caller's settings come last: a test may move the public listener.
+        let mut extra: Vec<(String, String)> = vec![
+            ("WARREN__GATEWAY__LISTEN".into(), addr.to_string()),
+            ("WARREN__GATEWAY__OPS_LISTEN".into(), ops.to_string()),
+            ("WARREN__GATEWAY__ID".into(), id.clone()),
+        ];
+        extra.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         service.addr = Some(addr);
+        service.ops = Some(ops);
         service.id = Some(id);
         service.start(&self.gateway_bin, self.settings(&extra));
         self.gateways.push(service);
         self.wait_gateway_ready(i).await;
         i
+    }
+
+    /// Starts a gateway with this stack's settings and `env` (last), expecting it to
+    /// refuse to start: returns its exit status and log once it exits, or `None` if it
+    /// still runs after `timeout` (it is then killed).
+    pub async fn gateway_refusal(
+        &self,
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Option<(ExitStatus, String)> {
+        let name = format!("refused-{:04x}", rand::random::<u16>());
+        let mut service = Service::new(name.clone(), self.log_path(&name));
+        let mut extra: Vec<(String, String)> = vec![
+            ("WARREN__GATEWAY__LISTEN".into(), free_port().to_string()),
+            (
+                "WARREN__GATEWAY__OPS_LISTEN".into(),
+                free_port().to_string(),
+            ),
+            (
+                "WARREN__GATEWAY__ID".into(),
+                format!("{}-{name}", self.prefix),
+            ),
+        ];
+        extra.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        service.start(&self.gateway_bin, self.settings(&extra));
+        let status = wait_exit(&mut service, timeout).await;
+        if status.is_none() {
+            service.kill().await;
+        }
+        let log = std::fs::read_to_string(&service.log).unwrap_or_default();
+        status.map(|s| (s, log))
     }
 
     /// Kills gateway `i` if it runs, then starts it again with the same id, port and
@@ -438,7 +487,7 @@ impl Stack {
 
     async fn wait_gateway_ready(&mut self, i: usize) {
         let deadline = Instant::now() + self.ready_timeout;
-        let addr = self.gateway_addr(i);
+        let addr = self.gateway_ops_addr(i);
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
             if !self.gateways[i].alive() {

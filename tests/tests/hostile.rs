@@ -755,7 +755,7 @@ async fn slowloris_handshakes_are_dropped_and_pending_ones_are_capped() {
             "a silent connection is dropped: {read:?}"
         );
     }
-    let health = stack.http_get(0, "/healthz").await;
+    let health = stack.ops_get(0, "/healthz").await;
     assert_eq!(health.status, 200);
     // A request head is bounded too.
     let huge = format!(
@@ -1289,7 +1289,7 @@ async fn no_secret_or_token_reaches_the_logs_or_metrics() {
         }
     }
     tokens.extend(refused);
-    let gw_metrics = stack.http_get(0, "/metrics").await.text();
+    let gw_metrics = stack.ops_get(0, "/metrics").await.text();
     let d_metrics = stack.dispatcher_get(0, "/metrics").await.text();
     let mut haystacks = vec![
         ("gateway /metrics".to_owned(), gw_metrics),

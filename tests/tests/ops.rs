@@ -117,7 +117,7 @@ fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
     let stack = Stack::start(StackOptions::new(1, 1)).await;
-    let gateway_before = parse_metrics(&stack.http_get(0, "/metrics").await.text()).await;
+    let gateway_before = parse_metrics(&stack.ops_get(0, "/metrics").await.text()).await;
     let dispatcher_before = parse_metrics(&stack.dispatcher_get(0, "/metrics").await.text()).await;
 
     let mut alice = stack.connect(0, "alice").await;
@@ -132,7 +132,7 @@ async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
     let accepted = "warren_gateway_commands_total{code=accepted}";
     let confirms = "warren_gateway_publish_confirm_seconds_count{}";
     let gw = eventually("the gateway counts join + 5 sends", WAIT, || async {
-        let m = parse_metrics(&stack.http_get(0, "/metrics").await.text()).await;
+        let m = parse_metrics(&stack.ops_get(0, "/metrics").await.text()).await;
         if sample(&m, accepted) >= 6.0 && sample(&m, confirms) >= 6.0 {
             Ok(m)
         } else {
@@ -185,7 +185,7 @@ async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
     );
 
     // Nothing secret is exposed.
-    let gateway_text = stack.http_get(0, "/metrics").await.text();
+    let gateway_text = stack.ops_get(0, "/metrics").await.text();
     let dispatcher_text = stack.dispatcher_get(0, "/metrics").await.text();
     for text in [&gateway_text, &dispatcher_text] {
         assert!(
@@ -204,8 +204,8 @@ async fn dispatcher_reports_health_and_readiness() {
     let stack = Stack::start(StackOptions::new(1, 1)).await;
     assert_eq!(stack.dispatcher_get(0, "/healthz").await.status, 200);
     assert_eq!(stack.dispatcher_get(0, "/readyz").await.status, 200);
-    assert_eq!(stack.http_get(0, "/healthz").await.status, 200);
-    assert_eq!(stack.http_get(0, "/readyz").await.status, 200);
+    assert_eq!(stack.ops_get(0, "/healthz").await.status, 200);
+    assert_eq!(stack.ops_get(0, "/readyz").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,6 +114,9 @@ export class Stack {
     const ports = [];
     for (let i = 0; i < gateways; i += 1) ports.push(await freePort());
     stack.ports = ports;
+    // Each gateway's operations listener (/readyz, /metrics, /stats).
+    stack.opsPorts = [];
+    for (let i = 0; i < gateways; i += 1) stack.opsPorts.push(await freePort());
     stack.env = {
       WARREN__AMQP__PREFIX: stack.prefix,
       WARREN__REDIS__PREFIX: stack.prefix,
@@ -130,6 +133,7 @@ export class Stack {
       ports.forEach((port, i) => {
         stack.#service(`gw${i}`, 'warren-gateway', {
           WARREN__GATEWAY__LISTEN: `127.0.0.1:${port}`,
+          WARREN__GATEWAY__OPS_LISTEN: `127.0.0.1:${stack.opsPorts[i]}`,
           WARREN__GATEWAY__ID: `${stack.prefix}-gw${i}`,
         }).start();
       });
@@ -166,7 +170,7 @@ export class Stack {
     const gw = this.gateway(i);
     await waitFor(`gw${i} /readyz (log: ${gw.log})`, async () => {
       if (!gw.running) throw new Error(`gw${i} exited: see ${gw.log}`);
-      const response = await fetch(`${this.url(i)}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      const response = await fetch(`http://127.0.0.1:${this.opsPorts[i]}/readyz`, { signal: AbortSignal.timeout(2_000) });
       return response.status === 200;
     }, { ms, every: 200 });
   }

@@ -100,17 +100,16 @@ pub fn assert_nothing_acked_lost(
     checked
 }
 
-/// For each gateway in `gateways`: the bindings RabbitMQ holds for its queue equal the
-/// ones the gateway says it keeps (`/stats`), which follow its local membership. Stale
+/// For each gateway in `gateways`: the bindings RabbitMQ holds for its queue are as many
+/// as the gateway says it keeps (`/stats`), which follow its local membership. Stale
 /// bindings (left by a dead incarnation, or not removed after a reconnect) show here.
 pub async fn assert_bindings_follow_membership(stack: &Stack, gateways: &[usize]) {
     for &i in gateways {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let mut own = stack.stats(i).await.bindings;
-            own.sort();
+            let own = stack.stats(i).await.bindings;
             let held = stack.broker_bindings(i).await;
-            if own == held {
+            if own == held.len() as u64 {
                 break;
             }
             assert!(
