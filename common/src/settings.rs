@@ -115,36 +115,9 @@ pub struct GatewaySettings {
     pub shutdown_grace_s: u64,
     /// Serve `POST /dev/token` (mints a token for any name). Development only; HS256 only.
     pub dev_tokens: bool,
-    /// How user-addressed events (`user.<id>.<kind>`: DMs, typing in DMs, kicks) reach
-    /// this gateway's queue.
-    pub user_routing: UserRouting,
-}
-
-/// How a gateway's queue receives user-addressed events (`user.<id>.<kind>`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum UserRouting {
-    /// `user.<id>.#` is bound while the user has a local connection: one bind and one
-    /// unbind at the broker per user session, and each gateway gets only its users' events.
-    #[default]
-    PerUser,
-    /// `user.#` is bound once: sessions open and close without a broker round trip, and
-    /// every gateway gets every user-addressed event (it drops those for users it does
-    /// not hold).
-    Wildcard,
-}
-
-impl<'de> Deserialize<'de> for UserRouting {
-    /// `per_user` or `wildcard`; anything else is refused with both names in the error.
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = String::deserialize(d)?;
-        match value.as_str() {
-            "per_user" => Ok(UserRouting::PerUser),
-            "wildcard" => Ok(UserRouting::Wildcard),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown user routing {other:?}: expected \"per_user\" or \"wildcard\""
-            ))),
-        }
-    }
+    /// Gather a connection's writes for this long and send them together (several
+    /// WebSocket frames in one write), milliseconds; 0 writes at once.
+    pub write_coalesce_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,28 +305,7 @@ mod tests {
         assert!(s.amqp.url.expose().contains("127.0.0.1"));
         assert!(s.uses_dev_secret());
         assert!(s.dispatcher.dedup_ttl_s >= 600);
-        assert_eq!(s.gateway.user_routing, UserRouting::PerUser);
-    }
-
-    #[test]
-    fn user_routing_is_per_user_or_wildcard_and_nothing_else() {
-        let with = |value: &str| {
-            let env =
-                HashMap::from([("WARREN__GATEWAY__USER_ROUTING".to_owned(), value.to_owned())]);
-            Settings::load_from(None, Some(env))
-        };
-        assert_eq!(
-            with("wildcard").unwrap().gateway.user_routing,
-            UserRouting::Wildcard
-        );
-        assert_eq!(
-            with("per_user").unwrap().gateway.user_routing,
-            UserRouting::PerUser
-        );
-        for bad in ["Wildcard", "per-user", "user.#", ""] {
-            let refused = with(bad).expect_err(bad).to_string();
-            assert!(refused.contains("user_routing"), "{bad:?}: {refused}");
-        }
+        assert_eq!(s.gateway.write_coalesce_ms, 0);
     }
 
     #[test]

@@ -11,14 +11,16 @@ use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 
 use common::amqp::json_properties;
-use proto::amqp::{Event, Names, Reply, REPLY_KIND};
+use proto::amqp::{
+    user_key, Event, Names, Reply, ACK_REF_HEADER, ACK_SESSION_HEADER, CC_HEADER, REPLY_KIND,
+};
 use proto::BODY_VERSION;
 
-use crate::commands::Outcome;
+use crate::commands::{EventAck, Outcome};
 use crate::metrics::DispatcherMetrics;
 
 /// The header that says why a command was dead-lettered.
@@ -66,6 +68,46 @@ impl Batch {
     }
 }
 
+/// An event's properties: transient (Redis is the record; gateways repair gaps), with a
+/// `CC` header naming the gateways a user copy goes to, and the ack headers when this
+/// publish carries the sender's `ack` (its gateway's key then joins the `CC`, so that
+/// gateway surely gets it).
+fn event_properties(kind: &str, mut cc: Vec<String>, ack: Option<&EventAck>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(ack) = ack {
+        let own = ack.gateway_key();
+        if !cc.contains(&own) {
+            cc.push(own);
+        }
+        headers.insert(
+            ACK_SESSION_HEADER.into(),
+            AMQPValue::LongString(LongString::from(ack.session.clone())),
+        );
+        if let Some(reference) = &ack.reference {
+            headers.insert(
+                ACK_REF_HEADER.into(),
+                AMQPValue::LongString(LongString::from(reference.clone())),
+            );
+        }
+    }
+    if !cc.is_empty() {
+        let keys: Vec<AMQPValue> = cc
+            .into_iter()
+            .map(|k| AMQPValue::LongString(LongString::from(k)))
+            .collect();
+        headers.insert(
+            CC_HEADER.into(),
+            AMQPValue::FieldArray(FieldArray::from(keys)),
+        );
+    }
+    let properties = json_properties(kind);
+    if headers.inner().is_empty() {
+        properties
+    } else {
+        properties.with_headers(headers)
+    }
+}
+
 /// Publishes on one confirm-mode channel. Cloning is shallow.
 #[derive(Clone)]
 pub struct Publisher {
@@ -97,22 +139,29 @@ impl Publisher {
         let mut publishes = Vec::new();
         for routed in outcome.events {
             let kind = routed.event.kind();
-            let mut payload = serde_json::to_vec(&Event {
+            let payload = serde_json::to_vec(&Event {
                 v: BODY_VERSION,
                 body: routed.event,
             })?;
-            let last = routed.keys.len().saturating_sub(1);
-            for (i, key) in routed.keys.into_iter().enumerate() {
+            let ack = routed.ack.as_ref();
+            // The ack rides on the first room key's publish, or on the sender's own copy.
+            let mut ack_pending = ack.filter(|a| a.on_user.is_none());
+            for key in routed.keys {
+                let properties = event_properties(kind, Vec::new(), ack_pending.take());
                 publishes.push(Publish {
                     exchange: self.events.clone(),
                     routing_key: key.into(),
-                    // Every key but the last gets a copy; the last takes the original.
-                    payload: if i == last {
-                        std::mem::take(&mut payload)
-                    } else {
-                        payload.clone()
-                    },
-                    properties: json_properties(kind),
+                    payload: payload.clone(),
+                    properties,
+                });
+            }
+            for copy in routed.users {
+                let carries = ack.filter(|a| a.on_user.as_deref() == Some(copy.user.as_str()));
+                publishes.push(Publish {
+                    exchange: self.events.clone(),
+                    routing_key: user_key(&copy.user, kind).into(),
+                    payload: payload.clone(),
+                    properties: event_properties(kind, copy.cc, carries),
                 });
             }
         }

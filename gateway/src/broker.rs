@@ -3,8 +3,8 @@
 //! membership.
 //!
 //! The supervisor connects, declares the shared topology and the gateway's own queue,
-//! rebinds every room and user that has a local connection (or `user.#` once, with
-//! `gateway.user_routing = "wildcard"`), then consumes until the connection fails;
+//! binds the gateway's own key `gw.<id>` (user events name it in their `CC` header) and
+//! every room that has a local member, then consumes until the connection fails;
 //! while it is down [`Broker::publish`] answers `Unavailable` at once and `/readyz`
 //! says 503. Binding changes go through one task, the binder (`binder.rs`).
 
@@ -27,9 +27,10 @@ use proto::ids::shard_of;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver;
+use crate::deliver::Deliverer;
 use crate::index::Index;
 use crate::metrics::{Code, GatewayMetrics};
+use crate::repair::{History, Marks};
 
 mod binder;
 
@@ -60,11 +61,14 @@ struct Link {
 
 pub struct Broker {
     settings: Arc<Settings>,
+    gateway_id: String,
     names: Names,
     queue: String,
     login: String,
     index: Arc<Index>,
     metrics: Arc<GatewayMetrics>,
+    /// Where each room with local members stands (gap repair).
+    pub marks: Arc<Marks>,
     link: RwLock<Option<Link>>,
     ready: AtomicBool,
     /// This process has declared its queue once (the first time it deletes it first).
@@ -88,12 +92,14 @@ impl Broker {
         let names = Names::new(settings.amqp.prefix.clone());
         let (tx, rx) = mpsc::channel(4096);
         let broker = Broker {
+            gateway_id: gateway_id.to_owned(),
             queue: names.gateway_queue(gateway_id),
             login: login_of(settings.amqp.url.expose()),
             names,
             settings,
             index,
             metrics,
+            marks: Arc::new(Marks::default()),
             link: RwLock::new(None),
             ready: AtomicBool::new(false),
             started: AtomicBool::new(false),
@@ -200,11 +206,27 @@ impl Broker {
             Duration::from_millis(a.backoff_min_ms),
             Duration::from_millis(a.backoff_max_ms),
         );
+        let history = History::new(
+            self.settings.redis.url.expose(),
+            &self.settings.redis.prefix,
+        );
+        let mut deliverer = Deliverer::new(
+            self.index.clone(),
+            self.metrics.clone(),
+            self.marks.clone(),
+            history,
+            self.queue.clone(),
+        );
+        let mut links = 0u64;
         while !shutdown.is_cancelled() {
-            match self.serve(&shutdown, &mut backoff).await {
+            match self
+                .serve(&shutdown, &mut backoff, &mut deliverer, links)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) => tracing::warn!(error = %e, "broker connection lost"),
             }
+            links += 1;
             self.ready.store(false, Ordering::Release);
             self.set_link(None);
             // `bound` stays: those bindings may still exist on the broker, and the
@@ -218,14 +240,20 @@ impl Broker {
         self.set_link(None);
     }
 
+    /// One connection's life. `lost` counts the links lost before this one: after a loss,
+    /// every room is read up to date from Redis before new events are consumed.
     async fn serve(
         &self,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
+        deliverer: &mut Deliverer,
+        lost: u64,
     ) -> Result<(), LinkError> {
         let name = format!("warren-gateway {}", self.queue);
         let conn = common::amqp::connect(self.settings.amqp.url.expose(), &name).await?;
-        let result = self.serve_connection(&conn, shutdown, backoff).await;
+        let result = self
+            .serve_connection(&conn, shutdown, backoff, deliverer, lost > 0)
+            .await;
         if conn.status().connected() {
             // Best effort: the broker drops the connection's state either way.
             conn.close(200, "gateway stopping".into()).await.ok();
@@ -238,6 +266,8 @@ impl Broker {
         conn: &Connection,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
+        deliverer: &mut Deliverer,
+        after_loss: bool,
     ) -> Result<(), LinkError> {
         let control = conn.create_channel().await?;
         declare_topology(&control, &self.names, self.settings.amqp.shards).await?;
@@ -291,6 +321,11 @@ impl Broker {
         if self.binder.send(BindOp::Resync(tx)).await.is_err() || !matches!(rx.await, Ok(Ok(()))) {
             return Err(LinkError::Lost("restoring bindings failed"));
         }
+        if after_loss {
+            // Transient events routed while the link was down may be gone: whatever
+            // the rooms stored meanwhile goes out first, in order.
+            deliverer.repair_all().await;
+        }
         self.ready.store(true, Ordering::Release);
         backoff.reset();
         tracing::info!(queue = %self.queue, "connected to the broker");
@@ -300,7 +335,7 @@ impl Broker {
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
                         self.metrics.deliveries.inc();
-                        deliver::handle(&self.index, &self.metrics, &self.queue, &delivery);
+                        deliverer.handle(&delivery).await;
                         delivery.acker.ack(BasicAckOptions::default()).await?;
                     }
                     Some(Err(e)) => return Err(e.into()),

@@ -1,8 +1,10 @@
-//! One WebSocket connection: a single task that owns the socket and loops on
+//! One WebSocket connection: a single task that reads the socket and loops on
 //! `select!{ shutdown, cut-off, token expiry, idle deadline, ping timer, finished
-//! publishes, outbound queue, inbound frame }`. Nothing else writes to the socket.
+//! publishes, outbound queue, inbound frame }`. Writes go through the connection's
+//! [`outlet`]: the task's own frames and queued events, and events the delivery loop
+//! writes straight to an idle socket (fan-out without a wake per member).
 //!
-//! The task also owns the per-room join filter that makes "history + live" gap-free:
+//! The outlet also holds the per-room join filter that makes "history + live" gap-free:
 //! the connection registers in the room index *before* its join goes out, so the room's
 //! events queue up behind a `Joining` state; when `joined` arrives (with the room's
 //! latest seq) the task writes it, then only the held and later events whose seq is
@@ -16,11 +18,19 @@
 //! within `ping_interval_s + idle_timeout_s`.
 //!
 //! Its submodules: [`frames`] reads what the client sends (frame budget, size, type,
-//! JSON, ids) and [`forward`] turns what passed into commands for the dispatchers.
+//! JSON, ids), [`forward`] turns what passed into commands for the dispatchers, and
+//! [`outlet`] is the way out.
+//!
+//! With `gateway.write_coalesce_ms` set, a batch is written that long after its first
+//! frame, so a busy connection sends several frames per system call.
 
 mod filter;
 mod forward;
 mod frames;
+pub mod outlet;
+
+pub use outlet::{Direct, Outlet};
+use outlet::{Out, RoomState};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,11 +46,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::BindKey;
-use crate::index::{ConnHandle, EventOut, Outbound, ReplyOut};
+use crate::index::{ConnHandle, Outbound, ReplyOut};
 use crate::limits::{FrameBudget, Strikes, TokenBucket};
 use crate::metrics::{Code, Kind};
-use crate::ws::{self, Shared};
+use crate::ws;
 use crate::{Admission, Gateway};
 use filter::SeqFilter;
 
@@ -58,9 +67,9 @@ const FAIR_EVERY: u32 = 16;
 /// `gateway.max_rooms_per_connection` keys of one client, so there is no table for an
 /// attacker to flood.
 #[derive(Debug, Default, Clone, Copy)]
-struct FxBuild;
+pub struct FxBuild;
 
-struct FxHasher(u64);
+pub struct FxHasher(u64);
 
 impl std::hash::BuildHasher for FxBuild {
     type Hasher = FxHasher;
@@ -107,17 +116,8 @@ enum Turn {
     Shutdown,
     /// A fairness check found nothing ready.
     Nothing,
-}
-
-enum RoomState {
-    /// Join sent; events held until `joined` tells where history ends.
-    Joining {
-        held: Vec<Arc<EventOut>>,
-        filter: SeqFilter,
-    },
-    Joined {
-        filter: SeqFilter,
-    },
+    /// The write-coalescing delay of the batch ran out.
+    Coalesced,
 }
 
 /// Why the loop stopped, and what to tell the client.
@@ -146,7 +146,7 @@ struct Connection {
     claims: Claims,
     name: String,
     handle: ConnHandle,
-    rooms: HashMap<String, RoomState, FxBuild>,
+    outlet: Arc<Outlet>,
     pending_joins: HashMap<String, String>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
     /// `send`, `dm` and `typing`.
@@ -156,8 +156,6 @@ struct Connection {
     strikes: Strikes,
     /// When the client last sent anything (a frame, a ping, a pong).
     last_heard: Instant,
-    /// The socket's write half, with the frames to write at the end of this turn.
-    out: ws::Writer,
 }
 
 /// Runs one connection until it closes. `admission` holds its place under the
@@ -174,11 +172,17 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> {
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let (tx, rx) = mpsc::channel(gw.settings.gateway.outbound_queue.max(1));
+    let g = &gw.settings.gateway;
+    let outlet = Arc::new(Outlet::new(
+        writer,
+        g.write_coalesce_ms == 0,
+        gw.metrics.clone(),
+    ));
     let handle = ConnHandle {
         tx,
         slow: CancellationToken::new(),
+        outlet: Some(outlet.clone()),
     };
-    let g = &gw.settings.gateway;
     let mut conn = Connection {
         bucket: TokenBucket::new(g.sends_per_sec, g.burst),
         budget: FrameBudget::for_gateway(g),
@@ -187,12 +191,11 @@ pub fn serve(
         session,
         claims,
         handle,
-        rooms: HashMap::default(),
+        outlet,
         pending_joins: HashMap::new(),
         inflight: FuturesUnordered::new(),
         strikes: Strikes::default(),
         last_heard: Instant::now(),
-        out: writer,
     };
     async move {
         conn.live(&mut reader, rx).await;
@@ -211,15 +214,10 @@ impl Connection {
         gw.metrics.connections_opened.inc();
         gw.index
             .add_session(&self.session, &self.claims.sub, self.handle.clone());
-        // Per-user routing binds `user.<sub>.#` before the welcome; wildcard routing has
-        // `user.#` bound already and answers at once, with no broker round trip.
-        let ending = if gw
-            .broker
-            .ensure(BindKey::User(self.claims.sub.clone()))
-            .await
-            .is_err()
-        {
-            Ending::close(close::INTERNAL, "broker unavailable")
+        // Redis says this gateway holds the user before the welcome, so a user event
+        // sent from then on names this gateway in its `CC`; no broker operation.
+        let ending = if gw.presence.hold(&self.claims.sub).await.is_err() {
+            Ending::close(close::INTERNAL, "store unavailable")
         } else {
             self.push(&self.welcome());
             self.run(reader, rx).await
@@ -227,8 +225,8 @@ impl Connection {
         if let Some(code) = ending.code {
             // A client that stopped reading cannot take the close frame either: after
             // CLOSE_GRACE the socket is dropped all the same.
-            self.out.close(code, ending.reason);
-            if tokio::time::timeout(CLOSE_GRACE, self.out.flush())
+            self.outlet.lock().batch.close(code, ending.reason);
+            if tokio::time::timeout(CLOSE_GRACE, self.outlet.flush())
                 .await
                 .is_err()
             {
@@ -274,6 +272,11 @@ impl Connection {
     }
 
     fn push(&mut self, frame: &ServerFrame) {
+        self.push_into(&mut self.outlet.clone().lock(), frame);
+    }
+
+    /// [`Connection::push`] with the outlet already locked.
+    fn push_into(&self, out: &mut Out, frame: &ServerFrame) {
         let m = &self.gw.metrics;
         m.frames_out
             .get_or_create(&Kind::of(frame.body.type_name()))
@@ -281,18 +284,13 @@ impl Connection {
         if let ServerBody::Error(e) = &frame.body {
             m.errors.get_or_create(&Code::of(e.code.as_str())).inc();
         }
-        self.out.text(&frame.to_json());
-    }
-
-    /// Queues an event's shared text for this turn's write.
-    fn push_text(&mut self, text: &Shared) {
-        self.out.shared(text);
+        out.batch.text(&frame.to_json());
     }
 
     async fn write(&mut self, stall: Duration) -> Written {
         // Most batches go out at once, without setting up a timer or a cancellation
         // future (under fan-out, that setup cost more than the write).
-        let written = match self.out.try_flush() {
+        let written = match self.outlet.try_flush() {
             Ok(true) => Written::Done,
             Ok(false) => self.write_waiting(stall).await,
             Err(_) => Written::Failed,
@@ -306,7 +304,7 @@ impl Connection {
         let slow = &self.handle.slow;
         let shutdown = &self.gw.shutdown;
         tokio::select! {
-            ok = self.out.flush() => if ok.is_ok() { Written::Done } else { Written::Failed },
+            ok = self.outlet.flush() => if ok.is_ok() { Written::Done } else { Written::Failed },
             _ = slow.cancelled() => Written::Interrupted,
             _ = shutdown.cancelled() => Written::Interrupted,
             _ = tokio::time::sleep(stall) => Written::Stalled,
@@ -314,14 +312,8 @@ impl Connection {
     }
 
     fn count_bytes(&mut self) {
-        let counts = self.out.take_counts();
-        let m = &self.gw.metrics;
-        m.ws_payload_bytes_out.inc_by(counts.bytes_out);
-        if counts.bytes_saved > 0 || counts.event_compressions > 0 {
-            m.ws_deflate_bytes_saved.inc_by(counts.bytes_saved);
-            m.deflate_event_compressions
-                .inc_by(counts.event_compressions);
-        }
+        let counts = self.outlet.lock().batch.take_counts();
+        self.outlet.report(counts);
     }
 
     async fn run(&mut self, reader: &mut ws::Reader, mut rx: mpsc::Receiver<Outbound>) -> Ending {
@@ -338,14 +330,22 @@ impl Connection {
         let idle_check = tokio::time::sleep_until(self.last_heard + idle);
         let slow = self.handle.slow.clone().cancelled_owned();
         let shutdown = self.gw.shutdown.clone().cancelled_owned();
-        tokio::pin!(expiry, idle_check, slow, shutdown);
+        // Write coalescing: a batch waits this long after its first frame.
+        let coalesce = Duration::from_millis(g.write_coalesce_ms);
+        let coalescing = tokio::time::sleep(Duration::ZERO);
+        let mut gathering = false;
+        tokio::pin!(expiry, idle_check, slow, shutdown, coalescing);
         // The outbound queue is polled first: a wake for an event then costs one poll,
         // not one of every branch (timers, cancellation, the socket). So that a queue
         // that never empties cannot starve the rest, every FAIR_EVERY turns the other
         // branches are polled once without waiting.
         let mut turns = 0u32;
         loop {
-            if !self.out.is_empty() {
+            if !self.outlet.is_empty() && coalesce > Duration::ZERO && !gathering {
+                gathering = true;
+                coalescing.as_mut().reset(Instant::now() + coalesce);
+            }
+            if !gathering && !self.outlet.is_empty() {
                 match self.write(idle).await {
                     Written::Done | Written::Interrupted => {}
                     Written::Failed => return Ending::gone("write failed"),
@@ -359,6 +359,7 @@ impl Connection {
             let turn = tokio::select! {
                 biased;
                 out = rx.recv(), if !fair => Turn::Outbound(out),
+                _ = &mut coalescing, if gathering => Turn::Coalesced,
                 _ = &mut shutdown => Turn::Shutdown,
                 _ = &mut slow => Turn::Slow,
                 _ = &mut expiry => Turn::Expired,
@@ -371,6 +372,16 @@ impl Connection {
             };
             match turn {
                 Turn::Nothing => {}
+                Turn::Coalesced => {
+                    gathering = false;
+                    match self.write(idle).await {
+                        Written::Done | Written::Interrupted => {}
+                        Written::Failed => return Ending::gone("write failed"),
+                        Written::Stalled => {
+                            return Ending::close(close::SLOW_CONSUMER, "client stopped reading")
+                        }
+                    }
+                }
                 Turn::Shutdown => return Ending::close(close::GOING_AWAY, "gateway shutting down"),
                 Turn::Slow => return Ending::close(close::SLOW_CONSUMER, "slow consumer"),
                 Turn::Expired => return Ending::close(close::TOKEN_EXPIRED, "token expired"),
@@ -384,7 +395,7 @@ impl Connection {
                     }
                     idle_check.as_mut().reset(deadline);
                 }
-                Turn::Ping => self.out.ping(),
+                Turn::Ping => self.outlet.lock().batch.ping(),
                 Turn::Finished(done) => self.finished(done),
                 Turn::Outbound(None) => return Ending::gone("queue closed"),
                 Turn::Outbound(Some(out)) => {
@@ -399,7 +410,7 @@ impl Connection {
                 Turn::Frame(Ok(msg)) => {
                     if let Some(ending) = self.inbound(msg) {
                         // The error that explains the close goes first, if it can.
-                        let last_words = self.out.flush();
+                        let last_words = self.outlet.flush();
                         if tokio::time::timeout(CLOSE_GRACE, last_words).await.is_err() {
                             tracing::debug!("last frames not written before the close");
                         }
@@ -411,62 +422,87 @@ impl Connection {
         }
     }
 
-    /// Something for this connection from the broker side.
-    fn outbound(&mut self, out: Outbound) {
-        match out {
+    /// Something for this connection from the broker side, taken into the batch under
+    /// the outlet's lock; only then does it stop counting as queued.
+    fn outbound(&mut self, item: Outbound) {
+        let outlet = self.outlet.clone();
+        let leave = {
+            let mut out = outlet.lock();
+            self.take(&mut out, item)
+        };
+        outlet.dequeued();
+        if let Some(room) = leave {
+            self.drop_room(&room);
+        }
+    }
+
+    /// One outbound item into the batch. Returns a room the connection must leave (a
+    /// kick, a refused join), which the caller does once the lock is released.
+    fn take(&mut self, out: &mut Out, item: Outbound) -> Option<String> {
+        match item {
+            Outbound::Flush => None,
             Outbound::Event(event) if event.kicked => {
                 // Removed from the room by a moderator: stop delivering it, then say so.
-                if self.rooms.contains_key(&*event.room) {
-                    self.drop_room(&event.room);
-                    self.push_text(&event.text);
+                if out.rooms.contains_key(&*event.room) {
+                    out.batch.shared(&event.text);
+                    Some(event.room.to_string())
+                } else {
+                    None
                 }
             }
-            Outbound::Event(event) => match self.rooms.get_mut(&*event.room) {
-                Some(RoomState::Joining { held, .. }) => {
-                    if held.len() >= self.gw.settings.gateway.outbound_queue {
-                        self.handle.slow.cancel();
-                    } else {
-                        held.push(event);
+            Outbound::Event(event) => {
+                let write = match out.rooms.get_mut(&*event.room) {
+                    Some(RoomState::Joining { held, .. }) => {
+                        if held.len() >= self.gw.settings.gateway.outbound_queue {
+                            self.handle.slow.cancel();
+                        } else {
+                            held.push(event.clone());
+                        }
+                        false
                     }
-                }
-                Some(RoomState::Joined { filter }) => {
-                    let fresh = filter.admit(event.seq, event.epoch.as_ref());
-                    if fresh {
-                        self.push_text(&event.text);
+                    Some(RoomState::Joined { filter }) => {
+                        filter.admit(event.seq, event.epoch.as_ref())
                     }
+                    None => event.via_user,
+                };
+                if write {
+                    out.batch.shared(&event.text);
                 }
-                None if event.via_user => self.push_text(&event.text),
-                None => {}
-            },
+                None
+            }
             Outbound::Reply(reply) => {
                 let ReplyOut { correlation, frame } = *reply;
                 let join_room = correlation.and_then(|c| self.pending_joins.remove(&c));
                 match (join_room, &frame.body) {
                     (Some(room), ServerBody::Joined(joined)) => {
                         let mut filter = SeqFilter::at(joined.seq, &joined.epoch);
-                        self.push(&frame);
-                        match self.rooms.remove(&room) {
+                        self.push_into(out, &frame);
+                        match out.rooms.remove(&room) {
                             Some(RoomState::Joining { held, .. }) => {
                                 for event in held {
                                     if filter.admit(event.seq, event.epoch.as_ref()) {
-                                        self.push_text(&event.text);
+                                        out.batch.shared(&event.text);
                                     }
                                 }
-                                self.rooms.insert(room, RoomState::Joined { filter });
+                                out.rooms.insert(room, RoomState::Joined { filter });
                             }
                             // A second answer to a repeated join: the filter stands.
                             Some(joined) => {
-                                self.rooms.insert(room, joined);
+                                out.rooms.insert(room, joined);
                             }
                             // Left before the answer came.
                             None => {}
                         }
+                        None
                     }
                     (Some(room), ServerBody::Error(_)) => {
-                        self.drop_room(&room);
-                        self.push(&frame);
+                        self.push_into(out, &frame);
+                        Some(room)
                     }
-                    _ => self.push(&frame),
+                    _ => {
+                        self.push_into(out, &frame);
+                        None
+                    }
                 }
             }
         }

@@ -2,12 +2,14 @@
 //! users they belong to.
 //!
 //! Each map sits behind its own `std` mutex that is never held across an `.await`;
-//! delivering an event only pushes onto bounded channels (`try_send`), so fan-out under
-//! the lock costs a few hundred nanoseconds per member and never waits on a socket.
+//! delivering an event either writes it to an idle socket without waiting (see
+//! `connection/outlet.rs`) or pushes it onto a bounded channel (`try_send`), so fan-out
+//! under the lock never waits on a socket.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::connection::{Direct, Outlet};
 use crate::ws::Shared;
 use proto::server::ServerFrame;
 use tokio::sync::mpsc;
@@ -21,6 +23,8 @@ pub enum Outbound {
     Event(Arc<EventOut>),
     /// The dispatcher's answer to one of this connection's commands.
     Reply(Box<ReplyOut>),
+    /// An event was written straight to the socket only in part: finish the batch.
+    Flush,
 }
 
 /// An event for a room, serialised once for every local member.
@@ -44,26 +48,60 @@ pub struct ReplyOut {
     pub frame: ServerFrame,
 }
 
-/// A cheap handle on a connection: its outbound queue and its "cut off" switch.
-#[derive(Debug, Clone)]
+/// A cheap handle on a connection: its outbound queue, its "cut off" switch, and its
+/// outlet for direct writes.
+#[derive(Clone)]
 pub struct ConnHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Cancelled when the connection's queue overflowed (slow consumer).
     pub slow: CancellationToken,
+    /// The connection's socket, for events written without a wake (`None`: queue only).
+    pub outlet: Option<Arc<Outlet>>,
+}
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("slow", &self.slow.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnHandle {
     /// Queues without waiting; a full queue marks the connection as a slow consumer.
     /// Returns false when the message was not queued.
     pub fn offer(&self, message: Outbound) -> bool {
-        match self.tx.try_send(message) {
-            Ok(()) => true,
+        if let Some(outlet) = &self.outlet {
+            outlet.queued();
+        }
+        let refused = match self.tx.try_send(message) {
+            Ok(()) => return true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.slow.cancel();
-                false
+                true
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        };
+        if let (true, Some(outlet)) = (refused, &self.outlet) {
+            outlet.dequeued();
         }
+        false
+    }
+
+    /// An event for this connection: written straight to its socket when it is idle,
+    /// queued for its task otherwise.
+    pub fn deliver(&self, event: &Arc<EventOut>) {
+        if let Some(outlet) = &self.outlet {
+            match outlet.try_direct(event) {
+                Direct::Written | Direct::Filtered => return,
+                Direct::Rest => {
+                    self.offer(Outbound::Flush);
+                    return;
+                }
+                Direct::Queue => {}
+            }
+        }
+        self.offer(Outbound::Event(event.clone()));
     }
 }
 
@@ -152,11 +190,14 @@ impl Index {
         lock(&self.users).contains_key(user)
     }
 
-    /// Every room and user with at least one local connection (to rebind after a reconnect).
-    pub fn wanted(&self) -> (Vec<String>, Vec<String>) {
-        let rooms = lock(&self.rooms).keys().cloned().collect();
-        let users = lock(&self.users).keys().cloned().collect();
-        (rooms, users)
+    /// Every room with at least one local connection (to rebind after a reconnect).
+    pub fn rooms(&self) -> Vec<String> {
+        lock(&self.rooms).keys().cloned().collect()
+    }
+
+    /// Every user with at least one local connection (to register them again).
+    pub fn users(&self) -> Vec<String> {
+        lock(&self.users).keys().cloned().collect()
     }
 
     /// Calls `f` with each local member of `room`. Returns how many there were.
@@ -211,6 +252,7 @@ mod tests {
             ConnHandle {
                 tx,
                 slow: CancellationToken::new(),
+                outlet: None,
             },
             rx,
         )

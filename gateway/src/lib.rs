@@ -16,7 +16,9 @@
 //! - [`deliver`]: deliveries from the gateway's queue to local connections.
 //! - [`limits`]: send rate limit, frame budget and bad-frame strikes.
 //! - [`metrics`]: what `/metrics` shows.
-//! - [`presence`]: this gateway's liveness key, which its presence entries depend on.
+//! - [`presence`]: this gateway's liveness key, which its presence entries depend on,
+//!   and the users it holds, which user events are addressed by.
+//! - [`repair`]: where each room stands, and reading a gap from the room's history.
 //! - [`web`]: the browser client at `/` and development tokens.
 
 pub mod broker;
@@ -27,6 +29,7 @@ pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod repair;
 pub mod server;
 pub mod web;
 pub mod ws;
@@ -53,6 +56,8 @@ pub enum GatewayError {
     /// Development authentication on a listener others can reach.
     #[error("{0}")]
     Insecure(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: String,
@@ -68,7 +73,8 @@ pub struct Gateway {
     pub index: Arc<Index>,
     pub broker: Arc<Broker>,
     pub metrics: Arc<metrics::GatewayMetrics>,
-    pub store: Arc<presence::StoreHealth>,
+    /// This gateway's liveness and the users it holds, in Redis.
+    pub presence: Arc<presence::Registry>,
     pub caps: Arc<Caps>,
     pub limits: Limits,
     /// Tracks connections and their last publishes, so shutdown can wait for them.
@@ -88,7 +94,7 @@ pub struct Caps {
 impl Gateway {
     /// Broker link up with bindings restored, and Redis reachable.
     pub fn is_ready(&self) -> bool {
-        self.broker.is_ready() && self.store.is_up() && !self.shutdown.is_cancelled()
+        self.broker.is_ready() && self.presence.health.is_up() && !self.shutdown.is_cancelled()
     }
 }
 
@@ -175,9 +181,16 @@ pub async fn serve(
         "" => format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         id => id.to_owned(),
     };
+    // The id is part of a routing key (`gw.<id>`) and of Redis keys.
+    if proto::ids::validate_user(&id).is_err() {
+        return Err(GatewayError::Config(format!(
+            "gateway.id {id:?} must be 1 to 64 of [A-Za-z0-9_-]"
+        )));
+    }
     let index = Arc::new(Index::default());
     let metrics = Arc::new(metrics::GatewayMetrics::new());
     let (broker, inbox) = Broker::new(settings.clone(), &id, index.clone(), metrics.clone());
+    let (presence, registry_inbox) = presence::Registry::new();
     let g = &settings.gateway;
     let gw = Arc::new(Gateway {
         verifier: Verifier::new(&settings.auth)?,
@@ -192,7 +205,7 @@ pub async fn serve(
         index,
         broker: broker.clone(),
         metrics,
-        store: Arc::new(presence::StoreHealth::default()),
+        presence: presence.clone(),
         tracker: TaskTracker::new(),
         shutdown: shutdown.clone(),
         settings: settings.clone(),
@@ -216,7 +229,9 @@ pub async fn serve(
     let alive = tokio::spawn(presence::run(
         settings.clone(),
         id.clone(),
-        gw.store.clone(),
+        presence,
+        gw.index.clone(),
+        registry_inbox,
         shutdown.clone(),
     ));
 

@@ -74,6 +74,15 @@ pub struct GatewayMetrics {
     pub ws_deflate_bytes_saved: Counter,
     /// Events compressed: once per event, however many members get it compressed.
     pub deflate_event_compressions: Counter,
+    /// Room messages dropped because this gateway had passed them on already.
+    pub events_repeated: Counter,
+    /// Gaps in a room's messages (or a lost broker link) repaired from Redis.
+    pub gap_repairs: Counter,
+    /// Messages delivered by gap repair.
+    pub gap_messages_repaired: Counter,
+    /// Gap repairs that could not read Redis (the members then miss those messages
+    /// until they rejoin with `since`).
+    pub gap_repairs_failed: Counter,
 }
 
 impl GatewayMetrics {
@@ -100,12 +109,36 @@ impl GatewayMetrics {
             ws_payload_bytes_out: Counter::default(),
             ws_deflate_bytes_saved: Counter::default(),
             deflate_event_compressions: Counter::default(),
+            events_repeated: Counter::default(),
+            gap_repairs: Counter::default(),
+            gap_messages_repaired: Counter::default(),
+            gap_repairs_failed: Counter::default(),
         };
         m.register()
     }
 
     fn register(mut self) -> Self {
         let r = &mut self.registry;
+        r.register(
+            "events_repeated",
+            "Room messages dropped because this gateway had passed them on already",
+            self.events_repeated.clone(),
+        );
+        r.register(
+            "gap_repairs",
+            "Gaps in a room's messages, or lost broker links, repaired from Redis",
+            self.gap_repairs.clone(),
+        );
+        r.register(
+            "gap_messages_repaired",
+            "Messages delivered by gap repair",
+            self.gap_messages_repaired.clone(),
+        );
+        r.register(
+            "gap_repairs_failed",
+            "Gap repairs that could not read Redis",
+            self.gap_repairs_failed.clone(),
+        );
         r.register(
             "connections",
             "Open WebSocket connections",

@@ -1,25 +1,41 @@
-//! This gateway's liveness in Redis: `<prefix>:gw:<id>:alive`, renewed every
-//! `presence.renew_s` with an expiry of `presence.ttl_s`.
+//! This gateway in Redis: its liveness, and the users it holds.
 //!
-//! Presence entries in Redis name the gateway that holds the connection; dispatchers
-//! treat entries of a gateway whose key is gone as gone. So a gateway that crashes
-//! leaves no ghost for longer than the expiry, and one that stops cleanly removes its
-//! key at once. The key's value is this process's incarnation, so entries left by an
-//! earlier run under the same gateway id are recognised as stale too.
+//! - `<prefix>:gw:<id>:alive`, renewed every `presence.renew_s` with an expiry of
+//!   `presence.ttl_s`. Presence entries name the gateway that holds the connection;
+//!   dispatchers treat entries of a gateway whose key is gone as gone. The value is
+//!   this process's incarnation, so entries left by an earlier run under the same id
+//!   are recognised as stale too.
+//! - `<prefix>:gw:<id>:users`, the set of users with a connection here, renewed with the
+//!   same expiry, and `<prefix>:gateways`, every gateway with the time its registration
+//!   expires. A dispatcher addresses a user event to the gateways that hold the user in
+//!   one publish (the `CC` header), so a session costs no broker operation: opening it
+//!   adds the user here before the `welcome`, closing the user's last one removes it.
+//!
+//! One task owns the Redis connection and applies every change in order. Requests only
+//! say "make this user follow local connections": the task reads the index when it
+//! applies them, so a close and a reopen of the same user collapse into the right final
+//! state, and whatever queued up meanwhile goes to Redis in one pipeline. A gateway that
+//! dies leaves its entries to expire with its liveness; one that stops cleanly removes
+//! them at once; Redis losing its data is noticed at the next renewal, which writes the
+//! whole set again.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::amqp::Backoff;
-use common::store::redis::{self, AsyncCommands};
+use common::store::keys;
+use common::store::redis::{self, aio::ConnectionManager};
 use common::Settings;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// The key dispatchers check.
-pub fn alive_key(redis_prefix: &str, gateway_id: &str) -> String {
-    format!("{redis_prefix}:gw:{gateway_id}:alive")
-}
+use crate::broker::Unavailable;
+use crate::index::Index;
+
+/// The most requests applied in one pipeline.
+const BATCH: usize = 4096;
 
 /// Whether the last renewal reached Redis.
 #[derive(Default)]
@@ -35,64 +51,250 @@ impl StoreHealth {
     }
 }
 
-/// Renews the key until `shutdown`, then deletes it.
+type Answer = oneshot::Sender<Result<(), Unavailable>>;
+
+/// A request: make `user`'s entry follow the index, and say when it does.
+struct Follow(String, Option<Answer>);
+
+/// The handle connections use. Cloning the `Arc` is the only copy.
+pub struct Registry {
+    tx: mpsc::Sender<Follow>,
+    pub health: StoreHealth,
+}
+
+/// The receiving end, handed to [`run`].
+pub struct RegistryInbox(mpsc::Receiver<Follow>);
+
+impl Registry {
+    pub fn new() -> (Arc<Registry>, RegistryInbox) {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let registry = Registry {
+            tx,
+            health: StoreHealth::default(),
+        };
+        (Arc::new(registry), RegistryInbox(rx))
+    }
+
+    /// Makes Redis say this gateway holds `user` (who has a connection in the index
+    /// now), and waits until it does.
+    pub async fn hold(&self, user: &str) -> Result<(), Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Follow(user.to_owned(), Some(tx)))
+            .await
+            .map_err(|_| Unavailable)?;
+        rx.await.map_err(|_| Unavailable)?
+    }
+
+    /// Asks for `user`'s entry to follow the index (after a close), without waiting.
+    pub async fn release(&self, user: &str) {
+        if self.tx.send(Follow(user.to_owned(), None)).await.is_err() {
+            tracing::debug!("registry stopped; the entry expires with the gateway's");
+        }
+    }
+}
+
+/// Renews liveness and applies user changes until `shutdown`, then removes both.
 pub async fn run(
     settings: Arc<Settings>,
     gateway_id: String,
-    health: Arc<StoreHealth>,
+    registry: Arc<Registry>,
+    index: Arc<Index>,
+    mut inbox: RegistryInbox,
     shutdown: CancellationToken,
 ) {
-    let key = alive_key(&settings.redis.prefix, &gateway_id);
-    // A fresh value per start: entries written under a previous run of the same id
-    // carry the old value, so dispatchers can tell them from this run's.
-    let incarnation = uuid::Uuid::new_v4().simple().to_string();
-    let ttl = settings.presence.ttl_s.max(1);
-    let every = Duration::from_secs(settings.presence.renew_s.clamp(1, ttl));
+    let mut state = State::new(&settings, &gateway_id, registry.clone(), index);
+    let every = Duration::from_secs(settings.presence.renew_s.clamp(1, state.ttl_s));
+    let mut renew = tokio::time::interval(every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let a = &settings.amqp;
     let mut backoff = Backoff::new(
         Duration::from_millis(a.backoff_min_ms),
         Duration::from_millis(a.backoff_max_ms),
     );
-    let mut conn = None;
+    let mut conn: Option<ConnectionManager> = None;
     while !shutdown.is_cancelled() {
-        if conn.is_none() {
+        let Some(c) = conn.as_mut() else {
             match common::store::connect(settings.redis.url.expose()).await {
-                Ok(c) => conn = Some(c),
+                Ok(mut c) => {
+                    // This run starts from an empty set: a previous run under the same
+                    // id may have left one (killed before its entries expired).
+                    match state.clear(&mut c).await {
+                        Ok(()) => {
+                            conn = Some(c);
+                            backoff.reset();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Redis refused this gateway's registration");
+                            state.refuse_waiting(&mut inbox);
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff.next()) => {}
+                                _ = shutdown.cancelled() => {}
+                            }
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
-                    health.set(false);
+                    registry.health.set(false);
                     tracing::warn!(error = %e, "Redis unreachable; presence not renewed");
-                    sleep_or_stop(backoff.next(), &shutdown).await;
+                    state.refuse_waiting(&mut inbox);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                     continue;
                 }
             }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = renew.tick() => state.renew(c).await,
+            first = inbox.0.recv() => match first {
+                Some(first) => state.apply(c, first, &mut inbox).await,
+                None => break,
+            },
         }
-        if let Some(c) = conn.as_mut() {
-            let renewed: redis::RedisResult<()> = c.set_ex(&key, &incarnation, ttl).await;
-            match renewed {
-                Ok(()) => {
-                    health.set(true);
-                    backoff.reset();
-                }
-                Err(e) => {
-                    health.set(false);
-                    tracing::warn!(error = %e, "renewing presence failed");
-                }
-            }
-        }
-        sleep_or_stop(every, &shutdown).await;
     }
-    health.set(false);
+    registry.health.set(false);
     if let Some(mut c) = conn {
-        let removed: redis::RedisResult<()> = c.del(&key).await;
+        let removed: redis::RedisResult<()> = redis::pipe()
+            .del(&state.alive)
+            .del(&state.users)
+            .zrem(&state.gateways, &state.id)
+            .query_async(&mut c)
+            .await;
         if let Err(e) = removed {
-            tracing::warn!(error = %e, "presence key not removed; it expires on its own");
+            tracing::warn!(error = %e, "presence keys not removed; they expire on their own");
         }
     }
 }
 
-async fn sleep_or_stop(wait: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => {}
-        _ = shutdown.cancelled() => {}
+/// What the task knows: its keys, and whether the set must be written whole again.
+struct State {
+    registry: Arc<Registry>,
+    index: Arc<Index>,
+    id: String,
+    alive: String,
+    users: String,
+    gateways: String,
+    incarnation: String,
+    ttl_s: u64,
+    /// The set may lack users (Redis lost it, or a change failed): write it whole at
+    /// the next renewal.
+    resync: bool,
+}
+
+impl State {
+    fn new(settings: &Settings, id: &str, registry: Arc<Registry>, index: Arc<Index>) -> State {
+        let prefix = &settings.redis.prefix;
+        State {
+            registry,
+            index,
+            id: id.to_owned(),
+            alive: keys::gateway_alive(prefix, id),
+            users: keys::gateway_users(prefix, id),
+            gateways: keys::gateways(prefix),
+            // A fresh value per start: entries written under a previous run of the same
+            // id carry the old value, so dispatchers can tell them from this run's.
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
+            ttl_s: settings.presence.ttl_s.max(1),
+            resync: false,
+        }
+    }
+
+    async fn clear(&mut self, c: &mut ConnectionManager) -> redis::RedisResult<()> {
+        let cleared: redis::RedisResult<()> =
+            redis::cmd("DEL").arg(&self.users).query_async(c).await;
+        if cleared.is_ok() {
+            self.renew(c).await;
+        }
+        cleared
+    }
+
+    /// Renews the liveness key, the registration and the users' set; writes the set
+    /// whole when it was lost.
+    async fn renew(&mut self, c: &mut ConnectionManager) {
+        let expires_ms = common::now_ms() + self.ttl_s * 1000;
+        let renewed: redis::RedisResult<((), (), bool)> = redis::pipe()
+            .set_ex(&self.alive, &self.incarnation, self.ttl_s)
+            .zadd(&self.gateways, &self.id, expires_ms)
+            .expire(&self.users, self.ttl_s as i64)
+            .query_async(c)
+            .await;
+        match renewed {
+            Ok(((), (), kept)) => {
+                self.registry.health.set(true);
+                let held = self.index.users();
+                if (!kept || self.resync) && !held.is_empty() {
+                    if !self.resync {
+                        tracing::warn!(
+                            "this gateway's users were gone from Redis; writing them again"
+                        );
+                    }
+                    let written: redis::RedisResult<()> = redis::pipe()
+                        .sadd(&self.users, &held)
+                        .ignore()
+                        .expire(&self.users, self.ttl_s as i64)
+                        .ignore()
+                        .query_async(c)
+                        .await;
+                    self.resync = written.is_err();
+                }
+            }
+            Err(e) => {
+                self.registry.health.set(false);
+                self.resync = true;
+                tracing::warn!(error = %e, "renewing presence failed");
+            }
+        }
+    }
+
+    /// Applies `first` and every request queued behind it, in one pipeline.
+    async fn apply(&mut self, c: &mut ConnectionManager, first: Follow, inbox: &mut RegistryInbox) {
+        let mut asked = vec![first];
+        while asked.len() < BATCH {
+            match inbox.0.try_recv() {
+                Ok(more) => asked.push(more),
+                Err(_) => break,
+            }
+        }
+        let users: HashSet<&str> = asked.iter().map(|f| f.0.as_str()).collect();
+        let (add, remove): (Vec<&str>, Vec<&str>) = users
+            .into_iter()
+            .partition(|u| self.index.user_has_sessions(u));
+        let mut pipe = redis::pipe();
+        if !add.is_empty() {
+            pipe.sadd(&self.users, &add).ignore();
+            pipe.expire(&self.users, self.ttl_s as i64).ignore();
+        }
+        if !remove.is_empty() {
+            pipe.srem(&self.users, &remove).ignore();
+        }
+        let done: redis::RedisResult<()> = pipe.query_async(c).await;
+        let result = match done {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording this gateway's users failed");
+                self.resync = true;
+                Err(Unavailable)
+            }
+        };
+        for Follow(_, answer) in asked {
+            if let Some(answer) = answer {
+                // The asker may have gone (its connection closed).
+                answer.send(result).ok();
+            }
+        }
+    }
+
+    /// While Redis is unreachable, nobody waits: new sessions are refused.
+    fn refuse_waiting(&mut self, inbox: &mut RegistryInbox) {
+        self.resync = true;
+        while let Ok(Follow(_, answer)) = inbox.0.try_recv() {
+            if let Some(answer) = answer {
+                answer.send(Err(Unavailable)).ok();
+            }
+        }
     }
 }

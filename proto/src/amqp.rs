@@ -80,10 +80,29 @@ pub fn user_key(user: &str, kind: &str) -> String {
     format!("user.{user}.{kind}")
 }
 
-/// The binding a gateway holds while `user` has a connection on it.
+/// Every event addressed to `user`: what an observer binds to see one user's events.
 pub fn user_binding(user: &str) -> String {
     format!("user.{user}.#")
 }
+
+/// `gw.<gateway>`: the one key a gateway binds its queue to for user-addressed events.
+/// A dispatcher publishes a user event with routing key `user.<user>.<kind>` and lists
+/// this key, for every gateway that holds the user, in the `CC` header (RabbitMQ's
+/// sender-selected distribution), so no binding per user is needed.
+pub fn gateway_key(gateway: &str) -> String {
+    format!("gw.{gateway}")
+}
+
+/// The AMQP header with the extra routing keys of a publish (sender-selected
+/// distribution): a queue bound to any of them, or to the routing key, gets one copy.
+pub const CC_HEADER: &str = "CC";
+
+/// On a `message` event that answers a `send` or `dm` from a gateway connection: the
+/// session it answers, so that connection's gateway produces the `ack` from the event.
+pub const ACK_SESSION_HEADER: &str = "x-warren-ack-session";
+
+/// With [`ACK_SESSION_HEADER`]: the `ref` of the frame being acknowledged, when it had one.
+pub const ACK_REF_HEADER: &str = "x-warren-ack-ref";
 
 /// Whom an event's routing key addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +292,7 @@ mod tests {
         assert_eq!(room_binding("dm:a:b"), "room.dm~a~b.#");
         assert_eq!(user_key("bob", "kicked"), "user.bob.kicked");
         assert_eq!(user_binding("bob"), "user.bob.#");
+        assert_eq!(gateway_key("gateway1"), "gw.gateway1");
         assert_eq!(
             parse_event_key("room.dm~a~b.message"),
             Some((Target::Room("dm:a:b".into()), "message"))

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde::Deserialize;
@@ -90,6 +93,87 @@ impl Admin {
         }
         let _ = channel.close(200, "done".into()).await;
         Ok(())
+    }
+
+    /// Binds `queue` to `exchange` with `key` (as a test that plays the broker's part).
+    pub async fn bind(&self, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
+        let channel = self.conn.create_channel().await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("bind {queue} to {exchange} with {key}"))?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// Removes the binding of `queue` to `exchange` with `key`.
+    pub async fn unbind(&self, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
+        let channel = self.conn.create_channel().await?;
+        channel
+            .queue_unbind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("unbind {queue} from {exchange} with {key}"))?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// Declares `queue` (exclusive to this connection), binds it to `exchange` with
+    /// each of `keys`, and consumes it without acks: an observer, as a bot would be.
+    pub async fn observe(
+        &self,
+        queue: &str,
+        exchange: &str,
+        keys: &[&str],
+    ) -> anyhow::Result<lapin::Consumer> {
+        let channel = self.conn.create_channel().await?;
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("declare {queue}"))?;
+        for key in keys {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("bind {queue} with {key}"))?;
+        }
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                format!("{queue}-observer").into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consume {queue}"))?;
+        Ok(consumer)
     }
 
     pub async fn close(self) {

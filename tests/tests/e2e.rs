@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::amqp::{room_binding, user_binding};
+use proto::amqp::{gateway_key, room_binding};
 use serde_json::{json, Value};
 use warren_tests::client::{ack_of, message_of};
 use warren_tests::token::{alg_none_from, sign_hs256};
@@ -472,7 +472,7 @@ async fn closed_connections_and_left_rooms_leave_nothing_behind() {
     let stack = Stack::start(StackOptions::default()).await;
     let st = &stack;
     let (kept, left) = ("tidy-kept", "tidy-left");
-    let user_key = user_binding("dana");
+    let own_key = gateway_key(stack.gateway_id(0));
     let (kept_key, left_key) = (room_binding(kept), room_binding(left));
 
     let mut dana = stack.connect(0, "dana").await;
@@ -491,7 +491,7 @@ async fn closed_connections_and_left_rooms_leave_nothing_behind() {
         bound.len() as u64,
         "/stats counts {bound:?}"
     );
-    for key in [&kept_key, &left_key, &user_key] {
+    for key in [&kept_key, &left_key, &own_key] {
         assert!(
             bound.contains(key),
             "broker binds {key} to gw0's queue: {bound:?}"
@@ -726,148 +726,4 @@ async fn a_python_websockets_client_agrees_compression() {
     let m = metrics(&stack, 0).await;
     assert_eq!(sample(&m, "warren_gateway_deflate_connections_total"), 1.0);
     assert!(sample(&m, "warren_gateway_ws_deflate_bytes_saved_total") > 0.0);
-}
-
-/// `gateway.user_routing = "wildcard"`: each gateway binds `user.#` once, before it is
-/// ready, so sessions open and close without a binding of their own; a DM, typing in a
-/// DM and a kick still reach their user on the other gateway, once. An unknown value of
-/// the setting stops a gateway at start.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wildcard_user_routing_binds_user_hash_once_and_delivers_once() {
-    use warren_tests::rooms_support::{assert_ack, is_kicked, is_typing};
-
-    let stack =
-        Stack::start(StackOptions::default().env("WARREN__GATEWAY__USER_ROUTING", "wildcard"))
-            .await;
-    let st = &stack;
-    let all_users = "user.#".to_owned();
-    let per_user = |keys: &[String]| -> Vec<String> {
-        keys.iter()
-            .filter(|k| k.starts_with("user.") && **k != all_users)
-            .cloned()
-            .collect()
-    };
-    let only_all_users = vec![all_users.clone()];
-    for i in 0..2 {
-        assert_eq!(
-            stack.broker_bindings(i).await,
-            only_all_users,
-            "gw{i}'s queue holds user.# from the start"
-        );
-        assert_eq!(stack.stats(i).await.bindings, 1, "gw{i} /stats");
-    }
-
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    // Checked right after the welcomes: per-user routing binds before each welcome.
-    for i in 0..2 {
-        let bound = stack.broker_bindings(i).await;
-        let stats = stack.stats(i).await;
-        assert!(bound.contains(&all_users), "gw{i} broker: {bound:?}");
-        assert_eq!(stats.bindings, 1, "gw{i}: {stats:?}");
-        assert_eq!(per_user(&bound), Vec::<String>::new(), "gw{i} broker");
-        assert_eq!((stats.connections, stats.users), (1, 1), "gw{i}: {stats:?}");
-    }
-
-    // A DM from gw0 to bob on gw1: each gateway gets both user keys and keeps its own.
-    let ack = alice.dm("bob", "psst").await;
-    let acked = ack_of(&ack).unwrap_or_else(|| panic!("dm answered {ack}"));
-    let got = bob
-        .recv_until(is_message_with_id(&acked.id), FRAME_WAIT)
-        .await;
-    assert_eq!(got["room"], "dm:alice:bob", "{got}");
-    assert_eq!(got["text"], "psst", "{got}");
-    alice
-        .recv_until(is_message_with_id(&acked.id), FRAME_WAIT)
-        .await;
-    // Typing in the dm room reaches bob without a join of his.
-    alice.join("dm:alice:bob").await;
-    alice
-        .send_frame(json!({"type": "typing", "room": "dm:alice:bob"}))
-        .await;
-    bob.recv_until(is_typing("dm:alice:bob", "alice"), FRAME_WAIT)
-        .await;
-
-    // A kick of bob (on gw1) by the room's owner (on gw0).
-    let arena = "wild-arena";
-    alice.join(arena).await;
-    bob.join(arena).await;
-    assert_ack(
-        &alice
-            .moderate(json!({"room": arena, "action": "kick", "user": "bob"}))
-            .await,
-        "kick",
-    );
-    let kicked = bob.recv_until(is_kicked(arena), FRAME_WAIT).await;
-    assert_eq!(kicked["reason"], "kicked", "{kicked}");
-
-    // Nothing came twice.
-    let later = bob.drain_for(Duration::from_secs(2)).await;
-    let again: Vec<&Value> = later
-        .iter()
-        .filter(|v| {
-            is_message_with_id(&acked.id)(v)
-                || is_kicked(arena)(v)
-                || is_typing("dm:alice:bob", "alice")(v)
-        })
-        .collect();
-    assert!(again.is_empty(), "bob got a second copy: {again:?}");
-    let later = alice.drain_for(Duration::from_millis(500)).await;
-    assert!(
-        !later.iter().any(is_message_with_id(&acked.id)),
-        "alice got her dm twice: {later:?}"
-    );
-    for i in 0..2 {
-        let bound = stack.broker_bindings(i).await;
-        assert!(bound.contains(&all_users), "gw{i} broker: {bound:?}");
-        assert_eq!(per_user(&bound), Vec::<String>::new(), "gw{i} broker");
-    }
-
-    alice.close().await;
-    bob.close().await;
-    eventually("closed sessions leave user.# alone", CONVERGE, || async {
-        let mut state = Vec::new();
-        for i in 0..2 {
-            let bound = st.broker_bindings(i).await;
-            let stats = st.stats(i).await;
-            let settled = bound == only_all_users
-                && stats.bindings == 1
-                && (stats.connections, stats.users, stats.rooms) == (0, 0, 0);
-            state.push((settled, format!("gw{i}: broker {bound:?}, stats {stats:?}")));
-        }
-        if state.iter().all(|(settled, _)| *settled) {
-            Ok(())
-        } else {
-            Err(format!("{state:?}"))
-        }
-    })
-    .await;
-
-    // An unknown value is refused before the gateway connects to anything.
-    let gateway = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("warren-gateway")))
-        .filter(|p| p.is_file())
-        .expect("warren-gateway beside the test binary: run `cargo build --workspace --bins`");
-    let run = tokio::process::Command::new(&gateway)
-        .env("WARREN__AMQP__PREFIX", stack.prefix())
-        .env("WARREN__REDIS__PREFIX", stack.prefix())
-        .env("WARREN__GATEWAY__LISTEN", "127.0.0.1:0")
-        .env("WARREN__GATEWAY__USER_ROUTING", "per-user")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("a gateway with an unknown user_routing exits at once")
-        .expect("warren-gateway runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "refused, got {}: {stderr}",
-        out.status
-    );
-    assert!(
-        stderr.contains("gateway.user_routing") && stderr.contains("wildcard"),
-        "the error names the setting and its values: {stderr}"
-    );
 }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::Settings;
-use proto::amqp::{room_key, Command, CommandBody, EventBody};
+use proto::amqp::{gateway_key, room_key, Command, CommandBody, EventBody};
 use proto::codes::ErrorCode;
 use proto::ids::{validate_room, RoomKind};
 use proto::server::{ServerBody, ServerFrame, UserRef};
@@ -72,11 +72,56 @@ impl Rules {
     }
 }
 
-/// An event and every routing key it is published with.
+/// An event and where it is published: once per room key, and once per user it is
+/// addressed to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
+    /// Room keys (`room.<room>.<kind>`): one publish each.
     pub keys: Vec<String>,
+    /// Users the event is also addressed to: one publish each, routing key
+    /// `user.<user>.<kind>`, `CC` the gateways that hold the user.
+    pub users: Vec<UserCopy>,
     pub event: EventBody,
+    /// The sender's `ack`, carried by this event to the sender's gateway.
+    pub ack: Option<EventAck>,
+}
+
+/// A copy of an event for one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserCopy {
+    pub user: String,
+    /// `gw.<id>` of every gateway holding the user, filled in by [`Handler::handle`].
+    pub cc: Vec<String>,
+}
+
+impl UserCopy {
+    pub fn to(user: &str) -> UserCopy {
+        UserCopy {
+            user: user.to_owned(),
+            cc: Vec::new(),
+        }
+    }
+}
+
+/// The `ack` of a `send` or `dm` from a gateway connection, produced by that gateway
+/// from the event itself (no reply is published): the event names the session and the
+/// `ref`, and lists the gateway's own key in its `CC` so that it surely gets a copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventAck {
+    pub session: String,
+    pub reference: Option<String>,
+    /// The sender's gateway id.
+    pub gateway: String,
+    /// For a dm: the sender's own user copy carries the ack (the sender need not be in
+    /// the dm room); otherwise the first room key's publish does.
+    pub on_user: Option<String>,
+}
+
+impl EventAck {
+    /// The key the ack's publish adds to its `CC`.
+    pub fn gateway_key(&self) -> String {
+        gateway_key(&self.gateway)
+    }
 }
 
 impl Routed {
@@ -84,7 +129,19 @@ impl Routed {
     pub fn room(event: EventBody) -> Routed {
         Routed {
             keys: vec![room_key(event.room(), event.kind())],
+            users: Vec::new(),
             event,
+            ack: None,
+        }
+    }
+
+    /// An event for `users` only (`user.<user>.<kind>` each).
+    pub fn users(event: EventBody, users: &[&str]) -> Routed {
+        Routed {
+            keys: Vec::new(),
+            users: users.iter().map(|u| UserCopy::to(u)).collect(),
+            event,
+            ack: None,
         }
     }
 }
@@ -95,6 +152,27 @@ pub struct Outcome {
     pub events: Vec<Routed>,
     /// The answer to the command's connection, if it gets one.
     pub reply: Option<ServerFrame>,
+}
+
+impl Outcome {
+    /// Fills in the gateways each user copy goes to, in one store round trip.
+    async fn address(&mut self, store: &RoomStore) -> Result<(), StoreError> {
+        let users: Vec<&str> = self
+            .events
+            .iter()
+            .flat_map(|r| r.users.iter().map(|c| c.user.as_str()))
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut holders = store.holders(&users).await?;
+        for copy in self.events.iter_mut().flat_map(|r| r.users.iter_mut()) {
+            if let Some(gateways) = holders.get_mut(&copy.user) {
+                copy.cc = gateways.iter().map(|g| gateway_key(g)).collect();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a command module stopped early: a refusal (answered) or a store failure (retried).
@@ -166,7 +244,10 @@ impl Handler {
             CommandBody::Moderate(args) => moderate::moderate(&ctx, args).await,
         };
         match result {
-            Ok(outcome) => Ok(outcome),
+            Ok(mut outcome) => {
+                outcome.address(&self.store).await?;
+                Ok(outcome)
+            }
             Err(Failure::Refused(refusal)) => Ok(ctx.refuse(refusal)),
             Err(Failure::Store(StoreError::Data(what))) => {
                 tracing::error!(kind = cmd.body.kind(), room = %cmd.room(), %what, "damaged data in the store");

@@ -3,7 +3,7 @@
 //! (`kicked` on `user.<target>.kicked`, which every gateway holding one of them is bound
 //! to). The target's presence in the room goes with them, with a `member left` event.
 
-use proto::amqp::{user_key, EventBody};
+use proto::amqp::EventBody;
 use proto::client::{ModAction, Moderate};
 use proto::codes::ErrorCode;
 use proto::ids::{validate_user, RoomKind, MAX_ID_LEN};
@@ -152,13 +152,13 @@ async fn eject(
             user: name_of(target, entries),
         })));
     }
-    events.push(Routed {
-        keys: vec![user_key(target, "kicked")],
-        event: EventBody::Kicked(Kicked {
+    events.push(Routed::users(
+        EventBody::Kicked(Kicked {
             room: room.to_owned(),
             reason: moderation::kick_reason(args.action, args.reason.as_deref()),
         }),
-    });
+        &[target],
+    ));
     Ok(events)
 }
 

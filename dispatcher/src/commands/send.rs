@@ -5,14 +5,18 @@
 //! lose the delivery, and gateways drop a seq they have already delivered. A send
 //! without `ref` is deduplicated on the AMQP `message_id` instead (scoped by user), so
 //! that a redelivery after a dispatcher crash is not stored twice either.
+//!
+//! The sender's `ack` rides on the `message` event when the send came from a gateway
+//! connection (its gateway answers from the event; no reply is published); a bot's
+//! send is answered with a reply to its `reply_to`.
 
-use proto::amqp::{room_key, user_key, EventBody};
+use proto::amqp::{room_key, EventBody};
 use proto::client::{Dm, Send};
 use proto::codes::ErrorCode;
 use proto::ids::{dm_room, validate_room, validate_user, RoomKind};
 use proto::server::{Ack, Author, Message, ServerBody};
 
-use super::{room_kind, Ctx, Failure, Outcome, Routed};
+use super::{room_kind, Ctx, EventAck, Failure, Outcome, Routed, UserCopy};
 use crate::access::{self, Refusal};
 use crate::store::{Dedup, Draft, Prior};
 
@@ -101,31 +105,48 @@ pub fn dedup_of<'a>(
     }
 }
 
-/// The `ack` for a stored message and its `message` event(s).
+/// The `message` event of a stored message, and the sender's `ack`: on the event for a
+/// gateway connection, as a reply for a bot.
 fn delivered(ctx: &Ctx<'_>, message: Message) -> Outcome {
-    let ack = Ack {
-        room: Some(message.room.clone()),
-        id: Some(message.id.clone()),
-        seq: Some(message.seq),
+    let mut routed = message_routed(message);
+    let mut outcome = match &ctx.cmd.conn {
+        Some(conn) => {
+            routed.ack = Some(EventAck {
+                session: conn.session.clone(),
+                reference: ctx.cmd.reference.clone(),
+                gateway: conn.gateway.clone(),
+                on_user: (!routed.users.is_empty()).then(|| ctx.user().to_owned()),
+            });
+            Outcome::default()
+        }
+        None => {
+            let EventBody::Message(message) = &routed.event else {
+                unreachable!("message_routed routes a message")
+            };
+            ctx.answer(ServerBody::Ack(Ack {
+                room: Some(message.room.clone()),
+                id: Some(message.id.clone()),
+                seq: Some(message.seq),
+            }))
+        }
     };
-    let mut outcome = ctx.answer(ServerBody::Ack(ack));
-    let keys = message_keys(&message.room);
-    outcome.events.push(Routed {
-        keys,
-        event: EventBody::Message(message),
-    });
+    outcome.events.push(routed);
     outcome
 }
 
-/// Where a room's `message` goes: the room's key, and for a dm room also both users'
-/// keys (gateways reach dm rooms through user bindings only).
-pub fn message_keys(room: &str) -> Vec<String> {
-    let mut keys = vec![room_key(room, "message")];
-    if let Ok(RoomKind::Dm(a, b)) = validate_room(room) {
-        keys.push(user_key(a, "message"));
-        keys.push(user_key(b, "message"));
+/// Where a room's `message` goes: the room's key, and for a dm room also a copy for
+/// each of its two users (who get it whether or not they joined the dm room).
+pub fn message_routed(message: Message) -> Routed {
+    let users = match validate_room(&message.room) {
+        Ok(RoomKind::Dm(a, b)) => vec![UserCopy::to(a), UserCopy::to(b)],
+        _ => Vec::new(),
+    };
+    Routed {
+        keys: vec![room_key(&message.room, "message")],
+        users,
+        event: EventBody::Message(message),
+        ack: None,
     }
-    keys
 }
 
 #[cfg(test)]
@@ -153,14 +174,17 @@ mod tests {
 
     #[test]
     fn dm_messages_also_go_to_both_users() {
-        assert_eq!(message_keys("general"), vec!["room.general.message"]);
-        assert_eq!(
-            message_keys("dm:alice:bob"),
-            vec![
-                "room.dm~alice~bob.message",
-                "user.alice.message",
-                "user.bob.message"
-            ]
-        );
+        let message = |room: &str| {
+            let mut m = crate::test_support::msgs(&[1]).remove(0);
+            m.room = room.to_owned();
+            m
+        };
+        let public = message_routed(message("general"));
+        assert_eq!(public.keys, vec!["room.general.message"]);
+        assert!(public.users.is_empty());
+        let dm = message_routed(message("dm:alice:bob"));
+        assert_eq!(dm.keys, vec!["room.dm~alice~bob.message"]);
+        let users: Vec<&str> = dm.users.iter().map(|c| c.user.as_str()).collect();
+        assert_eq!(users, vec!["alice", "bob"]);
     }
 }

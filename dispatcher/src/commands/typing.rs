@@ -1,12 +1,12 @@
 //! `typing`: a member's typing notice goes to the room; nothing is stored or answered.
-//! In a dm room it also goes to both users' keys, the way gateways reach dm rooms.
+//! In a dm room it also goes to both users, who need not have joined the room.
 
-use proto::amqp::{room_key, user_key, EventBody};
+use proto::amqp::{room_key, EventBody};
 use proto::client::RoomOnly;
 use proto::ids::RoomKind;
 use proto::server::TypingEvent;
 
-use super::{room_kind, Ctx, Failure, Outcome, Routed};
+use super::{room_kind, Ctx, Failure, Outcome, Routed, UserCopy};
 
 pub(super) async fn typing(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Failure> {
     let room = args.room.as_str();
@@ -17,37 +17,48 @@ pub(super) async fn typing(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Fa
         user: ctx.user_ref(),
     });
     Ok(Outcome {
-        events: vec![Routed {
-            keys: typing_keys(room, &kind),
-            event,
-        }],
+        events: vec![typing_routed(room, &kind, event)],
         reply: None,
     })
 }
 
-/// `room.<room>.typing`, and for a dm room both users' `user.<u>.typing`.
-pub fn typing_keys(room: &str, kind: &RoomKind<'_>) -> Vec<String> {
-    let mut keys = vec![room_key(room, "typing")];
-    if let RoomKind::Dm(a, b) = kind {
-        keys.push(user_key(a, "typing"));
-        keys.push(user_key(b, "typing"));
+/// `room.<room>.typing`, and for a dm room a copy for each of its two users.
+pub fn typing_routed(room: &str, kind: &RoomKind<'_>, event: EventBody) -> Routed {
+    let users: Vec<UserCopy> = match kind {
+        RoomKind::Dm(a, b) => vec![UserCopy::to(a), UserCopy::to(b)],
+        RoomKind::Public => Vec::new(),
+    };
+    Routed {
+        keys: vec![room_key(room, "typing")],
+        users,
+        event,
+        ack: None,
     }
-    keys
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::server::UserRef;
+
+    fn event(room: &str) -> EventBody {
+        EventBody::Typing(TypingEvent {
+            room: room.to_owned(),
+            user: UserRef {
+                id: "a".into(),
+                name: "A".into(),
+            },
+        })
+    }
 
     #[test]
     fn dm_typing_also_goes_to_both_users() {
-        assert_eq!(
-            typing_keys("general", &RoomKind::Public),
-            vec!["room.general.typing"]
-        );
-        assert_eq!(
-            typing_keys("dm:a:b", &RoomKind::Dm("a", "b")),
-            vec!["room.dm~a~b.typing", "user.a.typing", "user.b.typing"]
-        );
+        let public = typing_routed("general", &RoomKind::Public, event("general"));
+        assert_eq!(public.keys, vec!["room.general.typing"]);
+        assert!(public.users.is_empty());
+        let dm = typing_routed("dm:a:b", &RoomKind::Dm("a", "b"), event("dm:a:b"));
+        assert_eq!(dm.keys, vec!["room.dm~a~b.typing"]);
+        let users: Vec<&str> = dm.users.iter().map(|c| c.user.as_str()).collect();
+        assert_eq!(users, vec!["a", "b"]);
     }
 }

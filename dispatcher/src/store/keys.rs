@@ -15,6 +15,11 @@ impl Keys {
         }
     }
 
+    /// The prefix every key starts with (then `:`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn room(&self, room: &str, part: &str) -> String {
         format!("{}:room:{room}:{part}", self.prefix)
     }
@@ -40,9 +45,9 @@ impl Keys {
         self.room(room, "epoch")
     }
 
-    /// Sorted set: score = seq, member = the message JSON.
+    /// Sorted set: score = seq, member = the message JSON (gateways read it too).
     pub fn history(&self, room: &str) -> String {
-        self.room(room, "history")
+        common::store::keys::history(&self.prefix, room)
     }
 
     /// Hash: session → `{id, name, gateway}` JSON.
@@ -85,7 +90,17 @@ impl Keys {
     /// Exists while gateway `gateway` is alive: the gateway sets it with an expiry and
     /// renews it. Presence entries of a gateway without it are gone.
     pub fn gateway_alive(&self, gateway: &str) -> String {
-        format!("{}:gw:{gateway}:alive", self.prefix)
+        common::store::keys::gateway_alive(&self.prefix, gateway)
+    }
+
+    /// Set: the users gateway `gateway` holds (see [`common::store::keys`]).
+    pub fn gateway_users(&self, gateway: &str) -> String {
+        common::store::keys::gateway_users(&self.prefix, gateway)
+    }
+
+    /// Sorted set: live gateways by registration expiry (unix ms).
+    pub fn gateways(&self) -> String {
+        common::store::keys::gateways(&self.prefix)
     }
 }
 

@@ -11,6 +11,8 @@
 //!   with history), `room:<r>:floor` the highest seq trimmed so far;
 //! - `room:<r>:presence` hash session → `{id, name, gateway}`, and `gw:<id>:alive`, which
 //!   each gateway keeps alive (entries of a gateway without it are gone);
+//! - `gw:<id>:users` the users each gateway holds and `gateways` the gateways'
+//!   registrations, both written by the gateways: which gateways a user event goes to;
 //! - `dedup:<user>:<ref>` and `dedupmsg:<user>:<message_id>`: the message first stored
 //!   for that send, with an expiry.
 //!
@@ -46,6 +48,7 @@ pub use model::{
 
 struct Scripts {
     append: Script,
+    holders: Script,
     state: Script,
     create: Script,
     configure: Script,
@@ -80,6 +83,7 @@ impl RoomStore {
     pub fn new(conn: ConnectionManager, prefix: &str) -> RoomStore {
         let scripts = Scripts {
             append: Script::new(include_str!("append.lua")),
+            holders: Script::new(include_str!("holders.lua")),
             state: Script::new(include_str!("state.lua")),
             create: Script::new(include_str!("create.lua")),
             configure: Script::new(include_str!("configure.lua")),

@@ -65,6 +65,35 @@ impl RoomStore {
         Ok(value)
     }
 
+    /// For each of `users`, the live gateways that hold a connection of theirs (the
+    /// gateways keep these entries; see `common::store::keys`). One round trip.
+    pub async fn holders(
+        &self,
+        users: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut script = self.scripts.holders.key(self.keys.gateways());
+        script.arg(self.keys.prefix()).arg(common::now_ms());
+        for user in users {
+            script.arg(*user);
+        }
+        let held: Vec<String> = script.invoke_async(&mut self.conn()).await?;
+        Ok(users
+            .iter()
+            .zip(held)
+            .map(|(user, gateways)| {
+                let ids = gateways
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                ((*user).to_owned(), ids)
+            })
+            .collect())
+    }
+
     /// The gateways among `gateways` that keep their liveness key, with its value.
     pub async fn alive_gateways(
         &self,

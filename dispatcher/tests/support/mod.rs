@@ -1,5 +1,10 @@
 //! A dispatcher started in-process against the real RabbitMQ and Redis, under a random
 //! prefix, and a fake gateway that publishes commands and reads answers and events.
+//!
+//! Like a real gateway, the fake one binds its answer queue to its own key `gw.gw-test`:
+//! the `ack` of a send from a gateway connection rides on the message event, which
+//! names that key in its `CC`; [`Harness::reply`] turns such an event into the `ack`
+//! reply the gateway would make, matched to the command by session and `ref`.
 //! [`Harness::finish`] stops the dispatcher and deletes every queue, exchange and key
 //! the run created, whether the test body passed or not.
 
@@ -16,10 +21,14 @@ use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, Consumer, PublisherConfirm};
-use proto::amqp::{shard_key, Actor, Command, CommandBody, ConnRef, Event, Names, Reply};
+use proto::amqp::{
+    gateway_key, shard_key, Actor, Command, CommandBody, ConnRef, Event, EventBody, Names, Reply,
+    ACK_REF_HEADER, ACK_SESSION_HEADER,
+};
 use proto::ids::shard_of;
+use proto::server::{Ack, ServerBody, ServerFrame};
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +52,12 @@ pub struct Harness {
     events_queue: String,
     pub redis_conn: ConnectionManager,
     correlation: u64,
+    /// Commands sent, by (session, ref): their correlation ids, for acks made from events.
+    sent: HashMap<(String, Option<String>), String>,
 }
+
+/// The fake gateway's id (its commands' `conn.gateway`).
+pub const GATEWAY: &str = "gw-test";
 
 impl Harness {
     /// Starts a dispatcher and a fake gateway whose event queue is bound to `bindings`.
@@ -118,6 +132,17 @@ impl Harness {
                 .await
                 .expect("bind");
         }
+        // The fake gateway's own key: events carrying its connections' acks.
+        channel
+            .queue_bind(
+                reply_queue.clone().into(),
+                names.events_exchange().into(),
+                gateway_key(GATEWAY).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind the gateway key");
         let no_ack = BasicConsumeOptions {
             no_ack: true,
             ..Default::default()
@@ -159,6 +184,7 @@ impl Harness {
             events_queue,
             redis_conn: redis,
             correlation: 0,
+            sent: HashMap::new(),
         }
     }
 
@@ -184,7 +210,7 @@ impl Harness {
             },
             reference: reference.map(str::to_owned),
             conn: Some(ConnRef {
-                gateway: "gw-test".into(),
+                gateway: GATEWAY.into(),
                 session: format!("sess-{user}"),
             }),
         }
@@ -239,6 +265,48 @@ impl Harness {
             .expect("no reply in time")
             .expect("reply consumer ended")
             .expect("reply delivery");
+        self.as_reply(&delivery)
+    }
+
+    /// A delivery on the answer queue as the gateway reads it: a reply, or an event
+    /// carrying an `ack` (made into the reply the gateway would write).
+    fn as_reply(&mut self, delivery: &lapin::message::Delivery) -> (String, Reply) {
+        let headers = delivery.properties.headers().as_ref();
+        let header = |name: &str| match headers?.inner().get(name)? {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            _ => None,
+        };
+        if let Some(session) = header(ACK_SESSION_HEADER) {
+            let reference = header(ACK_REF_HEADER);
+            let event: Event = serde_json::from_slice(&delivery.data).expect("event body");
+            let EventBody::Message(m) = event.body else {
+                panic!("an ack rides on a message event, got {:?}", event.body)
+            };
+            let correlation = self
+                .sent
+                .remove(&(session.clone(), reference.clone()))
+                .unwrap_or_default();
+            let frame = ServerFrame::answer(
+                reference,
+                ServerBody::Ack(Ack {
+                    room: Some(m.room),
+                    id: Some(m.id),
+                    seq: Some(m.seq),
+                }),
+            );
+            return (
+                correlation,
+                Reply {
+                    v: 1,
+                    session,
+                    frame,
+                },
+            );
+        }
+        assert_eq!(
+            delivery.properties.kind().as_ref().map(|k| k.as_str()),
+            Some("reply")
+        );
         let correlation = delivery
             .properties
             .correlation_id()
@@ -310,6 +378,12 @@ impl Harness {
     ) -> (String, PublisherConfirm) {
         self.correlation += 1;
         let correlation = format!("c{}", self.correlation);
+        if let Ok(command) = serde_json::from_slice::<Command>(body) {
+            if let Some(conn) = command.conn {
+                self.sent
+                    .insert((conn.session, command.reference), correlation.clone());
+            }
+        }
         let props: BasicProperties = props
             .with_user_id(ShortString::from("guest"))
             .with_reply_to(ShortString::from(self.reply_queue.clone()))
@@ -330,26 +404,9 @@ impl Harness {
 
     /// The next answer; checks that it answers `correlation`.
     pub async fn reply(&mut self, correlation: &str) -> Reply {
-        let delivery = tokio::time::timeout(WAIT, self.replies.next())
-            .await
-            .expect("no reply in time")
-            .expect("reply consumer ended")
-            .expect("reply delivery");
-        let got = delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|c| c.as_str().to_owned());
-        assert_eq!(
-            got.as_deref(),
-            Some(correlation),
-            "answer to another command"
-        );
-        assert_eq!(
-            delivery.properties.kind().as_ref().map(|k| k.as_str()),
-            Some("reply")
-        );
-        serde_json::from_slice(&delivery.data).expect("reply body")
+        let (got, reply) = self.any_reply().await;
+        assert_eq!(got, correlation, "answer to another command: {reply:?}");
+        reply
     }
 
     /// The next event of `kind` and its routing key, skipping others.

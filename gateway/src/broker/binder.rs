@@ -18,11 +18,12 @@
 //! unbinds them unless they are wanted, so a lost confirm leaves no binding behind
 //! (unbinding a binding that does not exist is harmless).
 //!
-//! With `gateway.user_routing = "wildcard"` the user keys are not followed at all:
-//! [`BindKey::AllUsers`] (`user.#`) is wanted for as long as the gateway runs, so the
-//! resync after every (re)connect binds it before the gateway says it is ready, and
-//! sessions opening and closing never reach the binder or the broker. It is kept in
-//! the same bookkeeping as every other key (`/stats` lists it, a resync re-applies it).
+//! Users need no binding: user-addressed events reach this gateway through its own key
+//! [`BindKey::Own`] (`gw.<id>`), which the dispatcher names in the event's `CC` header
+//! for the gateways that hold the user (see `presence.rs`). It is wanted for as long as
+//! the gateway runs, so the resync after every (re)connect binds it before the gateway
+//! says it is ready, and sessions opening and closing never reach the broker. It is
+//! kept in the same bookkeeping as every other key (a resync re-applies it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -30,11 +31,9 @@ use std::sync::Arc;
 
 use common::amqp::lapin::options::QueueBindOptions;
 use common::amqp::lapin::types::FieldTable;
-use common::settings::UserRouting;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
-use proto::amqp::{room_binding, user_binding};
-use proto::ids::{validate_room, RoomKind};
+use proto::amqp::{gateway_key, room_binding};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -48,26 +47,20 @@ use super::{Broker, Unavailable};
 /// 1,250 sessions/s either way: RabbitMQ's CPU is the limit).
 pub(super) const BIND_CHANNELS: usize = 32;
 
-/// The binding that carries every user-addressed event, in wildcard user routing.
-const ALL_USERS: &str = "user.#";
-
-/// What a binding follows: a room's local members, a user's local connections, or
-/// (wildcard user routing) the gateway itself.
+/// What a binding follows: a room's local members, or the gateway itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BindKey {
+    /// `room.<room>.#` (dm rooms included), while the room has a local member.
     Room(String),
-    /// `user.<id>.#`, in per-user routing only.
-    User(String),
-    /// `user.#`, wanted while the gateway runs with wildcard user routing.
-    AllUsers,
+    /// `gw.<id>`, this gateway's own key, wanted while it runs: the `CC` of user events.
+    Own(String),
 }
 
 impl BindKey {
     fn routing_key(&self) -> String {
         match self {
             BindKey::Room(r) => room_binding(r),
-            BindKey::User(u) => user_binding(u),
-            BindKey::AllUsers => ALL_USERS.to_owned(),
+            BindKey::Own(id) => gateway_key(id),
         }
     }
 }
@@ -90,17 +83,7 @@ struct Change {
 
 impl Broker {
     /// Makes the binding of `key` follow local membership now, and waits until it does.
-    ///
-    /// With wildcard user routing a user key needs no change: `user.#` is bound by the
-    /// resync that precedes readiness, so a user is covered whenever the gateway is ready.
     pub async fn ensure(&self, key: BindKey) -> Result<(), Unavailable> {
-        if matches!(key, BindKey::User(_)) && self.wildcard_users() {
-            return if self.is_ready() {
-                Ok(())
-            } else {
-                Err(Unavailable)
-            };
-        }
         let (tx, rx) = oneshot::channel();
         self.binder
             .send(BindOp::Reconcile(key, Some(tx)))
@@ -109,11 +92,13 @@ impl Broker {
         rx.await.map_err(|_| Unavailable)?
     }
 
-    /// Asks for `key`'s binding to follow local membership, without waiting. With
-    /// wildcard user routing a user key has nothing to follow (`user.#` stays).
+    /// Asks for `key`'s binding to follow local membership, without waiting. A room
+    /// left without local members also loses its gap-repair mark.
     pub async fn release(&self, key: BindKey) {
-        if matches!(key, BindKey::User(_)) && self.wildcard_users() {
-            return;
+        if let BindKey::Room(room) = &key {
+            if !self.index.room_has_members(room) {
+                self.marks.forget(room);
+            }
         }
         if self
             .binder
@@ -127,18 +112,11 @@ impl Broker {
 
     fn wanted(&self, key: &BindKey) -> bool {
         match key {
-            // Direct-message rooms reach their two users through user bindings.
-            BindKey::Room(r) => {
-                self.index.room_has_members(r) && matches!(validate_room(r), Ok(RoomKind::Public))
-            }
-            BindKey::User(u) => !self.wildcard_users() && self.index.user_has_sessions(u),
-            BindKey::AllUsers => self.wildcard_users(),
+            // Dm rooms too: their members get the room's events (and its gaps repaired)
+            // like any room's; the users' own copies reach them through `Own`.
+            BindKey::Room(r) => self.index.room_has_members(r),
+            BindKey::Own(id) => *id == self.gateway_id,
         }
-    }
-
-    /// `gateway.user_routing = "wildcard"`: `user.#` instead of one binding per user.
-    fn wildcard_users(&self) -> bool {
-        self.settings.gateway.user_routing == UserRouting::Wildcard
     }
 
     /// The change that makes `key` follow local membership, if it does not already.
@@ -209,23 +187,16 @@ impl Broker {
         }
     }
 
-    /// After a (re)connect: binds every key that has local members again (binding is
-    /// idempotent, and the queue may have expired with its bindings while the broker was
-    /// away), `user.#` instead of the users' keys in wildcard user routing, then unbinds
-    /// the keys bound or in doubt before that have none any more (their release may have
-    /// failed while the link was down). Keys go side by side, as in the binder.
+    /// After a (re)connect: binds the gateway's own key and every room that has local
+    /// members again (binding is idempotent, and the queue may have expired with its
+    /// bindings while the broker was away), then unbinds the keys bound or in doubt
+    /// before that have none any more (their release may have failed while the link was
+    /// down). Keys go side by side, as in the binder.
     async fn resync(&self) -> Result<(), Unavailable> {
         let mut before: HashSet<String> = self.bound_set().drain().collect();
         before.extend(self.in_doubt_set().drain());
-        let (rooms, users) = self.index.wanted();
-        let users: Vec<BindKey> = if self.wildcard_users() {
-            vec![BindKey::AllUsers]
-        } else {
-            users.into_iter().map(BindKey::User).collect()
-        };
-        let keys = users
-            .into_iter()
-            .chain(rooms.into_iter().map(BindKey::Room));
+        let keys = std::iter::once(BindKey::Own(self.gateway_id.clone()))
+            .chain(self.index.rooms().into_iter().map(BindKey::Room));
         stream::iter(keys.map(Ok))
             .try_for_each_concurrent(
                 BIND_CHANNELS,

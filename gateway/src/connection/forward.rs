@@ -8,6 +8,13 @@ use proto::codes::ErrorCode;
 
 use super::filter::SeqFilter;
 use super::{Connection, RoomState};
+
+impl Connection {
+    /// Whether this connection is in `room` (joined or joining).
+    pub(super) fn in_room(&self, room: &str) -> bool {
+        self.outlet.lock().rooms.contains_key(room)
+    }
+}
 use crate::broker::BindKey;
 
 /// How an in-flight command ended.
@@ -23,19 +30,22 @@ pub(super) enum Done {
 impl Connection {
     pub(super) fn join(&mut self, reference: Option<String>, join: proto::client::Join) {
         let room = join.room.clone();
-        let filter = match self.rooms.get(&room) {
-            Some(RoomState::Joined { filter }) | Some(RoomState::Joining { filter, .. }) => {
-                filter.clone()
-            }
-            None => SeqFilter::default(),
-        };
-        self.rooms.insert(
-            room.clone(),
-            RoomState::Joining {
-                held: Vec::new(),
-                filter,
-            },
-        );
+        {
+            let mut out = self.outlet.lock();
+            let filter = match out.rooms.get(&room) {
+                Some(RoomState::Joined { filter }) | Some(RoomState::Joining { filter, .. }) => {
+                    filter.clone()
+                }
+                None => SeqFilter::default(),
+            };
+            out.rooms.insert(
+                room.clone(),
+                RoomState::Joining {
+                    held: Vec::new(),
+                    filter,
+                },
+            );
+        }
         // Registered before the join goes out: events from now on are held, none lost.
         self.gw
             .index
@@ -44,7 +54,7 @@ impl Connection {
     }
 
     pub(super) fn leave(&mut self, reference: Option<String>, room: String) {
-        let was_member = self.rooms.remove(&room).is_some();
+        let was_member = self.outlet.lock().rooms.remove(&room).is_some();
         if was_member {
             self.gw.index.leave(&room, &self.session);
         }
@@ -137,7 +147,8 @@ impl Connection {
 
     /// Forgets a room locally (a refused join) and lets its binding follow.
     pub(super) fn drop_room(&mut self, room: &str) {
-        if self.rooms.remove(room).is_some() {
+        let removed = self.outlet.lock().rooms.remove(room).is_some();
+        if removed {
             self.gw.index.leave(room, &self.session);
             let broker = self.gw.broker.clone();
             let key = BindKey::Room(room.to_owned());
@@ -149,20 +160,25 @@ impl Connection {
     }
 
     /// Leaves every room (locally and at the dispatcher) and forgets the connection.
-    pub(super) async fn cleanup(mut self) {
+    pub(super) async fn cleanup(self) {
         let gw = self.gw.clone();
-        let rooms: Vec<String> = self.rooms.drain().map(|(room, _)| room).collect();
+        let rooms: Vec<String> = self
+            .outlet
+            .lock()
+            .rooms
+            .drain()
+            .map(|(room, _)| room)
+            .collect();
         for room in &rooms {
             gw.index.leave(room, &self.session);
         }
-        gw.index.remove_session(&self.session, &self.claims.sub);
+        let last = gw.index.remove_session(&self.session, &self.claims.sub);
         for room in &rooms {
             gw.broker.release(BindKey::Room(room.clone())).await;
         }
-        // A no-op with wildcard user routing: `user.#` outlives every session.
-        gw.broker
-            .release(BindKey::User(self.claims.sub.clone()))
-            .await;
+        if last {
+            gw.presence.release(&self.claims.sub).await;
+        }
         // Tell the dispatchers, so presence does not keep a ghost; in the background,
         // tracked, so shutdown waits for it.
         let leaves: Vec<Command> = rooms

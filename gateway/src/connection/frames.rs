@@ -61,7 +61,7 @@ impl Connection {
         let text = match msg {
             Incoming::Text(text) => text,
             Incoming::Ping(payload) => {
-                self.out.pong(&payload);
+                self.outlet.lock().batch.pong(&payload);
                 return None;
             }
             // Pongs only prove liveness.
@@ -110,7 +110,11 @@ impl Connection {
             }
             ClientBody::Join(join) => {
                 let max = self.gw.settings.gateway.max_rooms_per_connection;
-                if !self.rooms.contains_key(&join.room) && self.rooms.len() >= max {
+                let full = {
+                    let out = self.outlet.lock();
+                    !out.rooms.contains_key(&join.room) && out.rooms.len() >= max
+                };
+                if full {
                     return self.refuse(
                         reference,
                         ErrorCode::Forbidden,
@@ -124,7 +128,7 @@ impl Connection {
                 if let Err((code, why)) = self.check_text(&send.text) {
                     return self.refuse(reference, code, why);
                 }
-                if !self.rooms.contains_key(&send.room) {
+                if !self.in_room(&send.room) {
                     return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
                 }
                 if !self.bucket.take(Instant::now()) {
@@ -142,7 +146,7 @@ impl Connection {
                 proto::amqp::CommandBody::Dm(dm)
             }
             ClientBody::Typing(t) => {
-                if !self.rooms.contains_key(&t.room) {
+                if !self.in_room(&t.room) {
                     return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
                 }
                 if !self.bucket.take(Instant::now()) {

@@ -13,18 +13,20 @@
 //! - **fan-out CPU**: one event's bytes are shared ([`Shared`]); writing them is one
 //!   header and one copy into the batch that a single `write` sends.
 //!
-//! [`Reader`] and [`Writer`] are the two halves of one TCP connection, owned by the
-//! connection task. Both are cancel-safe: progress lives in the struct, so a `select!`
-//! that drops a pending `next()` or `flush()` loses nothing.
+//! [`Reader`] and [`Writer`] are the two halves of one TCP connection. The reader is the
+//! connection task's; the writer's socket half takes `&self` for every write, and its
+//! [`Batch`] (the frames waiting to go out) is kept by the connection's outlet behind a
+//! lock, so that the delivery loop can write an event straight to an idle socket. Both
+//! are cancel-safe: progress lives in the struct, so a `select!` that drops a pending
+//! `next()` or flush loses nothing.
 
 pub mod deflate;
 pub mod frame;
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -55,10 +57,12 @@ pub fn split(stream: TcpStream, early: Bytes, config: Config) -> (Reader, Writer
     let reader = Reader { io: read, decoder };
     let writer = Writer {
         io: write,
-        buf: Vec::new(),
-        pos: 0,
-        config,
-        counts: Counts::default(),
+        batch: Batch {
+            buf: Vec::new(),
+            pos: 0,
+            config,
+            counts: Counts::default(),
+        },
     };
     (reader, writer)
 }
@@ -324,9 +328,17 @@ fn control(opcode: OpCode, payload: &[u8]) -> Result<Incoming, ReadError> {
     })
 }
 
-/// The write half: frames are gathered in a batch, then [`Writer::flush`] writes them.
+/// The write half: the socket, whose writes take `&self` (so several owners may share
+/// it, each holding the [`Batch`]'s lock while it writes), and the frames waiting.
 pub struct Writer {
-    io: OwnedWriteHalf,
+    pub io: OwnedWriteHalf,
+    pub batch: Batch,
+}
+
+/// The frames waiting to be written: gathered, then written by [`Batch::try_flush`] (and,
+/// when the socket does not take them at once, by the owner waiting for it to be
+/// writable and trying again).
+pub struct Batch {
     /// The batch, written from `pos`. Freed after every flush: idle costs nothing.
     buf: Vec<u8>,
     pos: usize,
@@ -345,24 +357,55 @@ pub struct Counts {
     pub event_compressions: u64,
 }
 
-impl Writer {
-    /// An event's shared text: compressed (once, for everybody) where negotiated and
-    /// worth it.
-    pub fn shared(&mut self, text: &Shared) {
+impl Batch {
+    /// An event's shared payload and whether it is compressed: compressed (once, for
+    /// everybody) where negotiated and worth it.
+    fn payload_of<'a>(&mut self, text: &'a Shared) -> (&'a [u8], bool) {
         let plain = text.as_bytes();
-        let mut deflated = None;
         if self.config.deflate && plain.len() >= self.config.deflate_min {
             let (packed, made) = text.deflated();
             self.counts.event_compressions += u64::from(made);
-            deflated = packed;
-        }
-        match deflated {
-            Some(packed) => {
+            if let Some(packed) = packed {
                 self.counts.bytes_saved += (plain.len() - packed.len()) as u64;
-                self.frame(OpCode::Text, true, packed);
+                return (packed, true);
             }
-            None => self.frame(OpCode::Text, false, plain),
         }
+        (plain, false)
+    }
+
+    /// An event's shared text, queued in the batch.
+    pub fn shared(&mut self, text: &Shared) {
+        let (payload, compressed) = self.payload_of(text);
+        self.frame(OpCode::Text, compressed, payload);
+    }
+
+    /// Writes an event's shared text to `io` at once, header and shared payload in one
+    /// vectored write, with no copy into the batch; whatever the socket does not take
+    /// goes into the batch. Only for an empty batch (frames must not overtake each
+    /// other). True when all of it went.
+    pub fn write_shared_now(&mut self, io: &OwnedWriteHalf, text: &Shared) -> io::Result<bool> {
+        debug_assert!(self.is_empty(), "a direct write would overtake the batch");
+        let (payload, compressed) = self.payload_of(text);
+        let mut head = Vec::with_capacity(10);
+        frame::header(&mut head, OpCode::Text, compressed, payload.len());
+        self.counts.bytes_out += payload.len() as u64;
+        let written = match io.try_write_vectored(&[IoSlice::new(&head), IoSlice::new(payload)]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        let total = head.len() + payload.len();
+        if written == total {
+            return Ok(true);
+        }
+        // The rest, in order, for the owner to finish.
+        if written < head.len() {
+            self.buf.extend_from_slice(&head[written..]);
+            self.buf.extend_from_slice(payload);
+        } else {
+            self.buf.extend_from_slice(&payload[written - head.len()..]);
+        }
+        Ok(false)
     }
 
     /// A text for this connection alone (a reply): compressed here if worth it.
@@ -405,11 +448,11 @@ impl Writer {
         self.pos == self.buf.len()
     }
 
-    /// Writes as much of the batch as the socket takes now, without waiting: true when
-    /// all of it went.
-    pub fn try_flush(&mut self) -> io::Result<bool> {
+    /// Writes as much of the batch as `io` takes now, without waiting: true when all of
+    /// it went.
+    pub fn try_flush(&mut self, io: &OwnedWriteHalf) -> io::Result<bool> {
         while self.pos < self.buf.len() {
-            match self.io.try_write(&self.buf[self.pos..]) {
+            match io.try_write(&self.buf[self.pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -419,21 +462,6 @@ impl Writer {
         self.buf = Vec::new();
         self.pos = 0;
         Ok(true)
-    }
-
-    /// Writes the batch out. Cancel-safe: what was written stays written, the rest is
-    /// written by the next call.
-    pub async fn flush(&mut self) -> io::Result<()> {
-        while self.pos < self.buf.len() {
-            let n = self.io.write(&self.buf[self.pos..]).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.pos += n;
-        }
-        self.buf = Vec::new();
-        self.pos = 0;
-        Ok(())
     }
 
     /// What this writer did since the last call.
