@@ -252,3 +252,41 @@ async fn a_lost_room_event_is_repaired_from_history() {
     );
     admin.close().await;
 }
+
+/// With `gateway.write_coalesce_ms` a connection's frames are gathered before they are
+/// written: every member still gets every message once, in order, and every sender its
+/// acks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_writes_deliver_everything_in_order() {
+    const EACH: usize = 30;
+    let stack =
+        Stack::start(StackOptions::default().env("WARREN__GATEWAY__WRITE_COALESCE_MS", "20")).await;
+    let room = "gathered";
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(1, "bob").await;
+    alice.join(room).await;
+    bob.join(room).await;
+    for n in 0..EACH {
+        alice.send(room, &format!("m{n}"), &format!("r{n}")).await;
+    }
+    let mut acks = 0;
+    let mut alice_seqs = Vec::new();
+    let deadline = tokio::time::Instant::now() + FRAME_WAIT;
+    while (acks < EACH || alice_seqs.len() < EACH) && tokio::time::Instant::now() < deadline {
+        for v in alice.drain_for(Duration::from_millis(200)).await {
+            if v["type"] == "ack" {
+                acks += 1;
+            } else if let Some(m) = message_of(&v) {
+                alice_seqs.push(m.seq);
+            }
+        }
+    }
+    assert_eq!(acks, EACH, "every send acked once");
+    let mut bob_seqs = Vec::new();
+    while bob_seqs.len() < EACH && tokio::time::Instant::now() < deadline {
+        bob_seqs.extend(seqs_within(&mut bob, room, Duration::from_millis(200)).await);
+    }
+    let want: Vec<u64> = (1..=EACH as u64).collect();
+    assert_eq!(alice_seqs, want, "alice, in order, once");
+    assert_eq!(bob_seqs, want, "bob, in order, once");
+}
