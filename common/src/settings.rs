@@ -130,6 +130,11 @@ pub struct DispatcherSettings {
     pub dedup_ttl_s: u64,
     /// Address of the dispatcher's `/healthz`, `/readyz` and `/metrics`.
     pub listen: String,
+    /// Hold a command's publishes until every earlier publish of its room is confirmed,
+    /// so a room's events reach the broker in seq order. Gateways repair any order
+    /// (a seq that skips ahead is read from history), so this is a choice of cost, not
+    /// of correctness (BENCHMARKS.md measures both).
+    pub publish_in_room_order: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +180,10 @@ pub struct PresenceSettings {
     pub renew_s: u64,
     /// Rooms larger than this get no `member` events (clients ask with `presence`).
     pub max_event_members: usize,
+    /// In a room larger than `max_event_members`, `joined.members` holds a random
+    /// sample of this many present users (the joiner always among them), with
+    /// `members_total` giving the room's size; `presence` still lists everybody.
+    pub max_join_members: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

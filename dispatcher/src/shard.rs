@@ -70,6 +70,9 @@ pub struct Shared {
     pub metrics: Arc<DispatcherMetrics>,
     /// Stops every shard of the connection.
     pub stop: CancellationToken,
+    /// `dispatcher.publish_in_room_order`: hold a room's batches behind its unconfirmed
+    /// ones (off: every batch goes at once, gateways repair the order).
+    pub room_order: bool,
 }
 
 /// The consumer of one command queue.
@@ -82,6 +85,7 @@ pub struct Shard {
     stop: CancellationToken,
     decider: Arc<Decider>,
     window: Window,
+    room_order: bool,
 }
 
 impl Shard {
@@ -102,6 +106,7 @@ impl Shard {
                 stop: shared.stop,
             }),
             gateway_accounts: shared.gateway_accounts,
+            room_order: shared.room_order,
         }
     }
 
@@ -187,8 +192,9 @@ impl Shard {
         let reply_to = reply_target(&delivery, command);
         match self.window.publisher.outcome(outcome, reply_to.as_ref()) {
             Ok(batch) => {
+                let room = self.room_order.then(|| command.room());
                 self.window
-                    .push(delivery.delivery_tag, started, Some(command.room()), batch);
+                    .push(delivery.delivery_tag, started, room, batch);
             }
             Err(e) => {
                 // Cannot succeed on any retry; acking is the only way past it.

@@ -197,6 +197,7 @@ impl Supervisor {
             backoff: self.backoff(),
             metrics: self.metrics.clone(),
             stop: stop.clone(),
+            room_order: self.settings.dispatcher.publish_in_room_order,
         };
         for index in 0..amqp.shards {
             let channel = connection.create_channel().await?;

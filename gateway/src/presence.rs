@@ -37,6 +37,10 @@ use crate::index::Index;
 /// The most requests applied in one pipeline.
 const BATCH: usize = 4096;
 
+/// Waits before trying a failed pipeline again (Redis restarted: the connection
+/// manager reconnects after the first failure).
+const RETRY_MS: [u64; 3] = [50, 200, 500];
+
 /// Whether the last renewal reached Redis.
 #[derive(Default)]
 pub struct StoreHealth(AtomicBool);
@@ -271,7 +275,16 @@ impl State {
         if !remove.is_empty() {
             pipe.srem(&self.users, &remove).ignore();
         }
-        let done: redis::RedisResult<()> = pipe.query_async(c).await;
+        // A connection Redis dropped (a restart) fails the next command while the
+        // manager reconnects: try again a little later before refusing anybody.
+        let mut done: redis::RedisResult<()> = pipe.query_async(c).await;
+        for wait_ms in RETRY_MS {
+            if done.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            done = pipe.query_async(c).await;
+        }
         let result = match done {
             Ok(()) => Ok(()),
             Err(e) => {

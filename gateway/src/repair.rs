@@ -161,12 +161,18 @@ impl History {
             None => self.conn.insert(common::store::connect(&self.url).await?),
         };
         let upto = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
-        let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(keys::history(&self.prefix, room))
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(keys::history(&self.prefix, room))
             .arg(format!("({after}"))
-            .arg(upto)
-            .query_async(conn)
-            .await?;
+            .arg(upto);
+        // Once more after a failure: the manager reconnects after a dropped connection.
+        let raw: Vec<String> = match cmd.query_async(conn).await {
+            Ok(raw) => raw,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                cmd.query_async(conn).await?
+            }
+        };
         Ok(raw
             .iter()
             .filter_map(|json| serde_json::from_str::<Message>(json).ok())

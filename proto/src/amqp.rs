@@ -3,11 +3,14 @@
 //! Every body is JSON with `"v": 1` and a `kind`; publishers set the AMQP `type`
 //! property to the same `kind`. Three families:
 //! - [`Command`]: gateway or bot → `<prefix>.commands`, routed by `shard.<n>`.
-//! - [`Event`]: dispatcher → `<prefix>.events`, routed by `room.<room>.<kind>` or
-//!   `user.<user>.<kind>`; its fields are the client frame it becomes.
+//! - [`Event`]: dispatcher → `<prefix>.events`, transient, routed by `room.<room>.<kind>`
+//!   or `user.<user>.<kind>` (a user event's `CC` header names the gateways holding the
+//!   user, [`gateway_key`]); its fields are the client frame it becomes. A `message`
+//!   answering a gateway connection's `send`/`dm` carries that connection's `ack`
+//!   ([`ACK_SESSION_HEADER`], [`ACK_REF_HEADER`]).
 //! - [`Reply`]: dispatcher → one gateway's queue (the command's `reply_to`), the answer
-//!   to one connection (`ack`, `joined`, `error`, ...). An addition to PROTOCOL.md v1,
-//!   which leaves the reply body open.
+//!   to one connection (`joined`, `error`, the `ack` of other commands, ...), with the
+//!   body PROTOCOL.md revision 2 gives it.
 
 use serde::{Deserialize, Serialize};
 

@@ -40,11 +40,15 @@ impl ErrorCode {
 /// WebSocket close codes used by Warren.
 pub mod close {
     pub const NORMAL: u16 = 1000;
-    /// The gateway is shutting down: reconnect elsewhere.
+    /// The gateway is shutting down, or the connection was idle too long: reconnect.
     pub const GOING_AWAY: u16 = 1001;
+    /// A protocol error (bad framing, RSV bits without an agreed extension).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A binary frame.
     pub const UNSUPPORTED: u16 = 1003;
-    /// Banned everywhere, token expired, too many bad frames.
+    /// Invalid UTF-8, or compressed data that does not inflate.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Banned everywhere, too many bad frames.
     pub const POLICY: u16 = 1008;
     /// A message larger than `max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;

@@ -143,7 +143,13 @@ pub struct Joined {
     pub seq: u64,
     pub history: Vec<Message>,
     pub recovered: bool,
+    /// Every present user; in a room above `presence.max_event_members`, a sample (the
+    /// joiner always in it) and [`Joined::members_total`] says how many there are.
     pub members: Vec<UserRef>,
+    /// Present only when `members` is a sample: the room's present sessions. (A Warren
+    /// addition: reading every member on every join of a large room is N² work.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_total: Option<u64>,
     pub role: Role,
 }
 
@@ -303,6 +309,7 @@ mod tests {
                 history: vec![msg()],
                 recovered: true,
                 members: vec![user.clone()],
+                members_total: None,
                 role: Role::Owner,
             }),
             ServerBody::Left(RoomRef { room: "r".into() }),

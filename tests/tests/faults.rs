@@ -248,10 +248,20 @@ async fn broker_restart_under_traffic_loses_nothing_acked() {
     for probe in &all[all.len() - 2..] {
         assert!(probe.unavailable >= 1, "{}: no unavailable", probe.label);
     }
+    // Transient events lost with the broker were repaired by the gateways from Redis.
+    let mut repaired = Vec::new();
+    for gw in 0..2 {
+        let m = warren_tests::hostile_support::metrics(&stack, gw).await;
+        repaired.push((
+            warren_tests::hostile_support::sample(&m, "warren_gateway_gap_repairs_total"),
+            warren_tests::hostile_support::sample(&m, "warren_gateway_gap_messages_repaired_total"),
+        ));
+    }
     eprintln!(
         "[faults] broker restart: stop_app after {before} acks (it took {stopping:?}); /readyz 503 everywhere \
          {noticed:?} after it returned; broker down {down:?} in all; /readyz 200 everywhere {back:?} after start_app; {unavailable} unavailable answers, \
-         {resent} same-ref resends, 0 clients closed; {total} messages acked, {checked} deliveries checked"
+         {resent} same-ref resends, 0 clients closed; {total} messages acked, {checked} deliveries checked; \
+         gap repairs (runs, messages) per gateway {repaired:?}"
     );
     drop(members);
     end_clean(stack, &[0, 1]).await;

@@ -290,3 +290,50 @@ async fn coalesced_writes_deliver_everything_in_order() {
     assert_eq!(alice_seqs, want, "alice, in order, once");
     assert_eq!(bob_seqs, want, "bob, in order, once");
 }
+
+/// In a room above `presence.max_event_members`, a join reads a sample of the room's
+/// presence, not all of it: `joined.members` holds at most `presence.max_join_members`
+/// others plus the joiner, `members_total` the room's size, and no `member` event goes
+/// out; `presence` still lists everybody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_rooms_joined_carries_a_sample_and_the_total() {
+    let stack = Stack::start(
+        StackOptions::new(1, 1)
+            .env("WARREN__PRESENCE__MAX_EVENT_MEMBERS", "3")
+            .env("WARREN__PRESENCE__MAX_JOIN_MEMBERS", "2"),
+    )
+    .await;
+    let room = "stadium";
+    let mut first = stack.connect(0, "u0").await;
+    let small = first.join(room).await;
+    assert_eq!((small.members.len(), small.members_total), (1, None));
+    let mut crowd = Vec::new();
+    for n in 1..6 {
+        let mut c = stack.connect(0, &format!("u{n}")).await;
+        let joined = c.join(room).await;
+        let ids: Vec<&str> = joined.members.iter().map(|m| m.id.as_str()).collect();
+        let me = format!("u{n}");
+        assert!(
+            ids.contains(&me.as_str()),
+            "{me} is among its members: {ids:?}"
+        );
+        if n + 1 > 3 {
+            assert_eq!(joined.members_total, Some(n as u64 + 1), "{me}");
+            assert!(joined.members.len() <= 3, "{me}: a sample: {ids:?}");
+        } else {
+            assert_eq!(joined.members_total, None, "{me}");
+            assert_eq!(joined.members.len(), n + 1, "{me}: everybody");
+        }
+        crowd.push(c);
+    }
+    // No `member joined` reached the first member once the room was large.
+    let seen: Vec<Value> = first.drain_for(Duration::from_millis(500)).await;
+    let joins: Vec<&str> = seen
+        .iter()
+        .filter(|v| v["type"] == "member" && v["event"] == "joined")
+        .filter_map(|v| v["user"]["id"].as_str())
+        .collect();
+    assert_eq!(joins, vec!["u0", "u1", "u2"], "member events while small only");
+    let all = first.presence_ids(room).await;
+    assert_eq!(all, vec!["u0", "u1", "u2", "u3", "u4", "u5"]);
+}

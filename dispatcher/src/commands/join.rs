@@ -1,4 +1,9 @@
 //! `join`: admit the user, record their presence, and answer with the history they need.
+//!
+//! In a room above `presence.max_event_members` present sessions no `member` event is
+//! sent and `joined.members` is a random sample of `presence.max_join_members` (the
+//! joiner always in it) with `members_total`: a join then reads that many presence
+//! entries, not the whole room, so a crowd of N joining costs N, not N².
 
 use proto::amqp::EventBody;
 use proto::client::{Join, Role};
@@ -45,10 +50,20 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
         gateway,
         incarnation,
     };
-    let entries = ctx.store.enter(room, &session, &entry).await?;
+    let whole = ctx.rules.max_event_members;
+    let (count, entries) = ctx
+        .store
+        .enter_sampled(room, &session, &entry, whole, ctx.rules.max_join_members)
+        .await?;
+    let large = count > whole;
     let (entries, departures) = prune(ctx, room, entries).await?;
-    let present = members(&entries);
-    let first_session = !has_other_session(&entries, user, &session);
+    let mut present = members(&entries);
+    if large && !present.iter().any(|m| m.id == user) {
+        // A sample may miss the joiner, whom `members` always includes.
+        present.push(ctx.user_ref());
+        present.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    let first_session = !large && !has_other_session(&entries, user, &session);
 
     let state = ctx.store.state(room).await?;
     let on_join = ctx.rules.history_on_join(standing.meta.as_ref());
@@ -72,6 +87,7 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
         seq: state.seq,
         history,
         recovered,
+        members_total: large.then_some(count as u64),
         members: present.clone(),
         role,
     }));

@@ -17,15 +17,19 @@ pub(super) async fn leave(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Fai
         room: room.to_owned(),
     }));
 
-    let entries = ctx.store.presence(room).await?;
     // Only the session's own user may remove it.
-    let mine = entries.iter().any(|(s, e)| *s == session && e.id == user);
-    if !mine {
+    let (count, entry) = ctx.store.session_entry(room, &session).await?;
+    if entry.is_none_or(|e| e.id != user) {
         return Ok(outcome);
     }
     ctx.store.exit(room, &session).await?;
+    if count > ctx.rules.max_event_members {
+        // A large room gets no `member` events: nothing more to read.
+        return Ok(outcome);
+    }
+    let entries = ctx.store.presence(room).await?;
     if !has_other_session(&entries, user, &session)
-        && members(&entries).len() <= ctx.rules.max_event_members
+        && members(&entries).len() < ctx.rules.max_event_members
     {
         outcome
             .events

@@ -39,6 +39,8 @@ pub struct Rules {
     pub retention: Retention,
     /// Rooms with more present users get no `member` events.
     pub max_event_members: usize,
+    /// Above `max_event_members`, how many members a `joined` carries (a sample).
+    pub max_join_members: usize,
 }
 
 impl Rules {
@@ -52,6 +54,7 @@ impl Rules {
                 dedup_ttl_s: settings.dispatcher.dedup_ttl_s,
             },
             max_event_members: settings.presence.max_event_members,
+            max_join_members: settings.presence.max_join_members,
         }
     }
 

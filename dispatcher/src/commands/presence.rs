@@ -119,9 +119,10 @@ pub fn departed(
 
 /// Distinct users, sorted by id; a user's name is the one of their first session.
 pub fn members(entries: &[(String, PresenceEntry)]) -> Vec<UserRef> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut users: Vec<UserRef> = Vec::new();
     for (_, entry) in entries {
-        if !users.iter().any(|u| u.id == entry.id) {
+        if seen.insert(entry.id.as_str()) {
             users.push(UserRef {
                 id: entry.id.clone(),
                 name: entry.name.clone(),

@@ -49,6 +49,7 @@ pub use model::{
 struct Scripts {
     append: Script,
     holders: Script,
+    enter: Script,
     state: Script,
     create: Script,
     configure: Script,
@@ -84,6 +85,7 @@ impl RoomStore {
         let scripts = Scripts {
             append: Script::new(include_str!("append.lua")),
             holders: Script::new(include_str!("holders.lua")),
+            enter: Script::new(include_str!("enter.lua")),
             state: Script::new(include_str!("state.lua")),
             create: Script::new(include_str!("create.lua")),
             configure: Script::new(include_str!("configure.lua")),

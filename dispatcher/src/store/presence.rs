@@ -16,26 +16,52 @@ impl RoomStore {
         Ok(parse_presence(room, raw))
     }
 
-    /// Records `session` as present and returns every entry, the new one included.
-    pub async fn enter(
+    /// Records `session` as present; returns how many sessions the room has, and its
+    /// entries: all of them while there are at most `whole`, else a random sample of
+    /// `sample` (one round trip either way; the new entry may not be in a sample).
+    pub async fn enter_sampled(
         &self,
         room: &str,
         session: &str,
         entry: &PresenceEntry,
-    ) -> Result<Vec<(String, PresenceEntry)>, StoreError> {
+        whole: usize,
+        sample: usize,
+    ) -> Result<(usize, Vec<(String, PresenceEntry)>), StoreError> {
         let json = serde_json::to_string(entry).map_err(|e| StoreError::Data(e.to_string()))?;
-        let key = self.keys.presence(room);
-        let (raw,): (HashMap<String, String>,) = redis::pipe()
-            .cmd("HSET")
-            .arg(&key)
+        let (count, flat): (usize, Vec<String>) = self
+            .scripts
+            .enter
+            .key(self.keys.presence(room))
             .arg(session)
             .arg(json)
-            .ignore()
-            .cmd("HGETALL")
+            .arg(whole)
+            .arg(sample.max(1))
+            .invoke_async(&mut self.conn())
+            .await?;
+        let raw: HashMap<String, String> = flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect();
+        Ok((count, parse_presence(room, raw)))
+    }
+
+    /// How many sessions the room has, and `session`'s entry if it has one.
+    pub async fn session_entry(
+        &self,
+        room: &str,
+        session: &str,
+    ) -> Result<(usize, Option<PresenceEntry>), StoreError> {
+        let key = self.keys.presence(room);
+        let (count, json): (usize, Option<String>) = redis::pipe()
+            .cmd("HLEN")
             .arg(&key)
+            .cmd("HGET")
+            .arg(&key)
+            .arg(session)
             .query_async(&mut self.conn())
             .await?;
-        Ok(parse_presence(room, raw))
+        let entry = json.and_then(|j| serde_json::from_str(&j).ok());
+        Ok((count, entry))
     }
 
     /// Removes `session`'s presence entry. False when there was none.

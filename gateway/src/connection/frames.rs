@@ -26,9 +26,7 @@ use crate::limits::Verdict;
 use crate::metrics::Kind;
 use crate::ws::{Incoming, ReadError};
 
-/// WebSocket close codes the WebSocket layer's errors map to (RFC 6455).
-const PROTOCOL_ERROR: u16 = 1002;
-const INVALID_PAYLOAD: u16 = 1007;
+use proto::codes::close::{INVALID_PAYLOAD, PROTOCOL_ERROR};
 
 impl Connection {
     /// One message from the client. Returns an ending when the connection must close.

@@ -23,7 +23,7 @@ pub enum Proc {
 /// `/readyz` status of a process (0 when it does not answer at all).
 pub async fn readyz(stack: &Stack, p: Proc) -> u16 {
     let (addr, name) = match p {
-        Proc::Gateway(i) => (stack.gateway_addr(i), "gateway"),
+        Proc::Gateway(i) => (stack.gateway_ops_addr(i), "gateway"),
         Proc::Dispatcher(i) => (stack.dispatcher_addr(i), "dispatcher"),
     };
     match crate::http::get(addr, "/readyz").await {
