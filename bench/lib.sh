@@ -126,7 +126,7 @@ start_gateway() {
   warren_env "$prefix"
   WARREN_ENV+=("WARREN__GATEWAY__LISTEN=127.0.0.1:$port" "WARREN__GATEWAY__ID=$prefix-gw$i"
     "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$ops")
-  # GATEWAY_EXTRA_ENV: settings one case gives its gateways (e.g. the user routing).
+  # GATEWAY_EXTRA_ENV: settings one case gives its gateways (e.g. write coalescing).
   WARREN_ENV+=("${GATEWAY_EXTRA_ENV[@]}")
   ENV_ARRAY=WARREN_ENV start_server "$prefix-gw$i" "$BIN_DIR/warren-gateway"
   GATEWAY_PID=$STARTED
@@ -188,6 +188,36 @@ loadgen_as_server() {
 
 # Resident memory of $1 in KiB.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# A number from a gateway's /stats ($1: its operations URL, $2: the field), or null.
+stats_field() {
+  local v
+  v=$(curl -s --max-time 5 "$1/stats" | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" || true)
+  echo "${v:-null}"
+}
+
+# Stops RabbitMQ's application (the Erlang node and its pid stay, so the pinning holds);
+# BROKER_STOPPED tells the exit trap to start it again should the script end meanwhile.
+BROKER_STOPPED=0
+broker_stop() {
+  BROKER_STOPPED=1
+  timeout 60 rabbitmqctl -q stop_app >>"$LOGS/rabbitmqctl.log" 2>&1 ||
+    log "rabbitmqctl stop_app failed or timed out; see $LOGS/rabbitmqctl.log"
+}
+
+# Starts RabbitMQ's application again: 3 attempts of at most 120 s each.
+broker_start() {
+  local i
+  for i in 1 2 3; do
+    if timeout 120 rabbitmqctl -q start_app >>"$LOGS/rabbitmqctl.log" 2>&1; then
+      BROKER_STOPPED=0
+      return 0
+    fi
+    log "rabbitmqctl start_app failed (attempt $i of 3); see $LOGS/rabbitmqctl.log"
+    sleep 5
+  done
+  return 1
+}
 
 # Deletes every queue and exchange named "$1.*" and every Redis key "$1:*". Waits (up
 # to 60 s) for a broker that another session is restarting.

@@ -7,7 +7,8 @@
   report.py stalled RESULTS MACHINE            the slow-consumer comparison (bench/run.sh --stalled)
 
 Each case ran N times; every figure is the median over its runs (the range follows in
-brackets where it matters). Targets are issue 6's. Standard library only.
+brackets where it matters). Targets are issue 6's and, where marked, issue 14's (the
+last section gathers those). Standard library only.
 """
 
 import json
@@ -225,7 +226,7 @@ def idle_table(rows):
     return out
 
 
-def pipeline_table(rows):
+def pipeline_table(rows, goals):
     out = ["### 3. Pipeline: 200 rooms of 2–10 members, one sender per room", ""]
     out.append(
         "Warren's throughput is messages accepted (acked) and delivered per second with "
@@ -284,45 +285,334 @@ def pipeline_table(rows):
                 r = w[q] / raw[q]
                 out.append(f"| {q} at 1,000 msg/s vs raw | {fmt(r, 2)}× ({fmt(w[q], 2)} vs {fmt(raw[q], 2)} ms) "
                            f"| ≤ 1.5× | {verdict(r <= 1.5)} |")
+        figure = f"{fmt(ratio * 100, 0)} % of raw persistent"
+        out.append(f"| throughput vs raw (issue 14) | {figure} | ≥ 100 % | {verdict(ratio >= 1.0)} |")
+        goals.append(("pipeline: max msgs/s", figure, "≥ 100 % of raw persistent", verdict(ratio >= 1.0)))
+        if w["p50"] is not None and raw["p50"]:
+            r = w["p50"] / raw["p50"]
+            figure = f"{fmt(r, 2)}× raw's ({fmt(w['p50'], 2)} vs {fmt(raw['p50'], 2)} ms)"
+            out.append(f"| p50 at 1,000 msg/s vs raw (issue 14) | {figure} | ≤ 2× | {verdict(r <= 2)} |")
+            goals.append(("pipeline: p50 at 1,000 msg/s", figure, "≤ 2× raw's", verdict(r <= 2)))
         out.append("")
     return out
 
 
-def connect_table(rows):
-    cases = [("connect", "per_user (default)"), ("connect_wildcard", "wildcard")]
-    if not any(runs(rows, c) for c, _ in cases):
+def bindings_flat(row):
+    """Whether a connect run left the gateway's broker bindings where they were: the
+    same before it, at every reading during it and after it (None when not read)."""
+    extra, stats = row.get("extra") or {}, row["result"].get("server_stats") or {}
+    seen = [extra.get("bindings_before"), extra.get("bindings_after"),
+            stats.get("bindings_min"), stats.get("bindings_max")]
+    if None in seen[:2]:
+        return None
+    return len({v for v in seen if v is not None}) == 1
+
+
+def connect_table(rows, goals):
+    rs = runs(rows, "connect")
+    if not rs:
         return []
+    target = "≥ 10,000/s, bindings flat"
     out = ["### 4. Connection rate: new authenticated sessions on one gateway", ""]
     out.append(
         "64 concurrent clients, each: TCP connect (source addresses rotate over "
         "127.0.0.30–61), upgrade with a fresh HS256 token for a new user, wait for "
-        "`welcome`, close, repeat. Once per user routing (`gateway.user_routing`): "
-        "`per_user` binds `user.<id>.#` for each session and unbinds it at close; "
-        "`wildcard` binds `user.#` once per gateway."
+        "`welcome`, close, repeat. A session costs the broker nothing: the gateway binds its "
+        "queue once (`gw.<id>`) and records its users in Redis. \"bindings\" is the gateway's "
+        "`/stats` count before each run, during it (read every 100 ms by the load generator: "
+        "least–most, over all runs) and after it; the target (issue 14) wants it flat while the "
+        "sessions come and go."
     )
     out.append("")
-    out.append("| user routing | sessions/s | errors | setup p50 / p99 ms | gateway CPU per session | gateway CPU (cores) | loadgen CPU (cores) | target | verdict |")
-    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for case, label in cases:
-        rs = runs(rows, case)
-        if not rs:
-            continue
-        good = [r["result"] for r in rs if r["result"].get("ok")]
-        if not good:
-            out.append(f"| {label} | failed: {rs[0]['result'].get('error', '?')} | | | | | | ≥ 5,000/s | not measured |")
-            continue
-        rate = [r["sessions_per_s"] for r in good]
+    out.append("| sessions/s | sessions per run | errors | setup p50 / p99 ms | gateway CPU per session | "
+               "gateway CPU (cores) | loadgen CPU (cores) | bindings before / during / after | target | verdict |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    good_rows = [r for r in rs if r["result"].get("ok")]
+    good = [r["result"] for r in good_rows]
+    if not good:
+        out.append(f"| failed: {rs[0]['result'].get('error', '?')} | | | | | | | | {target} | not measured |")
+        goals.append(("connect: sessions/s, broker bindings", "failed",
+                      "≥ 10,000/s with zero broker operations per session", "not measured"))
+        out.append("")
+        return out
+    rate = [r["sessions_per_s"] for r in good]
+    errors = {}
+    for r in good:
+        for k, v in (r.get("errors") or {}).items():
+            errors[k] = errors.get(k, 0) + v
+    err = ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "none"
+    gw_us = med([(r["cpu_s"].get("gw0") or 0) * 1e6 / max(1, r["sessions"]) for r in good])
+    gw_cores = med([(r["cpu_s"].get("gw0") or 0) / r["window_s"] for r in good])
+    lg = med([(r["cpu_s"].get("loadgen") or 0) / r["window_s"] for r in good])
+    sl = " / ".join(fmt(med([r["session_latency"].get(q) for r in good]), 2) for q in ("p50_ms", "p99_ms"))
+
+    extras = [r.get("extra") or {} for r in good_rows]
+    stats = [r.get("server_stats") or {} for r in good]
+
+    def distinct(dicts, key):
+        return sorted({d[key] for d in dicts if d.get(key) is not None})
+
+    before, after = distinct(extras, "bindings_before"), distinct(extras, "bindings_after")
+    lows, highs = distinct(stats, "bindings_min"), distinct(stats, "bindings_max")
+    during = f"{fmt(min(lows))}–{fmt(max(highs))}" if lows and highs else "–"
+    bindings = " / ".join([", ".join(fmt(v) for v in before) or "–", during,
+                           ", ".join(fmt(v) for v in after) or "–"])
+    flats = [bindings_flat(r) for r in good_rows]
+    flat = None if None in flats else all(flats)
+    rate_ok = med(rate) >= 10000
+    v = verdict(rate_ok and flat) if flat is not None else f"{verdict(rate_ok)} (bindings not read)"
+    out.append(f"| **{fmt(med(rate))}**{rng(rate)} | {fmt(med([r['sessions'] for r in good]))} | {err} (all runs) | "
+               f"{sl} | {fmt(gw_us, 0)} µs | {fmt(gw_cores, 2)} | {fmt(lg, 2)} | {bindings} | {target} | {v} |")
+    out.append("")
+    goals.append(("connect: sessions/s, broker bindings",
+                  f"{fmt(med(rate))}/s; bindings {bindings} (before / during / after)",
+                  "≥ 10,000/s with zero broker operations per session", v))
+    return out
+
+
+def crowd_in_by(result, second):
+    """How many of one part's users had joined by the end of `second`."""
+    by = result.get("joined_by_second") or []
+    if not by:
+        return 0
+    return by[second - 1] if len(by) >= second else by[-1]
+
+
+def crowd_runs(rows):
+    """The crowd's runs, each the sum of its parts (one loadgen process per part)."""
+    by_run = {}
+    for r in runs(rows, "crowd"):
+        by_run.setdefault(r["run"], []).append(r)
+    merged = []
+    for run, parts in sorted(by_run.items()):
+        res = [p["result"] for p in sorted(parts, key=lambda p: p["extra"].get("part", 0))]
+        users = parts[0]["extra"].get("users") or sum(x.get("users", 0) for x in res)
         errors = {}
-        for r in good:
-            for k, v in (r.get("errors") or {}).items():
+        for x in res:
+            for k, v in (x.get("errors") or {}).items():
                 errors[k] = errors.get(k, 0) + v
-        err = ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "none"
-        gw_us = med([(r["cpu_s"].get("gw0") or 0) * 1e6 / max(1, r["sessions"]) for r in good])
-        gw_cores = med([(r["cpu_s"].get("gw0") or 0) / r["window_s"] for r in good])
-        lg = med([(r["cpu_s"].get("loadgen") or 0) / r["window_s"] for r in good])
-        sl = " / ".join(fmt(med([r["session_latency"].get(q) for r in good]), 2) for q in ("p50_ms", "p99_ms"))
-        out.append(f"| {label} | **{fmt(med(rate))}**{rng(rate)} | {err} (all runs) | {sl} | {fmt(gw_us, 0)} µs | "
-                   f"{fmt(gw_cores, 2)} | {fmt(lg, 2)} | ≥ 5,000/s | {verdict(med(rate) >= 5000)} |")
+            if "joined" not in x:  # the process itself failed: all its users count as failed
+                key = f"loadgen process failed ({x.get('error', '?')})"
+                errors[key] = errors.get(key, 0) + 1
+        origin = min((x["origin_ms"] for x in res if x.get("origin_ms")), default=None)
+        last = max((x["last_joined_ms"] for x in res if x.get("last_joined_ms")), default=None)
+        joined = sum(x.get("joined", 0) for x in res)
+
+        def worst(q):
+            return max((v for v in ((x.get("join_latency") or {}).get(q) for x in res) if v is not None),
+                       default=None)
+
+        merged.append({
+            "run": run, "users": users, "joined": joined, "errors": errors,
+            "timeouts": sum(x.get("timeouts", 0) for x in res),
+            "all_s": (last - origin) / 1000 if origin and last else None,
+            "by10": sum(crowd_in_by(x, 10) for x in res),
+            "p50": worst("p50_ms"), "p99": worst("p99_ms"),
+            # Each part samples the servers over its own crowd; the first part's is shown.
+            "server_cpu_s": cpu_server(res[0]) if res[0].get("cpu_s") else None,
+            "loadgen_cpu_s": sum((x.get("cpu_s") or {}).get("loadgen") or 0 for x in res),
+        })
+    return merged
+
+
+def crowd_table(rows, goals):
+    crowd = crowd_runs(rows)
+    if not crowd:
+        return []
+    target = "all 19,000 within 10 s, none timing out"
+    out = ["### 6. A crowd: 19,000 users join one room", ""]
+    out.append(
+        "One dispatcher, two gateways; one load generator process per gateway (at most 9,500 "
+        "users each, from source addresses 127.0.0.70–77), all starting at the same instant, "
+        "500 attempts at a time per process. Each user: TCP connect, upgrade with its own token, "
+        "`welcome`, `join` of the one room, `joined`; an attempt that takes over 10 s counts as "
+        "timed out. \"Last joined after\" runs from the common start to the last `joined` (all "
+        "of them when none failed); "
+        "join latency is per attempt (the worse of the two processes). Server CPU is every "
+        "server process's time while the first process's crowd joined."
+    )
+    out.append("")
+    out.append("| run | users | joined | last joined after | in by 10 s | failed (timed out) | failures by kind | "
+               "join latency p50 / p99 ms | server CPU s | loadgen CPU s |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in crowd:
+        kinds = ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(c["errors"].items())) or "none"
+        all_s = f"**{fmt(c['all_s'], 2)} s**" if c["all_s"] is not None else "–"
+        out.append(f"| {c['run']} | {fmt(c['users'])} | {fmt(c['joined'])} | {all_s} | {fmt(c['by10'])} | "
+                   f"{fmt(c['users'] - c['joined'])} ({fmt(c['timeouts'])}) | {kinds} | "
+                   f"{fmt(c['p50'], 1)} / {fmt(c['p99'], 1)} | {fmt(c['server_cpu_s'], 2)} | "
+                   f"{fmt(c['loadgen_cpu_s'], 2)} |")
+    out.append("")
+    times = [c["all_s"] for c in crowd]
+    complete = all(c["joined"] == c["users"] and c["timeouts"] == 0 for c in crowd)
+    users = min(c["users"] for c in crowd)
+    if users < 19000:
+        v = f"not measured ({fmt(users)} users, not 19,000)"
+    else:
+        v = verdict(complete and med(times) is not None and med(times) <= 10)
+    figure = (f"{'all' if complete else 'the last'} joined after {fmt(med(times), 2)} s "
+              f"(median{rng(times) or ''}); "
+              f"{fmt(sum(c['users'] - c['joined'] for c in crowd))} failed, "
+              f"{fmt(sum(c['timeouts'] for c in crowd))} timed out (all runs)")
+    out.append("| issue 14 | figure | target | verdict |")
+    out.append("| --- | --- | --- | --- |")
+    out.append(f"| crowd | {figure} | {target} | {v} |")
+    out.append("")
+    goals.append(("crowd: 19,000 users join one room", figure, target, v))
+    return out
+
+
+def fanout_figures(rows, case):
+    """Medians of a fan-out case's successful runs (None when it has none)."""
+    good = [r["result"] for r in ok_runs(rows, case)]
+    if not good:
+        return None
+    return {
+        "dps": med([r.get("deliveries_per_s") for r in good]),
+        "us": med([per_delivery_us(r) for r in good]),
+        "us_all": [per_delivery_us(r) for r in good],
+        "gw_us": med([per_delivery_us(r, ("gw0", "gw1")) for r in good]) if case != "seed_fanout" else None,
+        "lat": {q: med([lat(r, q) for r in good]) for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+        "lost": max(r.get("lost", 0) for r in good),
+        "expected": med([r.get("expected_deliveries") for r in good]),
+    }
+
+
+def coalesce_table(rows, goals):
+    if not runs(rows, "coalesce") and not (runs(rows, "fanout") and runs(rows, "seed_fanout")):
+        return []
+    out = ["### 7. Write coalescing: the fan-out with each connection's writes gathered for 20 ms", ""]
+    out.append(
+        "The fan-out of section 1 (1,000 receivers over two gateways, 10 senders × 10 msg/s, "
+        "64 B) against gateways started with `WARREN__GATEWAY__WRITE_COALESCE_MS=20` (each "
+        "connection gathers its writes for up to 20 ms and sends them in one system call), on a "
+        "stack of its own, beside section 1's Warren figures (the default, 0: each event written "
+        "at once) and the seed program measured in the same run. CPU per delivery is counted as "
+        "in section 1; \"× seed\" divides it by the seed's."
+    )
+    out.append("")
+    out.append("| peer | write coalescing | deliveries/s | server CPU per delivery | gateways' share | × seed | "
+               "p50 / p90 / p99 / max ms | lost / expected |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    fig = {case: fanout_figures(rows, case) for case in ("fanout", "coalesce", "seed_fanout")}
+    seed = fig["seed_fanout"]
+    for case, name, wc in (("fanout", "Warren", "0 (default)"), ("coalesce", "Warren", "20 ms"),
+                           ("seed_fanout", "seed program (measured here)", "–")):
+        f = fig[case]
+        if f is None:
+            if runs(rows, case):
+                out.append(f"| {name} | {wc} | failed: {runs(rows, case)[0]['result'].get('error', '?')} | | | | | |")
+            continue
+        times = f"{fmt(f['us'] / seed['us'], 2)}×" if seed and seed["us"] and case != "seed_fanout" else "–"
+        lats = " / ".join(fmt(f["lat"][q], 1) for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+        gw = f"{fmt(f['gw_us'], 2)} µs" if f["gw_us"] is not None else "one process"
+        out.append(f"| {name} | {wc} | {fmt(f['dps'])} | **{fmt(f['us'], 2)} µs**{rng(f['us_all'])} | "
+                   f"{gw} | {times} | {lats} | {fmt(f['lost'])} (worst run) / {fmt(f['expected'])} |")
+    out.append("")
+    out.append("| issue 14 | figure | target | verdict |")
+    out.append("| --- | --- | --- | --- |")
+    c, w = fig["coalesce"], fig["fanout"]
+
+    def row(name, figure, target, ok):
+        """ok: True/False, None (not measured) or "reported" (no verdict)."""
+        v = "–" if ok == "reported" else verdict(ok)
+        out.append(f"| {name} | {figure} | {target} | {v} |")
+        goals.append((name, figure, target, v))
+
+    have_seed = bool(seed and seed["us"])
+    if c and have_seed:
+        r = c["us"] / seed["us"]
+        row("coalesce: CPU per delivery", f"{fmt(c['us'], 2)} vs {fmt(seed['us'], 2)} µs = {fmt(r, 2)}× the seed",
+            "≤ 0.6× the seed", r <= 0.6)
+    else:
+        row("coalesce: CPU per delivery", "no coalesce or seed run", "≤ 0.6× the seed", None)
+    if c and w:
+        cost = "; ".join(f"{q[:-3]} {fmt(w['lat'][q], 1)} → {fmt(c['lat'][q], 1)} ms" for q in ("p50_ms", "p90_ms"))
+        row("coalesce: latency cost (0 → 20 ms)", cost, "reported", "reported")
+    if w and have_seed:
+        r = w["us"] / seed["us"]
+        row("fanout: CPU per delivery", f"{fmt(w['us'], 2)} vs {fmt(seed['us'], 2)} µs = {fmt(r, 2)}× the seed",
+            "≤ 1.0× the seed", r <= 1.0)
+        limit = seed["lat"]["p50_ms"] + 1.5
+        row("fanout: p50 latency", f"{fmt(w['lat']['p50_ms'], 1)} ms (seed {fmt(seed['lat']['p50_ms'], 1)} ms)",
+            f"≤ seed p50 + 1.5 ms ({fmt(limit, 1)} ms)", w["lat"]["p50_ms"] <= limit)
+    out.append("")
+    return out
+
+
+def restart_table(rows, goals):
+    rs = runs(rows, "restart")
+    if not rs:
+        return []
+    out = ["### 8. Broker restart during the pipeline", ""]
+    out.append(
+        "One dispatcher, two gateways; `loadgen pipeline --rooms 200 --rate 500 --retry` "
+        "(200 rooms of 2–10 members, one sender each, 500 msg/s in all). 5 s into the window "
+        "`rabbitmqctl stop_app` stops RabbitMQ's application; 5 s after it returned, "
+        "`rabbitmqctl start_app` starts it again. No member reconnects: the WebSockets stay "
+        "open. A send answered `unavailable` is sent again with the same `ref` after a backoff "
+        "(250 ms, doubling, at most 2 s), one unanswered for 5 s likewise; the dispatcher answers "
+        "a repeat with the original `ack`. After the drain each member is checked: every message "
+        "acked in its room received exactly once, in `seq` order. Recovery runs from the moment "
+        "`start_app` returned to the first `ack` after it; the ack gap is the longest time "
+        "without a new `ack`."
+    )
+    out.append("")
+    out.append("| run | broker down | sent / acked | retried (`unavailable`) / resent (unanswered) | "
+               "members exactly once, in order | lost | duplicated | out of order | received, never acked | "
+               "recovery | longest ack gap | closed by server |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    measured = []
+    for row in rs:
+        r, e = row["result"], row.get("extra") or {}
+        stop, back = e.get("broker_stop_ms"), e.get("broker_back_ms")
+        down = f"{fmt((back - stop) / 1000, 1)} s" if stop and back else "not restarted"
+        if not r.get("ok"):
+            out.append(f"| {row['run']} | {down} | failed: {r.get('error', '?')} | | | | | | | | | |")
+            continue
+        m, rt = r.get("members_check") or {}, r.get("retry") or {}
+        if back:
+            measured.append(r)
+        rec = r.get("recovery_ms")
+        out.append(
+            f"| {row['run']} | {down} | {fmt(r.get('sent'))} / {fmt(r.get('accepted'))} | "
+            f"{fmt(rt.get('retried_unavailable'))} / {fmt(rt.get('resent_unanswered'))} | "
+            f"{fmt(m.get('exactly_once_in_order'))} of {fmt(m.get('members'))} | **{fmt(m.get('lost'))}** | "
+            f"{fmt(m.get('duplicated'))} | {fmt(m.get('out_of_order'))} | {fmt(m.get('unacked_received'))} | "
+            f"**{fmt(rec / 1000, 2) + ' s' if rec is not None else '–'}** | "
+            f"{fmt((r.get('longest_ack_gap_ms') or 0) / 1000, 1)} s | {fmt(r.get('closed_by_server'))} |"
+        )
+    out.append("")
+    out.append("| issue 14 | figure | target | verdict |")
+    out.append("| --- | --- | --- | --- |")
+    if measured:
+        lost = max((r.get("members_check") or {}).get("lost", 0) for r in measured)
+        dup = max((r.get("members_check") or {}).get("duplicated", 0) for r in measured)
+        ooo = max((r.get("members_check") or {}).get("out_of_order", 0) for r in measured)
+        recs = [r.get("recovery_ms") / 1000 for r in measured if r.get("recovery_ms") is not None]
+        loss = f"{fmt(lost)} lost (worst run); {fmt(dup)} duplicated, {fmt(ooo)} out of order"
+        recovery = f"{fmt(med(recs), 2)} s (median{rng(recs) or ''})" if recs else "no ack after the broker came back"
+        v = verdict(lost == 0)
+    else:
+        loss = recovery = "no run restarted the broker"
+        v = "not measured"
+    out.append(f"| restart: loss | {loss} | none | {v} |")
+    out.append(f"| restart: recovery | {recovery} | reported | – |")
+    out.append("")
+    goals.append(("restart: loss", loss, "none", v))
+    goals.append(("restart: recovery", recovery, "reported", "–"))
+    return out
+
+
+def goals_table(goals):
+    if not goals:
+        return []
+    order = ["connect", "crowd", "coalesce", "fanout", "pipeline", "restart"]
+    goals = sorted(goals, key=lambda g: order.index(g[0].split(":")[0]))
+    out = ["### Issue 14 targets at a glance", ""]
+    out.append("| target | figure | wanted | verdict |")
+    out.append("| --- | --- | --- | --- |")
+    out += [f"| {name} | {figure} | {target} | {v} |" for name, figure, target, v in goals]
     out.append("")
     return out
 
@@ -492,12 +782,17 @@ def machine_block(machine_path):
 
 
 def tables(rows, machine_path):
+    goals = []  # issue 14's targets, gathered by the sections for the last one
     out = machine_block(machine_path)
     out += fanout_table(rows)
     out += idle_table(rows)
-    out += pipeline_table(rows)
-    out += connect_table(rows)
+    out += pipeline_table(rows, goals)
+    out += connect_table(rows, goals)
     out += compression_table(rows)
+    out += crowd_table(rows, goals)
+    out += coalesce_table(rows, goals)
+    out += restart_table(rows, goals)
+    out += goals_table(goals)
     return "\n".join(out)
 
 

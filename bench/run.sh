@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# Warren's benchmark matrix (issue 6), one command from a clean clone:
+# Warren's benchmark matrix (issues 6 and 14), one command from a clean clone:
 #
 #   bench/run.sh                 full matrix, 3 runs per case, medians -> BENCHMARKS.md
 #   bench/run.sh --quick         short runs, 1 each, summary on stdout (BENCHMARKS.md kept)
 #   bench/run.sh --smoke         <= 10 s: one tiny fan-out; exit 0 when it works (for CI)
-#   bench/run.sh --cases fanout,deflate,seed,pipeline,raw,idle,connect   a selection
-#                                (deflate: the fan-out with permessage-deflate on and off)
+#   bench/run.sh --cases fanout,deflate,coalesce,seed,pipeline,raw,idle,connect,crowd,restart
+#                                a selection. deflate: the fan-out with permessage-deflate on
+#                                and off; coalesce: the fan-out with 20 ms write coalescing;
+#                                crowd: $CROWD_USERS (19,000) users join one room at once;
+#                                restart: RabbitMQ's app stopped and started during a
+#                                pipeline run - it stops the machine's broker, so never
+#                                while anyone else uses it
 #   bench/run.sh --stalled       slow consumer (issue 5): 200-member room, 0 vs 1 stalled
 #                                reader, alternately, 3 runs each -> target/bench/<stamp>/stalled.md
 #
@@ -18,10 +23,11 @@
 # It builds the binaries, builds the seed program (../shared/peers/seed-go, or
 # $SEED_DIR), makes sure RabbitMQ and Redis answer (scripts/ensure-services.sh), starts
 # what each case needs under a unique prefix (1 dispatcher + 2 gateways for fan-out,
-# compression and pipeline; 1 gateway for idle and connect), pins every server process to core 0 -
-# RabbitMQ and Redis included, their affinity restored at exit - and the load generator
-# to core 1, reads each server process's CPU time over each measurement window, and
-# removes every queue, exchange and Redis key it made. Results: target/bench/<stamp>/.
+# compression, coalescing, pipeline, crowd and restart; 1 gateway for idle and connect),
+# pins every server process to core 0 - RabbitMQ and Redis included, their affinity
+# restored at exit - and the load generator to core 1, reads each server process's CPU
+# time over each measurement window, and removes every queue, exchange and Redis key it
+# made. Results: target/bench/<stamp>/.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -51,13 +57,13 @@ while [ $# -gt 0 ]; do
     --no-pin-shared) PIN_SHARED=0 ;;
     --wait-idle) WAIT_IDLE=$2; shift ;;
     --stalled) MODE=stalled ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
 done
 
-ALL_CASES="fanout,deflate,seed,pipeline,raw,idle,connect"
+ALL_CASES="fanout,deflate,coalesce,seed,pipeline,raw,idle,connect,crowd,restart"
 case $MODE in
   full) : "${CASES:=$ALL_CASES}" "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
   quick) : "${CASES:=$ALL_CASES}" "${RUNS:=1}" "${WAIT_IDLE:=0}" ;;
@@ -67,6 +73,10 @@ esac
 has_case() { [[ ",$CASES," == *",$1,"* ]]; }
 
 # ---- durations and sizes per mode ----------------------------------------------------
+# The crowd's size (issue 14: 19,000); smaller for a trial, e.g. CROWD_USERS=1000.
+CROWD_USERS=${CROWD_USERS:-19000}
+# The broker restart: stopped RESTART_AT s into a RESTART_S s window, back 5 s later.
+RESTART_S=40 RESTART_AT=5
 if [ "$MODE" = full ]; then
   WARMUP=2 DURATION=8 DRAIN=4
   IDLE_COUNTS="10000 19000" IDLE_HOLD=5 CONNECT_S=8
@@ -139,6 +149,7 @@ LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 cleanup() {
   local rc=$? pid p
   trap - EXIT INT TERM
+  if [ "$BROKER_STOPPED" = 1 ]; then broker_start || log "RabbitMQ is still stopped: rabbitmqctl start_app"; fi
   for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
   restore_pinning
   for p in "${PREFIXES[@]}"; do clean_prefix "$p"; done
@@ -192,6 +203,17 @@ smoke_case() {
   python3 "$HERE/report.py" smoke "$RESULTS"
 }
 
+# The fan-out of section 1 against Warren: 1,000 receivers over the gateways $1 (comma
+# separated), 10 senders x 10 msg/s, 64 B; $2 the --cpu-pids, $3 the run id, then extra
+# loadgen options. Prints loadgen's JSON line.
+warren_fanout() {
+  local urls=$1 pids=$2 run_id=$3
+  shift 3
+  loadgen fanout --url "$urls" --secret "$SECRET" --receivers 1000 --senders 10 \
+    --rate 10 --payload 64 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+    --cpu-pids "$pids" --run-id "$run_id" "$@"
+}
+
 # Fan-out, compression and pipeline share one stack: 1 dispatcher + 2 gateways.
 warren_chat_cases() {
   local prefix gw0 gw1 pids run out side
@@ -209,9 +231,7 @@ warren_chat_cases() {
     for ((run = 1; run <= RUNS; run++)); do
       log "fanout (Warren) run $run/$RUNS"
       pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-      out=$(loadgen fanout --url "$url0,$url1" --secret "$SECRET" --receivers 1000 --senders 10 \
-        --rate 10 --payload 64 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
-        --cpu-pids "$pids" --run-id "$prefix-$run" || true)
+      out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-$run" || true)
       record fanout "$run" '{}' "$out"
     done
   fi
@@ -229,10 +249,8 @@ warren_chat_cases() {
         local -a flags=()
         [ "$side" = on ] && flags=(--deflate)
         pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-        out=$(loadgen fanout --url "$url0,$url1" --secret "$SECRET" --receivers 1000 --senders 10 \
-          --rate 10 --payload 64 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
-          "${flags[@]}" --window-metrics "$http0/metrics,$http1/metrics" \
-          --cpu-pids "$pids" --run-id "$prefix-z$side$run" || true)
+        out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-z$side$run" "${flags[@]}" \
+          --window-metrics "$http0/metrics,$http1/metrics" || true)
         record "deflate_$side" "$run" '{}' "$out"
         sleep 2
       done
@@ -253,6 +271,33 @@ warren_chat_cases() {
       record pipeline_1000 "$run" '{}' "$out"
     done
   fi
+  stop_pid "$gw0"
+  stop_pid "$gw1"
+  stop_pid "$d0"
+  clean_prefix "$prefix"
+}
+
+# Write coalescing (issue 14): the same fan-out against gateways that gather each
+# connection's writes for 20 ms (WARREN__GATEWAY__WRITE_COALESCE_MS=20), on a stack of
+# its own so that the fanout case keeps the default (0).
+coalesce_cases() {
+  local prefix gw0 gw1 d0 url0 url1 pids run out
+  new_prefix
+  prefix=$PREFIX
+  start_dispatcher "$prefix"
+  d0=$DISPATCHER_PID
+  GATEWAY_EXTRA_ENV=("WARREN__GATEWAY__WRITE_COALESCE_MS=20")
+  start_gateway "$prefix" 0
+  gw0=$GATEWAY_PID url0=$GATEWAY_URL
+  start_gateway "$prefix" 1
+  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  GATEWAY_EXTRA_ENV=()
+  for ((run = 1; run <= RUNS; run++)); do
+    log "fanout with 20 ms write coalescing, run $run/$RUNS"
+    pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
+    out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-k$run" || true)
+    record coalesce "$run" '{"write_coalesce_ms":20}' "$out"
+  done
   stop_pid "$gw0"
   stop_pid "$gw1"
   stop_pid "$d0"
@@ -354,10 +399,7 @@ idle_run() {
   done
   # The gateway's own count of its connections, as a cross-check.
   local seen=null
-  if [ "$flavor" = warren ]; then
-    seen=$(curl -s --max-time 5 "$GATEWAY_HTTP/stats" | sed -n 's/.*"connections":\([0-9]*\).*/\1/p')
-    seen=${seen:-null}
-  fi
+  if [ "$flavor" = warren ]; then seen=$(stats_field "$GATEWAY_HTTP" connections); fi
   for p in "${lg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${lg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   out=$(printf '{"ok":%s,"mode":"idle","conns":%s,"connected":%s,"processes":%s}' \
@@ -380,30 +422,143 @@ warren_idle_cases() {
   done
 }
 
+# A session costs the broker nothing: the gateway binds its queue once (gw.<id>) and
+# records its users in Redis. Its /stats "bindings" is read before and after each run,
+# and by the load generator every 100 ms during it.
 connect_cases() {
-  # Both user routings (README, "User routing"): per_user binds user.<id>.# for each
-  # session and unbinds it at close; wildcard binds user.# once per gateway.
-  local prefix run out pids routing case
-  for routing in per_user wildcard; do
-    case=connect
-    [ "$routing" = per_user ] || case=connect_$routing
-    new_prefix
-    prefix=$PREFIX
-    GATEWAY_EXTRA_ENV=("WARREN__GATEWAY__USER_ROUTING=$routing")
-    start_gateway "$prefix" 0
-    GATEWAY_EXTRA_ENV=()
-    for ((run = 1; run <= RUNS; run++)); do
-      log "connect (Warren, $routing user routing) run $run/$RUNS"
-      pids=$(cpu_pids "gw0=$GATEWAY_PID")
-      out=$(loadgen connect --url "$GATEWAY_URL" --secret "$SECRET" --concurrency 64 \
-        --warmup 1 --duration "$CONNECT_S" --source-ip 127.0.0.30-127.0.0.61 \
-        --cpu-pids "$pids" || true)
-      record "$case" "$run" "{\"user_routing\":\"$routing\"}" "$out"
-      sleep 2
-    done
-    stop_pid "$GATEWAY_PID"
-    clean_prefix "$prefix"
+  local prefix run out pids before after
+  new_prefix
+  prefix=$PREFIX
+  start_gateway "$prefix" 0
+  for ((run = 1; run <= RUNS; run++)); do
+    log "connect (Warren) run $run/$RUNS"
+    pids=$(cpu_pids "gw0=$GATEWAY_PID")
+    before=$(stats_field "$GATEWAY_HTTP" bindings)
+    out=$(loadgen connect --url "$GATEWAY_URL" --secret "$SECRET" --concurrency 64 \
+      --warmup 1 --duration "$CONNECT_S" --source-ip 127.0.0.30-127.0.0.61 \
+      --stats-url "$GATEWAY_HTTP/stats" --cpu-pids "$pids" || true)
+    sleep 1
+    after=$(stats_field "$GATEWAY_HTTP" bindings)
+    record connect "$run" "{\"bindings_before\":$before,\"bindings_after\":$after}" "$out"
+    sleep 1
   done
+  stop_pid "$GATEWAY_PID"
+  clean_prefix "$prefix"
+}
+
+# A crowd (issue 14): CROWD_USERS users connect and join one room through two gateways,
+# one load generator process per gateway (at most 9,500 users each, from source
+# addresses of their own), all starting at the same instant. Each process's JSON line
+# is recorded as a part of the run; report.py adds them up.
+crowd_cases() {
+  local prefix gw0 gw1 d0 url0 url1 pids run
+  new_prefix
+  prefix=$PREFIX
+  start_dispatcher "$prefix"
+  d0=$DISPATCHER_PID
+  start_gateway "$prefix" 0
+  gw0=$GATEWAY_PID url0=$GATEWAY_URL
+  start_gateway "$prefix" 1
+  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  for ((run = 1; run <= RUNS; run++)); do
+    log "crowd: $CROWD_USERS users join one room, run $run/$RUNS"
+    pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
+    crowd_run "$run" "$pids" "crowd-$prefix-$run" "$url0" "$url1"
+    sleep 2
+  done
+  stop_pid "$gw0"
+  stop_pid "$gw1"
+  stop_pid "$d0"
+  clean_prefix "$prefix"
+}
+
+# One crowd: run $1, --cpu-pids $2, room $3, then the gateways' URLs (process i speaks
+# to URL i modulo their number).
+crowd_run() {
+  local run=$1 pids=$2 room=$3
+  shift 3
+  local -a urls=("$@") files=() lg_pids=()
+  local per=9500 procs i n left start out
+  procs=$(((CROWD_USERS + per - 1) / per))
+  [ "$procs" -ge "${#urls[@]}" ] || procs=${#urls[@]}
+  # Every process waits for the same instant, a moment after the last one started.
+  start=$(($(date +%s%3N) + 2000))
+  left=$CROWD_USERS
+  for ((i = 0; i < procs; i++)); do
+    n=$((left / (procs - i)))
+    left=$((left - n))
+    files+=("$OUT/crowd-$run-$i")
+    # Not through loadgen(): started in the background, a function would be a subshell
+    # whose pid is not the load generator's.
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" crowd --url "${urls[i % ${#urls[@]}]}" --secret "$SECRET" \
+      --users "$n" --room "$room" --concurrency 500 --connect-timeout 10 --start-at "$start" \
+      --hold 3 --source-ip "127.0.0.$((70 + 4 * i))-127.0.0.$((73 + 4 * i))" \
+      --run-id "$room-$i" --cpu-pids "$pids" >"${files[i]}.json" 2>"${files[i]}.err" &
+    lg_pids+=($!)
+    STARTED_PIDS+=($!)
+  done
+  # Each is bounded by its own --timeout (300 s).
+  for i in "${!lg_pids[@]}"; do
+    wait "${lg_pids[i]}" || true
+    out=$(cat "${files[i]}.json" 2>/dev/null || true)
+    record crowd "$run" "{\"part\":$i,\"parts\":$procs,\"users\":$CROWD_USERS}" "$out"
+  done
+}
+
+# A broker restart (issue 14) during a 200-room pipeline at 500 msg/s over two gateways:
+# RabbitMQ's application is stopped RESTART_AT s into the window and started again 5 s
+# later. loadgen keeps every WebSocket open, sends refused and unanswered messages again
+# with the same ref, and checks that each member got every acked message once, in seq
+# order; "recovery" runs from the moment start_app returned (written to a file loadgen
+# reads at the end) to the first ack after it. This stops the machine's RabbitMQ: never
+# run it while anyone else uses that broker.
+restart_cases() {
+  local prefix gw0 gw1 d0 url0 url1 run file lg t stopped back out
+  new_prefix
+  prefix=$PREFIX
+  start_dispatcher "$prefix"
+  d0=$DISPATCHER_PID
+  start_gateway "$prefix" 0
+  gw0=$GATEWAY_PID url0=$GATEWAY_URL
+  start_gateway "$prefix" 1
+  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  for ((run = 1; run <= RUNS; run++)); do
+    log "broker restart during a 200-room pipeline at 500 msg/s, run $run/$RUNS"
+    file=$OUT/restart-$run
+    rm -f "$file.back"
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" pipeline --url "$url0,$url1" --secret "$SECRET" \
+      --rooms 200 --rate 500 --warmup "$WARMUP" --duration "$RESTART_S" --drain 10 \
+      --drain-max 120 --retry --ready-line --broker-back-file "$file.back" \
+      --run-id "$prefix-b$run" --timeout 400 >"$file.json" 2>"$file.err" &
+    lg=$!
+    STARTED_PIDS+=("$lg")
+    for ((t = 0; t < 1200; t++)); do
+      if grep -q '^ready' "$file.err" 2>/dev/null || ! alive "$lg"; then break; fi
+      sleep 0.1
+    done
+    stopped=null back=null
+    if grep -q '^ready' "$file.err" 2>/dev/null; then
+      sleep $((WARMUP + RESTART_AT))
+      log "stopping RabbitMQ (rabbitmqctl stop_app) for 5 s"
+      stopped=$(date +%s%3N)
+      broker_stop
+      sleep 5
+      broker_start || die "RabbitMQ did not start again; see $LOGS/rabbitmqctl.log"
+      back=$(date +%s%3N)
+      echo "$back" >"$file.back"
+      log "RabbitMQ is back after $(((back - stopped) / 1000)) s"
+    else
+      log "loadgen did not get ready (see $file.err): no restart in run $run"
+    fi
+    wait "$lg" || true
+    out=$(cat "$file.json" 2>/dev/null || true)
+    record restart "$run" "{\"broker_stop_ms\":$stopped,\"broker_back_ms\":$back}" "$out"
+    sleep 5
+  done
+  stop_pid "$gw0"
+  stop_pid "$gw1"
+  stop_pid "$d0"
+  clean_prefix "$prefix"
 }
 
 # Slow consumer (issue 5, acceptance 3): one room of 200 members on one gateway (190
@@ -453,10 +608,14 @@ fi
 
 started=$(date +%s)
 if has_case fanout || has_case deflate || has_case pipeline; then warren_chat_cases; fi
+if has_case coalesce; then coalesce_cases; fi
 if has_case raw; then raw_cases; fi
 if has_case seed; then seed_cases; fi
 if has_case idle; then warren_idle_cases; fi
 if has_case connect; then connect_cases; fi
+if has_case crowd; then crowd_cases; fi
+# Last: it stops and starts the broker.
+if has_case restart; then restart_cases; fi
 echo "elapsed: $(($(date +%s) - started)) s" >>"$OUT/machine.txt"
 log "results in $RESULTS"
 

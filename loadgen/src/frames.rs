@@ -68,6 +68,16 @@ pub fn classify_seed(text: &str) -> Inbound<'_> {
     }
 }
 
+/// The `seq` of a `message` or `ack` frame: the first `"seq":<digits>` in it (it comes
+/// before `text` in a message, and a load generator's text never holds a quote).
+pub fn seq(text: &str) -> Option<u64> {
+    let start = text.find("\"seq\":")? + "\"seq\":".len();
+    let digits = text[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len() - start);
+    text[start..start + digits].parse().ok()
+}
+
 /// The value of the first top-level-looking `"name":"value"` pair, when the value has no
 /// escapes (load generator payloads never do). `None` otherwise.
 fn string_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
@@ -105,6 +115,18 @@ mod tests {
             classify(r#"{"type":"joined","room":"r","history":[{"text":"a"}]}"#),
             Inbound::Other("joined".into())
         );
+    }
+
+    #[test]
+    fn seq_of_messages_and_acks() {
+        let m =
+            r#"{"type":"message","room":"r","id":"x","seq":31,"epoch":"e","text":"1|2|x","ts":1}"#;
+        assert_eq!(seq(m), Some(31));
+        assert_eq!(
+            seq(r#"{"type":"ack","ref":"9","room":"r","id":"x","seq":7}"#),
+            Some(7)
+        );
+        assert_eq!(seq(r#"{"type":"ack","ref":"9"}"#), None);
     }
 
     #[test]

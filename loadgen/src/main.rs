@@ -9,7 +9,7 @@
 //!   `rooms`); `client` dials and authenticates; `frames` reads server frames cheaply;
 //!   `inflate` reads permessage-deflate frames for tungstenite (`--deflate`).
 //! - `scrape` reads the servers' `/metrics` counters at the window's edges.
-//! - `sessions` has `idle` and `connect`; `raw` the broker path without Warren.
+//! - `sessions` has `idle`, `connect` and `crowd`; `raw` the broker path without Warren.
 //! - `measure` has the clocks, histograms, counters and `/proc` CPU probes.
 
 mod args;
@@ -77,8 +77,15 @@ modes:
   seed-fanout  the same against the seed program ({\"username\",\"message\"}, no auth)
   pipeline     many small rooms (2-10 members): --rooms 200 --senders-per-room 1
                --rate N (total msg/s; 0 = as fast as acks allow, --window 4 per sender)
+               --retry: send `unavailable` and unanswered sends again (same ref), check
+               each member got every acked message once, in seq order (every Warren
+               chat mode); --broker-back-file PATH: unix ms the broker came back, read
+               at the end (recovery_ms); --ready-line: `ready` on stderr when sending starts
   idle         --conns C --hold 10: hold C authenticated idle connections
   connect      --concurrency 64 --duration 10: open and close sessions back to back
+               --stats-url http://gw/stats: the gateway's bindings all through the run
+  crowd        --users N --room R --concurrency 500 --connect-timeout 10 --hold 2
+               --start-at UNIX_MS: N users connect and join one room; when all are in
   raw          the broker path alone: --rate N (0 = max, --window 512)
                --durability persistent|transient --amqp URL --prefix P
   cleanup      --queues a,b --exchanges c,d [--amqp URL]
@@ -130,6 +137,7 @@ fn run(args: &Args) -> Value {
         "pipeline" => rooms::pipeline(args),
         "idle" => sessions::idle(args),
         "connect" => sessions::connect(args),
+        "crowd" => sessions::crowd(args),
         "raw" => raw::raw(args),
         "cleanup" => raw::cleanup(args),
         other => Err(Error(format!("unknown mode {other:?}"))),

@@ -31,6 +31,12 @@ struct Common {
     deflate: bool,
     /// `--window-metrics URL,...`: servers' counters over the window.
     window_metrics: crate::scrape::Scrape,
+    /// `--retry`: send refused and unanswered messages again, check every member.
+    retry: bool,
+    /// `--broker-back-file PATH`: when the broker came back (unix ms), read at the end.
+    broker_back_file: Option<std::path::PathBuf>,
+    /// `--ready-line`: say `ready connected=N` on stderr when the traffic starts.
+    ready_line: bool,
 }
 
 impl Common {
@@ -53,6 +59,11 @@ impl Common {
             metrics_url: Some(args.string("metrics-url", "")).filter(|u| !u.is_empty()),
             deflate: args.get("deflate", false)?,
             window_metrics: crate::scrape::Scrape::new(&args.list("window-metrics", &[]))?,
+            retry: args.get("retry", false)?,
+            broker_back_file: Some(args.string("broker-back-file", ""))
+                .filter(|p| !p.is_empty())
+                .map(Into::into),
+            ready_line: args.get("ready-line", false)?,
         })
     }
 
@@ -72,6 +83,9 @@ impl Common {
             metrics_url: self.metrics_url,
             deflate: self.deflate,
             window_metrics: self.window_metrics,
+            retry: self.retry,
+            broker_back_file: self.broker_back_file,
+            ready_line: self.ready_line,
         }
     }
 }

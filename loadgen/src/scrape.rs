@@ -1,13 +1,17 @@
 //! The servers' own counters over the measurement window (`--window-metrics URL,...`):
 //! each URL's Prometheus text is read when the window opens and when it closes, and the
 //! report has what every unlabelled `*_total` counter grew by in between, summed over
-//! the URLs (and each counter's value at the end).
+//! the URLs (and each counter's value at the end). [`StatsWatch`] (`connect
+//! --stats-url`) reads a gateway's `/stats` all through a run instead.
 //!
 //! One HTTP/1.0 GET per URL, on a blocking thread so that no reader task waits.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -31,18 +35,7 @@ impl Scrape {
     pub fn new(urls: &[String]) -> Result<Scrape, Error> {
         let mut targets = Vec::new();
         for url in urls {
-            let rest = url
-                .strip_prefix("http://")
-                .ok_or_else(|| Error::from(format!("--window-metrics {url}: http:// only")))?;
-            let (host, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, "/metrics"),
-            };
-            let addr: SocketAddr = host
-                .parse()
-                .map_err(|e| Error::from(format!("--window-metrics {url}: {e}")))?;
-            let request =
-                format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let (addr, request) = target(url, "--window-metrics", "/metrics")?;
             targets.push((url.clone(), addr, request));
         }
         Ok(Scrape { targets })
@@ -110,6 +103,109 @@ impl Scrape {
             "window": whole(window),
             "end": whole(end),
         })
+    }
+}
+
+/// The address and GET request of `http://ip:port/path` (`default_path` when it has
+/// none); errors name `option`.
+fn target(url: &str, option: &str, default_path: &str) -> Result<(SocketAddr, String), Error> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| Error::from(format!("{option} {url}: http:// only")))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, default_path),
+    };
+    let addr: SocketAddr = host
+        .parse()
+        .map_err(|e| Error::from(format!("{option} {url}: {e}")))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    Ok((addr, request))
+}
+
+/// What a gateway's `/stats` showed over a run.
+#[derive(Default)]
+struct StatsLog {
+    samples: u64,
+    failures: u64,
+    first_error: Option<String>,
+    bindings_min: Option<u64>,
+    bindings_max: Option<u64>,
+    connections_max: Option<u64>,
+}
+
+impl StatsLog {
+    fn add(&mut self, body: &str) -> Result<(), String> {
+        let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("json: {e}"))?;
+        let field = |name: &str| v.get(name).and_then(serde_json::Value::as_u64);
+        let bindings = field("bindings").ok_or("no \"bindings\" number in /stats")?;
+        self.samples += 1;
+        self.bindings_min = Some(self.bindings_min.map_or(bindings, |m| m.min(bindings)));
+        self.bindings_max = Some(self.bindings_max.map_or(bindings, |m| m.max(bindings)));
+        if let Some(c) = field("connections") {
+            self.connections_max = Some(self.connections_max.map_or(c, |m| m.max(c)));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a gateway's `/stats` every `every` on its own thread until stopped: how few
+/// and how many broker bindings it had (`bindings`) and the most connections it held
+/// while a run opened and closed sessions.
+pub struct StatsWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<StatsLog>>,
+}
+
+impl StatsWatch {
+    pub fn start(url: &str, every: Duration) -> Result<StatsWatch, Error> {
+        let (addr, request) = target(url, "--stats-url", "/stats")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("stats-watch".into())
+            .spawn(move || {
+                let mut log = StatsLog::default();
+                // At least one reading, even when stopped at once.
+                loop {
+                    if let Err(e) = get(addr, &request).and_then(|body| log.add(&body)) {
+                        log.failures += 1;
+                        log.first_error.get_or_insert(e);
+                    }
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(every);
+                }
+                log
+            })
+            .map_err(|e| Error::from(format!("stats watcher thread: {e}")))?;
+        Ok(StatsWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the watcher (after one last reading) and reports.
+    pub fn stop(mut self) -> Value {
+        self.stop.store(true, Ordering::Relaxed);
+        let Some(log) = self.thread.take().and_then(|t| t.join().ok()) else {
+            return json!({"error": "stats watcher panicked"});
+        };
+        json!({
+            "samples": log.samples,
+            "failures": log.failures,
+            "first_error": log.first_error,
+            "bindings_min": log.bindings_min,
+            "bindings_max": log.bindings_max,
+            "connections_max": log.connections_max,
+        })
+    }
+}
+
+impl Drop for StatsWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -184,5 +280,20 @@ mod tests {
         assert_eq!(r["end"]["warren_gateway_ws_payload_bytes_out_total"], 1500);
         assert_eq!(r["failed"]["http://127.0.0.1:2"], "connect: refused");
         assert!(Scrape::new(&["https://x".into()]).is_err());
+    }
+
+    #[test]
+    fn stats_keep_the_range_of_bindings() {
+        let mut log = StatsLog::default();
+        log.add(r#"{"gateway":"g","connections":3,"bindings":1}"#)
+            .unwrap();
+        log.add(r#"{"gateway":"g","connections":60,"bindings":2}"#)
+            .unwrap();
+        assert!(log.add(r#"{"connections":1}"#).is_err());
+        assert_eq!(
+            (log.samples, log.bindings_min, log.bindings_max),
+            (2, Some(1), Some(2))
+        );
+        assert_eq!(log.connections_max, Some(60));
     }
 }

@@ -1,18 +1,21 @@
 //! The connection modes: `idle` (hold many authenticated connections open doing
-//! nothing, for the gateway's memory per connection) and `connect` (open and close
-//! authenticated sessions as fast as possible, for the session rate).
+//! nothing, for the gateway's memory per connection), `connect` (open and close
+//! authenticated sessions as fast as possible, for the session rate) and `crowd` (many
+//! users connect and join one room at once, for how long until all are in).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::Args;
 use crate::client::{self, Dial, DialError, Ws};
 use crate::measure::{now_ns, rate, Count, CpuProbe, Errors, Latency, Window};
+use crate::scrape::StatsWatch;
 use crate::{Error, Job};
 
 /// `idle`: opens `--conns` connections (each its own user, past `welcome`; with
@@ -60,19 +63,7 @@ pub fn idle(args: &Args) -> Result<Job, Error> {
         let mut tasks = Vec::new();
         for result in opened {
             match result {
-                Ok(ws) => {
-                    let closed = closed.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let (_sink, mut stream) = ws.split();
-                        // Reading is what answers the gateway's pings.
-                        while let Some(Ok(frame)) = stream.next().await {
-                            if matches!(frame, Message::Close(_)) {
-                                break;
-                            }
-                        }
-                        closed.inc();
-                    }));
-                }
+                Ok(ws) => tasks.push(tokio::spawn(read_until_closed(ws, closed.clone()))),
                 Err(e) => errors.add(&e.0),
             }
         }
@@ -100,7 +91,9 @@ pub fn idle(args: &Args) -> Result<Job, Error> {
 
 /// `connect`: `--concurrency` workers each open a session (TCP, upgrade with a fresh
 /// token for a new user, `welcome`), close it, and start the next, for `--warmup` plus
-/// `--duration` seconds. Sessions whose `welcome` arrived in the window count.
+/// `--duration` seconds. Sessions whose `welcome` arrived in the window count. With
+/// `--stats-url http://gw/stats` the gateway's `/stats` is read every 100 ms all
+/// through the run (`server_stats`: the least and most `bindings` it showed).
 pub fn connect(args: &Args) -> Result<Job, Error> {
     let concurrency: usize = args.get("concurrency", 64)?;
     let urls = args.list("url", &["ws://127.0.0.1:8080/ws"]);
@@ -111,7 +104,12 @@ pub fn connect(args: &Args) -> Result<Job, Error> {
     let duration = Duration::from_secs_f64(args.get("duration", 10.0f64)?);
     let cpu = CpuProbe::new(args.labelled("cpu-pids"), args.get("clk-tck", 100.0f64)?)?;
     let run_id = args.string("run-id", &format!("{:x}", now_ns() % 0xffff_ffff));
+    let stats_url = args.string("stats-url", "");
     Ok(Box::pin(async move {
+        let watch = match stats_url.as_str() {
+            "" => None,
+            url => Some(StatsWatch::start(url, Duration::from_millis(100))?),
+        };
         let window = Window::after(warmup, duration);
         let stats = Arc::new(ConnectStats::default());
         let mut workers = Vec::new();
@@ -184,8 +182,155 @@ pub fn connect(args: &Args) -> Result<Job, Error> {
         out.insert("errors".into(), stats.errors.to_json());
         out.insert("session_latency".into(), stats.latency.summary());
         out.insert("cpu_s".into(), cpu.delta(&before, &after));
+        if let Some(watch) = watch {
+            out.insert("server_stats".into(), watch.stop());
+        }
         Ok(out)
     }))
+}
+
+/// `crowd`: `--users` users, each its own, spread over the URLs round robin, connect
+/// and join one room (`--room`), `--concurrency` at a time, from `--start-at` (unix ms;
+/// at once when absent), so that several processes can make one crowd. Each attempt
+/// (TCP, upgrade, `welcome`, `join`, `joined`) has `--connect-timeout` seconds. Every
+/// member that is in keeps reading (a big room's `member` events, pings); when every
+/// attempt is over the report says when the last one had `joined`, counts the failures
+/// by kind (timeouts apart), and everyone stays `--hold` seconds before leaving.
+pub fn crowd(args: &Args) -> Result<Job, Error> {
+    let users: usize = args.get("users", 1000)?;
+    let urls = args.list("url", &["ws://127.0.0.1:8080/ws"]);
+    let secret = args.string("secret", "");
+    let room = args.string("room", "");
+    if room.is_empty() {
+        return Err("crowd needs --room (one room for the whole crowd)".into());
+    }
+    let ips = client::parse_ips(&args.list("source-ip", &[]))?;
+    let concurrency: usize = args.get("concurrency", 500)?;
+    let timeout = Duration::from_secs_f64(args.get("connect-timeout", 10.0f64)?);
+    let start_at_ms: u64 = args.get("start-at", 0)?;
+    let hold = Duration::from_secs_f64(args.get("hold", 2.0f64)?);
+    let cpu = CpuProbe::new(args.labelled("cpu-pids"), args.get("clk-tck", 100.0f64)?)?;
+    let run_id = args.string("run-id", &format!("{:x}", now_ns() % 0xffff_ffff));
+    if start_at_ms > 0 && start_at_ms * 1_000_000 > now_ns() + 120_000_000_000 {
+        return Err(format!("--start-at {start_at_ms} is more than 2 minutes away").into());
+    }
+    Ok(Box::pin(async move {
+        if start_at_ms > 0 {
+            sleep_until(Window::instant_of(start_at_ms * 1_000_000)).await;
+        }
+        // Seconds are counted from --start-at, the same for every process of the crowd.
+        let origin_ns = if start_at_ms > 0 {
+            start_at_ms * 1_000_000
+        } else {
+            now_ns()
+        };
+        let before = cpu.sample();
+        let errors = Errors::default();
+        let latency = Latency::default();
+        let closed = Arc::new(Count::default());
+        let attempts = futures_util::stream::iter(0..users)
+            .map(|i| {
+                let dial = Dial {
+                    url: urls[i % urls.len()].clone(),
+                    source_ip: client::pick_ip(&ips, i),
+                    timeout,
+                    recv_buffer: None,
+                    deflate: false,
+                    bytes: Default::default(),
+                };
+                let user = format!("w{run_id}-{i}");
+                let (secret, room, closed) = (secret.clone(), room.clone(), closed.clone());
+                async move {
+                    let started = now_ns();
+                    let result = member(&dial, &secret, &user, &room).await;
+                    // Reading from the moment it is in, so nothing queues up for it.
+                    let held = result.map(|ws| tokio::spawn(read_until_closed(ws, closed)));
+                    (started, now_ns(), held)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        let after = cpu.sample();
+        let mut joined_at: Vec<u64> = Vec::new();
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        for (started, done, held) in attempts {
+            match held {
+                Ok(task) => {
+                    latency.record_since(started, done);
+                    joined_at.push(done);
+                    tasks.push(task);
+                }
+                Err(e) => errors.add(&e.0),
+            }
+        }
+        joined_at.sort_unstable();
+        let secs = |ns: u64| ((ns.saturating_sub(origin_ns)) as f64 / 1e6).round() / 1e3;
+        // How many were in by the end of each second.
+        let last_s = joined_at.last().map_or(0, |t| secs(*t).ceil() as usize);
+        let by_second: Vec<usize> = (1..=last_s.max(1))
+            .map(|s| joined_at.partition_point(|t| secs(*t) <= s as f64))
+            .collect();
+        let timeouts: u64 = match errors.to_json() {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| k.starts_with("timeout"))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum(),
+            _ => 0,
+        };
+        let joined = joined_at.len();
+        eprintln!("crowd joined={joined} failed={}", errors.total());
+        tokio::time::sleep(hold).await;
+        let still_open = joined as u64 - closed.get();
+        for t in &tasks {
+            t.abort();
+        }
+        let mut out = serde_json::Map::new();
+        out.insert("ok".into(), json!(joined == users));
+        out.insert("users".into(), json!(users));
+        out.insert("joined".into(), json!(joined));
+        out.insert("failed".into(), json!(errors.total()));
+        out.insert("timeouts".into(), json!(timeouts));
+        out.insert("errors".into(), errors.to_json());
+        out.insert("origin_ms".into(), json!(origin_ns / 1_000_000));
+        out.insert(
+            "last_joined_ms".into(),
+            json!(joined_at.last().map(|t| t / 1_000_000)),
+        );
+        out.insert(
+            "last_joined_s".into(),
+            json!(joined_at.last().map(|t| secs(*t))),
+        );
+        out.insert("joined_by_second".into(), json!(by_second));
+        out.insert("join_latency".into(), latency.summary());
+        out.insert("still_open_after_hold".into(), json!(still_open));
+        out.insert("cpu_s".into(), cpu.delta(&before, &after));
+        Ok(out)
+    }))
+}
+
+/// A session that has joined `room`, all within the dial timeout.
+async fn member(dial: &Dial, secret: &str, user: &str, room: &str) -> Result<Ws, DialError> {
+    let started = Instant::now();
+    let mut ws = session(dial, secret, user).await?;
+    let left = dial.timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, client::join(&mut ws, room)).await {
+        Ok(Ok(())) => Ok(ws),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(DialError("timeout_join".to_owned())),
+    }
+}
+
+/// Reads (which answers the gateway's pings) until the connection closes.
+async fn read_until_closed(ws: Ws, closed: Arc<Count>) {
+    let (_sink, mut stream) = ws.split();
+    while let Some(Ok(frame)) = stream.next().await {
+        if matches!(frame, Message::Close(_)) {
+            break;
+        }
+    }
+    closed.inc();
 }
 
 #[derive(Default)]

@@ -15,12 +15,20 @@
 //! With `--deflate` every member offers permessage-deflate and reads compressed frames
 //! inflated (`inflate`); the report has the bytes read off the sockets and after
 //! inflating, and `--window-metrics` adds the gateways' own counters over the window.
+//!
+//! With `--retry` (Warren only) senders send refused and unanswered messages again with
+//! the same `ref`, and loss is checked member by member, `seq` by `seq` (`retry`): what a
+//! broker restart during a run must not break.
 
+mod retry;
 mod stalled;
+#[cfg(test)]
+mod tests;
 mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +93,15 @@ pub struct Plan {
     pub deflate: bool,
     /// Servers' `/metrics` read at the window's edges.
     pub window_metrics: crate::scrape::Scrape,
+    /// Send refused (`unavailable`) and unanswered messages again, same `ref`, and check
+    /// every member's messages one by one (`retry`).
+    pub retry: bool,
+    /// With `retry`: a file the driving script writes, when the broker is back, with
+    /// that time in unix ms; read after the drain.
+    pub broker_back_file: Option<PathBuf>,
+    /// Print `ready connected=N` on stderr when the traffic starts (for a script that
+    /// acts during the run).
+    pub ready_line: bool,
 }
 
 /// What one sending member did.
@@ -115,6 +132,8 @@ struct Shared {
     per_reader: Vec<Count>,
     /// Deliveries in each second of the window.
     by_second: Vec<Count>,
+    /// With `--retry`: pending sends and what each member got.
+    track: Option<retry::Tracker>,
 }
 
 /// Connects every member of `plan`, runs the traffic and returns the report (without
@@ -158,6 +177,9 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
             Err(e) => connect_errors.add(&e.0),
         }
     }
+    if plan.retry && matches!(plan.flavor, Flavor::Seed) {
+        return Err("--retry needs Warren's refs and acks (not seed-fanout)".into());
+    }
     let stalled_requested = plan.members.iter().filter(|m| m.stalled.is_some()).count();
     let stalled_rcvbuf = plan.members.iter().find_map(|m| m.stalled).unwrap_or(0);
     if sockets.is_empty() {
@@ -200,7 +222,23 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
         by_second: (0..(window.secs().ceil() as usize).max(1))
             .map(|_| Count::default())
             .collect(),
+        track: plan.retry.then(|| {
+            retry::Tracker::new(
+                sender_tags.len(),
+                sockets.len(),
+                plan.broker_back_file.clone(),
+            )
+        }),
     });
+    // Who each reader and each sender is, for the per-member check.
+    let reader_of: Vec<(String, String)> = sockets
+        .iter()
+        .map(|(i, _)| (plan.members[*i].user.clone(), plan.members[*i].room.clone()))
+        .collect();
+    let sender_rooms: Vec<String> = sender_tags
+        .iter()
+        .map(|i| plan.members[*i].room.clone())
+        .collect();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let expected_per_msg: Vec<u64> = sender_tags
         .iter()
@@ -238,6 +276,9 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
         }
     }
 
+    if plan.ready_line {
+        eprintln!("ready connected={readers}");
+    }
     sleep_until(Window::instant_of(window.start_ns)).await;
     let cpu_before = plan.cpu.sample();
     let bytes_before = bytes.snapshot();
@@ -267,10 +308,15 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
             .all(|s| s.acked.get() + s.refused.get() >= s.sent.get())
     };
     let seed = matches!(plan.flavor, Flavor::Seed);
+    // With --retry a message may arrive twice: count each once.
+    let delivered_once = || match &shared.track {
+        Some(t) => t.delivered_once.get(),
+        None => shared.delivered.get(),
+    };
     let (drain_s, drained) = drain(
         plan.drain,
         plan.drain_cap,
-        || shared.delivered.get() >= expected() && (seed || answered()),
+        || delivered_once() >= expected() && (seed || answered()),
         || shared.delivered.get() + shared.senders.iter().map(|s| s.acked.get()).sum::<u64>(),
     )
     .await;
@@ -299,6 +345,18 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
     let accepted_total = sum(&|s| accepted(s, &plan.flavor));
     let expected_total = expected();
     let delivered = shared.delivered.get();
+    // Loss in total, or member by member with --retry.
+    let checked = shared
+        .track
+        .as_ref()
+        .map(|t| t.report(&reader_of, &sender_rooms));
+    let (lost, unexpected) = match &checked {
+        Some((_, lost, unexpected)) => (*lost, *unexpected),
+        None => (
+            expected_total.saturating_sub(delivered),
+            delivered.saturating_sub(expected_total),
+        ),
+    };
     let mut out = serde_json::Map::new();
     out.insert("ok".into(), json!(true));
     out.insert("members".into(), json!(plan.members.len()));
@@ -318,14 +376,8 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
     out.insert("server_errors".into(), shared.server_errors.to_json());
     out.insert("expected_deliveries".into(), json!(expected_total));
     out.insert("delivered".into(), json!(delivered));
-    out.insert(
-        "lost".into(),
-        json!(expected_total.saturating_sub(delivered)),
-    );
-    out.insert(
-        "unexpected".into(),
-        json!(delivered.saturating_sub(expected_total)),
-    );
+    out.insert("lost".into(), json!(lost));
+    out.insert("unexpected".into(), json!(unexpected));
     out.insert(
         "delivered_in_window".into(),
         json!(shared.delivered_in_window.get()),
@@ -395,6 +447,9 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
     }
     if let Some(report) = server_metrics {
         out.insert("server_metrics".into(), report);
+    }
+    if let Some((mut report, _, _)) = checked {
+        out.append(&mut report);
     }
     Ok(out)
 }

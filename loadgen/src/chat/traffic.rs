@@ -1,6 +1,6 @@
 //! The per-connection tasks of a chat run: the reader that counts and times every
-//! frame, the writer that paces a sender's messages, and the idle holder of a receiver's
-//! sink.
+//! frame, the writer that paces a sender's messages (and, with `--retry`, sends again
+//! what was refused or unanswered), and the idle holder of a receiver's sink.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +9,10 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tokio::time::{interval_at, sleep_until, MissedTickBehavior};
+use tokio::time::{interval, interval_at, sleep_until, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::retry::{Refusal, RESEND_TICK};
 use super::{Flavor, Pace, Shared};
 use crate::client::Ws;
 use crate::frames::{self, Inbound};
@@ -46,6 +47,11 @@ pub(super) async fn read(
         match inbound {
             Inbound::Message(body) => {
                 shared.delivered.inc();
+                if let Some(t) = &shared.track {
+                    if let Some(seq) = frames::seq(text.as_str()) {
+                        t.received(slot, seq);
+                    }
+                }
                 let Some((ts, tag)) = parse_payload(body) else {
                     continue;
                 };
@@ -66,6 +72,12 @@ pub(super) async fn read(
                 }
             }
             Inbound::Ack(r) => {
+                // With --retry, only the first ack of a ref counts.
+                if let (Some(t), Some(m)) = (&shared.track, me) {
+                    if !t.ack(m, r, frames::seq(text.as_str()), now) {
+                        continue;
+                    }
+                }
                 if let Some(s) = me.and_then(|m| shared.senders.get(m)) {
                     s.acked.inc();
                 }
@@ -81,6 +93,12 @@ pub(super) async fn read(
             }
             Inbound::Error { code, r#ref } => {
                 shared.server_errors.add(&code);
+                if let (Some(t), Some(m), false) = (&shared.track, me, r#ref.is_empty()) {
+                    // Sent again later, or an answer to an attempt already settled.
+                    if !matches!(t.refused(m, &r#ref, &code, now), Refusal::Final) {
+                        continue;
+                    }
+                }
                 if !r#ref.is_empty() {
                     if let Some(s) = me.and_then(|m| shared.senders.get(m)) {
                         s.refused.inc();
@@ -106,22 +124,41 @@ pub(super) struct Writer {
     pub(super) payload: usize,
 }
 
+/// What a sender does next.
+enum Turn {
+    /// Send a new message.
+    Send,
+    /// With `--retry`: send again what is due.
+    Resend,
+    /// The window is over (or the credits are gone).
+    Stop,
+}
+
 impl Writer {
-    /// Sends until the window closes, paced by a rate or by acks.
+    /// Sends until the window closes, paced by a rate or by acks. With `--retry` it also
+    /// sends again, every [`RESEND_TICK`], what was refused with `unavailable` or got no
+    /// answer, and after the window goes on doing so until every send is answered (the
+    /// run aborts this task after its drain).
     pub(super) async fn run(mut self, pace: Pace, credits: Option<Arc<Semaphore>>) {
         let end = Window::instant_of(self.shared.window.end_ns);
+        let retrying = self.shared.track.is_some();
+        let mut resend = interval(RESEND_TICK);
+        resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
         match (pace, credits) {
             (Pace::Window(_), Some(credits)) => loop {
-                let permit = tokio::select! {
-                    p = credits.acquire() => p,
-                    _ = sleep_until(end) => return,
+                let turn = tokio::select! {
+                    p = credits.acquire() => match p {
+                        Ok(p) => {
+                            p.forget();
+                            Turn::Send
+                        }
+                        Err(_) => Turn::Stop,
+                    },
+                    _ = resend.tick(), if retrying => Turn::Resend,
+                    _ = sleep_until(end) => Turn::Stop,
                 };
-                match permit {
-                    Ok(p) => p.forget(),
-                    Err(_) => return,
-                }
-                if !self.send_one().await {
-                    return;
+                if !self.take(turn).await {
+                    break;
                 }
             },
             (Pace::Rate { per_sec, offset }, _) => {
@@ -129,16 +166,35 @@ impl Writer {
                 let mut tick = interval_at(tokio::time::Instant::now() + offset, period);
                 tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
                 loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = sleep_until(end) => return,
-                    }
-                    if !self.send_one().await {
-                        return;
+                    let turn = tokio::select! {
+                        _ = tick.tick() => Turn::Send,
+                        _ = resend.tick(), if retrying => Turn::Resend,
+                        _ = sleep_until(end) => Turn::Stop,
+                    };
+                    if !self.take(turn).await {
+                        break;
                     }
                 }
             }
-            (Pace::Window(_), None) => {}
+            (Pace::Window(_), None) => return,
+        }
+        let shared = self.shared.clone();
+        if let Some(track) = &shared.track {
+            while track.pending(self.tag) > 0 {
+                resend.tick().await;
+                if !self.resend_due().await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Does `turn`; false when sending is over (window, credits or socket).
+    async fn take(&mut self, turn: Turn) -> bool {
+        match turn {
+            Turn::Send => self.send_one().await,
+            Turn::Resend => self.resend_due().await,
+            Turn::Stop => false,
         }
     }
 
@@ -149,21 +205,12 @@ impl Writer {
             return false;
         }
         let text = payload(now, self.tag as u32, self.payload);
-        let frame = match self.flavor {
-            Flavor::Warren { .. } => json!({
-                "type": "send",
-                "room": self.room,
-                "text": text,
-                "ref": now.to_string(),
-            }),
-            Flavor::Seed => json!({"username": format!("s{}", self.tag), "message": text}),
-        };
-        if self
-            .sink
-            .send(Message::text(frame.to_string()))
-            .await
-            .is_err()
-        {
+        let r#ref = now.to_string();
+        // Before the write, so that even the quickest answer finds it.
+        if let Some(track) = &self.shared.track {
+            track.sent(self.tag, &r#ref, &text, now);
+        }
+        if !self.write(&r#ref, &text).await {
             return false;
         }
         self.shared.senders[self.tag].sent.inc();
@@ -171,5 +218,39 @@ impl Writer {
             self.shared.sent_in_window.inc();
         }
         true
+    }
+
+    /// With `--retry`: the sends due again, same `ref` and text; false when the socket
+    /// failed. Those given up on count as refused.
+    async fn resend_due(&mut self) -> bool {
+        let shared = self.shared.clone();
+        let Some(track) = &shared.track else {
+            return true;
+        };
+        let (due, gave_up) = track.due(self.tag, now_ns());
+        shared.senders[self.tag].refused.add(gave_up);
+        for (r#ref, text) in due {
+            if !self.write(&r#ref, &text).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes one `send` (a seed frame for the seed program); false when the socket failed.
+    async fn write(&mut self, r#ref: &str, text: &str) -> bool {
+        let frame = match self.flavor {
+            Flavor::Warren { .. } => json!({
+                "type": "send",
+                "room": self.room,
+                "text": text,
+                "ref": r#ref,
+            }),
+            Flavor::Seed => json!({"username": format!("s{}", self.tag), "message": text}),
+        };
+        self.sink
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_ok()
     }
 }
