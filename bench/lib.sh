@@ -89,6 +89,8 @@ start_server() {
 # Rate limits are lifted: they are per-connection policy, not the pipeline measured.
 # Extra settings for the gateways the next start_gateway calls start.
 GATEWAY_EXTRA_ENV=()
+# Settings one case gives its dispatchers (e.g. publish_in_room_order=false).
+DISPATCHER_EXTRA_ENV=()
 
 warren_env() {
   local prefix=$1
@@ -110,7 +112,7 @@ start_dispatcher() {
   local prefix=$1 name=${2:-d0} port
   port=$(free_port)
   warren_env "$prefix"
-  WARREN_ENV+=("WARREN__DISPATCHER__LISTEN=127.0.0.1:$port")
+  WARREN_ENV+=("WARREN__DISPATCHER__LISTEN=127.0.0.1:$port" "${DISPATCHER_EXTRA_ENV[@]}")
   ENV_ARRAY=WARREN_ENV start_server "$prefix-$name" "$BIN_DIR/warren-dispatcher"
   DISPATCHER_PID=$STARTED
   wait_http "http://127.0.0.1:$port/readyz" 60 ||

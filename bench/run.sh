@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-ALL_CASES="fanout,deflate,coalesce,seed,pipeline,raw,idle,connect,crowd,restart"
+ALL_CASES="fanout,deflate,coalesce,seed,pipeline,unordered,raw,idle,connect,crowd,restart"
 case $MODE in
   full) : "${CASES:=$ALL_CASES}" "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
   quick) : "${CASES:=$ALL_CASES}" "${RUNS:=1}" "${WAIT_IDLE:=0}" ;;
@@ -297,6 +297,40 @@ coalesce_cases() {
     pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
     out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-k$run" || true)
     record coalesce "$run" '{"write_coalesce_ms":20}' "$out"
+  done
+  stop_pid "$gw0"
+  stop_pid "$gw1"
+  stop_pid "$d0"
+  clean_prefix "$prefix"
+}
+
+# The pipeline again with dispatcher.publish_in_room_order = false: a command's
+# publishes go at once instead of waiting for the earlier ones of its room to be
+# confirmed (gateways repair any order from Redis). Issue 14 asks for both.
+unordered_cases() {
+  local prefix gw0 gw1 d0 url0 url1 pids run out
+  new_prefix
+  prefix=$PREFIX
+  DISPATCHER_EXTRA_ENV=("WARREN__DISPATCHER__PUBLISH_IN_ROOM_ORDER=false")
+  start_dispatcher "$prefix"
+  DISPATCHER_EXTRA_ENV=()
+  d0=$DISPATCHER_PID
+  start_gateway "$prefix" 0
+  gw0=$GATEWAY_PID url0=$GATEWAY_URL
+  start_gateway "$prefix" 1
+  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  for ((run = 1; run <= RUNS; run++)); do
+    log "pipeline (Warren, publishes not held in room order) max run $run/$RUNS"
+    pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
+    out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 0 \
+      --window 4 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+      --cpu-pids "$pids" --run-id "$prefix-um$run" || true)
+    record pipeline_unordered_max "$run" '{}' "$out"
+    log "pipeline (Warren, publishes not held in room order) at 1,000 msg/s run $run/$RUNS"
+    out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 1000 \
+      --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+      --cpu-pids "$pids" --run-id "$prefix-ur$run" || true)
+    record pipeline_unordered_1000 "$run" '{}' "$out"
   done
   stop_pid "$gw0"
   stop_pid "$gw1"
@@ -609,6 +643,7 @@ fi
 started=$(date +%s)
 if has_case fanout || has_case deflate || has_case pipeline; then warren_chat_cases; fi
 if has_case coalesce; then coalesce_cases; fi
+if has_case unordered; then unordered_cases; fi
 if has_case raw; then raw_cases; fi
 if has_case seed; then seed_cases; fi
 if has_case idle; then warren_idle_cases; fi
