@@ -23,7 +23,7 @@ use proto::server::{Ack, Message, ServerBody, ServerFrame};
 use crate::index::{EventOut, Index, Outbound, ReplyOut};
 use crate::metrics::{GatewayMetrics, Kind};
 use crate::repair::{History, Marks, Verdict};
-use crate::ws::Shared;
+use crate::ws::{Counts, Shared};
 
 /// Every this many deliveries, marks of rooms without local members are dropped.
 const SWEEP_EVERY: u64 = 4096;
@@ -218,16 +218,20 @@ impl Deliverer {
                 kicked,
             })
         };
+        let mut counts = Counts::default();
         let handed = match target {
             Target::Room(r) => {
                 let event = make(false);
-                self.index.for_room(&r, |conn| conn.deliver(&event))
+                self.index
+                    .for_room(&r, |conn| conn.deliver(&event, &mut counts))
             }
             Target::User(u) => {
                 let event = make(true);
-                self.index.for_user(&u, |conn| conn.deliver(&event))
+                self.index
+                    .for_user(&u, |conn| conn.deliver(&event, &mut counts))
             }
         };
+        crate::connection::outlet::report(&self.metrics, counts);
         self.metrics
             .frames_out
             .get_or_create(&Kind::of(kind))

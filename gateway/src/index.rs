@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::connection::{Direct, Outlet};
-use crate::ws::Shared;
+use crate::ws::{self, Shared};
 use proto::server::ServerFrame;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -88,11 +88,11 @@ impl ConnHandle {
         false
     }
 
-    /// An event for this connection: written straight to its socket when it is idle,
-    /// queued for its task otherwise.
-    pub fn deliver(&self, event: &Arc<EventOut>) {
+    /// An event for this connection: written straight to its socket when it is idle
+    /// (what it wrote added to `counts`), queued for its task otherwise.
+    pub fn deliver(&self, event: &Arc<EventOut>, counts: &mut ws::Counts) {
         if let Some(outlet) = &self.outlet {
-            match outlet.try_direct(event) {
+            match outlet.try_direct(event, counts) {
                 Direct::Written | Direct::Filtered => return,
                 Direct::Rest => {
                     self.offer(Outbound::Flush);

@@ -333,7 +333,11 @@ async fn a_large_rooms_joined_carries_a_sample_and_the_total() {
         .filter(|v| v["type"] == "member" && v["event"] == "joined")
         .filter_map(|v| v["user"]["id"].as_str())
         .collect();
-    assert_eq!(joins, vec!["u0", "u1", "u2"], "member events while small only");
+    assert_eq!(
+        joins,
+        vec!["u0", "u1", "u2"],
+        "member events while small only"
+    );
     let all = first.presence_ids(room).await;
     assert_eq!(all, vec!["u0", "u1", "u2", "u3", "u4", "u5"]);
 }

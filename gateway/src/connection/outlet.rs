@@ -99,8 +99,9 @@ impl Outlet {
     }
 
     /// Writes `event` straight to the socket if the connection is idle and joined (or
-    /// it is a user's own event); see the module doc.
-    pub fn try_direct(&self, event: &EventOut) -> Direct {
+    /// it is a user's own event); see the module doc. What it wrote is added to
+    /// `counts`, which the delivery loop reports once per event, not once per member.
+    pub fn try_direct(&self, event: &EventOut, counts: &mut Counts) -> Direct {
         if !self.direct || event.kicked || self.queued.load(Ordering::Acquire) != 0 {
             return Direct::Queue;
         }
@@ -121,7 +122,7 @@ impl Outlet {
             None => return Direct::Filtered,
         }
         let written = out.batch.write_shared_now(&self.io, &event.text);
-        self.report(out.batch.take_counts());
+        counts.add(out.batch.take_counts());
         match written {
             Ok(true) => Direct::Written,
             // The task finds a failed socket on its next flush.
@@ -131,13 +132,7 @@ impl Outlet {
 
     /// Adds what the batch wrote to the gateway's byte and compression counters.
     pub(super) fn report(&self, counts: Counts) {
-        let m = &self.metrics;
-        m.ws_payload_bytes_out.inc_by(counts.bytes_out);
-        if counts.bytes_saved > 0 || counts.event_compressions > 0 {
-            m.ws_deflate_bytes_saved.inc_by(counts.bytes_saved);
-            m.deflate_event_compressions
-                .inc_by(counts.event_compressions);
-        }
+        report(&self.metrics, counts);
     }
 
     /// Writes as much of the batch as the socket takes now: true when all of it went.
@@ -157,5 +152,15 @@ impl Outlet {
 
     pub(super) fn is_empty(&self) -> bool {
         self.lock().batch.is_empty()
+    }
+}
+
+/// Adds what writers wrote to the gateway's byte and compression counters.
+pub fn report(m: &GatewayMetrics, counts: Counts) {
+    m.ws_payload_bytes_out.inc_by(counts.bytes_out);
+    if counts.bytes_saved > 0 || counts.event_compressions > 0 {
+        m.ws_deflate_bytes_saved.inc_by(counts.bytes_saved);
+        m.deflate_event_compressions
+            .inc_by(counts.event_compressions);
     }
 }

@@ -169,6 +169,29 @@ impl Assembly {
     }
 }
 
+/// A server frame header (FIN set, unmasked) on the stack: the bytes and how many.
+pub fn header_bytes(opcode: OpCode, compressed: bool, len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = 0x80 | if compressed { 0x40 } else { 0 } | opcode.bits();
+    let n = match len {
+        0..=125 => {
+            head[1] = len as u8;
+            2
+        }
+        126..=0xFFFF => {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    (head, n)
+}
+
 /// Writes a server frame header (FIN set, unmasked) into `out`.
 pub fn header(out: &mut Vec<u8>, opcode: OpCode, compressed: bool, len: usize) {
     out.push(0x80 | if compressed { 0x40 } else { 0 } | opcode.bits());

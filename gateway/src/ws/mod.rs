@@ -357,6 +357,15 @@ pub struct Counts {
     pub event_compressions: u64,
 }
 
+impl Counts {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: Counts) {
+        self.bytes_out += other.bytes_out;
+        self.bytes_saved += other.bytes_saved;
+        self.event_compressions += other.event_compressions;
+    }
+}
+
 impl Batch {
     /// An event's shared payload and whether it is compressed: compressed (once, for
     /// everybody) where negotiated and worth it.
@@ -386,10 +395,10 @@ impl Batch {
     pub fn write_shared_now(&mut self, io: &OwnedWriteHalf, text: &Shared) -> io::Result<bool> {
         debug_assert!(self.is_empty(), "a direct write would overtake the batch");
         let (payload, compressed) = self.payload_of(text);
-        let mut head = Vec::with_capacity(10);
-        frame::header(&mut head, OpCode::Text, compressed, payload.len());
+        let (head, n) = frame::header_bytes(OpCode::Text, compressed, payload.len());
+        let head = &head[..n];
         self.counts.bytes_out += payload.len() as u64;
-        let written = match io.try_write_vectored(&[IoSlice::new(&head), IoSlice::new(payload)]) {
+        let written = match io.try_write_vectored(&[IoSlice::new(head), IoSlice::new(payload)]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
