@@ -257,24 +257,31 @@ warren_chat_cases() {
     done
   fi
   if has_case pipeline; then
-    for ((run = 1; run <= RUNS; run++)); do
-      log "pipeline (Warren) max run $run/$RUNS"
-      pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-      out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 0 \
-        --window 4 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
-        --cpu-pids "$pids" --run-id "$prefix-m$run" || true)
-      record pipeline_max "$run" '{}' "$out"
-      log "pipeline (Warren) at 1,000 msg/s run $run/$RUNS"
-      out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 1000 \
-        --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
-        --cpu-pids "$pids" --run-id "$prefix-r$run" || true)
-      record pipeline_1000 "$run" '{}' "$out"
-    done
+    pipeline_runs pipeline "Warren" "$url0,$url1" "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix"
   fi
   stop_pid "$gw0"
   stop_pid "$gw1"
   stop_pid "$d0"
   clean_prefix "$prefix"
+}
+
+# RUNS pipeline runs against the gateways $3 (comma separated), each at the most
+# (window 4) and at 1,000 msg/s, recorded as $1_max and $1_1000; $2 names them in the
+# log, $4 is the --cpu-pids, $5 a prefix for the run ids.
+pipeline_runs() {
+  local case=$1 label=$2 urls=$3 pids=$4 id=$5 run out
+  for ((run = 1; run <= RUNS; run++)); do
+    log "pipeline ($label) max run $run/$RUNS"
+    out=$(loadgen pipeline --url "$urls" --secret "$SECRET" --rooms 200 --rate 0 \
+      --window 4 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+      --cpu-pids "$pids" --run-id "$id-m$run" || true)
+    record "${case}_max" "$run" '{}' "$out"
+    log "pipeline ($label) at 1,000 msg/s run $run/$RUNS"
+    out=$(loadgen pipeline --url "$urls" --secret "$SECRET" --rooms 200 --rate 1000 \
+      --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
+      --cpu-pids "$pids" --run-id "$id-r$run" || true)
+    record "${case}_1000" "$run" '{}' "$out"
+  done
 }
 
 # Write coalescing (issue 14): the same fan-out against gateways that gather each
@@ -308,7 +315,7 @@ coalesce_cases() {
 # publishes go at once instead of waiting for the earlier ones of its room to be
 # confirmed (gateways repair any order from Redis). Issue 14 asks for both.
 unordered_cases() {
-  local prefix gw0 gw1 d0 url0 url1 pids run out
+  local prefix gw0 gw1 d0 url0 url1
   new_prefix
   prefix=$PREFIX
   DISPATCHER_EXTRA_ENV=("WARREN__DISPATCHER__PUBLISH_IN_ROOM_ORDER=false")
@@ -319,19 +326,8 @@ unordered_cases() {
   gw0=$GATEWAY_PID url0=$GATEWAY_URL
   start_gateway "$prefix" 1
   gw1=$GATEWAY_PID url1=$GATEWAY_URL
-  for ((run = 1; run <= RUNS; run++)); do
-    log "pipeline (Warren, publishes not held in room order) max run $run/$RUNS"
-    pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-    out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 0 \
-      --window 4 --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
-      --cpu-pids "$pids" --run-id "$prefix-um$run" || true)
-    record pipeline_unordered_max "$run" '{}' "$out"
-    log "pipeline (Warren, publishes not held in room order) at 1,000 msg/s run $run/$RUNS"
-    out=$(loadgen pipeline --url "$url0,$url1" --secret "$SECRET" --rooms 200 --rate 1000 \
-      --warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN" \
-      --cpu-pids "$pids" --run-id "$prefix-ur$run" || true)
-    record pipeline_unordered_1000 "$run" '{}' "$out"
-  done
+  pipeline_runs pipeline_unordered "Warren, publishes not held in room order" "$url0,$url1" \
+    "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix-u"
   stop_pid "$gw0"
   stop_pid "$gw1"
   stop_pid "$d0"

@@ -29,8 +29,9 @@ pub fn backfill(
     room_epoch: &str,
     latest: u64,
 ) -> Backfill {
+    // `epoch` is optional: `since` alone is read in the room's current epoch.
     match (since, client_epoch) {
-        (Some(after), Some(epoch)) if epoch == room_epoch && after <= latest => {
+        (Some(after), epoch) if epoch.is_none_or(|e| e == room_epoch) && after <= latest => {
             Backfill::Missed { after }
         }
         _ => Backfill::Recent,
@@ -82,7 +83,11 @@ mod tests {
     fn anything_else_gets_recent_history() {
         assert_eq!(backfill(None, None, "e", 7), Backfill::Recent);
         assert_eq!(backfill(None, Some("e"), "e", 7), Backfill::Recent);
-        assert_eq!(backfill(Some(3), None, "e", 7), Backfill::Recent);
+        // `epoch` is optional: `since` alone recovers in the room's current epoch.
+        assert_eq!(
+            backfill(Some(3), None, "e", 7),
+            Backfill::Missed { after: 3 }
+        );
         assert_eq!(backfill(Some(3), Some("old"), "e", 7), Backfill::Recent);
         // A since the room never reached: the room was reset under the same epoch.
         assert_eq!(backfill(Some(9), Some("e"), "e", 7), Backfill::Recent);

@@ -10,8 +10,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
@@ -230,31 +229,7 @@ impl AmqpAs {
     /// Declares `queue` (exclusive to this connection) and consumes it without acks.
     pub async fn exclusive_queue(&self, queue: &str) -> anyhow::Result<Consumer> {
         let channel = self.conn.create_channel().await?;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("declare {queue}"))?;
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                format!("{queue}-test").into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("consume {queue}"))?;
-        Ok(consumer)
+        crate::broker::exclusive_consumer(&channel, queue, None).await
     }
 
     /// What the broker says to one operation on a fresh channel: `Ok` or its refusal.

@@ -137,18 +137,35 @@ impl Admin {
         keys: &[&str],
     ) -> anyhow::Result<lapin::Consumer> {
         let channel = self.conn.create_channel().await?;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("declare {queue}"))?;
+        exclusive_consumer(&channel, queue, Some((exchange, keys))).await
+    }
+
+    pub async fn close(self) {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), self.conn.close(200, "done".into())).await;
+    }
+}
+
+/// Declares `queue` on `channel` (exclusive to its connection), binds it to the
+/// exchange with each key of `bind` if given, and consumes it without acks.
+pub(crate) async fn exclusive_consumer(
+    channel: &lapin::Channel,
+    queue: &str,
+    bind: Option<(&str, &[&str])>,
+) -> anyhow::Result<lapin::Consumer> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("declare {queue}"))?;
+    if let Some((exchange, keys)) = bind {
         for key in keys {
             channel
                 .queue_bind(
@@ -161,25 +178,19 @@ impl Admin {
                 .await
                 .with_context(|| format!("bind {queue} with {key}"))?;
         }
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                format!("{queue}-observer").into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("consume {queue}"))?;
-        Ok(consumer)
     }
-
-    pub async fn close(self) {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), self.conn.close(200, "done".into())).await;
-    }
+    channel
+        .basic_consume(
+            queue.into(),
+            format!("{queue}-test").into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consume {queue}"))
 }
 
 fn is_not_found(e: &lapin::Error) -> bool {

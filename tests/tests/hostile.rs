@@ -182,6 +182,7 @@ async fn binary_invalid_utf8_and_malformed_frames_get_their_codes() {
     let second = bad.recv().await;
     assert_eq!(second["code"], "unknown_type", "{second}");
     assert_eq!(second["ref"], "u1", "{second}");
+    // An unknown type is a newer client's, not a bad frame: it is no strike.
     bad.send_frame(json!({"type": "send", "ref": "m1"})).await;
     let third = bad.recv().await;
     assert_eq!(
@@ -189,10 +190,17 @@ async fn binary_invalid_utf8_and_malformed_frames_get_their_codes() {
         (Some("bad_request"), Some("m1")),
         "{third}"
     );
+    bad.send_frame(json!({"type": "join", "ref": "j1"})).await;
+    let fourth = bad.recv().await;
+    assert_eq!(
+        (fourth["code"].as_str(), fourth["ref"].as_str()),
+        (Some("bad_request"), Some("j1")),
+        "{fourth}"
+    );
     assert_eq!(
         bad.closed_with(WAIT).await,
         Some(1008),
-        "third bad frame in 10 s"
+        "third malformed frame in 10 s"
     );
 
     assert_still_serves(&stack, 0, "after-malformed").await;

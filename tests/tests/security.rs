@@ -105,3 +105,94 @@ async fn operations_endpoints_are_private_and_tell_no_names() {
     assert!(rebound.json().is_some_and(|j| j.get("token").is_none()));
     carol.close().await;
 }
+
+/// Contract loose ends (#13 items 11, 12 and 14), each against the running stack.
+mod contract {
+    use std::time::Duration;
+
+    use proto::client::Join;
+    use serde_json::json;
+    use warren_tests::rooms_support::{assert_ack, is_typing};
+    use warren_tests::{Stack, StackOptions};
+
+    /// Item 12: an unknown `type` is answered `unknown_type` and never counts towards
+    /// the bad-frame close (three malformed frames within 10 s close with 1008).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_types_are_answered_and_keep_the_connection() {
+        let stack = Stack::start(StackOptions::new(1, 1)).await;
+        let mut c = stack.connect(0, "newer-client").await;
+        for n in 0..5 {
+            let reference = format!("future-{n}");
+            c.send_frame(json!({"type": "reaction", "ref": reference, "emoji": "+1"}))
+                .await;
+            let answer = c.answer(&reference).await;
+            assert_eq!(answer["code"], "unknown_type", "{answer}");
+        }
+        let pong = c.ping("still-here").await;
+        assert_eq!(pong["type"], "pong", "the connection stays open: {pong}");
+        let after = c.try_recv(Duration::from_millis(300)).await;
+        assert!(
+            matches!(after, warren_tests::Recv::Timeout),
+            "nothing more, no close: {after:?}"
+        );
+    }
+
+    /// Item 11: `join` with `since` but without `epoch` recovers in the room's current
+    /// epoch; item 14: `history` with `limit: 0` returns no message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn since_without_epoch_recovers_and_a_zero_limit_returns_nothing() {
+        let stack = Stack::start(StackOptions::new(1, 1)).await;
+        let room = "loose-ends";
+        let mut alice = stack.connect(0, "alice").await;
+        alice.join(room).await;
+        let mut seqs = Vec::new();
+        for n in 0..4 {
+            seqs.push(alice.send_acked(room, &format!("m{n}")).await.seq);
+        }
+        let mut bob = stack.connect(0, "bob").await;
+        let joined = bob
+            .join_with(Join {
+                room: room.to_owned(),
+                since: Some(seqs[1]),
+                epoch: None,
+            })
+            .await;
+        assert!(joined.recovered, "since alone recovers: {joined:?}");
+        let got: Vec<u64> = joined.history.iter().map(|m| m.seq).collect();
+        assert_eq!(got, seqs[2..].to_vec(), "exactly the missed messages");
+
+        let page = alice.history(room, None, Some(0)).await;
+        assert!(page.messages.is_empty(), "limit 0: {page:?}");
+        assert!(!page.complete, "older messages exist");
+    }
+
+    /// Item 14: a muted user's `typing` is dropped, as its sends are refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_muted_users_typing_is_dropped() {
+        let stack = Stack::start(StackOptions::new(1, 1)).await;
+        let room = "hushed";
+        let mut owner = stack.connect(0, "owner").await;
+        owner.join(room).await;
+        let mut mallory = stack.connect(0, "mallory").await;
+        mallory.join(room).await;
+        mallory
+            .send_frame(json!({"type": "typing", "room": room}))
+            .await;
+        owner
+            .recv_until(is_typing(room, "mallory"), Duration::from_secs(10))
+            .await;
+        assert_ack(
+            &owner
+                .moderate(json!({"room": room, "action": "mute", "user": "mallory"}))
+                .await,
+            "mute",
+        );
+        mallory.drain_for(Duration::from_millis(300)).await;
+        mallory
+            .send_frame(json!({"type": "typing", "room": room}))
+            .await;
+        owner
+            .none_within(Duration::from_secs(2), is_typing(room, "mallory"))
+            .await;
+    }
+}

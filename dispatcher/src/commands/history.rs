@@ -26,12 +26,13 @@ pub(super) async fn history(ctx: &Ctx<'_>, args: &History) -> Result<Outcome, Fa
     })))
 }
 
-/// The requested limit, defaulted and clamped to `1..=MAX_HISTORY_LIMIT`.
+/// The requested limit, defaulted and capped at `MAX_HISTORY_LIMIT`. `limit: 0` asks for
+/// no message (the page then only says, through `complete`, whether any exist).
 pub fn page_size(limit: Option<u32>) -> u64 {
     u64::from(
         limit
             .unwrap_or(DEFAULT_HISTORY_LIMIT)
-            .clamp(1, MAX_HISTORY_LIMIT),
+            .min(MAX_HISTORY_LIMIT),
     )
 }
 
@@ -59,7 +60,7 @@ mod tests {
         assert_eq!(page_size(None), 50);
         assert_eq!(page_size(Some(10)), 10);
         assert_eq!(page_size(Some(1000)), 100);
-        assert_eq!(page_size(Some(0)), 1);
+        assert_eq!(page_size(Some(0)), 0, "limit 0 asks for no message");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `typing`: a member's typing notice goes to the room; nothing is stored or answered.
-//! In a dm room it also goes to both users, who need not have joined the room.
+//! In a dm room it also goes to both users, who need not have joined the room. A muted
+//! user's notice is dropped, as its sends are refused.
 
 use proto::amqp::{room_key, EventBody};
 use proto::client::RoomOnly;
@@ -7,11 +8,17 @@ use proto::ids::RoomKind;
 use proto::server::TypingEvent;
 
 use super::{room_kind, Ctx, Failure, Outcome, Routed, UserCopy};
+use crate::access;
 
 pub(super) async fn typing(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Failure> {
     let room = args.room.as_str();
     let kind = room_kind(room)?;
-    ctx.check_reader(room, &kind).await?;
+    let standing = ctx.standing(room, &kind).await?;
+    let role = access::effective_role(&kind, ctx.user(), standing.role);
+    access::may_read(role, standing.banned)?;
+    if standing.muted {
+        return Ok(Outcome::default());
+    }
     let event = EventBody::Typing(TypingEvent {
         room: room.to_owned(),
         user: ctx.user_ref(),

@@ -78,8 +78,15 @@ impl Connection {
                     .frames_in
                     .get_or_create(&Kind::of("invalid"))
                     .inc();
+                // A type this gateway does not know is a newer client's, not a bad
+                // frame: answered, never counted towards the 1008 close.
+                let unknown = e.code == ErrorCode::UnknownType;
                 self.push(&ServerFrame::error(e.reference, e.code, e.message));
-                self.strike()
+                if unknown {
+                    None
+                } else {
+                    self.strike()
+                }
             }
         }
     }
