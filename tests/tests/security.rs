@@ -196,3 +196,55 @@ mod contract {
             .await;
     }
 }
+
+/// Item 6: dedup is keyed on `(room, user, ref)`: a `ref` reused in another room is
+/// another send, stored and delivered; an empty `ref` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_is_deduplicated_per_room_and_an_empty_ref_is_refused() {
+    use serde_json::json;
+    use warren_tests::client::ack_of;
+    use warren_tests::is_message_with_id;
+    use warren_tests::rooms_support::assert_error;
+
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join("first-room").await;
+    alice.join("second-room").await;
+    let mut acks = Vec::new();
+    for room in ["first-room", "second-room"] {
+        alice.send(room, &format!("hello {room}"), "same-ref").await;
+        let answer = alice.answer("same-ref").await;
+        let acked = ack_of(&answer).unwrap_or_else(|| panic!("{room}: {answer}"));
+        assert_eq!(answer["room"], room, "the ack is for this room's message");
+        let got = alice
+            .recv_until(is_message_with_id(&acked.id), Duration::from_secs(10))
+            .await;
+        assert_eq!(got["room"], room, "{got}");
+        acks.push(acked);
+    }
+    assert_ne!(acks[0].id, acks[1].id, "two sends, two messages");
+    // A retry in the first room is still answered with its first ack.
+    alice
+        .send("first-room", "hello first-room", "same-ref")
+        .await;
+    let again = ack_of(&alice.answer("same-ref").await).expect("an ack");
+    assert_eq!(
+        (again.id.as_str(), again.seq),
+        (acks[0].id.as_str(), acks[0].seq)
+    );
+
+    for frame in [
+        json!({"type": "send", "room": "first-room", "text": "x", "ref": ""}),
+        json!({"type": "dm", "to": "bob", "text": "x", "ref": ""}),
+    ] {
+        alice.send_frame(frame.clone()).await;
+        let answer = alice.answer("").await;
+        assert_error(&answer, "bad_request", &frame.to_string());
+    }
+    let history = alice.history("first-room", None, None).await;
+    assert_eq!(
+        history.messages.len(),
+        1,
+        "nothing stored for the empty ref"
+    );
+}

@@ -1,6 +1,6 @@
 //! `send` and `dm`: check, deduplicate, number and store a message, and route it.
 //!
-//! A retry with the same `(user, ref)` is answered from the dedup key with the first
+//! A retry with the same `(room, user, ref)` is answered from the dedup key with the first
 //! message, which is published again: a crash between storing and publishing must not
 //! lose the delivery, and gateways drop a seq they have already delivered. A send
 //! without `ref` is deduplicated on the AMQP `message_id` instead (scoped by user), so
@@ -42,8 +42,12 @@ async fn post(
     text: &str,
 ) -> Result<Outcome, Failure> {
     access::check_text(text, ctx.rules.max_text_bytes)?;
+    if ctx.cmd.reference.as_deref() == Some("") {
+        // An empty `ref` would make every later send of the user a duplicate.
+        return Err(Refusal::new(ErrorCode::BadRequest, "ref must not be empty").into());
+    }
     let user = ctx.user();
-    let dedup = dedup_of(user, ctx.cmd.reference.as_deref(), ctx.message_id);
+    let dedup = dedup_of(room, user, ctx.cmd.reference.as_deref(), ctx.message_id);
     // The dedup key and the sender's standing are read in one round trip (the append is
     // the second): a retry is answered from the dedup key whatever the standing says.
     let standing = match (&dedup, kind) {
@@ -91,15 +95,20 @@ async fn post(
     Ok(delivered(ctx, message))
 }
 
-/// What identifies this send across retries: the client's `ref`, else the delivery's
-/// `message_id`, else nothing (a publisher that sets neither gets no dedup).
+/// What identifies this send across retries: the client's `ref` in the room, else the
+/// delivery's `message_id`, else nothing (a publisher that sets neither gets no dedup).
 pub fn dedup_of<'a>(
+    room: &'a str,
     user: &'a str,
     reference: Option<&'a str>,
     message_id: Option<&'a str>,
 ) -> Option<Dedup<'a>> {
     match (reference, message_id) {
-        (Some(reference), _) => Some(Dedup::Ref { user, reference }),
+        (Some(reference), _) => Some(Dedup::Ref {
+            room,
+            user,
+            reference,
+        }),
         (None, Some(message_id)) => Some(Dedup::Delivery { user, message_id }),
         (None, None) => None,
     }
@@ -156,20 +165,21 @@ mod tests {
     #[test]
     fn dedup_prefers_the_ref_then_the_message_id() {
         assert_eq!(
-            dedup_of("a", Some("r"), Some("m")),
+            dedup_of("room", "a", Some("r"), Some("m")),
             Some(Dedup::Ref {
+                room: "room",
                 user: "a",
                 reference: "r"
             })
         );
         assert_eq!(
-            dedup_of("a", None, Some("m")),
+            dedup_of("room", "a", None, Some("m")),
             Some(Dedup::Delivery {
                 user: "a",
                 message_id: "m"
             })
         );
-        assert_eq!(dedup_of("a", None, None), None);
+        assert_eq!(dedup_of("room", "a", None, None), None);
     }
 
     #[test]

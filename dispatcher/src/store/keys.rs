@@ -80,7 +80,11 @@ impl Keys {
     /// String: the message first stored for this dedup identity, with an expiry.
     pub fn dedup(&self, dedup: &Dedup<'_>) -> String {
         match dedup {
-            Dedup::Ref { user, reference } => format!("{}:dedup:{user}:{reference}", self.prefix),
+            Dedup::Ref {
+                room,
+                user,
+                reference,
+            } => format!("{}:dedup:{room}:{user}:{reference}", self.prefix),
             Dedup::Delivery { user, message_id } => {
                 format!("{}:dedupmsg:{user}:{message_id}", self.prefix)
             }
@@ -107,8 +111,13 @@ impl Keys {
 /// What makes two sends the same send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dedup<'a> {
-    /// The client's `ref`: a retry after a lost connection carries it again.
-    Ref { user: &'a str, reference: &'a str },
+    /// The client's `ref` in one room: a retry after a lost connection carries it again,
+    /// and the same `ref` in another room is another send.
+    Ref {
+        room: &'a str,
+        user: &'a str,
+        reference: &'a str,
+    },
     /// No `ref`: the AMQP `message_id`, which a redelivery of the same publish keeps.
     /// Scoped by user, so that nobody reaches another user's message by reusing an id.
     Delivery { user: &'a str, message_id: &'a str },
@@ -131,10 +140,11 @@ mod tests {
         assert_eq!(k.ban("r", "bob"), "w:room:r:ban:bob");
         assert_eq!(
             k.dedup(&Dedup::Ref {
+                room: "r",
                 user: "bob",
                 reference: "r1"
             }),
-            "w:dedup:bob:r1"
+            "w:dedup:r:bob:r1"
         );
         // Another namespace: user "dedupmsg"'s refs cannot meet a message id.
         assert_eq!(

@@ -129,6 +129,10 @@ impl Connection {
                 return self.join(reference, join);
             }
             ClientBody::Leave(leave) => return self.leave(reference, leave.room),
+            ClientBody::Send(_) | ClientBody::Dm(_) if reference.as_deref() == Some("") => {
+                // An empty `ref` would make every later send a duplicate for 10 minutes.
+                return self.refuse(reference, ErrorCode::BadRequest, "ref must not be empty");
+            }
             ClientBody::Send(send) => {
                 if let Err((code, why)) = self.check_text(&send.text) {
                     return self.refuse(reference, code, why);
