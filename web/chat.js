@@ -12,7 +12,7 @@ const TYPING_EVERY_MS = 3000;
 const OLDER_PAGE = 50;
 const MUTE_SECONDS = 60;
 
-/** A ref unique across tabs and reloads: the dispatcher dedups sends by (user, ref). */
+/** A ref unique across tabs and reloads: the dispatcher dedups sends by (room, user, ref). */
 const refPrefix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) =>
   b.toString(16).padStart(2, '0'),
 ).join('');
