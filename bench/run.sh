@@ -219,14 +219,9 @@ warren_chat_cases() {
   local prefix gw0 gw1 pids run out side
   new_prefix
   prefix=$PREFIX
-  start_dispatcher "$prefix"
-  local d0=$DISPATCHER_PID
-  start_gateway "$prefix" 0
-  gw0=$GATEWAY_PID
-  local url0=$GATEWAY_URL http0=$GATEWAY_HTTP
-  start_gateway "$prefix" 1
-  gw1=$GATEWAY_PID
-  local url1=$GATEWAY_URL http1=$GATEWAY_HTTP
+  start_chat_stack "$prefix"
+  local d0=$D0 url0=$URL0 url1=$URL1 http0=$HTTP0 http1=$HTTP1
+  gw0=$GW0 gw1=$GW1
   if has_case fanout; then
     for ((run = 1; run <= RUNS; run++)); do
       log "fanout (Warren) run $run/$RUNS"
@@ -265,6 +260,17 @@ warren_chat_cases() {
   clean_prefix "$prefix"
 }
 
+# Starts one dispatcher and two gateways under prefix $1 (with DISPATCHER_EXTRA_ENV and
+# GATEWAY_EXTRA_ENV as the caller set them); sets D0, GW0, GW1, URL0, URL1, HTTP0, HTTP1.
+start_chat_stack() {
+  start_dispatcher "$1"
+  D0=$DISPATCHER_PID
+  start_gateway "$1" 0
+  GW0=$GATEWAY_PID URL0=$GATEWAY_URL HTTP0=$GATEWAY_HTTP
+  start_gateway "$1" 1
+  GW1=$GATEWAY_PID URL1=$GATEWAY_URL HTTP1=$GATEWAY_HTTP
+}
+
 # RUNS pipeline runs against the gateways $3 (comma separated), each at the most
 # (window 4) and at 1,000 msg/s, recorded as $1_max and $1_1000; $2 names them in the
 # log, $4 is the --cpu-pids, $5 a prefix for the run ids.
@@ -291,14 +297,10 @@ coalesce_cases() {
   local prefix gw0 gw1 d0 url0 url1 pids run out
   new_prefix
   prefix=$PREFIX
-  start_dispatcher "$prefix"
-  d0=$DISPATCHER_PID
   GATEWAY_EXTRA_ENV=("WARREN__GATEWAY__WRITE_COALESCE_MS=20")
-  start_gateway "$prefix" 0
-  gw0=$GATEWAY_PID url0=$GATEWAY_URL
-  start_gateway "$prefix" 1
-  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  start_chat_stack "$prefix"
   GATEWAY_EXTRA_ENV=()
+  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
   for ((run = 1; run <= RUNS; run++)); do
     log "fanout with 20 ms write coalescing, run $run/$RUNS"
     pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
@@ -319,13 +321,9 @@ unordered_cases() {
   new_prefix
   prefix=$PREFIX
   DISPATCHER_EXTRA_ENV=("WARREN__DISPATCHER__PUBLISH_IN_ROOM_ORDER=false")
-  start_dispatcher "$prefix"
+  start_chat_stack "$prefix"
   DISPATCHER_EXTRA_ENV=()
-  d0=$DISPATCHER_PID
-  start_gateway "$prefix" 0
-  gw0=$GATEWAY_PID url0=$GATEWAY_URL
-  start_gateway "$prefix" 1
-  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
   pipeline_runs pipeline_unordered "Warren, publishes not held in room order" "$url0,$url1" \
     "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix-u"
   stop_pid "$gw0"
@@ -484,12 +482,8 @@ crowd_cases() {
   local prefix gw0 gw1 d0 url0 url1 pids run
   new_prefix
   prefix=$PREFIX
-  start_dispatcher "$prefix"
-  d0=$DISPATCHER_PID
-  start_gateway "$prefix" 0
-  gw0=$GATEWAY_PID url0=$GATEWAY_URL
-  start_gateway "$prefix" 1
-  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  start_chat_stack "$prefix"
+  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
   for ((run = 1; run <= RUNS; run++)); do
     log "crowd: $CROWD_USERS users join one room, run $run/$RUNS"
     pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
@@ -546,12 +540,8 @@ restart_cases() {
   local prefix gw0 gw1 d0 url0 url1 run file lg t stopped back out
   new_prefix
   prefix=$PREFIX
-  start_dispatcher "$prefix"
-  d0=$DISPATCHER_PID
-  start_gateway "$prefix" 0
-  gw0=$GATEWAY_PID url0=$GATEWAY_URL
-  start_gateway "$prefix" 1
-  gw1=$GATEWAY_PID url1=$GATEWAY_URL
+  start_chat_stack "$prefix"
+  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
   for ((run = 1; run <= RUNS; run++)); do
     log "broker restart during a 200-room pipeline at 500 msg/s, run $run/$RUNS"
     file=$OUT/restart-$run

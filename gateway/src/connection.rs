@@ -173,11 +173,7 @@ pub fn serve(
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let (tx, rx) = mpsc::channel(gw.settings.gateway.outbound_queue.max(1));
     let g = &gw.settings.gateway;
-    let outlet = Arc::new(Outlet::new(
-        writer,
-        g.write_coalesce_ms == 0,
-        gw.metrics.clone(),
-    ));
+    let outlet = Arc::new(Outlet::new(writer, g.write_coalesce_ms == 0));
     let handle = ConnHandle {
         tx,
         slow: CancellationToken::new(),
@@ -258,6 +254,20 @@ enum Written {
     Stalled,
 }
 
+impl Written {
+    /// How the connection ends after this write, if it does.
+    fn ending(self) -> Option<Ending> {
+        match self {
+            Written::Done | Written::Interrupted => None,
+            Written::Failed => Some(Ending::gone("write failed")),
+            Written::Stalled => Some(Ending::close(
+                close::SLOW_CONSUMER,
+                "client stopped reading",
+            )),
+        }
+    }
+}
+
 impl Connection {
     fn welcome(&self) -> ServerFrame {
         ServerFrame::new(ServerBody::Welcome(Welcome {
@@ -272,7 +282,7 @@ impl Connection {
     }
 
     fn push(&mut self, frame: &ServerFrame) {
-        self.push_into(&mut self.outlet.clone().lock(), frame);
+        self.push_into(&mut self.outlet.lock(), frame);
     }
 
     /// [`Connection::push`] with the outlet already locked.
@@ -313,7 +323,7 @@ impl Connection {
 
     fn count_bytes(&mut self) {
         let counts = self.outlet.lock().batch.take_counts();
-        self.outlet.report(counts);
+        outlet::report(&self.gw.metrics, counts);
     }
 
     async fn run(&mut self, reader: &mut ws::Reader, mut rx: mpsc::Receiver<Outbound>) -> Ending {
@@ -341,17 +351,12 @@ impl Connection {
         // branches are polled once without waiting.
         let mut turns = 0u32;
         loop {
-            if !self.outlet.is_empty() && coalesce > Duration::ZERO && !gathering {
-                gathering = true;
-                coalescing.as_mut().reset(Instant::now() + coalesce);
-            }
             if !gathering && !self.outlet.is_empty() {
-                match self.write(idle).await {
-                    Written::Done | Written::Interrupted => {}
-                    Written::Failed => return Ending::gone("write failed"),
-                    Written::Stalled => {
-                        return Ending::close(close::SLOW_CONSUMER, "client stopped reading")
-                    }
+                if coalesce > Duration::ZERO {
+                    gathering = true;
+                    coalescing.as_mut().reset(Instant::now() + coalesce);
+                } else if let Some(ending) = self.write(idle).await.ending() {
+                    return ending;
                 }
             }
             turns += 1;
@@ -374,12 +379,8 @@ impl Connection {
                 Turn::Nothing => {}
                 Turn::Coalesced => {
                     gathering = false;
-                    match self.write(idle).await {
-                        Written::Done | Written::Interrupted => {}
-                        Written::Failed => return Ending::gone("write failed"),
-                        Written::Stalled => {
-                            return Ending::close(close::SLOW_CONSUMER, "client stopped reading")
-                        }
+                    if let Some(ending) = self.write(idle).await.ending() {
+                        return ending;
                     }
                 }
                 Turn::Shutdown => return Ending::close(close::GOING_AWAY, "gateway shutting down"),

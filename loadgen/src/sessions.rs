@@ -69,11 +69,7 @@ pub fn idle(args: &Args) -> Result<Job, Error> {
         }
         let connected = tasks.len();
         eprintln!("ready connected={connected} failed={}", errors.total());
-        tokio::time::sleep(hold).await;
-        let still_open = connected as u64 - closed.get();
-        for t in &tasks {
-            t.abort();
-        }
+        let still_open = hold_then_drop(&tasks, connected, &closed, hold).await;
         let mut out = serde_json::Map::new();
         out.insert("ok".into(), json!(connected == conns));
         out.insert("conns".into(), json!(conns));
@@ -281,11 +277,7 @@ pub fn crowd(args: &Args) -> Result<Job, Error> {
         };
         let joined = joined_at.len();
         eprintln!("crowd joined={joined} failed={}", errors.total());
-        tokio::time::sleep(hold).await;
-        let still_open = joined as u64 - closed.get();
-        for t in &tasks {
-            t.abort();
-        }
+        let still_open = hold_then_drop(&tasks, joined, &closed, hold).await;
         let mut out = serde_json::Map::new();
         out.insert("ok".into(), json!(joined == users));
         out.insert("users".into(), json!(users));
@@ -320,6 +312,22 @@ async fn member(dial: &Dial, secret: &str, user: &str, room: &str) -> Result<Ws,
         Ok(Err(e)) => Err(e),
         Err(_) => Err(DialError("timeout_join".to_owned())),
     }
+}
+
+/// Keeps the `open` connections read by `tasks` for `hold`, then drops them; returns
+/// how many were still open (the server closed none of them meanwhile).
+async fn hold_then_drop(
+    tasks: &[tokio::task::JoinHandle<()>],
+    open: usize,
+    closed: &Count,
+    hold: Duration,
+) -> u64 {
+    tokio::time::sleep(hold).await;
+    let still_open = open as u64 - closed.get();
+    for t in tasks {
+        t.abort();
+    }
+    still_open
 }
 
 /// Reads (which answers the gateway's pings) until the connection closes.

@@ -22,12 +22,12 @@ pub(super) async fn leave(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Fai
     if entry.is_none_or(|e| e.id != user) {
         return Ok(outcome);
     }
-    ctx.store.exit(room, &session).await?;
     if count > ctx.rules.max_event_members {
         // A large room gets no `member` events: nothing more to read.
+        ctx.store.exit(room, &session).await?;
         return Ok(outcome);
     }
-    let entries = ctx.store.presence(room).await?;
+    let entries = ctx.store.exit_and_read(room, &session).await?;
     if !has_other_session(&entries, user, &session)
         && members(&entries).len() < ctx.rules.max_event_members
     {

@@ -64,6 +64,26 @@ impl RoomStore {
         Ok((count, entry))
     }
 
+    /// Removes `session`'s presence entry and returns the room's entries left, in one
+    /// round trip.
+    pub async fn exit_and_read(
+        &self,
+        room: &str,
+        session: &str,
+    ) -> Result<Vec<(String, PresenceEntry)>, StoreError> {
+        let key = self.keys.presence(room);
+        let (raw,): (HashMap<String, String>,) = redis::pipe()
+            .cmd("HDEL")
+            .arg(&key)
+            .arg(session)
+            .ignore()
+            .cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(parse_presence(room, raw))
+    }
+
     /// Removes `session`'s presence entry. False when there was none.
     pub async fn exit(&self, room: &str, session: &str) -> Result<bool, StoreError> {
         Ok(self.exit_all(room, &[session.to_owned()]).await? > 0)

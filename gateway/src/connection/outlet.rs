@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -53,7 +53,6 @@ pub struct Outlet {
     /// Direct writes allowed (no write coalescing).
     direct: bool,
     out: Mutex<Out>,
-    metrics: Arc<GatewayMetrics>,
 }
 
 /// What [`Outlet::try_direct`] did with an event.
@@ -69,12 +68,11 @@ pub enum Direct {
 }
 
 impl Outlet {
-    pub(super) fn new(writer: ws::Writer, direct: bool, metrics: Arc<GatewayMetrics>) -> Outlet {
+    pub(super) fn new(writer: ws::Writer, direct: bool) -> Outlet {
         Outlet {
             io: writer.io,
             queued: AtomicUsize::new(0),
             direct,
-            metrics,
             out: Mutex::new(Out {
                 batch: writer.batch,
                 rooms: HashMap::default(),
@@ -128,11 +126,6 @@ impl Outlet {
             // The task finds a failed socket on its next flush.
             Ok(false) | Err(_) => Direct::Rest,
         }
-    }
-
-    /// Adds what the batch wrote to the gateway's byte and compression counters.
-    pub(super) fn report(&self, counts: Counts) {
-        report(&self.metrics, counts);
     }
 
     /// Writes as much of the batch as the socket takes now: true when all of it went.
