@@ -270,6 +270,8 @@ def pipeline_table(rows, goals):
     row("Warren (1 dispatcher, 2 gateways)", "pipeline_max", "pipeline_1000", "messages_delivered_per_s")
     row("Warren, `dispatcher.publish_in_room_order = false`", "pipeline_unordered_max",
         "pipeline_unordered_1000", "messages_delivered_per_s")
+    row("Warren, quorum command queues (`amqp.command_queue_type = quorum`, one node)",
+        "pipeline_quorum_max", "pipeline_quorum_1000", "messages_delivered_per_s")
     row("raw lapin path, persistent + confirms on both hops", "raw_max", "raw_1000", "delivered_per_s")
     row("raw lapin path, transient, no confirms", "raw_transient_max", None, "delivered_per_s")
     out.append(f"| raw path, published in the issue | {PUBLISHED['raw_persistent']:,} persistent, "

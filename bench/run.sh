@@ -5,9 +5,10 @@
 #   bench/run.sh                 full matrix, 3 runs per case, medians -> BENCHMARKS.md
 #   bench/run.sh --quick         short runs, 1 each, summary on stdout (BENCHMARKS.md kept)
 #   bench/run.sh --smoke         <= 10 s: one tiny fan-out; exit 0 when it works (for CI)
-#   bench/run.sh --cases fanout,deflate,coalesce,seed,pipeline,raw,idle,connect,crowd,restart
+#   bench/run.sh --cases fanout,deflate,coalesce,seed,pipeline,unordered,quorum,raw,idle,connect,crowd,restart
 #                                a selection. deflate: the fan-out with permessage-deflate on
 #                                and off; coalesce: the fan-out with 20 ms write coalescing;
+#                                quorum: the pipeline with quorum command queues;
 #                                crowd: $CROWD_USERS (19,000) users join one room at once;
 #                                restart: RabbitMQ's app stopped and started during a
 #                                pipeline run - it stops the machine's broker, so never
@@ -63,7 +64,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-ALL_CASES="fanout,deflate,coalesce,seed,pipeline,unordered,raw,idle,connect,crowd,restart"
+ALL_CASES="fanout,deflate,coalesce,seed,pipeline,unordered,quorum,raw,idle,connect,crowd,restart"
 case $MODE in
   full) : "${CASES:=$ALL_CASES}" "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
   quick) : "${CASES:=$ALL_CASES}" "${RUNS:=1}" "${WAIT_IDLE:=0}" ;;
@@ -326,6 +327,27 @@ unordered_cases() {
   d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
   pipeline_runs pipeline_unordered "Warren, publishes not held in room order" "$url0,$url1" \
     "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix-u"
+  stop_pid "$gw0"
+  stop_pid "$gw1"
+  stop_pid "$d0"
+  clean_prefix "$prefix"
+}
+
+# The pipeline again with quorum command queues (amqp.command_queue_type = quorum) on
+# the machine's one node: what the Raft log costs a command before any replica does
+# (issue 10 asks for both types measured to choose the default).
+quorum_cases() {
+  local prefix gw0 gw1 d0 url0 url1
+  new_prefix
+  prefix=$PREFIX
+  DISPATCHER_EXTRA_ENV=("WARREN__AMQP__COMMAND_QUEUE_TYPE=quorum")
+  GATEWAY_EXTRA_ENV=("WARREN__AMQP__COMMAND_QUEUE_TYPE=quorum")
+  start_chat_stack "$prefix"
+  DISPATCHER_EXTRA_ENV=()
+  GATEWAY_EXTRA_ENV=()
+  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
+  pipeline_runs pipeline_quorum "Warren, quorum command queues" "$url0,$url1" \
+    "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix-q"
   stop_pid "$gw0"
   stop_pid "$gw1"
   stop_pid "$d0"
@@ -630,6 +652,7 @@ started=$(date +%s)
 if has_case fanout || has_case deflate || has_case pipeline; then warren_chat_cases; fi
 if has_case coalesce; then coalesce_cases; fi
 if has_case unordered; then unordered_cases; fi
+if has_case quorum; then quorum_cases; fi
 if has_case raw; then raw_cases; fi
 if has_case seed; then seed_cases; fi
 if has_case idle; then warren_idle_cases; fi

@@ -9,8 +9,12 @@
 #   4. e2e tests     cargo test -p warren-tests --test e2e
 #   5. fault tests   cargo test -p warren-tests --test faults -- --test-threads=1
 #                    (only if tests/tests/faults.rs exists; these restart the
-#                    shared broker and store, so they run alone, last)
-#   6. services      scripts/ensure-services.sh, to leave them running
+#                    shared broker and store, so they run alone)
+#   6. cluster tests cargo test -p warren-tests --test cluster_rabbitmq --test
+#                    cluster_redis -- --test-threads=1: each starts its own 3-node
+#                    RabbitMQ cluster or 6-node Redis Cluster (scripts/rabbitmq-cluster.sh,
+#                    scripts/redis-cluster.sh) on ports of its own, and stops it; alone, last
+#   7. services      scripts/ensure-services.sh, to leave them running
 #
 # Stops at the first failing step, with a non-zero exit status.
 set -euo pipefail
@@ -57,7 +61,7 @@ step "services" bash scripts/ensure-services.sh
 step "build" cargo build --workspace --bins
 step "unit tests" cargo test --workspace --exclude warren-tests
 step "python env" bash scripts/python-env.sh
-step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path
+step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out
 step "browser tests" bash scripts/test-browser.sh
 step "loadgen smoke" bash bench/run.sh --smoke --profile debug --no-build
 step "deploy files" bash scripts/validate-deploy.sh
@@ -66,6 +70,7 @@ if [[ -f tests/tests/faults.rs ]]; then
 else
     printf '\n==> test.sh: fault tests: skipped (tests/tests/faults.rs does not exist)\n' >&2
 fi
+step "cluster tests" cargo test -p warren-tests --test cluster_rabbitmq --test cluster_redis -- --test-threads=1
 step "services still up" bash scripts/ensure-services.sh
 
 printf '\ntest.sh: PASSED: %s (%ds)\n' "$(joined)" "$((SECONDS - started_at))"

@@ -2,12 +2,14 @@
 # Validates Warren's deployment files offline, without a Docker engine:
 #
 #   1. compose     `docker-compose config` (Debian's docker-compose 1.29, which
-#                  needs no engine) renders deploy/compose.yaml with its default
-#                  variables and only the required WARREN_AUTH_SECRET set; it
-#                  rejects unknown keys (a typo), bad value types, unset
-#                  variables and references to undefined services or volumes.
-#                  Any warning counts as a failure. Without WARREN_AUTH_SECRET
-#                  the rendering must fail (safe by default).
+#                  needs no engine) renders deploy/compose.yaml and
+#                  deploy/compose.cluster.yaml with their default variables and
+#                  only the required secrets set (WARREN_AUTH_SECRET, and
+#                  WARREN_RABBITMQ_COOKIE for the cluster); it rejects unknown keys
+#                  (a typo), bad value types, unset variables and references to
+#                  undefined services, networks or volumes. Any warning counts as a
+#                  failure. Without any one of the secrets the rendering must fail
+#                  (safe by default).
 #   2. haproxy     `haproxy -c` on deploy/haproxy.cfg (Debian's HAProxy). The
 #                  gateway host names resolve only inside compose; the file uses
 #                  `init-addr libc,none`, so they are reported as warnings, which
@@ -21,11 +23,19 @@
 #                  with PRECONDITION_FAILED), its accounts, their
 #                  least-privilege permissions and dev passwords; the
 #                  Dockerfile and .dockerignore against the workspace.
+#                  The cluster file gets the same checks where they apply, and
+#                  its own: three RabbitMQ nodes, the same three in cluster.conf's
+#                  classic peer discovery, one Erlang cookie; quorum command queues
+#                  on every Warren service; every service's amqp.urls lists every
+#                  node and its redis.cluster_nodes every Redis node; six Redis
+#                  nodes in cluster mode with fixed addresses, made a cluster by a
+#                  one-shot init service; two dispatchers, two gateways;
+#                  definitions.cluster.json is definitions.json without the queues.
 #   4. probe       bash -n and shellcheck on the health probe that the
 #                  Dockerfile writes into the image; hadolint on the Dockerfile
 #                  when it happens to be installed (it is not a Debian package).
-#   5. live        only with --live: the same configuration, run for real without
-#                  containers. A private RabbitMQ node (this machine's 3.10, own
+#   5. live        only with --live: the configuration of compose.yaml (not the
+#                  cluster file), run for real without containers. A private RabbitMQ node (this machine's 3.10, own
 #                  ports and data directory) boots with rabbitmq.conf (less the
 #                  3.13+ key) and definitions.json; a private Redis; the
 #                  dispatcher and the two gateways from target/ (or --bin-dir)
@@ -54,6 +64,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 readonly COMPOSE_FILE=deploy/compose.yaml
+readonly CLUSTER_FILE=deploy/compose.cluster.yaml
 readonly HAPROXY_CFG=deploy/haproxy.cfg
 readonly DOCKERFILE=deploy/Dockerfile
 # Debian's interpreter: the one apt's python3-yaml is installed for (a pyenv or
@@ -137,35 +148,54 @@ check() {
 # ---------------------------------------------------------------------------
 # The shipped defaults are what is checked: not deploy/.env (an empty
 # --env-file instead) and none of the caller's variables (env -i).
-# The secret the rendering is given (compose requires one); checked for below.
+# The secrets the rendering is given (compose requires them); checked for below.
 readonly RENDER_SECRET=validate-deploy-render-secret
+readonly RENDER_COOKIE=validate-deploy-render-cookie
+: >"$tmp/empty.env"
 
+# render FILE OUT VAR=VALUE...: docker-compose config of FILE into OUT (stderr into
+# OUT.err), with nothing but the given variables.
+render() {
+    local file=$1 out=$2
+    shift 2
+    env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 "$@" \
+        docker-compose --env-file "$tmp/empty.env" -f "$file" config >"$out" 2>"$out.err"
+}
+
+# compose_config FILE OUT: renders FILE with the required secrets set.
 compose_config() {
-    local rc=0
-    : >"$tmp/empty.env"
-    env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 WARREN_AUTH_SECRET="$RENDER_SECRET" \
-        docker-compose --env-file "$tmp/empty.env" -f "$COMPOSE_FILE" config \
-        >"$tmp/compose.rendered.yaml" 2>"$tmp/compose.err" || rc=$?
-    if ((rc != 0)) || [[ -s $tmp/compose.err ]]; then
-        printf '  %s\n' "docker-compose config ($COMPOSE_FILE) says:" >&2
-        sed 's/^/    /' "$tmp/compose.err" >&2
+    local file=$1 out=$2 rc=0
+    render "$file" "$out" WARREN_AUTH_SECRET="$RENDER_SECRET" WARREN_RABBITMQ_COOKIE="$RENDER_COOKIE" || rc=$?
+    if ((rc != 0)) || [[ -s $out.err ]]; then
+        printf '  %s\n' "docker-compose config ($file) says:" >&2
+        sed 's/^/    /' "$out.err" >&2
         ((rc != 0)) || printf '    (exit status 0, but any warning is a failure here)\n' >&2
+        rm -f "$out"
         return 1
     fi
 }
 
-# Without WARREN_AUTH_SECRET compose must refuse, naming the variable: no deployment
-# ever runs with a secret everybody knows.
-compose_requires_secret() {
-    local rc=0
-    env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
-        docker-compose --env-file "$tmp/empty.env" -f "$COMPOSE_FILE" config \
-        >/dev/null 2>"$tmp/compose.nosecret.err" || rc=$?
-    if ((rc == 0)) || ! grep -q WARREN_AUTH_SECRET "$tmp/compose.nosecret.err"; then
-        printf '  docker-compose config without WARREN_AUTH_SECRET: exit status %d, said:\n' "$rc" >&2
-        sed 's/^/    /' "$tmp/compose.nosecret.err" >&2
-        return 1
-    fi
+# compose_requires FILE VAR...: without any one of the VARs (the others set), compose
+# must refuse to render FILE, naming it: no deployment ever runs with a secret
+# everybody knows.
+compose_requires() {
+    local file=$1 var rc out=$tmp/nosecret.yaml
+    shift
+    local -A given=([WARREN_AUTH_SECRET]=$RENDER_SECRET [WARREN_RABBITMQ_COOKIE]=$RENDER_COOKIE)
+    for var in "$@"; do
+        local -a env_args=()
+        local name
+        for name in "${!given[@]}"; do
+            [[ $name == "$var" ]] || env_args+=("$name=${given[$name]}")
+        done
+        rc=0
+        render "$file" "$out" "${env_args[@]}" || rc=$?
+        if ((rc == 0)) || ! grep -q "$var" "$out.err"; then
+            printf '  docker-compose config of %s without %s: exit status %d, said:\n' "$file" "$var" "$rc" >&2
+            sed 's/^/    /' "$out.err" >&2
+            return 1
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------
@@ -194,14 +224,16 @@ haproxy_check() {
 # ---------------------------------------------------------------------------
 # 3. Agreement between the files (Python).
 # ---------------------------------------------------------------------------
+# agreement single|cluster COMPOSE_FILE RENDERED
 agreement() {
-    [[ -s $tmp/compose.rendered.yaml ]] || {
-        printf '  skipped: needs the rendered compose file (check 1 failed)\n' >&2
+    [[ -s $3 ]] || {
+        printf '  skipped: needs the rendered compose file (its check 1 failed)\n' >&2
         return 1
     }
-    "$PY" - "$tmp/compose.rendered.yaml" <<'PY'
+    "$PY" - "$@" <<'PY'
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 import sys
@@ -211,7 +243,12 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-RENDERED = sys.argv[1]
+MODE, COMPOSE_SRC, RENDERED = sys.argv[1:4]
+# The cluster file (deploy/compose.cluster.yaml) takes the checks of the single-node
+# one where they apply, and its own where it differs.
+CLUSTER = MODE == "cluster"
+DEFINITIONS = "deploy/rabbitmq/definitions.cluster.json" if CLUSTER else "deploy/rabbitmq/definitions.json"
+DEF_NAME = Path(DEFINITIONS).name
 problems = []
 
 
@@ -240,24 +277,30 @@ def _no_duplicates(loader, node, deep=False):
             continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            bad(f"deploy/compose.yaml:{key_node.start_mark.line + 1}: key {key!r} repeats line {seen[key]}")
+            bad(f"{COMPOSE_SRC}:{key_node.start_mark.line + 1}: key {key!r} repeats line {seen[key]}")
         seen.setdefault(key, key_node.start_mark.line + 1)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 try:
-    yaml.load(read("deploy/compose.yaml"), Loader=StrictLoader)
+    yaml.load(read(COMPOSE_SRC), Loader=StrictLoader)
 except yaml.YAMLError as e:
-    bad(f"deploy/compose.yaml: {e}")
+    bad(f"{COMPOSE_SRC}: {e}")
 compose = yaml.safe_load(read(RENDERED)) or {}
 services = compose.get("services") or {}
 defaults = tomllib.loads(read("common/src/defaults.toml"))
-try:
-    definitions = json.loads(read("deploy/rabbitmq/definitions.json"))
-except json.JSONDecodeError as e:
-    bad(f"deploy/rabbitmq/definitions.json is not valid JSON: {e}")
-    definitions = {}
+
+
+def load_json(path):
+    try:
+        return json.loads(read(path))
+    except json.JSONDecodeError as e:
+        bad(f"{path} is not valid JSON: {e}")
+        return {}
+
+
+definitions = load_json(DEFINITIONS)
 haproxy_cfg = read("deploy/haproxy.cfg")
 rabbit_conf = read("deploy/rabbitmq/rabbitmq.conf")
 dockerfile = read("deploy/Dockerfile")
@@ -364,8 +407,9 @@ def name_expr(expr, prefix, shard=None):
     return f"{prefix}." + name_fns[m.group(1)].replace("{shard}", str(shard))
 
 
-def declared(prefix, shards):
-    """(exchanges, queues, bindings) as amqp.rs declares them, in definitions.json's shape."""
+def declared(prefix, shards, queue_type):
+    """(exchanges, queues, bindings) as amqp.rs declares them, in definitions.json's
+    shape, for services whose amqp.command_queue_type is queue_type."""
     exchanges, queues, bindings = {}, {}, set()
     durable_ex = "letdurable=ExchangeDeclareOptions{durable:true," in body
     for m in re.finditer(r"ch\.exchange_declare\((names\.\w+\(\))\.into\(\),ExchangeKind::(\w+),(\w+),FieldTable::default\(\),\)", body):
@@ -374,34 +418,45 @@ def declared(prefix, shards):
             bad(f"common/src/amqp.rs: cannot read exchange_declare({m.group(1)}, ..); update scripts/validate-deploy.sh")
             continue
         exchanges[name] = {"type": m.group(2).lower(), "durable": True, "auto_delete": False, "internal": False, "arguments": {}}
-    # The dead-letter queue: durable, no arguments.
-    for m in re.finditer(r"ch\.queue_declare\((names\.\w+\(\))\.into\(\),QueueDeclareOptions::(\w+)\(\),FieldTable::default\(\),\)", body):
-        name = name_expr(m.group(1), prefix)
-        if name is None or m.group(2) != "durable":
-            bad(f"common/src/amqp.rs: cannot read queue_declare({m.group(1)}, ..); update scripts/validate-deploy.sh")
-            continue
-        queues[name] = {"durable": True, "auto_delete": False, "arguments": {}}
+    def table(text, var):
+        """The queue arguments `VAR.insert("key".into(), AMQPValue::Kind(raw));` put in
+        the FieldTable VAR, as JSON values."""
+        args = {}
+        inserts = re.findall(r'\b' + var + r'\.insert\("([^"]+)"\.into\(\),AMQPValue::(\w+)\((.*?)\),?\);', text)
+        for key, kind, raw in inserts:
+            if kind == "Boolean" and raw in ("true", "false"):
+                args[key] = raw == "true"
+            elif kind in ("LongInt", "ShortInt", "LongLongInt", "LongUInt") and re.fullmatch(r"-?[\d_]+", raw):
+                args[key] = int(raw.replace("_", ""))
+            elif kind in ("LongString", "ShortString") and re.fullmatch(r"names\.\w+\(\)\.into\(\)", raw):
+                args[key] = name_expr(raw[: -len(".into()")], prefix)
+            elif kind in ("LongString", "ShortString") and re.fullmatch(r'"[^"]*"\.into\(\)', raw):
+                args[key] = raw.split('"')[1]
+            elif kind in ("LongString", "ShortString") and raw == "queue_type.as_str().into()":
+                args[key] = queue_type
+            else:
+                bad(f"common/src/amqp.rs: cannot read queue argument {key} = AMQPValue::{kind}({raw}); update scripts/validate-deploy.sh")
+        if len(args) != text.count(f"{var}.insert("):
+            bad(f"common/src/amqp.rs: some arguments of {var} could not be read; update scripts/validate-deploy.sh")
+        return args
+
     # The shard queues: `for shard in 0..shards { let queue = names.commands_queue(shard); args.insert(..)... }`.
     loop = re.search(r"forshardin0\.\.shards\{(.*)\}Ok\(\(\)\)", body)
     if not loop:
         bad("common/src/amqp.rs: the shard-queue loop is not where expected; update scripts/validate-deploy.sh")
         return exchanges, queues, bindings
     lb = loop.group(1)
-    args = {}
-    for m in re.finditer(r'args\.insert\("([^"]+)"\.into\(\),AMQPValue::(\w+)\((.*?)\),?\);', lb):
-        key, kind, raw = m.groups()
-        if kind == "Boolean" and raw in ("true", "false"):
-            args[key] = raw == "true"
-        elif kind in ("LongInt", "ShortInt", "LongLongInt", "LongUInt") and re.fullmatch(r"-?[\d_]+", raw):
-            args[key] = int(raw.replace("_", ""))
-        elif kind in ("LongString", "ShortString") and re.fullmatch(r"names\.\w+\(\)\.into\(\)", raw):
-            args[key] = name_expr(raw[: -len(".into()")], prefix)
-        elif kind in ("LongString", "ShortString") and re.fullmatch(r'"[^"]*"\.into\(\)', raw):
-            args[key] = raw.split('"')[1]
-        else:
-            bad(f"common/src/amqp.rs: cannot read queue argument {key} = AMQPValue::{kind}({raw}); update scripts/validate-deploy.sh")
-    if len(args) != lb.count("args.insert("):
-        bad("common/src/amqp.rs: some shard-queue arguments could not be read; update scripts/validate-deploy.sh")
+    # The dead-letter queue: durable, with no arguments or with those of a table
+    # filled before the loop.
+    before = body[: loop.start()]
+    for m in re.finditer(r"ch\.queue_declare\((names\.\w+\(\))\.into\(\),QueueDeclareOptions::(\w+)\(\),(FieldTable::default\(\)|\w+),\)", before):
+        name = name_expr(m.group(1), prefix)
+        if name is None or m.group(2) != "durable":
+            bad(f"common/src/amqp.rs: cannot read queue_declare({m.group(1)}, ..); update scripts/validate-deploy.sh")
+            continue
+        q_args = {} if m.group(3) == "FieldTable::default()" else table(before, m.group(3))
+        queues[name] = {"durable": True, "auto_delete": False, "arguments": q_args}
+    args = table(lb, "args")
     if "queue_declare(queue.clone().into(),QueueDeclareOptions::durable(),args)" not in lb:
         bad("common/src/amqp.rs: the shard queues' declaration changed shape; update scripts/validate-deploy.sh")
     for shard in range(shards):
@@ -420,23 +475,39 @@ def declared(prefix, shards):
 # --- the services in compose --------------------------------------------------
 gateways = sorted(s for s in services if re.fullmatch(r"gateway\d+", s))
 dispatchers = sorted(s for s in services if re.fullmatch(r"dispatcher\d+", s))
-for required in ("rabbitmq", "redis", "lb"):
+# The cluster file's broker and store nodes: rabbitmq1..3, redis1..6.
+rabbit_nodes = sorted(s for s in services if re.fullmatch(r"rabbitmq\d+", s))
+redis_nodes = sorted(s for s in services if re.fullmatch(r"redis\d+", s))
+REDIS_INIT = "redis-cluster-init"
+for required in (("lb", REDIS_INIT) if CLUSTER else ("rabbitmq", "redis", "lb")):
     if required not in services:
         bad(f"compose: no `{required}` service")
 if len(gateways) < 2:
     bad(f"compose: expected at least two gateway services (gatewayN), found {gateways}")
 if len(dispatchers) < 2:
     bad(f"compose: expected at least two dispatcher services (dispatcherN), found {dispatchers}")
+if CLUSTER and len(rabbit_nodes) != 3:
+    bad(f"compose: expected three RabbitMQ nodes (rabbitmq1..3), found {rabbit_nodes}")
+if CLUSTER and len(redis_nodes) != 6:
+    bad(f"compose: expected six Redis Cluster nodes (redis1..6: three masters, three replicas), found {redis_nodes}")
 
+# One-shot services (the Redis Cluster's init): what others wait to complete. They
+# run once, so they have neither a healthcheck nor a restart policy that restarts them.
+one_shot = {dep for svc in services.values() for dep, how in (svc.get("depends_on") or {}).items()
+            if isinstance(how, dict) and how.get("condition") == "service_completed_successfully"}
 for name, svc in services.items():
-    hc = svc.get("healthcheck") or {}
-    if not hc.get("test") or hc.get("disable"):
-        bad(f"compose: service {name} has no healthcheck")
-    if svc.get("restart") not in ("always", "unless-stopped", "on-failure"):
-        bad(f"compose: service {name} has no restart policy (restart: {svc.get('restart')})")
+    if name in one_shot:
+        if svc.get("restart") not in ("no", "on-failure"):
+            bad(f"compose: one-shot service {name} has restart: {svc.get('restart')}, not \"no\"")
+    else:
+        hc = svc.get("healthcheck") or {}
+        if not hc.get("test") or hc.get("disable"):
+            bad(f"compose: service {name} has no healthcheck")
+        if svc.get("restart") not in ("always", "unless-stopped", "on-failure"):
+            bad(f"compose: service {name} has no restart policy (restart: {svc.get('restart')})")
     for dep, how in (svc.get("depends_on") or {}).items():
         cond = how.get("condition") if isinstance(how, dict) else None
-        if cond != "service_healthy":
+        if cond != "service_healthy" and not (cond == "service_completed_successfully" and dep in one_shot):
             bad(f"compose: {name} depends on {dep} with condition {cond}, not service_healthy")
 
 # The settings file: the same deploy/local.toml the local stack uses.
@@ -500,18 +571,44 @@ for name in warren_services:
             if (setting(env, *key, name) or "").lower() != want:
                 bad(f"compose: {name}: {'.'.join(key)} is {setting(env, *key, name)!r} by default, expected {want!r}")
     # Broker and store: service names of this compose file.
-    for section_key in (("amqp", "url"), ("redis", "url")):
-        url = setting(env, *section_key, name)
-        host = urlsplit(url or "").hostname
-        if host not in services:
-            bad(f"compose: {name}: {'.'.join(section_key)} points at {host!r}, not a service of this file")
+    if not CLUSTER:
+        for section_key in (("amqp", "url"), ("redis", "url")):
+            url = setting(env, *section_key, name)
+            host = urlsplit(url or "").hostname
+            if host not in services:
+                bad(f"compose: {name}: {'.'.join(section_key)} points at {host!r}, not a service of this file")
+    else:
+        # Every node of each cluster, once: a service moves to another node when its
+        # own goes away, and learns the Redis Cluster's layout from any node.
+        for (section, key), nodes, port, scheme in ((("amqp", "urls"), rabbit_nodes, 5672, "amqp"),
+                                                   (("redis", "cluster_nodes"), redis_nodes, 6379, "redis")):
+            listed = [urlsplit(u.strip()) for u in (setting(env, section, key, name) or "").split(",") if u.strip()]
+            if sorted(u.hostname or "" for u in listed) != nodes:
+                bad(f"compose: {name}: {section}.{key} lists {[u.hostname for u in listed]}, not each of {nodes} once")
+            for u in listed:
+                if u.scheme != scheme or u.port != port:
+                    bad(f"compose: {name}: {section}.{key} has {u.geturl()!r}, expected {scheme}://<node>:{port}")
+        # Quorum command queues: every service declares the topology, and a queue
+        # declared with another type than it has is refused (PRECONDITION_FAILED).
+        if setting(env, "amqp", "command_queue_type", name) != "quorum":
+            bad(f"compose: {name}: amqp.command_queue_type is {setting(env, 'amqp', 'command_queue_type', name)!r}, "
+                "expected quorum (replicated command queues)")
+        # It starts once every broker node is healthy (the quorum queues it declares
+        # get a member on each) and the Redis Cluster serves every slot.
+        deps = services[name].get("depends_on") or {}
+        for node in rabbit_nodes:
+            if (deps.get(node) or {}).get("condition") != "service_healthy":
+                bad(f"compose: {name} does not wait for {node} to be healthy")
+        if (deps.get(REDIS_INIT) or {}).get("condition") != "service_completed_successfully":
+            bad(f"compose: {name} does not wait for {REDIS_INIT} to complete")
 
 gw_ids = [svc_setting(g, "gateway", "id") for g in gateways]
 if len(set(gw_ids)) != len(gw_ids) or "" in gw_ids:
     bad(f"compose: gateway ids must be set and distinct, got {gw_ids}")
 
 # Settings that must be the same in every Warren service.
-for section, key in (("amqp", "prefix"), ("amqp", "shards"), ("amqp", "gateway_accounts"), ("redis", "prefix"), ("redis", "url")):
+for section, key in (("amqp", "prefix"), ("amqp", "shards"), ("amqp", "gateway_accounts"), ("amqp", "command_queue_type"),
+                     ("redis", "prefix"), ("redis", "url"), ("redis", "cluster_nodes")):
     values = {svc_setting(s, section, key) for s in warren_services}
     if len(values) > 1:
         bad(f"compose: {section}.{key} differs between services: {sorted(values)}")
@@ -541,13 +638,69 @@ for g in gateways:
     if lb_port is not None and f"http://localhost:{lb_port}" not in origins:
         bad(f"compose: {g}: allowed_origins {origins} lacks the load balancer's http://localhost:{lb_port}")
 
-# Redis persists to a volume.
-redis = services.get("redis") or {}
-redis_cmd = " ".join(redis.get("command") or []) if isinstance(redis.get("command"), list) else str(redis.get("command") or "")
-if not re.search(r"--appendonly\s+yes", redis_cmd):
-    bad("compose: redis does not run with --appendonly yes")
-if not any(str(v).split(":")[1:2] == ["/data"] for v in redis.get("volumes") or []):
-    bad("compose: redis has no volume on /data")
+
+
+def command_text(svc):
+    cmd = (services.get(svc) or {}).get("command") or []
+    return " ".join(cmd) if isinstance(cmd, list) else str(cmd)
+
+
+# Redis persists to a volume (each node of the cluster to its own).
+data_volumes = {}
+for node in redis_nodes if CLUSTER else ["redis"]:
+    if not re.search(r"--appendonly\s+yes", command_text(node)):
+        bad(f"compose: {node} does not run with --appendonly yes")
+    src = mount(node, "/data")
+    if not src:
+        bad(f"compose: {node} has no volume on /data")
+    elif src in data_volumes:
+        bad(f"compose: {node} and {data_volumes[src]} share the volume {src} on /data")
+    data_volumes.setdefault(src, node)
+
+# The Redis Cluster: six nodes in cluster mode at fixed addresses (a node keeps its
+# peers' addresses in nodes.conf, which outlives the containers), made a cluster of
+# three masters with one replica each by the one-shot init, which the services wait for.
+if CLUSTER:
+    net = ((compose.get("networks") or {}).get("redis") or {}).get("ipam") or {}
+    pool = (net.get("config") or [{}])[0]
+    subnet = dynamic = None
+    if not pool.get("subnet"):
+        bad("compose: no `redis` network with an ipam subnet for the Redis nodes' fixed addresses")
+    else:
+        try:
+            subnet = ipaddress.ip_network(pool["subnet"])
+            dynamic = ipaddress.ip_network(pool["ip_range"]) if pool.get("ip_range") else None
+        except ValueError as e:
+            bad(f"compose: the redis network's subnet or ip_range: {e}")
+    addresses = {}
+    for node in redis_nodes:
+        if not re.search(r"--cluster-enabled\s+yes", command_text(node)):
+            bad(f"compose: {node} does not run with --cluster-enabled yes")
+        nets = (services[node].get("networks") or {})
+        addr = ((nets.get("redis") if isinstance(nets, dict) else None) or {}).get("ipv4_address")
+        try:
+            ip = ipaddress.ip_address(addr or "")
+        except ValueError:
+            bad(f"compose: {node} has no fixed ipv4_address on the redis network")
+            continue
+        if subnet and ip not in subnet:
+            bad(f"compose: {node}'s address {ip} is not in the redis network {subnet}")
+        if dynamic and ip in dynamic:
+            bad(f"compose: {node}'s address {ip} is in ip_range {dynamic}, where Docker hands out addresses to others")
+        if ip in addresses:
+            bad(f"compose: {node} and {addresses[ip]} have the same address {ip}")
+        addresses.setdefault(ip, node)
+    init = command_text(REDIS_INIT)
+    create = re.search(r"--cluster\s+create\b", init)
+    listed = set(re.findall(r"\b(redis\d+):6379\b", init))
+    if not create or not re.search(r"--cluster-replicas\s+1\b", init) or "--cluster-yes" not in init:
+        bad(f"compose: {REDIS_INIT} does not run `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes`")
+    if listed != set(redis_nodes):
+        bad(f"compose: {REDIS_INIT} creates the cluster of {sorted(listed)}, not of {redis_nodes}")
+    init_deps = (services.get(REDIS_INIT) or {}).get("depends_on") or {}
+    for node in redis_nodes:
+        if (init_deps.get(node) or {}).get("condition") != "service_healthy":
+            bad(f"compose: {REDIS_INIT} does not wait for {node} to be healthy")
 
 
 # --- HAProxy against compose ---------------------------------------------------
@@ -600,14 +753,75 @@ for n, line in enumerate(rabbit_conf.splitlines(), 1):
     if m.group(1) not in KNOWN_CONF:
         bad(f"rabbitmq.conf:{n}: unknown key {m.group(1)} (add it to KNOWN_CONF in scripts/validate-deploy.sh if it is real)")
     conf[m.group(1)] = m.group(2)
-if mount("rabbitmq", conf.get("load_definitions", "?")) is None:
-    bad(f"compose: rabbitmq does not mount the definitions at {conf.get('load_definitions')} (rabbitmq.conf's load_definitions)")
-conf_src = next((str(v).split(":")[0] for v in (services.get("rabbitmq") or {}).get("volumes") or []
-                 if re.fullmatch(r"/etc/rabbitmq/(rabbitmq\.conf|conf\.d/[\w.-]+\.conf)", str(v).split(":")[1])), None)
-if not conf_src or not conf_src.endswith("/deploy/rabbitmq/rabbitmq.conf"):
-    bad("compose: rabbitmq does not mount deploy/rabbitmq/rabbitmq.conf under /etc/rabbitmq")
+
+
+def conf_mounts(svc):
+    """The RabbitMQ configuration files a node mounts (source paths, in load order)."""
+    found = []
+    for v in (services.get(svc) or {}).get("volumes") or []:
+        parts = str(v).split(":")
+        if len(parts) >= 2 and re.fullmatch(r"/etc/rabbitmq/(rabbitmq\.conf|conf\.d/[\w.-]+\.conf)", parts[1]):
+            found.append((parts[1], parts[0]))
+    return [src for _, src in sorted(found)]
+
+
+for node in rabbit_nodes if CLUSTER else ["rabbitmq"]:
+    src = mount(node, conf.get("load_definitions", "?"))
+    if src is None:
+        bad(f"compose: {node} does not mount the definitions at {conf.get('load_definitions')} (rabbitmq.conf's load_definitions)")
+    elif Path(src).resolve() != Path(DEFINITIONS).resolve():
+        bad(f"compose: {node} mounts {src} as its definitions, not {DEFINITIONS}")
+    confs = conf_mounts(node)
+    if not any(c.endswith("/deploy/rabbitmq/rabbitmq.conf") for c in confs):
+        bad(f"compose: {node} does not mount deploy/rabbitmq/rabbitmq.conf under /etc/rabbitmq")
+    if CLUSTER and not any(c.endswith("/deploy/rabbitmq/cluster.conf") for c in confs):
+        bad(f"compose: {node} does not mount deploy/rabbitmq/cluster.conf under /etc/rabbitmq/conf.d")
 if conf.get("listeners.tcp.default", "5672") != "5672" or conf.get("management.tcp.port", "15672") != "15672":
     bad("rabbitmq.conf: compose expects AMQP on 5672 and the console on 15672")
+
+# --- RabbitMQ: the cluster (cluster.conf, node names, cookie) -----------------------
+# cluster.conf's keys: the compose image's (4.x); continuous membership
+# reconciliation is 3.13+.
+KNOWN_CLUSTER_CONF = {
+    "cluster_formation.peer_discovery_backend",
+    "quorum_queue.continuous_membership_reconciliation.enabled",
+    "quorum_queue.continuous_membership_reconciliation.target_group_size",
+}
+if CLUSTER:
+    cluster_conf, seeds = {}, set()
+    for n, line in enumerate(read("deploy/rabbitmq/cluster.conf").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([\w.$-]+)\s*=\s*(\S.*)", line)
+        if not m:
+            bad(f"cluster.conf:{n}: not `key = value`: {line}")
+        elif re.fullmatch(r"cluster_formation\.classic_config\.nodes\.\d+", m.group(1)):
+            seeds.add(m.group(2))
+        elif m.group(1) in KNOWN_CONF:
+            bad(f"cluster.conf:{n}: {m.group(1)} belongs in rabbitmq.conf")
+        elif m.group(1) not in KNOWN_CLUSTER_CONF:
+            bad(f"cluster.conf:{n}: unknown key {m.group(1)} (add it to KNOWN_CLUSTER_CONF in scripts/validate-deploy.sh if it is real)")
+        else:
+            cluster_conf[m.group(1)] = m.group(2)
+    if cluster_conf.get("cluster_formation.peer_discovery_backend") not in ("classic_config", "rabbit_peer_discovery_classic_config"):
+        bad("cluster.conf: cluster_formation.peer_discovery_backend is not classic_config")
+    if cluster_conf.get("quorum_queue.continuous_membership_reconciliation.target_group_size", str(len(rabbit_nodes))) != str(len(rabbit_nodes)):
+        bad(f"cluster.conf: the quorum queues' target group size is not the number of nodes ({len(rabbit_nodes)})")
+    # A node is rabbit@<its hostname>; a fixed hostname keeps it (and its data).
+    names = set()
+    for node in rabbit_nodes:
+        host = services[node].get("hostname")
+        if not host:
+            bad(f"compose: {node} has no fixed hostname (its node name, rabbit@<hostname>, would change)")
+        else:
+            names.add(f"rabbit@{host}")
+    if seeds != names:
+        bad(f"cluster.conf: classic_config lists {sorted(seeds)}, the compose nodes are {sorted(names)}")
+    # One Erlang cookie, from the required variable (the rendering was given it).
+    cookies = {node: env_of(node).get("RABBITMQ_ERLANG_COOKIE") for node in rabbit_nodes}
+    if set(cookies.values()) != {"validate-deploy-render-cookie"}:
+        bad(f"compose: the RabbitMQ nodes do not all take RABBITMQ_ERLANG_COOKIE from WARREN_RABBITMQ_COOKIE: {cookies}")
 
 # --- RabbitMQ: definitions.json ----------------------------------------------------
 g0 = gateways[0] if gateways else None
@@ -622,14 +836,14 @@ EXPECTED_USERS = {"warren-admin": ["administrator"], "warren-gateway": [], "warr
 for name, tags in EXPECTED_USERS.items():
     u = users.get(name)
     if not u:
-        bad(f"definitions.json: no user {name}")
+        bad(f"{DEF_NAME}: no user {name}")
         continue
     got = u.get("tags")
     got = [t for t in got.split(",") if t] if isinstance(got, str) else list(got or [])
     if sorted(got) != sorted(tags):
-        bad(f"definitions.json: user {name} has tags {got}, expected {tags}")
+        bad(f"{DEF_NAME}: user {name} has tags {got}, expected {tags}")
 if "guest" in users:
-    bad("definitions.json: defines `guest`; use the warren-* accounts")
+    bad(f"{DEF_NAME}: defines `guest`; use the warren-* accounts")
 
 
 def password_matches(user, password):
@@ -646,28 +860,42 @@ def password_matches(user, password):
 # The shipped file carries development passwords: each account's password is its name.
 for name in EXPECTED_USERS:
     if name in users and not password_matches(name, name):
-        bad(f"definitions.json: the hash of {name} is not that of its development password ({name}); "
+        bad(f"{DEF_NAME}: the hash of {name} is not that of its development password ({name}); "
             "a real deployment keeps its own definitions file (WARREN_RABBITMQ_DEFINITIONS)")
 
-# Each service logs in as an account that exists, with the password compose gives it, on the vhost.
+
+
+def amqp_addresses(svc):
+    """The broker URLs a service tries: amqp.urls, or amqp.url when that is empty."""
+    urls = [u.strip() for u in (svc_setting(svc, "amqp", "urls") or "").split(",") if u.strip()]
+    return urls or [svc_setting(svc, "amqp", "url") or ""]
+
+
+# Each service logs in as an account that exists, with the password compose gives it,
+# on the vhost, at every broker address it has (one login: the nodes share their users).
 for svc in warren_services:
-    url = urlsplit(svc_setting(svc, "amqp", "url") or "")
-    login, password, vhost = unquote(url.username or ""), unquote(url.password or ""), unquote(url.path[1:] or "/")
-    if login not in users:
-        bad(f"compose: {svc} logs in to RabbitMQ as {login!r}, which definitions.json does not create")
-    elif not password_matches(login, password):
-        bad(f"compose: {svc}'s default AMQP password does not match {login}'s hash in definitions.json")
-    if vhost not in vhosts:
-        bad(f"compose: {svc} uses vhost {vhost!r}; definitions.json creates {vhosts}")
-    elif (login, vhost) not in perms:
-        bad(f"definitions.json: {login} has no permissions on vhost {vhost}")
-    is_gw = svc in gateways
-    if (login in gw_accounts) != is_gw:
-        bad(f"compose: {svc} logs in as {login}, which is {'not ' if is_gw else ''}in amqp.gateway_accounts "
-            f"{sorted(gw_accounts)}: the dispatcher would {'not ' if is_gw else ''}trust its commands' actor")
+    logins = set()
+    for address in amqp_addresses(svc):
+        url = urlsplit(address)
+        login, password, vhost = unquote(url.username or ""), unquote(url.password or ""), unquote(url.path[1:] or "/")
+        logins.add(login)
+        if login not in users:
+            bad(f"compose: {svc} logs in to RabbitMQ as {login!r}, which {DEF_NAME} does not create")
+        elif not password_matches(login, password):
+            bad(f"compose: {svc}'s default AMQP password does not match {login}'s hash in {DEF_NAME}")
+        if vhost not in vhosts:
+            bad(f"compose: {svc} uses vhost {vhost!r}; {DEF_NAME} creates {vhosts}")
+        elif (login, vhost) not in perms:
+            bad(f"{DEF_NAME}: {login} has no permissions on vhost {vhost}")
+        is_gw = svc in gateways
+        if (login in gw_accounts) != is_gw:
+            bad(f"compose: {svc} logs in as {login}, which is {'not ' if is_gw else ''}in amqp.gateway_accounts "
+                f"{sorted(gw_accounts)}: the dispatcher would {'not ' if is_gw else ''}trust its commands' actor")
+    if len(logins) > 1:
+        bad(f"compose: {svc} logs in as {sorted(logins)} on different nodes; the services take one login")
 for account in gw_accounts:
     if account not in users:
-        bad(f"compose: amqp.gateway_accounts names {account!r}, which definitions.json does not create")
+        bad(f"compose: amqp.gateway_accounts names {account!r}, which {DEF_NAME} does not create")
 
 # Least privilege, as the AMQP operations of each role need it (RabbitMQ matches
 # the regular expressions against exchange and queue names, and publishing
@@ -703,24 +931,24 @@ ROLES = {
         "read": ([f"{P}.events", f"{P}.bot.modbot.events"], [f"{P}.commands.0", f"{P}.gw.gateway1"]),
     },
 }
-vhost = unquote(urlsplit((svc_setting(g0, "amqp", "url") if g0 else None) or "").path[1:] or "/")
+vhost = unquote(urlsplit(amqp_addresses(g0)[0] if g0 else "").path[1:] or "/")
 for user, kinds in ROLES.items():
     p = perms.get((user, vhost))
     if not p:
-        bad(f"definitions.json: {user} has no permissions on vhost {vhost}")
+        bad(f"{DEF_NAME}: {user} has no permissions on vhost {vhost}")
         continue
     for kind, (allowed, denied) in kinds.items():
         try:
             rx = re.compile(p.get(kind, ""))
         except re.error as e:
-            bad(f"definitions.json: {user}'s {kind} pattern is not a regular expression: {e}")
+            bad(f"{DEF_NAME}: {user}'s {kind} pattern is not a regular expression: {e}")
             continue
         for res in allowed:
             if not rx.search(res):
-                bad(f"definitions.json: {user} needs {kind} on {res}; its pattern {p.get(kind)!r} does not allow it")
+                bad(f"{DEF_NAME}: {user} needs {kind} on {res}; its pattern {p.get(kind)!r} does not allow it")
         for res in denied:
             if rx.search(res):
-                bad(f"definitions.json: {user}'s {kind} pattern {p.get(kind)!r} also allows {res}; least privilege says no")
+                bad(f"{DEF_NAME}: {user}'s {kind} pattern {p.get(kind)!r} also allows {res}; least privilege says no")
 # The local stack's accounts (scripts/ensure-services.sh) have the same patterns.
 shell_vars = {}
 for m in re.finditer(r"^readonly (\w+)=(?:'([^']*)'|\"([^\"]*)\"|([^\s'\"]*))", read("scripts/ensure-services.sh"), re.M):
@@ -738,15 +966,30 @@ for user, var in (("warren-gateway", "GW"), ("warren-bot", "BOT")):
         local = shell_vars.get(f"{var}_{kind.upper()}")
         mine = (perms.get((user, vhost)) or {}).get(kind)
         if local != mine:
-            bad(f"definitions.json: {user}'s {kind} pattern {mine!r} differs from the local stack's {local!r} (scripts/ensure-services.sh)")
+            bad(f"{DEF_NAME}: {user}'s {kind} pattern {mine!r} differs from the local stack's {local!r} (scripts/ensure-services.sh)")
 
 admin = perms.get(("warren-admin", vhost)) or {}
 if any(admin.get(k) != ".*" for k in ("configure", "write", "read")):
-    bad(f"definitions.json: warren-admin should have full permissions on {vhost}")
+    bad(f"{DEF_NAME}: warren-admin should have full permissions on {vhost}")
 
-# The topology: identical to what the services declare.
+# The topology: identical to what the services declare. The cluster's definitions have
+# none: the services declare it, the command queues quorum, once every node runs (a
+# quorum queue that a node imported at boot, alone, would have no member elsewhere),
+# and are otherwise the single-node definitions.
+queue_type = (svc_setting(g0, "amqp", "command_queue_type") if g0 else None) or "classic"
 if body and shards:
-    want_ex, want_q, want_b = declared(prefix, shards)
+    # Read even where not compared: amqp.rs must still be understood.
+    want_ex, want_q, want_b = declared(prefix, shards, queue_type)
+if CLUSTER:
+    for kind in ("queues", "exchanges", "bindings"):
+        if definitions.get(kind):
+            bad(f"{DEF_NAME}: has {kind}; the services declare the topology (with quorum command queues)")
+    base = load_json("deploy/rabbitmq/definitions.json")
+    for kind in sorted(set(base) | set(definitions)):
+        if kind not in ("queues", "exchanges", "bindings") and base.get(kind) != definitions.get(kind):
+            bad(f"{DEF_NAME}: its {kind} differ from definitions.json's (the clusters's definitions are "
+                "definitions.json without the topology)")
+elif body and shards:
     got_ex = {e["name"]: {k: e.get(k) for k in ("type", "durable", "auto_delete", "internal", "arguments")}
               for e in definitions.get("exchanges", []) if e.get("vhost") == vhost}
     got_q = {q["name"]: {k: q.get(k) for k in ("durable", "auto_delete", "arguments")}
@@ -755,23 +998,34 @@ if body and shards:
              if b.get("vhost") == vhost and b.get("destination_type") == "queue"}
     for name, spec in want_ex.items():
         if got_ex.get(name) != spec:
-            bad(f"definitions.json: exchange {name} is {got_ex.get(name)}, the services declare {spec}")
+            bad(f"{DEF_NAME}: exchange {name} is {got_ex.get(name)}, the services declare {spec}")
     for name, spec in want_q.items():
         if got_q.get(name) != spec:
-            bad(f"definitions.json: queue {name} is {got_q.get(name)}, the services declare {spec}")
+            bad(f"{DEF_NAME}: queue {name} is {got_q.get(name)}, the services declare {spec}")
     for extra in sorted(set(got_ex) - set(want_ex)) + sorted(set(got_q) - set(want_q)):
-        bad(f"definitions.json: {extra} is not part of the topology the services declare")
+        bad(f"{DEF_NAME}: {extra} is not part of the topology the services declare")
     if got_b != want_b:
-        bad(f"definitions.json: bindings {sorted(got_b)} differ from the services' {sorted(want_b)}")
+        bad(f"{DEF_NAME}: bindings {sorted(got_b)} differ from the services' {sorted(want_b)}")
     if not want_q:
         bad("common/src/amqp.rs: no queues found; update scripts/validate-deploy.sh")
 for pol in definitions.get("policies", []):
     if pol.get("vhost") != vhost:
-        bad(f"definitions.json: policy {pol.get('name')} is on vhost {pol.get('vhost')}")
+        bad(f"{DEF_NAME}: policy {pol.get('name')} is on vhost {pol.get('vhost')}")
     # A policy key that a shard queue already sets as an argument would be ignored
     # there; one the services do not set would change their queues silently.
     if re.search(pol.get("pattern", ""), f"{prefix}.commands.0"):
-        bad(f"definitions.json: policy {pol.get('name')} applies to the shard queues; keep them as the services declare them")
+        bad(f"{DEF_NAME}: policy {pol.get('name')} applies to the shard queues; keep them as the services declare them")
+
+
+def finish():
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+# The image and its build context are the same for both compose files: checked once.
+if CLUSTER:
+    finish()
 
 # --- Dockerfile ----------------------------------------------------------------
 stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.M | re.I)
@@ -847,9 +1101,7 @@ for path in ("target", ".git"):
     if not ignored(path):
         bad(f".dockerignore should exclude {path}/")
 
-for p in problems:
-    print(f"  {p}", file=sys.stderr)
-sys.exit(1 if problems else 0)
+finish()
 PY
 }
 
@@ -1135,10 +1387,16 @@ PY
     return "$ok"
 }
 
-check "compose: docker-compose config" compose_config
-check "compose: refuses to render without WARREN_AUTH_SECRET" compose_requires_secret
+check "compose: docker-compose config" compose_config "$COMPOSE_FILE" "$tmp/compose.rendered.yaml"
+check "compose: refuses to render without WARREN_AUTH_SECRET" compose_requires "$COMPOSE_FILE" WARREN_AUTH_SECRET
+check "compose (cluster): docker-compose config" compose_config "$CLUSTER_FILE" "$tmp/compose.cluster.rendered.yaml"
+check "compose (cluster): refuses to render without WARREN_AUTH_SECRET or WARREN_RABBITMQ_COOKIE" \
+    compose_requires "$CLUSTER_FILE" WARREN_AUTH_SECRET WARREN_RABBITMQ_COOKIE
 check "haproxy: haproxy -c" haproxy_check
-check "agreement: compose, haproxy.cfg, rabbitmq.conf, definitions.json, amqp.rs, Dockerfile" agreement
+check "agreement: compose, haproxy.cfg, rabbitmq.conf, definitions.json, amqp.rs, Dockerfile" \
+    agreement single "$COMPOSE_FILE" "$tmp/compose.rendered.yaml"
+check "agreement (cluster): compose.cluster.yaml, cluster.conf, definitions.cluster.json, and the above" \
+    agreement cluster "$CLUSTER_FILE" "$tmp/compose.cluster.rendered.yaml"
 probe_label="probe: bash -n, shellcheck"
 have hadolint && probe_label+=", hadolint"
 check "$probe_label" probe_check

@@ -20,7 +20,7 @@ use crate::words::WordList;
 pub const DEFAULTS: &str = r#"
 amqp_url = "amqp://warren-bot:warren-bot@127.0.0.1:5672/%2f"
 prefix = "warren"
-shards = 4
+shards = 16
 name = "modbot"
 words = []
 strikes = 3

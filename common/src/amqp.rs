@@ -11,6 +11,8 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use proto::amqp::{shard_key, Names};
+
+use crate::settings::QueueType;
 use rand::Rng;
 
 pub use lapin;
@@ -22,13 +24,84 @@ pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, lap
     Connection::connect(url, props).await
 }
 
+/// How long one node may take to accept a connection before the next one is tried: a
+/// node that is down refuses at once, but one behind a dead host would hold the whole
+/// list up for the operating system's connect timeout.
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The nodes of a cluster, tried in turn. Each connect starts at the node after the one
+/// the last connection was made to, so a service whose node went away moves on to the
+/// next instead of waiting for it, and a node that comes back is used again in its turn.
+#[derive(Debug, Clone)]
+pub struct Nodes {
+    urls: Vec<String>,
+    /// The node the next attempt starts at.
+    next: usize,
+}
+
+impl Nodes {
+    /// `urls` must not be empty ([`crate::settings::AmqpSettings::addresses`] never is).
+    pub fn new(urls: &[&str]) -> Nodes {
+        assert!(!urls.is_empty(), "no broker address");
+        Nodes {
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            next: 0,
+        }
+    }
+
+    /// Connects to the first node that answers, from where the last connect left off.
+    /// Returns the connection and the node's index in the list; the error is the last
+    /// node's when none answers.
+    pub async fn connect(
+        &mut self,
+        connection_name: &str,
+    ) -> Result<(Connection, usize), lapin::Error> {
+        let mut last = None;
+        for _ in 0..self.urls.len() {
+            let index = self.next % self.urls.len();
+            self.next = index + 1;
+            let attempt = tokio::time::timeout(
+                NODE_CONNECT_TIMEOUT,
+                connect(&self.urls[index], connection_name),
+            );
+            match attempt.await {
+                Ok(Ok(connection)) => {
+                    // The next connect (after this one is lost) tries the next node first.
+                    return Ok((connection, index));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(node = index, error = %e, "broker node did not answer");
+                    last = Some(e);
+                }
+                Err(_) => {
+                    tracing::debug!(node = index, "broker node did not answer in time");
+                    last = Some(lapin::Error::from(lapin::ErrorKind::IOError(
+                        std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+                    )));
+                }
+            }
+        }
+        Err(last.expect("at least one node was tried"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+}
+
 /// Declares the exchanges and queues every deployment has: the commands exchange and
-/// its shard queues (durable, single active consumer, dead-lettering to `dead`), the
-/// events topic exchange, and the dead-letter exchange and queue.
+/// its shard queues (durable, of `queue_type`, single active consumer, dead-lettering to
+/// `dead`), the events topic exchange, and the dead-letter exchange and queue (durable,
+/// of `queue_type` too).
 pub async fn declare_topology(
     ch: &Channel,
     names: &Names,
     shards: u32,
+    queue_type: QueueType,
 ) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -41,10 +114,18 @@ pub async fn declare_topology(
         FieldTable::default(),
     )
     .await?;
+    // The dead letters are of the command queues' type: on a cluster, a classic queue
+    // whose node is down cannot even be declared again, which would keep every service
+    // from reconnecting through another node.
+    let mut dead_args = FieldTable::default();
+    dead_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.as_str().into()),
+    );
     ch.queue_declare(
         names.dead().into(),
         QueueDeclareOptions::durable(),
-        FieldTable::default(),
+        dead_args,
     )
     .await?;
     ch.queue_bind(
@@ -73,6 +154,10 @@ pub async fn declare_topology(
         let queue = names.commands_queue(shard);
         let mut args = FieldTable::default();
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(queue_type.as_str().into()),
+        );
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(names.dead().into()),

@@ -3,7 +3,8 @@
 //! - [`settings`]: typed configuration, defaults → file → `WARREN__*` environment.
 //! - [`amqp`]: connecting to RabbitMQ, declaring the shared topology, publish properties,
 //!   and the reconnect backoff.
-//! - [`store`]: the Redis connection (a tokio connection manager that reconnects itself).
+//! - [`store`]: the Redis connection, to one Redis or a Redis Cluster (both reconnect by
+//!   themselves), and the key names the services share.
 //! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
 //! - [`telemetry`]: tracing set-up (text or JSON).
 //! - [`metrics`]: Prometheus registry rendering and shared histogram shapes.

@@ -33,6 +33,12 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AmqpSettings {
     pub url: Secret,
+    /// The nodes of a RabbitMQ cluster, tried in turn: a service connects to the first
+    /// that answers and moves on to the next when it goes away. Empty: `url` alone.
+    pub urls: Vec<Secret>,
+    /// `classic` or `quorum`: the type of the command queues (a queue keeps the type it
+    /// was declared with; changing it means deleting the queues, see OPERATIONS.md).
+    pub command_queue_type: QueueType,
     /// Prefix of every exchange and queue name.
     pub prefix: String,
     /// Number of command shards; must agree across gateways, dispatchers and bots.
@@ -46,10 +52,49 @@ pub struct AmqpSettings {
     pub backoff_max_ms: u64,
 }
 
+/// The type of the command queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl AmqpSettings {
+    /// The broker addresses to try, in order: `urls`, or `url` when that is empty.
+    pub fn addresses(&self) -> Vec<&str> {
+        if self.urls.is_empty() {
+            vec![self.url.expose()]
+        } else {
+            self.urls.iter().map(Secret::expose).collect()
+        }
+    }
+
+    /// The AMQP login of the first address (every node of a cluster shares its users).
+    pub fn login(&self) -> String {
+        crate::amqp::login_of(self.addresses()[0])
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
+    /// The single Redis, used while `cluster_nodes` is empty.
     pub url: Secret,
-    /// Prefix of every Redis key.
+    /// Seed URLs of a Redis Cluster (`redis://host:port`, a few of its nodes: the client
+    /// learns the others from them). Non-empty: every service uses the cluster, and
+    /// `url` is ignored.
+    pub cluster_nodes: Vec<Secret>,
+    /// Prefix of every Redis key (no braces: hash tags follow it).
     pub prefix: String,
 }
 
@@ -242,7 +287,9 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("gateway.allowed_origins")
-            .with_list_parse_key("amqp.gateway_accounts");
+            .with_list_parse_key("amqp.gateway_accounts")
+            .with_list_parse_key("amqp.urls")
+            .with_list_parse_key("redis.cluster_nodes");
         if let Some(vars) = env {
             environment = environment.source(Some(vars));
         }
@@ -310,7 +357,9 @@ mod tests {
     fn defaults_load_and_point_at_localhost() {
         let s = Settings::load_from(None, Some(HashMap::new())).unwrap();
         assert_eq!(s.amqp.prefix, "warren");
-        assert_eq!(s.amqp.shards, 4);
+        assert_eq!(s.amqp.shards, 16);
+        assert_eq!(s.amqp.addresses(), vec![s.amqp.url.expose()]);
+        assert_eq!(s.amqp.command_queue_type, QueueType::Classic);
         assert!(s.amqp.url.expose().contains("127.0.0.1"));
         assert!(s.uses_dev_secret());
         assert!(s.dispatcher.dedup_ttl_s >= 600);
@@ -424,6 +473,26 @@ mod tests {
             ]);
             assert_eq!(demo.dev_auth_exposure(), None, "{listen}");
         }
+    }
+
+    #[test]
+    fn redis_cluster_nodes_are_a_list_and_default_to_none() {
+        let s = Settings::load_from(None, Some(HashMap::new())).unwrap();
+        assert!(
+            s.redis.cluster_nodes.is_empty(),
+            "a single Redis by default"
+        );
+        let env = [(
+            "WARREN__REDIS__CLUSTER_NODES".to_owned(),
+            "redis://127.0.0.1:7101,redis://127.0.0.1:7102".to_owned(),
+        )];
+        let s = Settings::load_from(None, Some(env.into_iter().collect())).unwrap();
+        let nodes: Vec<&str> = s.redis.cluster_nodes.iter().map(Secret::expose).collect();
+        assert_eq!(nodes, ["redis://127.0.0.1:7101", "redis://127.0.0.1:7102"]);
+        assert!(
+            !format!("{:?}", s.redis).contains("7101"),
+            "seed URLs do not print"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `user_id`, is rejected: the caller dead-letters it instead of retrying it forever.
 
 use proto::amqp::{Actor, Command};
-use proto::ids::{validate_user, MAX_REF_LEN};
+use proto::ids::{shard_of, validate_user, MAX_REF_LEN};
 use proto::BODY_VERSION;
 
 /// The longest AMQP `message_id` used as a dedup key.
@@ -61,6 +61,20 @@ pub fn read(
         .is_some_and(|r| r.len() > MAX_REF_LEN)
     {
         return Err(Rejection::new("ref longer than 64 bytes"));
+    }
+    Ok(command)
+}
+
+/// Passes `command` when its room belongs to shard `index` of `shards`. A command on
+/// another room's shard comes from a gateway or bot with another `amqp.shards`; run here,
+/// it would race the commands of its room on the room's own shard.
+pub fn check_shard(command: Command, index: u32, shards: u32) -> Result<Command, Rejection> {
+    let room = command.room();
+    let owner = shard_of(&room, shards);
+    if owner != index {
+        return Err(Rejection::new(format!(
+            "wrong shard: room {room:?} belongs to shard {owner} of {shards}, not {index}"
+        )));
     }
     Ok(command)
 }
@@ -143,5 +157,16 @@ mod tests {
             "x".repeat(65)
         );
         assert!(read(long_ref.as_bytes(), Some("guest"), &accounts()).is_err());
+    }
+
+    #[test]
+    fn a_command_on_another_rooms_shard_is_rejected() {
+        let command = read(SEND.as_bytes(), Some("guest"), &accounts()).unwrap();
+        let home = shard_of("general", 16);
+        assert!(check_shard(command.clone(), home, 16).is_ok());
+        let Err(Rejection(reason)) = check_shard(command, (home + 1) % 16, 16) else {
+            panic!("a command on the wrong shard was accepted");
+        };
+        assert!(reason.starts_with("wrong shard"), "{reason}");
     }
 }

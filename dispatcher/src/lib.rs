@@ -6,6 +6,8 @@
 //! waits for a signal, so tests start it in-process. How the modules fit:
 //! - [`supervisor`]: the connection loop (connect, write the configured rooms, declare,
 //!   one shard per queue, reconnect).
+//! - [`balance`]: sharing the shards among the live dispatchers (a roster in Redis,
+//!   probes, handovers).
 //! - [`shard`]: one queue's consumer: read → handle (one at a time, in order) → publish
 //!   → ack once confirmed; the confirms of many commands are in flight together, and
 //!   acks go out in order, several at once.
@@ -21,6 +23,7 @@
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `dispatcher.listen`.
 
 pub mod access;
+pub mod balance;
 pub mod commands;
 pub mod http;
 pub mod intake;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::metrics::prometheus_client::encoding::EncodeLabelSet;
 use common::metrics::prometheus_client::metrics::counter::Counter;
 use common::metrics::prometheus_client::metrics::family::Family;
+use common::metrics::prometheus_client::metrics::gauge::Gauge;
 use common::metrics::prometheus_client::metrics::histogram::Histogram;
 use common::metrics::{latency_histogram, Registry};
 
@@ -14,6 +15,11 @@ pub struct Outcome {
     pub kind: String,
     /// `ok`, an error code, `dead` (dead-lettered) or `duplicate`.
     pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    pub shard: u32,
 }
 
 pub struct DispatcherMetrics {
@@ -28,6 +34,15 @@ pub struct DispatcherMetrics {
     pub command_seconds: Histogram,
     /// Handling retried after a transient failure (Redis or broker).
     pub retries: Counter,
+    /// 1 while this dispatcher is known to be the active consumer of the shard: it has
+    /// had a delivery from it since subscribing (a consumer stays active until it goes).
+    pub shard_active: Family<ShardLabel, Gauge>,
+    /// How many shards the roster assigns to this dispatcher.
+    pub shards_assigned: Gauge,
+    /// Live dispatchers in the roster, as this one last read it.
+    pub dispatchers: Gauge,
+    /// Shards this dispatcher handed over to another (see [`crate::balance`]).
+    pub handovers: Counter,
     amqp_up: AtomicBool,
     redis_up: AtomicBool,
 }
@@ -41,6 +56,10 @@ impl DispatcherMetrics {
             redis_seconds: latency_histogram(),
             command_seconds: latency_histogram(),
             retries: Counter::default(),
+            shard_active: Family::default(),
+            shards_assigned: Gauge::default(),
+            dispatchers: Gauge::default(),
+            handovers: Counter::default(),
             amqp_up: AtomicBool::new(false),
             redis_up: AtomicBool::new(false),
         };
@@ -70,7 +89,39 @@ impl DispatcherMetrics {
             "Commands retried after a transient failure",
             m.retries.clone(),
         );
+        r.register(
+            "shard_active",
+            "1 while this dispatcher is the active consumer of the shard",
+            m.shard_active.clone(),
+        );
+        r.register(
+            "shards_assigned",
+            "Shards the roster assigns to this dispatcher",
+            m.shards_assigned.clone(),
+        );
+        r.register(
+            "dispatchers",
+            "Live dispatchers in the roster",
+            m.dispatchers.clone(),
+        );
+        r.register(
+            "handovers",
+            "Shards handed over to another dispatcher",
+            m.handovers.clone(),
+        );
         m
+    }
+
+    /// Records whether this dispatcher is the active consumer of `shard`.
+    pub fn set_shard_active(&self, shard: u32, active: bool) {
+        self.shard_active
+            .get_or_create(&ShardLabel { shard })
+            .set(i64::from(active));
+    }
+
+    /// Whether this dispatcher is known to be the active consumer of `shard`.
+    pub fn is_shard_active(&self, shard: u32) -> bool {
+        self.shard_active.get_or_create(&ShardLabel { shard }).get() == 1
     }
 
     pub fn count(&self, kind: &str, outcome: &str) {

@@ -24,6 +24,13 @@
 //!   batch waiting to be sent again, and what its room holds behind it, stays unacked.
 //! - A channel failure ends the shard and the connection loop starts over: the broker
 //!   redelivers whatever was not acked, and dedup keeps a redelivered send single.
+//! - A command whose room belongs to another shard is dead-lettered, never applied: the
+//!   gateway or bot that sent it disagrees about `amqp.shards`, and running it here
+//!   would race the room's own shard.
+//! - Handing the shard over to its owner, when the owner's probe arrives
+//!   ([`crate::balance`]), is the stop above without the connection's stop: the shard
+//!   stops taking deliveries, sees what it handled through to its acks, and closes its
+//!   channel; the supervisor subscribes again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,12 +41,14 @@ use common::amqp::Backoff;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions};
+use lapin::options::BasicAckOptions;
 use lapin::{Channel, Consumer};
 use proto::amqp::Command;
 use proto::server::ServerBody;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::balance::{Assignment, HOLD, PROBE_FROM_HEADER, PROBE_TYPE};
 use crate::commands::{Handler, Outcome};
 use crate::intake::{self, Rejection};
 use crate::metrics::DispatcherMetrics;
@@ -54,6 +63,15 @@ pub enum ShardError {
     Amqp(#[from] lapin::Error),
     #[error("the broker cancelled the consumer")]
     Cancelled,
+}
+
+/// How a shard ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Told to stop: the connection is going.
+    Stopped,
+    /// Handed over to its assigned dispatcher: subscribe again, as a standby.
+    HandedOver,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -73,6 +91,10 @@ pub struct Shared {
     /// `dispatcher.publish_in_room_order`: hold a room's batches behind its unconfirmed
     /// ones (off: every batch goes at once, gateways repair the order).
     pub room_order: bool,
+    /// `amqp.shards`: which shard each room belongs to.
+    pub shards: u32,
+    /// Which shards this dispatcher should be active on ([`crate::balance`]).
+    pub assignment: watch::Receiver<Assignment>,
 }
 
 /// The consumer of one command queue.
@@ -86,6 +108,12 @@ pub struct Shard {
     decider: Arc<Decider>,
     window: Window,
     room_order: bool,
+    shards: u32,
+    assignment: watch::Receiver<Assignment>,
+    /// When this consumer subscribed: it hands over no sooner than [`HOLD`] after.
+    subscribed: Instant,
+    /// Has had a delivery: it is the queue's active consumer.
+    active: bool,
 }
 
 impl Shard {
@@ -107,20 +135,38 @@ impl Shard {
             }),
             gateway_accounts: shared.gateway_accounts,
             room_order: shared.room_order,
+            shards: shared.shards,
+            assignment: shared.assignment,
+            subscribed: Instant::now(),
+            active: false,
         }
     }
 
-    /// Consumes until told to stop (`Ok`) or until the channel fails (`Err`). On stop
-    /// what is in hand is finished first (see the module's notes), then the consumer is
-    /// cancelled.
-    pub async fn run(mut self) -> Result<(), ShardError> {
-        self.serve().await?;
-        self.cancel().await;
-        Ok(())
+    /// Consumes until told to stop or until it hands the shard over (`Ok`), or until the
+    /// channel fails (`Err`). What is in hand is finished first (see the module's notes),
+    /// then the channel is closed.
+    pub async fn run(mut self) -> Result<Ended, ShardError> {
+        let served = self.serve().await;
+        self.metrics.set_shard_active(self.index, false);
+        let ended = served?;
+        if ended == Ended::HandedOver {
+            self.metrics.handovers.inc();
+            tracing::info!(shard = self.index, "shard handed over");
+        }
+        self.close().await;
+        Ok(ended)
     }
 
-    async fn serve(&mut self) -> Result<(), ShardError> {
+    /// A probe from `from` reached this (active) consumer: the shard goes to `from` if
+    /// it is the shard's owner, and this consumer has held the shard long enough.
+    fn hands_over_to(&self, from: &str) -> bool {
+        self.subscribed.elapsed() >= HOLD
+            && self.assignment.borrow().hands_over_to(self.index, from)
+    }
+
+    async fn serve(&mut self) -> Result<Ended, ShardError> {
         let mut stopping = false;
+        let mut handing_over = false;
         // The command whose Redis work is under way, and its delivery.
         let mut handling: Option<BoxFuture<(Command, Option<Outcome>)>> = None;
         let mut in_hand: Option<(Delivery, Instant)> = None;
@@ -157,26 +203,48 @@ impl Shard {
                         None => return Err(ShardError::Cancelled),
                     };
                     let started = Instant::now();
+                    if !self.active {
+                        self.active = true;
+                        self.metrics.set_shard_active(self.index, true);
+                    }
                     let props = &delivery.properties;
-                    let user_id = props.user_id().as_ref().map(|u| u.as_str());
-                    match intake::read(&delivery.data, user_id, &self.gateway_accounts) {
-                        Err(Rejection(reason)) => {
-                            tracing::warn!(shard = self.index, %reason, "dead-lettering a command");
-                            self.metrics.count("unknown", "dead");
-                            let batch = self.window.publisher.dead_letter(&delivery.data, props, &reason);
-                            self.window.push(delivery.delivery_tag, started, None, batch);
+                    if props.kind().as_ref().is_some_and(|k| k.as_str() == PROBE_TYPE) {
+                        // A dispatcher looking for its shard. If it is the owner, what
+                        // was delivered before the probe is handled, and what was
+                        // prefetched after it goes back to the queue.
+                        if probe_sender(props).is_some_and(|from| self.hands_over_to(from)) {
+                            stopping = true;
+                            handing_over = true;
                         }
-                        Ok(command) => {
-                            let message_id = intake::dedup_id(message_id_of(props)).map(str::to_owned);
-                            handling = Some(Box::pin(decide(self.decider.clone(), command, message_id)));
-                            in_hand = Some((delivery, started));
+                        self.window.push(delivery.delivery_tag, started, None, Batch::default());
+                    } else {
+                        let user_id = props.user_id().as_ref().map(|u| u.as_str());
+                        let read = intake::read(&delivery.data, user_id, &self.gateway_accounts)
+                            .and_then(|command| intake::check_shard(command, self.index, self.shards));
+                        match read {
+                            Err(Rejection(reason)) => {
+                                tracing::warn!(shard = self.index, %reason, "dead-lettering a command");
+                                self.metrics.count("unknown", "dead");
+                                let batch = self.window.publisher.dead_letter(&delivery.data, props, &reason);
+                                self.window.push(delivery.delivery_tag, started, None, batch);
+                            }
+                            Ok(command) => {
+                                let message_id = intake::dedup_id(message_id_of(props)).map(str::to_owned);
+                                handling = Some(Box::pin(decide(self.decider.clone(), command, message_id)));
+                                in_hand = Some((delivery, started));
+                            }
                         }
                     }
                 }
             }
             self.window.collect();
         }
-        self.window.finish().await
+        self.window.finish().await?;
+        Ok(if handing_over {
+            Ended::HandedOver
+        } else {
+            Ended::Stopped
+        })
     }
 
     /// A command's outcome goes into the window, to be published and then acked.
@@ -205,17 +273,12 @@ impl Shard {
         }
     }
 
-    /// Cancels the consumer, then closes the channel: deliveries prefetched but not
-    /// handled go back to the queue for whoever consumes it next.
-    async fn cancel(&mut self) {
-        let tag = self.consumer.tag();
-        if let Err(e) = self
-            .channel
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await
-        {
-            tracing::debug!(shard = self.index, error = %e, "cancelling the consumer failed");
-        }
+    /// Closes the channel, which ends the consumer too: deliveries prefetched but not
+    /// handled go back to the queue for whoever consumes it next. No `basic.cancel`
+    /// first: a cancelled consumer's queue activates the next consumer at once, which
+    /// could take later commands before the closing channel gives the earlier ones back;
+    /// a channel's close returns them before the next consumer gets anything.
+    async fn close(&mut self) {
         if let Err(e) = self.channel.close(200, "OK".into()).await {
             tracing::debug!(shard = self.index, error = %e, "closing the channel failed");
         }
@@ -461,6 +524,19 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Some(ServerBody::Error(e)) => e.code.as_str(),
         _ => "ok",
     }
+}
+
+/// The dispatcher id a probe carries.
+fn probe_sender(props: &lapin::BasicProperties) -> Option<&str> {
+    let headers = props.headers().as_ref()?;
+    headers
+        .inner()
+        .iter()
+        .find(|(key, _)| key.as_str() == PROBE_FROM_HEADER)
+        .and_then(|(_, value)| match value {
+            lapin::types::AMQPValue::LongString(id) => std::str::from_utf8(id.as_bytes()).ok(),
+            _ => None,
+        })
 }
 
 fn message_id_of(props: &lapin::BasicProperties) -> Option<&str> {

@@ -2,29 +2,38 @@
 //! configuration, declare the topology, start one [`Shard`] per command queue, and when
 //! the connection fails start over after a backoff.
 //!
-//! The command queues are single-active-consumer: the first dispatcher to subscribe owns
-//! a shard and the others stand by until it goes away, so nothing here coordinates
-//! dispatchers. On shutdown every shard finishes the command in hand, sees what it has
-//! published through to the broker's confirms and acks it, and cancels its consumer;
-//! then the connection is closed, and unacked deliveries go back to the queue.
+//! The command queues are single-active-consumer: every dispatcher subscribes to every
+//! shard, one consumer of each is active and the others stand by to take over when it
+//! goes. The [`Balancer`] shares the shards out among the live dispatchers; a shard that
+//! hands itself over is subscribed again here, as a standby. On shutdown every shard
+//! finishes the command in hand, sees what it has published through to the broker's
+//! confirms and acks it, and closes its channel; then the connection is closed, and
+//! unacked deliveries go back to the queue.
+//!
+//! With several broker addresses (`amqp.urls`), each connect starts at the node after
+//! the last one used, so a dispatcher whose node went away moves to another.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::{declare_topology, Backoff};
+use common::amqp::{declare_topology, Backoff, Nodes};
 use common::Settings;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use proto::amqp::Names;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::balance::{Assignment, Balancer};
 use crate::commands::{Handler, Rules};
 use crate::metrics::DispatcherMetrics;
 use crate::publisher::Publisher;
 use crate::rooms::{self, ConfiguredRoom};
-use crate::shard::{Shard, ShardError, Shared};
+use crate::shard::{Ended, Shard, ShardError, Shared};
+
+type Shards = JoinSet<(u32, Result<Ended, ShardError>)>;
 use crate::store::{RoomStore, StoreError};
 
 /// The connection name shown in the RabbitMQ console.
@@ -54,8 +63,9 @@ pub struct Supervisor {
     gateway_accounts: Arc<[String]>,
     /// Rooms from configuration, checked by [`crate::run`].
     configured: Vec<ConfiguredRoom>,
-    /// Tells this process's consumers apart in the console.
+    /// Tells this process's consumers apart in the console, and names it in the roster.
     instance: String,
+    nodes: Nodes,
     store: Option<RoomStore>,
     metrics: Arc<DispatcherMetrics>,
 }
@@ -72,6 +82,7 @@ impl Supervisor {
                 Vec::new()
             }),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            nodes: Nodes::new(&settings.amqp.addresses()),
             store: None,
             settings,
         }
@@ -111,28 +122,36 @@ impl Supervisor {
         let connecting = async {
             let store = self.store().await?;
             self.configure_rooms(&store).await?;
-            let url = self.settings.amqp.url.expose();
-            let connection = common::amqp::connect(url, CONNECTION_NAME).await?;
-            Ok::<_, LinkError>((store, connection))
+            let (connection, node) = self.nodes.connect(CONNECTION_NAME).await?;
+            Ok::<_, LinkError>((store, connection, node))
         };
-        let (store, connection) = tokio::select! {
+        let (store, connection, node) = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             connected = connecting => connected?,
         };
         let stop = shutdown.child_token();
         let mut shards = JoinSet::new();
+        let mut balancing = None;
         let (result, publish) = match self.start(&connection, store, &stop, &mut shards).await {
-            Ok(publish) => {
+            Ok((publish, shared, balancer)) => {
                 backoff.reset();
                 self.metrics.set_amqp_up(true);
-                tracing::info!(shards = self.settings.amqp.shards, prefix = %self.names.prefix(), "dispatcher consuming");
-                (watch(shutdown, &mut shards).await, Some(publish))
+                tracing::info!(shards = self.settings.amqp.shards, node, prefix = %self.names.prefix(), "dispatcher consuming");
+                balancing = Some(tokio::spawn(balancer.run(stop.clone())));
+                let watched = self
+                    .watch(&connection, &shared, shutdown, &mut shards)
+                    .await;
+                (watched, Some(publish))
             }
             Err(e) => (Err(e), None),
         };
         self.metrics.set_amqp_up(false);
         stop.cancel();
         drain(&mut shards).await;
+        if let Some(balancing) = balancing {
+            // It leaves the roster on its way out (one Redis call).
+            balancing.await.ok();
+        }
         // Channels close themselves when dropped, but in the background: close them here
         // so that the connection's own close finds nothing half-closed.
         if let Some(publish) = publish {
@@ -151,7 +170,7 @@ impl Supervisor {
         if let Some(store) = &self.store {
             return Ok(store.clone());
         }
-        let conn = common::store::connect(self.settings.redis.url.expose()).await?;
+        let conn = common::store::connect(&self.settings.redis).await?;
         let store = RoomStore::new(conn, &self.settings.redis.prefix);
         self.metrics.set_redis_up(true);
         self.store = Some(store.clone());
@@ -173,23 +192,36 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Declares the topology and starts a consumer per shard. Returns the publish channel.
+    /// Declares the topology and starts a consumer per shard. Returns the publish
+    /// channel, what the shards share (to subscribe again after a handover) and the
+    /// balancer to run.
     async fn start(
         &self,
         connection: &Connection,
         store: RoomStore,
         stop: &CancellationToken,
-        shards: &mut JoinSet<(u32, Result<(), ShardError>)>,
-    ) -> Result<Channel, LinkError> {
+        shards: &mut Shards,
+    ) -> Result<(Channel, Shared, Balancer), LinkError> {
         let amqp = &self.settings.amqp;
         let setup = connection.create_channel().await?;
-        declare_topology(&setup, &self.names, amqp.shards).await?;
+        declare_topology(&setup, &self.names, amqp.shards, amqp.command_queue_type).await?;
         setup.close(200, "OK".into()).await?;
 
         let publish = connection.create_channel().await?;
         publish
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        let (assignment, assigned) =
+            watch::channel(Assignment::everything(amqp.shards, &self.instance));
+        let balancer = Balancer {
+            id: self.instance.clone(),
+            shards: amqp.shards,
+            store: store.clone(),
+            names: self.names.clone(),
+            channel: connection.create_channel().await?,
+            assignment,
+            metrics: self.metrics.clone(),
+        };
         let shared = Shared {
             publisher: Publisher::new(publish.clone(), &self.names, self.metrics.clone()),
             handler: Handler::new(store, self.rules.clone(), &self.configured),
@@ -198,52 +230,78 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             stop: stop.clone(),
             room_order: self.settings.dispatcher.publish_in_room_order,
+            shards: amqp.shards,
+            assignment: assigned,
         };
         for index in 0..amqp.shards {
-            let channel = connection.create_channel().await?;
-            channel
-                .basic_qos(amqp.prefetch, BasicQosOptions::default())
-                .await?;
-            let consumer = channel
-                .basic_consume(
-                    self.names.commands_queue(index).into(),
-                    format!("dispatcher-{}-{index}", self.instance).into(),
-                    BasicConsumeOptions {
-                        no_ack: false,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-            let shard = Shard::new(index, channel, consumer, shared.clone());
-            shards.spawn(async move { (index, shard.run().await) });
+            self.subscribe(connection, index, &shared, shards).await?;
         }
-        Ok(publish)
+        Ok((publish, shared, balancer))
     }
-}
 
-/// Waits for shutdown (`Ok`) or for the first shard to end (`Err`: the connection is
-/// no longer whole).
-async fn watch(
-    shutdown: &CancellationToken,
-    shards: &mut JoinSet<(u32, Result<(), ShardError>)>,
-) -> Result<(), LinkError> {
-    tokio::select! {
-        () = shutdown.cancelled() => Ok(()),
-        Some(ended) = shards.join_next() => Err(match ended {
-            Ok((index, Ok(()))) => LinkError::Shard(index, "ended".into()),
-            Ok((index, Err(e))) => LinkError::Shard(index, e.to_string()),
-            Err(e) => LinkError::Shard(u32::MAX, format!("task failed: {e}")),
-        }),
+    /// Subscribes to shard `index` (active if nobody else is, else a standby) and starts
+    /// its consumer.
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        index: u32,
+        shared: &Shared,
+        shards: &mut Shards,
+    ) -> Result<(), LinkError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(self.settings.amqp.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.names.commands_queue(index).into(),
+                format!("dispatcher-{}-{index}", self.instance).into(),
+                BasicConsumeOptions {
+                    no_ack: false,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let shard = Shard::new(index, channel, consumer, shared.clone());
+        shards.spawn(async move { (index, shard.run().await) });
+        Ok(())
+    }
+
+    /// Waits for shutdown (`Ok`) or for a shard to fail (`Err`: the connection is no
+    /// longer whole); a shard that handed itself over is subscribed again.
+    async fn watch(
+        &self,
+        connection: &Connection,
+        shared: &Shared,
+        shutdown: &CancellationToken,
+        shards: &mut Shards,
+    ) -> Result<(), LinkError> {
+        loop {
+            let ended = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                Some(ended) = shards.join_next() => ended,
+            };
+            match ended {
+                Ok((index, Ok(Ended::HandedOver))) => {
+                    self.subscribe(connection, index, shared, shards).await?;
+                }
+                Ok((index, Ok(Ended::Stopped))) => {
+                    return Err(LinkError::Shard(index, "ended".into()))
+                }
+                Ok((index, Err(e))) => return Err(LinkError::Shard(index, e.to_string())),
+                Err(e) => return Err(LinkError::Shard(u32::MAX, format!("task failed: {e}"))),
+            }
+        }
     }
 }
 
 /// Lets stopped shards finish the command in hand, then aborts what is left.
-async fn drain(shards: &mut JoinSet<(u32, Result<(), ShardError>)>) {
+async fn drain(shards: &mut Shards) {
     let finished = tokio::time::timeout(STOP_GRACE, async {
         while let Some(ended) = shards.join_next().await {
             match ended {
-                Ok((_, Ok(()))) => {}
+                Ok((_, Ok(_))) => {}
                 Ok((index, Err(e))) => tracing::debug!(shard = index, error = %e, "shard ended"),
                 Err(e) => tracing::warn!(error = %e, "shard task failed"),
             }

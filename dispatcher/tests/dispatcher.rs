@@ -151,7 +151,7 @@ async fn a_retried_ref_is_answered_with_the_first_ack_and_stored_once() {
             assert_eq!(page.messages.len(), 1);
             assert!(page.complete);
             let stored: u64 = redis::cmd("ZCARD")
-                .arg(format!("{}:room:retry:history", h.prefix))
+                .arg(format!("{}:room:{{retry}}:history", h.prefix))
                 .query_async(&mut h.redis_conn)
                 .await
                 .unwrap();
@@ -248,7 +248,7 @@ async fn mutes_bans_and_announce_rooms_stored_in_redis_are_enforced() {
                     ServerBody::Joined(_)
                 ));
             }
-            let key = |suffix: &str| format!("{}:room:stage:{suffix}", h.prefix);
+            let key = |suffix: &str| format!("{}:room:{{stage}}:{suffix}", h.prefix);
             let (mute, ban, meta) = (key("mute:mallory"), key("ban:mallory"), key("meta"));
 
             let expect = async |h: &mut Harness, user: &str, code: Option<ErrorCode>| {

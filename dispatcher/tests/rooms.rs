@@ -156,7 +156,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             expect_ack(h, "alice", act(moderate("club", ModAction::Ban, "bob"))).await;
             let (key, _) = h.event("kicked").await;
             assert_eq!(key, "user.bob.kicked");
-            let role_key = format!("{}:room:club:roles", h.prefix);
+            let role_key = format!("{}:room:{{club}}:roles", h.prefix);
             assert_eq!(
                 h.redis(&["HEXISTS", &role_key, "bob"]).await,
                 redis::Value::Int(0)
@@ -203,7 +203,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             };
             assert!(page.messages.iter().all(|m| m.id != id), "{page:?}");
             assert_eq!(page.messages.len(), 1, "{page:?}");
-            let ids_key = format!("{}:room:club:ids", h.prefix);
+            let ids_key = format!("{}:room:{{club}}:ids", h.prefix);
             assert_eq!(
                 h.redis(&["HEXISTS", &ids_key, &id]).await,
                 redis::Value::Int(0)
@@ -234,7 +234,7 @@ async fn configured_rooms_roles_and_grants() {
     harness
         .run(async |h| {
             expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
-            let meta = format!("{}:room:staff:meta", h.prefix);
+            let meta = format!("{}:room:{{staff}}:meta", h.prefix);
             assert_eq!(
                 h.redis(&["HGET", &meta, "visibility"]).await,
                 redis::Value::BulkString(b"private".to_vec())
@@ -296,7 +296,7 @@ async fn configured_rooms_roles_and_grants() {
                 expect_ack(h, "olga", send("staff", &format!("m{i}"))).await;
             }
             let prefix = h.prefix.clone();
-            let key = |part: &str| format!("{prefix}:room:staff:{part}");
+            let key = |part: &str| format!("{prefix}:room:{{staff}}:{part}");
             assert_eq!(
                 h.redis(&["ZCARD", &key("history")]).await,
                 redis::Value::Int(3)
@@ -330,7 +330,7 @@ async fn configured_room_lost_by_the_store_is_written_again_before_anyone_joins(
             expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
             let prefix = h.prefix.clone();
             for part in ["meta", "roles"] {
-                h.redis(&["DEL", &format!("{prefix}:room:staff:{part}")])
+                h.redis(&["DEL", &format!("{prefix}:room:{{staff}}:{part}")])
                     .await;
             }
             expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
@@ -354,7 +354,7 @@ async fn presence_of_a_gateway_that_stopped_renewing_is_dropped() {
     let harness = Harness::start(&["room.hall.member"]).await;
     harness
         .run(async |h| {
-            let alive = |gw: &str| format!("{}:gw:{gw}:alive", h.prefix);
+            let alive = |gw: &str| format!("{}:{{gw}}:{gw}:alive", h.prefix);
             let (alive_a, alive_b) = (alive("gw-a"), alive("gw-b"));
             h.redis(&["SET", &alive_a, "boot-1", "EX", "60"]).await;
             h.redis(&["SET", &alive_b, "boot-1", "EX", "60"]).await;
@@ -400,7 +400,7 @@ async fn presence_of_a_gateway_that_stopped_renewing_is_dropped() {
                 (left.event, left.user.id.as_str()),
                 (MemberChange::Left, "bob")
             );
-            let key = format!("{}:room:hall:presence", h.prefix);
+            let key = format!("{}:room:{{hall}}:presence", h.prefix);
             assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(2));
 
             // gw-a crashes and comes back under the same id with a fresh key value: the

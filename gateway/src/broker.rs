@@ -19,7 +19,7 @@ use common::amqp::lapin::options::{
 };
 use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
 use common::amqp::lapin::{Channel, Confirmation, Connection};
-use common::amqp::{declare_topology, login_of, persistent_json_properties, Backoff};
+use common::amqp::{declare_topology, persistent_json_properties, Backoff, Nodes};
 use common::Settings;
 use futures_util::StreamExt;
 use proto::amqp::{shard_key, Command, Names};
@@ -94,7 +94,7 @@ impl Broker {
         let broker = Broker {
             gateway_id: gateway_id.to_owned(),
             queue: names.gateway_queue(gateway_id),
-            login: login_of(settings.amqp.url.expose()),
+            login: settings.amqp.login(),
             names,
             settings,
             index,
@@ -206,10 +206,7 @@ impl Broker {
             Duration::from_millis(a.backoff_min_ms),
             Duration::from_millis(a.backoff_max_ms),
         );
-        let history = History::new(
-            self.settings.redis.url.expose(),
-            &self.settings.redis.prefix,
-        );
+        let history = History::new(&self.settings.redis);
         let mut deliverer = Deliverer::new(
             self.index.clone(),
             self.metrics.clone(),
@@ -217,10 +214,11 @@ impl Broker {
             history,
             self.queue.clone(),
         );
+        let mut nodes = Nodes::new(&a.addresses());
         let mut links = 0u64;
         while !shutdown.is_cancelled() {
             match self
-                .serve(&shutdown, &mut backoff, &mut deliverer, links)
+                .serve(&shutdown, &mut nodes, &mut backoff, &mut deliverer, links)
                 .await
             {
                 Ok(()) => break,
@@ -245,12 +243,16 @@ impl Broker {
     async fn serve(
         &self,
         shutdown: &CancellationToken,
+        nodes: &mut Nodes,
         backoff: &mut Backoff,
         deliverer: &mut Deliverer,
         lost: u64,
     ) -> Result<(), LinkError> {
         let name = format!("warren-gateway {}", self.queue);
-        let conn = common::amqp::connect(self.settings.amqp.url.expose(), &name).await?;
+        let (conn, node) = nodes.connect(&name).await?;
+        if nodes.len() > 1 {
+            tracing::info!(node, "connected to broker node");
+        }
         let result = self
             .serve_connection(&conn, shutdown, backoff, deliverer, lost > 0)
             .await;
@@ -270,7 +272,13 @@ impl Broker {
         after_loss: bool,
     ) -> Result<(), LinkError> {
         let control = conn.create_channel().await?;
-        declare_topology(&control, &self.names, self.settings.amqp.shards).await?;
+        declare_topology(
+            &control,
+            &self.names,
+            self.settings.amqp.shards,
+            self.settings.amqp.command_queue_type,
+        )
+        .await?;
         if !self.started.load(Ordering::Acquire) {
             // A gateway restarted under the same id would otherwise inherit its previous
             // run's queue and bindings; this process starts from an empty queue. Later

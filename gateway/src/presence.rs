@@ -1,15 +1,18 @@
 //! This gateway in Redis: its liveness, and the users it holds.
 //!
-//! - `<prefix>:gw:<id>:alive`, renewed every `presence.renew_s` with an expiry of
+//! - `<prefix>:{gw}:<id>:alive`, renewed every `presence.renew_s` with an expiry of
 //!   `presence.ttl_s`. Presence entries name the gateway that holds the connection;
 //!   dispatchers treat entries of a gateway whose key is gone as gone. The value is
 //!   this process's incarnation, so entries left by an earlier run under the same id
 //!   are recognised as stale too.
-//! - `<prefix>:gw:<id>:users`, the set of users with a connection here, renewed with the
-//!   same expiry, and `<prefix>:gateways`, every gateway with the time its registration
-//!   expires. A dispatcher addresses a user event to the gateways that hold the user in
-//!   one publish (the `CC` header), so a session costs no broker operation: opening it
-//!   adds the user here before the `welcome`, closing the user's last one removes it.
+//! - `<prefix>:{gw}:<id>:users`, the set of users with a connection here, renewed with
+//!   the same expiry, and `<prefix>:{gw}:gateways`, every gateway with the time its
+//!   registration expires. A dispatcher addresses a user event to the gateways that
+//!   hold the user in one publish (the `CC` header), so a session costs no broker
+//!   operation: opening it adds the user here before the `welcome`, closing the user's
+//!   last one removes it.
+//! - The `{gw}` hash tag keeps all of it in one slot of a Redis Cluster, so the
+//!   pipelines below (which touch this gateway's three keys together) run on one node.
 //!
 //! One task owns the Redis connection and applies every change in order. Requests only
 //! say "make this user follow local connections": the task reads the index when it
@@ -26,7 +29,8 @@ use std::time::Duration;
 
 use common::amqp::Backoff;
 use common::store::keys;
-use common::store::redis::{self, aio::ConnectionManager};
+use common::store::redis;
+use common::store::RedisConnection;
 use common::Settings;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -37,8 +41,8 @@ use crate::index::Index;
 /// The most requests applied in one pipeline.
 const BATCH: usize = 4096;
 
-/// Waits before trying a failed pipeline again (Redis restarted: the connection
-/// manager reconnects after the first failure).
+/// Waits before trying a failed pipeline again (Redis restarted, or a cluster node
+/// failed over: the connection reconnects after the first failure).
 const RETRY_MS: [u64; 3] = [50, 200, 500];
 
 /// Whether the last renewal reached Redis.
@@ -116,10 +120,10 @@ pub async fn run(
         Duration::from_millis(a.backoff_min_ms),
         Duration::from_millis(a.backoff_max_ms),
     );
-    let mut conn: Option<ConnectionManager> = None;
+    let mut conn: Option<RedisConnection> = None;
     while !shutdown.is_cancelled() {
         let Some(c) = conn.as_mut() else {
-            match common::store::connect(settings.redis.url.expose()).await {
+            match common::store::connect(&settings.redis).await {
                 Ok(mut c) => {
                     // This run starts from an empty set: a previous run under the same
                     // id may have left one (killed before its entries expired).
@@ -207,7 +211,7 @@ impl State {
         }
     }
 
-    async fn clear(&mut self, c: &mut ConnectionManager) -> redis::RedisResult<()> {
+    async fn clear(&mut self, c: &mut RedisConnection) -> redis::RedisResult<()> {
         let cleared: redis::RedisResult<()> =
             redis::cmd("DEL").arg(&self.users).query_async(c).await;
         if cleared.is_ok() {
@@ -218,7 +222,7 @@ impl State {
 
     /// Renews the liveness key, the registration and the users' set; writes the set
     /// whole when it was lost.
-    async fn renew(&mut self, c: &mut ConnectionManager) {
+    async fn renew(&mut self, c: &mut RedisConnection) {
         let expires_ms = common::now_ms() + self.ttl_s * 1000;
         let renewed: redis::RedisResult<((), (), bool)> = redis::pipe()
             .set_ex(&self.alive, &self.incarnation, self.ttl_s)
@@ -255,7 +259,7 @@ impl State {
     }
 
     /// Applies `first` and every request queued behind it, in one pipeline.
-    async fn apply(&mut self, c: &mut ConnectionManager, first: Follow, inbox: &mut RegistryInbox) {
+    async fn apply(&mut self, c: &mut RedisConnection, first: Follow, inbox: &mut RegistryInbox) {
         let mut asked = vec![first];
         while asked.len() < BATCH {
             match inbox.0.try_recv() {
@@ -275,8 +279,8 @@ impl State {
         if !remove.is_empty() {
             pipe.srem(&self.users, &remove).ignore();
         }
-        // A connection Redis dropped (a restart) fails the next command while the
-        // manager reconnects: try again a little later before refusing anybody.
+        // A connection Redis dropped (a restart, a failover) fails the next command while
+        // it reconnects: try again a little later before refusing anybody.
         let mut done: redis::RedisResult<()> = pipe.query_async(c).await;
         for wait_ms in RETRY_MS {
             if done.is_ok() {

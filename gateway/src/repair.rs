@@ -17,8 +17,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use common::settings::RedisSettings;
 use common::store::keys;
-use common::store::redis::{self, aio::ConnectionManager};
+use common::store::redis;
+use common::store::RedisConnection;
 use proto::server::Message;
 
 /// Where a room stands.
@@ -133,16 +135,14 @@ impl Marks {
 
 /// Reads ranges of a room's history, on a Redis connection made when first needed.
 pub struct History {
-    url: String,
-    prefix: String,
-    conn: Option<ConnectionManager>,
+    settings: RedisSettings,
+    conn: Option<RedisConnection>,
 }
 
 impl History {
-    pub fn new(url: &str, prefix: &str) -> History {
+    pub fn new(settings: &RedisSettings) -> History {
         History {
-            url: url.to_owned(),
-            prefix: prefix.to_owned(),
+            settings: settings.clone(),
             conn: None,
         }
     }
@@ -158,14 +158,16 @@ impl History {
     ) -> redis::RedisResult<Vec<Message>> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
-            None => self.conn.insert(common::store::connect(&self.url).await?),
+            None => self
+                .conn
+                .insert(common::store::connect(&self.settings).await?),
         };
         let upto = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
         let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(keys::history(&self.prefix, room))
+        cmd.arg(keys::history(&self.settings.prefix, room))
             .arg(format!("({after}"))
             .arg(upto);
-        // Once more after a failure: the manager reconnects after a dropped connection.
+        // Once more after a failure: the connection reconnects after a dropped one.
         let raw: Vec<String> = match cmd.query_async(conn).await {
             Ok(raw) => raw,
             Err(_) => {

@@ -19,6 +19,11 @@
 //!   `/metrics` as numbers, a gateway's resident memory, RSA keys for JWT tests.
 //! - [`broker`], [`store`]: what RabbitMQ and Redis say; [`cleanup`] empties both of a
 //!   stack's objects.
+//! - [`properties`]: the core end-to-end properties as functions over a stack, so that
+//!   each deployment shape (single nodes, clusters) is checked by the same code.
+//! - [`redis_cluster`]: a local Redis Cluster for one test, from
+//!   `scripts/redis-cluster.sh`, with its failover helpers; [`rabbitmq_cluster`] the
+//!   same for a 3-node RabbitMQ cluster, from `scripts/rabbitmq-cluster.sh`.
 //! - [`accounts`]: RabbitMQ users with least-privilege permissions, made per test;
 //!   [`bots`]: bot processes and raw AMQP publishing under an account.
 
@@ -32,6 +37,9 @@ pub mod faults_support;
 pub mod hostile_support;
 pub mod http;
 mod process;
+pub mod properties;
+pub mod rabbitmq_cluster;
+pub mod redis_cluster;
 pub mod requests;
 pub mod rooms_support;
 pub mod stack;

@@ -25,6 +25,8 @@ use crate::{broker, cleanup, store};
 /// The `Origin` every stack allows (besides requests without one).
 pub const ALLOWED_ORIGIN: &str = "http://allowed.test";
 const LOG_TAIL_LINES: usize = 40;
+/// `amqp.shards` in the services' built-in defaults (common/src/defaults.toml).
+pub const DEFAULT_SHARDS: u32 = 16;
 const POLL: Duration = Duration::from_millis(100);
 
 /// What to start.
@@ -39,6 +41,11 @@ pub struct StackOptions {
     /// A settings file (TOML) for every process, for what the environment cannot say
     /// (`[[rooms.list]]`); written beside the logs and passed as `--config`.
     pub config: Option<String>,
+    /// The services use the machine's default RabbitMQ node, which the stack inspects
+    /// (consumers, bindings) and cleans up. Off for a stack on a cluster of its own:
+    /// readiness is then read from the processes' `/readyz`, and whoever started that
+    /// broker removes what the stack declared on it.
+    pub default_broker: bool,
 }
 
 impl Default for StackOptions {
@@ -56,12 +63,20 @@ impl StackOptions {
             env: Vec::new(),
             ready_timeout: Duration::from_secs(30),
             config: None,
+            default_broker: true,
         }
     }
 
     /// Gives every process this settings file (TOML); the environment still overrides it.
     pub fn config(mut self, toml: &str) -> StackOptions {
         self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Services on a broker of their own, not the machine's default node (see
+    /// [`StackOptions::default_broker`]).
+    pub fn own_broker(mut self) -> StackOptions {
+        self.default_broker = false;
         self
     }
 
@@ -89,6 +104,7 @@ pub struct Stack {
     shards: u32,
     env: Vec<(String, String)>,
     ready_timeout: Duration,
+    default_broker: bool,
     gateway_bin: PathBuf,
     dispatcher_bin: PathBuf,
     logs_dir: PathBuf,
@@ -99,8 +115,9 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the dispatchers one after the other (so the first is the active consumer
-    /// of every shard), then the gateways, each waited for until ready.
+    /// Starts the dispatchers one after the other, then the gateways, each waited for
+    /// until ready. The dispatchers share the shards out among themselves within
+    /// seconds ([`Stack::shard_owners`] tells who is active where).
     pub async fn start(options: StackOptions) -> Stack {
         let target = target_dir();
         let gateway_bin = binary(&target, "warren-gateway");
@@ -120,7 +137,7 @@ impl Stack {
             .rev()
             .find(|(k, _)| k == "WARREN__AMQP__SHARDS")
             .map(|(_, v)| v.parse().expect("WARREN__AMQP__SHARDS is a number"))
-            .unwrap_or(4);
+            .unwrap_or(DEFAULT_SHARDS);
         eprintln!(
             "[{prefix}] logs: {}",
             logs_dir.join(format!("{prefix}-*.log")).display()
@@ -141,6 +158,7 @@ impl Stack {
             shards,
             env: options.env,
             ready_timeout: options.ready_timeout,
+            default_broker: options.default_broker,
             gateway_bin,
             dispatcher_bin,
             logs_dir,
@@ -249,6 +267,24 @@ impl Stack {
         http::get(self.dispatcher_addr(i), path)
             .await
             .unwrap_or_else(|e| panic!("GET {path} on dispatcher {i}: {e:#}"))
+    }
+
+    /// The shards dispatcher `i` is the active consumer of, from its `/metrics`
+    /// (`warren_dispatcher_shard_active{shard="n"} 1`), in order.
+    pub async fn active_shards(&self, i: usize) -> Vec<u32> {
+        let response = self.dispatcher_get(i, "/metrics").await;
+        assert_eq!(response.status, 200, "GET /metrics on dispatcher {i}");
+        let mut shards: Vec<u32> = response
+            .text()
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("warren_dispatcher_shard_active{shard=\"")?;
+                let (shard, value) = rest.split_once("\"}")?;
+                (value.trim() == "1").then(|| shard.parse().ok())?
+            })
+            .collect();
+        shards.sort_unstable();
+        shards
     }
 
     /// `GET path` on gateway `i`'s public listener.
@@ -515,6 +551,9 @@ impl Stack {
     /// consumers of single-active-consumer queues (a passive declare does not on quorum
     /// queues).
     async fn wait_dispatchers_subscribed(&mut self) {
+        if !self.default_broker {
+            return self.wait_dispatchers_ready().await;
+        }
         let deadline = Instant::now() + self.ready_timeout;
         loop {
             let mut live = 0;
@@ -557,6 +596,37 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Every live dispatcher answers `/readyz` with 200 (consuming, Redis reachable).
+    async fn wait_dispatchers_ready(&mut self) {
+        let deadline = Instant::now() + self.ready_timeout;
+        for i in 0..self.dispatchers.len() {
+            if !self.dispatchers[i].alive() {
+                continue;
+            }
+            let addr = self.dispatcher_addr(i);
+            loop {
+                let status = http::get(addr, "/readyz").await.map(|r| r.status).ok();
+                if status == Some(200) {
+                    break;
+                }
+                assert!(
+                    self.dispatchers[i].alive(),
+                    "d{i} exited before it was ready; see {}",
+                    self.dispatchers[i].log.display()
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "d{i} not ready within {:?} (last /readyz: {status:?}); see {}",
+                    self.ready_timeout,
+                    self.dispatchers[i].log.display()
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         let failed = std::thread::panicking();
@@ -579,6 +649,7 @@ impl Drop for Stack {
             self.names.events_exchange(),
             self.names.dead(),
         ];
+        // On a stack of its own broker this finds nothing there, and still clears Redis.
         let problems = cleanup::remove_blocking(&self.prefix, queues, exchanges);
         if !problems.is_empty() {
             eprintln!("[{}] cleanup left problems: {problems:#?}", self.prefix);

@@ -75,6 +75,8 @@ pub struct SenderReport {
     pub messages: Vec<Message>,
     /// Sends repeated with the same ref.
     pub resent: usize,
+    /// Sends answered `unavailable` or `rate_limited` (each then sent again).
+    pub refused: usize,
 }
 
 /// Sends `plan.count` messages and collects acks and the room's messages.
@@ -158,6 +160,7 @@ pub async fn send_stream(client: &mut Client, plan: &Plan) -> SenderReport {
                         match v["code"].as_str() {
                             // Nothing was accepted; the protocol says retry.
                             Some("unavailable") | Some("rate_limited") => {
+                                report.refused += 1;
                                 if let Some(entry) = in_flight.get_mut(i) {
                                     entry.0 = Instant::now() + Duration::from_millis(500);
                                 }

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use warren_tests::faults_support::checks::{self, Proc};
 use warren_tests::faults_support::redis_outage::{RedisOutage, Restart};
 use warren_tests::faults_support::services::{self, BrokerOutage};
+use warren_tests::faults_support::streams;
 use warren_tests::faults_support::{Controls, Ended, Member};
 use warren_tests::rooms_support::assert_error;
 use warren_tests::{eventually, traffic, Client, Connect, Stack, StackOptions};
@@ -107,19 +108,7 @@ impl Driving {
 
 /// Waits until the members' first acks reach `n`; returns the count then.
 async fn acked_reaches(controls: &Controls, n: usize) -> usize {
-    let acked = controls.acked.clone();
-    eventually(&format!("{n} acks"), PROGRESS, move || {
-        let acked = acked.clone();
-        async move {
-            let got = acked.load(Ordering::SeqCst);
-            if got >= n {
-                Ok(got)
-            } else {
-                Err(format!("{got} acks"))
-            }
-        }
-    })
-    .await
+    streams::acked_reaches(controls, n, PROGRESS).await
 }
 
 /// [`crowd`] with two readers, every member driving at once towards `senders * each` acks.

@@ -3,8 +3,8 @@
 //! A retry with the same `(room, user, ref)` is answered from the dedup key with the first
 //! message, which is published again: a crash between storing and publishing must not
 //! lose the delivery, and gateways drop a seq they have already delivered. A send
-//! without `ref` is deduplicated on the AMQP `message_id` instead (scoped by user), so
-//! that a redelivery after a dispatcher crash is not stored twice either.
+//! without `ref` is deduplicated on the AMQP `message_id` instead (in the room, scoped
+//! by user), so that a redelivery after a dispatcher crash is not stored twice either.
 //!
 //! The sender's `ack` rides on the `message` event when the send came from a gateway
 //! connection (its gateway answers from the event; no reply is published); a bot's
@@ -109,7 +109,11 @@ pub fn dedup_of<'a>(
             user,
             reference,
         }),
-        (None, Some(message_id)) => Some(Dedup::Delivery { user, message_id }),
+        (None, Some(message_id)) => Some(Dedup::Delivery {
+            room,
+            user,
+            message_id,
+        }),
         (None, None) => None,
     }
 }
@@ -175,6 +179,7 @@ mod tests {
         assert_eq!(
             dedup_of("room", "a", None, Some("m")),
             Some(Dedup::Delivery {
+                room: "room",
                 user: "a",
                 message_id: "m"
             })

@@ -136,14 +136,9 @@ impl RoomStore {
         dedup: Option<&Dedup<'_>>,
         retention: Retention,
     ) -> Result<Message, StoreError> {
-        let k = &self.keys;
-        let mut call = self.scripts.append.key(k.epoch(room));
-        call.key(k.seq(room))
-            .key(k.history(room))
-            .key(k.ids(room))
-            .key(k.floor(room));
-        if let Some(dedup) = dedup {
-            call.key(k.dedup(dedup));
+        let mut call = self.scripts.append.prepare_invoke();
+        for key in self.keys.append(room, dedup) {
+            call.key(key);
         }
         call.arg(fresh_epoch())
             .arg(draft.head())

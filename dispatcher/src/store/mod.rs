@@ -1,26 +1,28 @@
 //! The dispatcher's Redis data model, and nothing about chat rules.
 //!
-//! Every key is under `<redis.prefix>:` (see [`Keys`]):
-//! - `room:<r>:meta` hash (`visibility`, `announce`, `created`, and optional
-//!   `history_limit`/`history_on_join` overrides), `room:<r>:roles` hash user → role,
-//!   `room:<r>:mute:<user>` and `room:<r>:ban:<user>` restrictions (`{by, until, reason}`,
-//!   expiring when they end);
-//! - `room:<r>:seq` counter, `room:<r>:epoch` string, `room:<r>:history` sorted set
+//! Every key is under `<redis.prefix>:` (see [`Keys`]); a room's keys carry the room as
+//! their hash tag, `room:{<r>}:`, and the gateways' registry carries `{gw}`:
+//! - `room:{<r>}:meta` hash (`visibility`, `announce`, `created`, and optional
+//!   `history_limit`/`history_on_join` overrides), `room:{<r>}:roles` hash user → role,
+//!   `room:{<r>}:mute:<user>` and `room:{<r>}:ban:<user>` restrictions
+//!   (`{by, until, reason}`, expiring when they end);
+//! - `room:{<r>}:seq` counter, `room:{<r>}:epoch` string, `room:{<r>}:history` sorted set
 //!   (score = seq, member = message JSON, the newest `history_limit` kept),
-//!   `room:<r>:ids` hash message id → seq (the index `delete` finds a message by, trimmed
-//!   with history), `room:<r>:floor` the highest seq trimmed so far;
-//! - `room:<r>:presence` hash session → `{id, name, gateway}`, and `gw:<id>:alive`, which
-//!   each gateway keeps alive (entries of a gateway without it are gone);
-//! - `gw:<id>:users` the users each gateway holds and `gateways` the gateways'
-//!   registrations, both written by the gateways: which gateways a user event goes to;
-//! - `dedup:<user>:<ref>` and `dedupmsg:<user>:<message_id>`: the message first stored
-//!   for that send, with an expiry.
+//!   `room:{<r>}:ids` hash message id → seq (the index `delete` finds a message by,
+//!   trimmed with history), `room:{<r>}:floor` the highest seq trimmed so far;
+//! - `room:{<r>}:dedup:<user>:<ref>` and `room:{<r>}:dedupmsg:<user>:<message_id>`: the
+//!   message first stored for that send, with an expiry;
+//! - `room:{<r>}:presence` hash session → `{id, name, gateway}`, and `{gw}:<id>:alive`,
+//!   which each gateway keeps alive (entries of a gateway without it are gone);
+//! - `{gw}:<id>:users` the users each gateway holds and `{gw}:gateways` the gateways'
+//!   registrations, both written by the gateways: which gateways a user event goes to.
 //!
 //! Appending a message is one Lua script ([`RoomStore::append`]) so that the seq, the
 //! history entry, the index and the dedup key are written together or not at all; a
 //! room from configuration is written by another. Everything else is a plain command or
 //! a pipeline: one shard's commands are handled one at a time, so a room is never
-//! written by two handlers at once. [`messages`] holds history, [`presence`] presence,
+//! written by two handlers at once. Each script and pipeline touches one room's keys, or
+//! the registry's, so all of it works on Redis Cluster as on a single Redis. [`messages`] holds history, [`presence`] presence,
 //! this file rooms, roles and restrictions.
 
 mod draft;
@@ -28,13 +30,14 @@ mod keys;
 mod messages;
 mod model;
 mod presence;
+mod roster;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use common::store::RedisConnection;
 use proto::client::Role;
 use proto::server::Message;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::rooms::ConfiguredRoom;
@@ -55,11 +58,11 @@ struct Scripts {
     configure: Script,
 }
 
-/// The rooms in Redis. Cloning is shallow: the connection manager is a handle to one
-/// multiplexed connection that reconnects by itself.
+/// The rooms in Redis. Cloning is shallow: the connection is a handle (to one
+/// multiplexed connection, or to a cluster's) that reconnects by itself.
 #[derive(Clone)]
 pub struct RoomStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     scripts: Arc<Scripts>,
 }
@@ -81,7 +84,7 @@ pub enum RestrictionKind {
 }
 
 impl RoomStore {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> RoomStore {
+    pub fn new(conn: RedisConnection, prefix: &str) -> RoomStore {
         let scripts = Scripts {
             append: Script::new(include_str!("append.lua")),
             holders: Script::new(include_str!("holders.lua")),
@@ -97,7 +100,7 @@ impl RoomStore {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConnection {
         self.conn.clone()
     }
 

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis is unreachable, loading, failing over or out of memory: worth retrying.
+    /// Redis (or a cluster node) is unreachable, loading, failing over or out of memory:
+    /// worth retrying.
     #[error("redis unavailable: {0}")]
     Unavailable(redis::RedisError),
     /// Something stored cannot be read (or written) as the model says, or Redis refused
@@ -30,11 +31,16 @@ impl From<redis::RedisError> for StoreError {
 }
 
 /// Whether a Redis error can go away by itself. Anything else (a wrong type, a script
-/// refusing a damaged value) would block the shard forever if it were retried.
+/// refusing a damaged value, keys in two slots) would block the shard forever if it
+/// were retried. A cluster failing over answers with the cluster kinds until a replica
+/// has taken over and the client has followed the new slot map.
 fn is_transient(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     match e.kind() {
-        ErrorKind::Io | ErrorKind::Parse | ErrorKind::AuthenticationFailed => true,
+        ErrorKind::Io
+        | ErrorKind::Parse
+        | ErrorKind::AuthenticationFailed
+        | ErrorKind::ClusterConnectionNotFound => true,
         ErrorKind::Server(kind) => matches!(
             kind,
             ServerErrorKind::BusyLoading
@@ -43,6 +49,8 @@ fn is_transient(e: &redis::RedisError) -> bool {
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ReadOnly
                 | ServerErrorKind::NoScript
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
         ),
         ErrorKind::Extension => matches!(e.code(), Some("MISCONF" | "OOM" | "BUSY" | "NOREPLICAS")),
         _ => false,
@@ -261,8 +269,20 @@ mod tests {
             StoreError::from(loading),
             StoreError::Unavailable(_)
         ));
+        for failing_over in [
+            RedisError::from((ErrorKind::ClusterConnectionNotFound, "no node")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::ClusterDown), "down")),
+            RedisError::from((ErrorKind::Server(ServerErrorKind::Moved), "moved")),
+        ] {
+            assert!(matches!(
+                StoreError::from(failing_over),
+                StoreError::Unavailable(_)
+            ));
+        }
         let wrong = RedisError::from((ErrorKind::UnexpectedReturnType, "not a number"));
         assert!(matches!(StoreError::from(wrong), StoreError::Data(_)));
+        let cross = RedisError::from((ErrorKind::Server(ServerErrorKind::CrossSlot), "slots"));
+        assert!(matches!(StoreError::from(cross), StoreError::Data(_)));
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl RoomStore {
             return Ok(HashMap::new());
         }
         let mut script = self.scripts.holders.key(self.keys.gateways());
-        script.arg(self.keys.prefix()).arg(common::now_ms());
+        script.arg(self.keys.registry()).arg(common::now_ms());
         for user in users {
             script.arg(*user);
         }

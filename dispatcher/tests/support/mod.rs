@@ -15,6 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use common::amqp::{declare_topology, lapin, persistent_json_properties};
+use common::store::RedisConnection;
 use common::Settings;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
@@ -29,7 +30,6 @@ use proto::amqp::{
 };
 use proto::ids::shard_of;
 use proto::server::{Ack, ServerBody, ServerFrame};
-use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warren_dispatcher::DispatcherError;
@@ -50,7 +50,7 @@ pub struct Harness {
     replies: Consumer,
     events: Consumer,
     events_queue: String,
-    pub redis_conn: ConnectionManager,
+    pub redis_conn: RedisConnection,
     correlation: u64,
     /// Commands sent, by (session, ref): their correlation ids, for acks made from events.
     sent: HashMap<(String, Option<String>), String>,
@@ -97,7 +97,7 @@ impl Harness {
                 .await
                 .expect("amqp");
         let channel = connection.create_channel().await.expect("channel");
-        declare_topology(&channel, &names, SHARDS)
+        declare_topology(&channel, &names, SHARDS, settings.amqp.command_queue_type)
             .await
             .expect("topology");
         channel
@@ -166,7 +166,7 @@ impl Harness {
             .await
             .expect("consume events");
 
-        let redis = common::store::connect(settings.redis.url.expose())
+        let redis = common::store::connect(&settings.redis)
             .await
             .expect("redis");
         let shutdown = CancellationToken::new();
@@ -507,7 +507,7 @@ impl Harness {
 }
 
 /// SCAN + DEL of every key under `<prefix>:`.
-async fn delete_keys(redis: &mut ConnectionManager, prefix: &str) {
+async fn delete_keys(redis: &mut RedisConnection, prefix: &str) {
     let mut cursor: u64 = 0;
     loop {
         let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")

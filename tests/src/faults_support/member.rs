@@ -171,6 +171,7 @@ impl Member {
             acks: self.acks.clone(),
             messages: self.messages.clone(),
             resent: self.resent,
+            ..SenderReport::default()
         }
     }
 
