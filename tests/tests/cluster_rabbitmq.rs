@@ -1,6 +1,6 @@
 //! Warren on a 3-node RabbitMQ cluster with quorum command queues (issue #10): the core
 //! end-to-end properties, then the node that leads the command queues stopped under a
-//! stream of sends.
+//! stream of sends, then the gateways' node stopped and started.
 //!
 //! The target starts its own cluster with `scripts/rabbitmq-cluster.sh` (AMQP ports
 //! 5691-5693, management 15691-15693, distribution 25691-25693) and stops it, removing
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use warren_tests::faults_support::streams::{acked_reaches, rooms_on_distinct_shards, RoomStream};
 use warren_tests::faults_support::Controls;
 use warren_tests::rabbitmq_cluster::RabbitCluster;
+use warren_tests::rooms_support::assert_error;
 use warren_tests::{properties, Stack, StackOptions};
 
 const BASE_PORT: u16 = 5691;
@@ -26,7 +27,7 @@ const BASE_PORT: u16 = 5691;
 const RESUME: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warren_runs_on_a_rabbitmq_cluster_and_survives_a_leader_node_stop() {
+async fn warren_runs_on_a_rabbitmq_cluster_and_survives_its_nodes_stopping() {
     let cluster = RabbitCluster::start(BASE_PORT);
     let dispatchers_order = cluster.urls(&[3, 1, 2]);
     let gateways_order = cluster.urls(&[1, 2, 3]);
@@ -97,9 +98,67 @@ async fn warren_runs_on_a_rabbitmq_cluster_and_survives_a_leader_node_stop() {
     for stream in streams {
         checked += stream.finish().await;
     }
+
+    // The gateways' node goes away: their classic queues live there, so they cannot
+    // consume anywhere else. They answer `unavailable` meanwhile, keep their
+    // WebSockets, and carry on once it is back.
+    let room = "node-one";
+    let mut alice = stack.connect(0, "alice-n1").await;
+    let mut bob = stack.connect(1, "bob-n1").await;
+    alice.join(room).await;
+    bob.join(room).await;
+    cluster.stop_node(1).await;
+    alice.send(room, "while node 1 is away", "away").await;
+    let answer = alice.answer("away").await;
+    assert_error(
+        &answer,
+        "unavailable",
+        "a send while the gateway's node is away",
+    );
+    cluster.start_node(1).await;
+    let mut tries = 0;
+    let acked = loop {
+        tries += 1;
+        let reference = format!("back-{tries}");
+        alice.send(room, "node 1 is back", &reference).await;
+        let answer = alice.answer(&reference).await;
+        if answer["type"] == "ack" {
+            break answer;
+        }
+        assert_error(
+            &answer,
+            "unavailable",
+            "a send while the gateway reconnects",
+        );
+        assert!(
+            tries < 60,
+            "gateway 0 still unavailable 60 tries after node 1 came back"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let shown = bob
+        .recv_until(
+            |v| v["type"] == "message" && v["text"] == "node 1 is back",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(shown["id"], acked["id"], "bob got the acked message");
+    let texts: Vec<String> = bob
+        .full_history(room)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        texts,
+        ["node 1 is back"],
+        "history: the send answered unavailable was not stored"
+    );
+
     eprintln!(
         "[cluster_rabbitmq] node 3 stopped at {before} acks (stop took {stopped_after:?}); \
          {resumed} acks {resumed_after:?} after the stop began; {ROOMS} rooms x {total} \
-         messages, {checked} deliveries checked"
+         messages, {checked} deliveries checked; after node 1 (the gateways') came back, \
+         the send went through at try {tries}"
     );
 }
