@@ -272,6 +272,8 @@ def pipeline_table(rows, goals):
         "pipeline_unordered_1000", "messages_delivered_per_s")
     row("Warren, quorum command queues (`amqp.command_queue_type = quorum`, one node)",
         "pipeline_quorum_max", "pipeline_quorum_1000", "messages_delivered_per_s")
+    row("Warren, per-user send budget checked (`dispatcher.user_sends_per_sec`)",
+        "pipeline_budget_max", "pipeline_budget_1000", "messages_delivered_per_s")
     row("raw lapin path, persistent + confirms on both hops", "raw_max", "raw_1000", "delivered_per_s")
     row("raw lapin path, transient, no confirms", "raw_transient_max", None, "delivered_per_s")
     out.append(f"| raw path, published in the issue | {PUBLISHED['raw_persistent']:,} persistent, "

@@ -5,10 +5,12 @@
 #   bench/run.sh                 full matrix, 3 runs per case, medians -> BENCHMARKS.md
 #   bench/run.sh --quick         short runs, 1 each, summary on stdout (BENCHMARKS.md kept)
 #   bench/run.sh --smoke         <= 10 s: one tiny fan-out; exit 0 when it works (for CI)
-#   bench/run.sh --cases fanout,deflate,coalesce,seed,pipeline,unordered,quorum,raw,idle,connect,crowd,restart
+#   bench/run.sh --cases fanout,deflate,coalesce,seed,pipeline,unordered,quorum,budget,raw,idle,connect,crowd,restart
 #                                a selection. deflate: the fan-out with permessage-deflate on
 #                                and off; coalesce: the fan-out with 20 ms write coalescing;
 #                                quorum: the pipeline with quorum command queues;
+#                                budget: the pipeline with the per-user send budget
+#                                checked (a budget too large to refuse anything);
 #                                crowd: $CROWD_USERS (19,000) users join one room at once;
 #                                restart: RabbitMQ's app stopped and started during a
 #                                pipeline run - it stops the machine's broker, so never
@@ -64,7 +66,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-ALL_CASES="fanout,deflate,coalesce,seed,pipeline,unordered,quorum,raw,idle,connect,crowd,restart"
+ALL_CASES="fanout,deflate,coalesce,seed,pipeline,unordered,quorum,budget,raw,idle,connect,crowd,restart"
 case $MODE in
   full) : "${CASES:=$ALL_CASES}" "${RUNS:=3}" "${WAIT_IDLE:=600}" ;;
   quick) : "${CASES:=$ALL_CASES}" "${RUNS:=1}" "${WAIT_IDLE:=0}" ;;
@@ -314,44 +316,48 @@ coalesce_cases() {
   clean_prefix "$prefix"
 }
 
+# The pipeline on a stack of its own (1 dispatcher, 2 gateways), started with
+# DISPATCHER_EXTRA_ENV and GATEWAY_EXTRA_ENV as the caller set them (both are emptied
+# once it runs): $1 the case, $2 its label in the log, $3 the run ids' suffix.
+pipeline_variant() {
+  local case=$1 label=$2 suffix=$3 prefix
+  new_prefix
+  prefix=$PREFIX
+  start_chat_stack "$prefix"
+  DISPATCHER_EXTRA_ENV=()
+  GATEWAY_EXTRA_ENV=()
+  pipeline_runs "$case" "$label" "$URL0,$URL1" "$(cpu_pids "gw0=$GW0,gw1=$GW1,d0=$D0")" \
+    "$prefix-$suffix"
+  stop_pid "$GW0"
+  stop_pid "$GW1"
+  stop_pid "$D0"
+  clean_prefix "$prefix"
+}
+
 # The pipeline again with dispatcher.publish_in_room_order = false: a command's
 # publishes go at once instead of waiting for the earlier ones of its room to be
 # confirmed (gateways repair any order from Redis). Issue 14 asks for both.
 unordered_cases() {
-  local prefix gw0 gw1 d0 url0 url1
-  new_prefix
-  prefix=$PREFIX
   DISPATCHER_EXTRA_ENV=("WARREN__DISPATCHER__PUBLISH_IN_ROOM_ORDER=false")
-  start_chat_stack "$prefix"
-  DISPATCHER_EXTRA_ENV=()
-  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
-  pipeline_runs pipeline_unordered "Warren, publishes not held in room order" "$url0,$url1" \
-    "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix-u"
-  stop_pid "$gw0"
-  stop_pid "$gw1"
-  stop_pid "$d0"
-  clean_prefix "$prefix"
+  pipeline_variant pipeline_unordered "Warren, publishes not held in room order" u
 }
 
 # The pipeline again with quorum command queues (amqp.command_queue_type = quorum) on
 # the machine's one node: what the Raft log costs a command before any replica does
 # (issue 10 asks for both types measured to choose the default).
 quorum_cases() {
-  local prefix gw0 gw1 d0 url0 url1
-  new_prefix
-  prefix=$PREFIX
   DISPATCHER_EXTRA_ENV=("WARREN__AMQP__COMMAND_QUEUE_TYPE=quorum")
   GATEWAY_EXTRA_ENV=("WARREN__AMQP__COMMAND_QUEUE_TYPE=quorum")
-  start_chat_stack "$prefix"
-  DISPATCHER_EXTRA_ENV=()
-  GATEWAY_EXTRA_ENV=()
-  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
-  pipeline_runs pipeline_quorum "Warren, quorum command queues" "$url0,$url1" \
-    "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix-q"
-  stop_pid "$gw0"
-  stop_pid "$gw1"
-  stop_pid "$d0"
-  clean_prefix "$prefix"
+  pipeline_variant pipeline_quorum "Warren, quorum command queues" q
+}
+
+# The pipeline again with the per-user send budget checked on every send (issue 13,
+# item 5: one token bucket per user in Redis), set too large to refuse anything, so that
+# only its cost shows; the other cases run with it off, like the per-connection limits.
+budget_cases() {
+  DISPATCHER_EXTRA_ENV=("WARREN__DISPATCHER__USER_SENDS_PER_SEC=1000000"
+    "WARREN__DISPATCHER__USER_SEND_BURST=1000000")
+  pipeline_variant pipeline_budget "Warren, per-user send budget checked" b
 }
 
 # The raw path's publisher, relay and consumer stand for Warren's gateway and dispatcher,
@@ -653,6 +659,7 @@ if has_case fanout || has_case deflate || has_case pipeline; then warren_chat_ca
 if has_case coalesce; then coalesce_cases; fi
 if has_case unordered; then unordered_cases; fi
 if has_case quorum; then quorum_cases; fi
+if has_case budget; then budget_cases; fi
 if has_case raw; then raw_cases; fi
 if has_case seed; then seed_cases; fi
 if has_case idle; then warren_idle_cases; fi

@@ -2,7 +2,8 @@
 # Makes sure the services Warren needs are installed and answering on this
 # machine: Redis on 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672 (with the
 # management plugin on 127.0.0.1:15672, and the `warren-gateway` and
-# `warren-bot` accounts with least-privilege permissions).
+# `warren-bot` accounts with least-privilege permissions, topic permissions on
+# the events exchange included).
 #
 # Idempotent: when everything is already up it only checks, and returns
 # quickly. Installs missing packages with apt-get, starts stopped services
@@ -28,41 +29,60 @@ readonly MGMT_AUTH="guest:guest"
 readonly MGMT_WAIT_S=60
 
 # RabbitMQ accounts of the local stack (amqp.prefix "warren"), each with the
-# least privilege its role needs, as regular expressions over exchange and
-# queue names on vhost "/" (configure = declare/delete, write = publish to an
-# exchange or bind a queue, read = consume a queue or bind from an exchange).
-# docs/BOTS.md explains them; tests/src/accounts.rs builds the same patterns
-# for a test prefix, and tests/tests/bots.rs proves them against a real broker.
+# least privilege its role needs, in two layers (docs/BOTS.md, docs/OPERATIONS.md):
+# - configure/write/read: regular expressions over exchange and queue names on
+#   vhost "/" (configure = declare/delete, write = publish to an exchange or bind
+#   a queue, read = consume a queue or bind from an exchange);
+# - topic permissions on the events exchange: write is matched against the
+#   routing key of each publish, read against the key of each queue.bind, as
+#   written (a binding "room.*.message" must match literally, so a pattern whose
+#   room part admits no "*" or "#" admits no wildcard). An account without topic
+#   permissions on an exchange may use any key there, so each gets one.
+# tests/src/accounts.rs builds the same patterns for a test prefix,
+# tests/tests/bots.rs proves them against a real broker, and
+# scripts/validate-deploy.sh checks that deploy/rabbitmq/definitions.json agrees.
 readonly VHOST=/
 readonly VHOST_URL=%2F
+readonly PREFIX=warren
 readonly PREFIX_RE='warren' # amqp.prefix with regex characters escaped
+readonly EVENTS_EXCHANGE="${PREFIX}.events"
 
-# The gateways' account. A gateway declares the shared topology (idempotently,
-# like every service: <p>.commands, <p>.commands.<n>, <p>.events, <p>.dead)
-# and its own queue <p>.gw.<id>; publishes commands to <p>.commands; binds its
-# queue to <p>.events; consumes its queue. Declaring a shard queue with its
-# dead-letter exchange also takes write on <p>.dead and read on the shard
-# queue: that is RabbitMQ's rule for x-dead-letter-exchange, not a choice.
-# It may not publish events, use the default exchange, or touch bots' queues.
+# The gateways' account. A gateway declares nothing shared: it checks with
+# passive declares (which need no permission) that the dispatchers created the
+# topology, then declares, binds, consumes and at start deletes its own queue
+# <p>.gw.<id>, and publishes commands to <p>.commands. It binds room.<room>.#
+# for its clients' rooms (dm rooms are dm~a~b) and its own gw.<id>, never "#"
+# or user.*. It may not read command queues or dead letters, delete or declare
+# a shared exchange, publish events, use the default exchange, or touch bots'
+# queues.
 readonly GW_USER=warren-gateway
 readonly GW_PASS=warren-gateway
-readonly GW_CONFIGURE="^${PREFIX_RE}\.(commands|commands\.[0-9]+|events|dead|gw\..+)\$"
-readonly GW_WRITE="^${PREFIX_RE}\.(commands|commands\.[0-9]+|dead|gw\..+)\$"
-readonly GW_READ="^${PREFIX_RE}\.(commands|commands\.[0-9]+|events|dead|gw\..+)\$"
+readonly GW_CONFIGURE="^${PREFIX_RE}\.gw\..+\$"
+readonly GW_WRITE="^${PREFIX_RE}\.(commands|gw\..+)\$"
+readonly GW_READ="^${PREFIX_RE}\.(events|gw\..+)\$"
+readonly GW_TOPIC_WRITE='^$'
+readonly GW_TOPIC_READ='^(room\.[A-Za-z0-9_~-]+\.(#|[a-z]+)|gw\.[A-Za-z0-9_-]+)$'
 
 # The bots' account for local development (warren-modbot and
-# bots/python/echo_bot.py use it by default). A bot declares and consumes its
-# own queues <p>.bot.<name>.*, binds them to <p>.events, publishes commands to
-# <p>.commands, and reads nothing else. Its login is its user id in the rooms,
-# and it must never be listed in amqp.gateway_accounts (those may speak for
-# any user). In production give each bot its own account, e.g.
-# warren-bot-<name>, restricted to its own queues: ^<p>\.bot\.<name>\..+$
+# bots/python/echo_bot.py use it by default, as the bots "modbot" and "echo").
+# A bot declares and consumes its own queues <p>.bot.<name>.*, binds them to
+# <p>.events with the keys it is granted, publishes commands to <p>.commands,
+# and reads nothing else. Its grant, the topic read pattern: message, member
+# and moderation events of any room except dm rooms (room ids are [a-z0-9_-];
+# a dm room is dm~a~b in keys), one room per binding (no "*" or "#"); never
+# user.*, gw.* or a dm room. Its login is its user id in the rooms, and it
+# must never be listed in amqp.gateway_accounts (those may speak for any
+# user). In production give each bot its own account, restricted to its own
+# queues ^<p>\.bot\.<name>\..+$ and granted its rooms, e.g.
+# ^room\.(general|support)\.(message|member|moderation)$ (docs/BOTS.md).
 readonly BOT_USER=warren-bot
 readonly BOT_PASS=warren-bot
-readonly BOT_OWN="${PREFIX_RE}\.bot\.[^.]+\..+"
+readonly BOT_OWN="${PREFIX_RE}\.bot\.(modbot|echo)\..+"
 readonly BOT_CONFIGURE="^${BOT_OWN}\$"
 readonly BOT_WRITE="^(${BOT_OWN}|${PREFIX_RE}\.commands)\$"
 readonly BOT_READ="^(${BOT_OWN}|${PREFIX_RE}\.events)\$"
+readonly BOT_TOPIC_WRITE='^$'
+readonly BOT_TOPIC_READ='^room\.[a-z0-9_-]+\.(message|member|moderation)$'
 
 SCRIPT_NAME=ensure-services
 # shellcheck source=scripts/lib.sh
@@ -173,6 +193,21 @@ json_string() {
     val=${val//\\\\/\\}
     val=${val//\\\"/\"}
     printf '%s' "$val"
+}
+
+# Prints the object of a JSON list of topic permissions (the management API's
+# answer) whose "exchange" is the given one; nothing when there is none.
+topic_entry() {
+    local body=$1 exchange=$2 rest=$1 obj
+    while [[ $rest =~ \{[^{}]*\} ]]; do
+        obj=${BASH_REMATCH[0]}
+        rest=${rest#*"$obj"}
+        if [[ $(json_string "$obj" exchange) == "$exchange" ]]; then
+            printf '%s' "$obj"
+            return 0
+        fi
+    done
+    return 0
 }
 
 # ---------------------------------------------------------------------------
@@ -378,11 +413,12 @@ ensure_mgmt() {
 # 5. The RabbitMQ accounts (see the constants at the top).
 # ---------------------------------------------------------------------------
 
-# check_user_via_api USER PASS CONFIGURE WRITE READ: checks the user through
-# the management API (fast). Sets user_exists, tags_ok, perms_ok, pass_ok
-# (1 or 0). Non-zero if the API could not tell.
+# check_user_via_api USER PASS CONFIGURE WRITE READ TOPIC_WRITE TOPIC_READ:
+# checks the user through the management API (fast). Sets user_exists,
+# tags_ok, perms_ok, topic_ok, pass_ok (1 or 0). Non-zero if the API could not
+# tell.
 check_user_via_api() {
-    local user=$1 pass=$2 configure=$3 write=$4 read=$5
+    local user=$1 pass=$2 configure=$3 write=$4 read=$5 topic_write=$6 topic_read=$7
     fetch "$MGMT_URL/api/users/$user" "$MGMT_AUTH"
     case $HTTP_STATUS in
     404)
@@ -411,6 +447,22 @@ check_user_via_api() {
     *) return 1 ;;
     esac
 
+    # Topic permissions: a list with one object per exchange.
+    fetch "$MGMT_URL/api/topic-permissions/$VHOST_URL/$user" "$MGMT_AUTH"
+    topic_ok=0
+    case $HTTP_STATUS in
+    200)
+        local entry
+        entry=$(topic_entry "$HTTP_BODY" "$EVENTS_EXCHANGE")
+        if [[ -n $entry && $(json_string "$entry" write) == "$topic_write" &&
+            $(json_string "$entry" read) == "$topic_read" ]]; then
+            topic_ok=1
+        fi
+        ;;
+    404) ;;
+    *) return 1 ;;
+    esac
+
     # A user without the management tag gets "Not management user" when its
     # password is right and "Login failed" when it is wrong.
     pass_ok=1
@@ -421,13 +473,13 @@ check_user_via_api() {
     return 0
 }
 
-# check_user_via_ctl USER PASS CONFIGURE WRITE READ: as check_user_via_api,
-# through rabbitmqctl.
+# check_user_via_ctl USER PASS CONFIGURE WRITE READ TOPIC_WRITE TOPIC_READ:
+# as check_user_via_api, through rabbitmqctl.
 check_user_via_ctl() {
-    local user=$1 pass=$2 configure=$3 write=$4 read=$5
-    local users perms
+    local user=$1 pass=$2 configure=$3 write=$4 read=$5 topic_write=$6 topic_read=$7
+    local users perms topics
     users=$(as_root rabbitmqctl -q list_users 2>/dev/null) || die "rabbitmqctl list_users failed"
-    user_exists=0 tags_ok=0 perms_ok=0 pass_ok=1
+    user_exists=0 tags_ok=0 perms_ok=0 topic_ok=0 pass_ok=1
     local name tags
     while IFS=$'\t' read -r name tags; do
         if [[ $name == "$user" ]]; then
@@ -443,21 +495,30 @@ check_user_via_ctl() {
             perms_ok=1
         fi
     done <<<"$perms"
+    topics=$(as_root rabbitmqctl -q list_user_topic_permissions "$user" 2>/dev/null) || topics=""
+    local exchange
+    while IFS=$'\t' read -r vhost exchange wr rd; do
+        if [[ $vhost == "$VHOST" && $exchange == "$EVENTS_EXCHANGE" &&
+            $wr == "$topic_write" && $rd == "$topic_read" ]]; then
+            topic_ok=1
+        fi
+    done <<<"$topics"
     as_root rabbitmqctl -q authenticate_user "$user" "$pass" >/dev/null 2>&1 || pass_ok=0
 }
 
-# ensure_user USER PASS CONFIGURE WRITE READ: creates the user or repairs its
-# password, tags (none) and permissions on $VHOST; only checks when all is well.
+# ensure_user USER PASS CONFIGURE WRITE READ TOPIC_WRITE TOPIC_READ: creates the
+# user or repairs its password, tags (none), permissions on $VHOST and topic
+# permissions on $EVENTS_EXCHANGE; only checks when all is well.
 ensure_user() {
-    local user=$1 pass=$2 configure=$3 write=$4 read=$5
-    local user_exists=0 tags_ok=0 perms_ok=0 pass_ok=1
+    local user=$1 pass=$2 configure=$3 write=$4 read=$5 topic_write=$6 topic_read=$7
+    local user_exists=0 tags_ok=0 perms_ok=0 topic_ok=0 pass_ok=1
     if [[ $MGMT_OK -eq 0 ]] || ! check_user_via_api "$@"; then
         check_user_via_ctl "$@"
     fi
     if [[ $user_exists -eq 0 ]]; then
         log "creating RabbitMQ user $user"
         quiet_root rabbitmqctl -q add_user "$user" "$pass" || die "rabbitmqctl add_user $user failed"
-        tags_ok=0 perms_ok=0
+        tags_ok=0 perms_ok=0 topic_ok=0
     elif [[ $pass_ok -eq 0 ]]; then
         log "resetting the password of RabbitMQ user $user"
         quiet_root rabbitmqctl -q change_password "$user" "$pass" || die "rabbitmqctl change_password $user failed"
@@ -471,11 +532,19 @@ ensure_user() {
         quiet_root rabbitmqctl -q set_permissions -p "$VHOST" "$user" "$configure" "$write" "$read" ||
             die "rabbitmqctl set_permissions $user failed"
     fi
+    if [[ $topic_ok -eq 0 ]]; then
+        log "setting topic permissions of $user on $EVENTS_EXCHANGE"
+        quiet_root rabbitmqctl -q set_topic_permissions -p "$VHOST" "$user" "$EVENTS_EXCHANGE" \
+            "$topic_write" "$topic_read" ||
+            die "rabbitmqctl set_topic_permissions $user failed"
+    fi
 }
 
 ensure_accounts() {
-    ensure_user "$GW_USER" "$GW_PASS" "$GW_CONFIGURE" "$GW_WRITE" "$GW_READ"
-    ensure_user "$BOT_USER" "$BOT_PASS" "$BOT_CONFIGURE" "$BOT_WRITE" "$BOT_READ"
+    ensure_user "$GW_USER" "$GW_PASS" "$GW_CONFIGURE" "$GW_WRITE" "$GW_READ" \
+        "$GW_TOPIC_WRITE" "$GW_TOPIC_READ"
+    ensure_user "$BOT_USER" "$BOT_PASS" "$BOT_CONFIGURE" "$BOT_WRITE" "$BOT_READ" \
+        "$BOT_TOPIC_WRITE" "$BOT_TOPIC_READ"
 }
 
 # ---------------------------------------------------------------------------

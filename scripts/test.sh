@@ -61,7 +61,7 @@ step "services" bash scripts/ensure-services.sh
 step "build" cargo build --workspace --bins
 step "unit tests" cargo test --workspace --exclude warren-tests
 step "python env" bash scripts/python-env.sh
-step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out
+step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out --test limits --test tokens
 step "browser tests" bash scripts/test-browser.sh
 step "loadgen smoke" bash bench/run.sh --smoke --profile debug --no-build
 step "deploy files" bash scripts/validate-deploy.sh

@@ -21,7 +21,9 @@
 #                  common/src/amqp.rs declares (same names, types, flags and
 #                  queue arguments, or the services' declarations would fail
 #                  with PRECONDITION_FAILED), its accounts, their
-#                  least-privilege permissions and dev passwords; the
+#                  least-privilege permissions (topic permissions on the
+#                  events exchange included, and the same patterns as
+#                  scripts/ensure-services.sh) and dev passwords; the
 #                  Dockerfile and .dockerignore against the workspace.
 #                  The cluster file gets the same checks where they apply, and
 #                  its own: three RabbitMQ nodes, the same three in cluster.conf's
@@ -726,6 +728,25 @@ for directive in ("option httpchk", "http-check send meth GET uri /readyz", "tim
 for sticky in (r"^\s*cookie\b", r"^\s*stick(-table)?\b", r"^\s*balance\s+(source|uri|hdr|url_param)"):
     if re.search(sticky, haproxy_cfg, re.M):
         bad(f"haproxy.cfg: sticky routing ({sticky}) is not wanted; see docs/OPERATIONS.md")
+# Redis is bounded and refuses writes when full rather than evicting history, roles or
+# bans at random (#13 item 4).
+redis_servers = 0
+for name, svc in services.items():
+    redis_cmd = [str(a) for a in ((svc or {}).get("command") or [])]
+    if not redis_cmd or redis_cmd[0] != "redis-server":
+        continue
+    redis_servers += 1
+    if "--maxmemory" not in redis_cmd or "noeviction" not in redis_cmd:
+        bad(f"compose: {name} must run with --maxmemory and --maxmemory-policy noeviction (command: {redis_cmd})")
+if not redis_servers:
+    bad("compose: no service runs redis-server with its command spelt out")
+# Tokens travel in `/ws?token=` from clients that cannot send a header: no log may hold
+# the query string. `option httplog` and `%r`, `%HU`, `%HQ` log it.
+if re.search(r"^\s*option\s+httplog\b", haproxy_cfg, re.M):
+    bad("haproxy.cfg: `option httplog` logs the whole request line, tokens in `?token=` included; use a log-format with %HPO")
+for line in re.findall(r"^\s*log-format\s+(.*)$", haproxy_cfg, re.M):
+    if re.search(r"%(\{[^}]*\})?(r|HU|HQ)\b", line):
+        bad("haproxy.cfg: the log-format logs the query string (%r, %HU or %HQ); use %HM %HPO %HV")
 maxconn = re.search(r"^global\n(?:.*\n)*?\s*maxconn\s+(\d+)", haproxy_cfg, re.M)
 nofile = ((services.get("lb") or {}).get("ulimits") or {}).get("nofile") or {}
 nofile = nofile.get("soft") if isinstance(nofile, dict) else nofile
@@ -902,53 +923,103 @@ for account in gw_accounts:
 # through the default exchange is a write on `amq.default`).
 P = prefix
 ROLES = {
-    # declare the shared topology and its own queue; publish commands; bind and
-    # consume its queue. Declaring a shard queue with a dead-letter exchange needs
-    # read on the queue and write on the dead-letter exchange.
+    # declares nothing shared (passive declares need no permission); declares,
+    # binds, consumes and deletes its own queue; publishes commands. It can
+    # neither read a command queue nor delete (or declare) a shared exchange.
     "warren-gateway": {
-        "configure": ([f"{P}.commands", f"{P}.commands.0", f"{P}.events", f"{P}.dead", f"{P}.gw.gateway1"],
-                      [f"{P}.bot.modbot.events", "amq.default", f"x{P}.commands"]),
-        "write": ([f"{P}.commands", f"{P}.commands.0", f"{P}.dead", f"{P}.gw.gateway1"],
-                  [f"{P}.events", "amq.default", f"{P}.bot.modbot.events"]),
-        "read": ([f"{P}.commands", f"{P}.commands.0", f"{P}.events", f"{P}.dead", f"{P}.gw.gateway1"],
-                 [f"{P}.bot.modbot.events", "amq.default"]),
+        "configure": ([f"{P}.gw.gateway1"],
+                      [f"{P}.commands", f"{P}.commands.0", f"{P}.events", f"{P}.dead",
+                       f"{P}.bot.modbot.events", "amq.default", f"x{P}.gw.gateway1"]),
+        "write": ([f"{P}.commands", f"{P}.gw.gateway1"],
+                  [f"{P}.commands.0", f"{P}.dead", f"{P}.events", "amq.default", f"{P}.bot.modbot.events"]),
+        "read": ([f"{P}.events", f"{P}.gw.gateway1"],
+                 [f"{P}.commands", f"{P}.commands.0", f"{P}.dead", f"{P}.bot.modbot.events", "amq.default"]),
     },
     # declare the shared topology; consume the shards; publish events, replies
-    # (default exchange) and rejected commands (dead).
+    # (default exchange), rejected commands (dead) and probes (commands).
+    # Declaring a shard queue with a dead-letter exchange needs read on the
+    # queue and write on the dead-letter exchange.
     "warren-dispatcher": {
         "configure": ([f"{P}.commands", f"{P}.commands.0", f"{P}.events", f"{P}.dead"],
                       [f"{P}.gw.gateway1", f"{P}.bot.modbot.events"]),
-        "write": (["amq.default", f"{P}.commands.0", f"{P}.events", f"{P}.dead"],
-                  [f"{P}.commands", f"{P}.bot.modbot.events"]),
+        "write": (["amq.default", f"{P}.commands", f"{P}.commands.0", f"{P}.events", f"{P}.dead"],
+                  [f"{P}.gw.gateway1", f"{P}.bot.modbot.events"]),
         "read": ([f"{P}.commands", f"{P}.commands.0", f"{P}.dead"],
-                 [f"{P}.events", f"{P}.gw.gateway1"]),
+                 [f"{P}.events", f"{P}.gw.gateway1", f"{P}.bot.modbot.events"]),
     },
-    # its own queues (any bot name: the shared development account); publish
-    # commands; bind from events.
+    # the shared development account of the two example bots, modbot and echo:
+    # their own queues only; publish commands; bind from events.
     "warren-bot": {
-        "configure": ([f"{P}.bot.modbot.events"], [f"{P}.commands", f"{P}.events", f"{P}.commands.0", f"{P}.gw.gateway1"]),
-        "write": ([f"{P}.commands", f"{P}.bot.modbot.events"], [f"{P}.events", "amq.default", f"{P}.commands.0"]),
-        "read": ([f"{P}.events", f"{P}.bot.modbot.events"], [f"{P}.commands.0", f"{P}.gw.gateway1"]),
+        "configure": ([f"{P}.bot.modbot.events", f"{P}.bot.echo.replies"],
+                      [f"{P}.bot.other.events", f"{P}.commands", f"{P}.events", f"{P}.commands.0", f"{P}.gw.gateway1"]),
+        "write": ([f"{P}.commands", f"{P}.bot.modbot.events"],
+                  [f"{P}.events", "amq.default", f"{P}.commands.0", f"{P}.bot.other.events"]),
+        "read": ([f"{P}.events", f"{P}.bot.modbot.events"],
+                 [f"{P}.commands.0", f"{P}.dead", f"{P}.gw.gateway1", f"{P}.bot.other.events"]),
+    },
+}
+# Topic permissions on the events exchange, matched against routing keys: `write`
+# against each publish's key, `read` against each binding's key as written (so a
+# wildcard binding must match the pattern literally). Without any, an account may
+# use every key, so each role has one.
+EVENTS = f"{P}.events"
+DM_KEY = "room.dm~alice~bob"
+TOPIC_ROLES = {
+    # binds the rooms of its clients (dm rooms too) and its own gw key.
+    "warren-gateway": {
+        "write": ([], ["room.general.message", "user.alice.message", "gw.gateway1"]),
+        "read": (["room.general.#", f"{DM_KEY}.#", "gw.gateway1"],
+                 ["#", "room.#", "room.*.#", "*.*.*", "user.#", "user.alice.message", "gw.*"]),
+    },
+    # publishes room and user events and answers to a gateway's key; binds nothing.
+    "warren-dispatcher": {
+        "write": (["room.general.message", f"{DM_KEY}.message", "user.alice.message", "gw.gateway1"],
+                  ["shard.0", "#"]),
+        "read": ([], ["#", "room.general.#"]),
+    },
+    # the default grant: message, member and moderation events of any room that
+    # is not a dm room, one room per binding; never user.*, gw.*, a dm room.
+    "warren-bot": {
+        "write": ([], ["room.general.message"]),
+        "read": (["room.general.message", "room.general.member", "room.general.moderation"],
+                 ["#", "room.#", "room.*.message", "room.general.#", "room.general.typing", "room.general.kicked",
+                  f"{DM_KEY}.message", "user.#", "user.alice.message", "gw.gateway1", "gw.*", "*.*.*"]),
     },
 }
 vhost = unquote(urlsplit(amqp_addresses(g0)[0] if g0 else "").path[1:] or "/")
+topic_perms = {(t.get("user"), t.get("vhost"), t.get("exchange")): t for t in definitions.get("topic_permissions", [])}
+
+
+def check_patterns(user, what, p, kinds):
+    for kind, (allowed, denied) in kinds.items():
+        try:
+            rx = re.compile(p.get(kind, ""))
+        except re.error as e:
+            bad(f"{DEF_NAME}: {user}'s {what}{kind} pattern is not a regular expression: {e}")
+            continue
+        for res in allowed:
+            if not rx.search(res):
+                bad(f"{DEF_NAME}: {user} needs {what}{kind} on {res}; its pattern {p.get(kind)!r} does not allow it")
+        for res in denied:
+            if rx.search(res):
+                bad(f"{DEF_NAME}: {user}'s {what}{kind} pattern {p.get(kind)!r} also allows {res}; least privilege says no")
+
+
 for user, kinds in ROLES.items():
     p = perms.get((user, vhost))
     if not p:
         bad(f"{DEF_NAME}: {user} has no permissions on vhost {vhost}")
         continue
-    for kind, (allowed, denied) in kinds.items():
-        try:
-            rx = re.compile(p.get(kind, ""))
-        except re.error as e:
-            bad(f"{DEF_NAME}: {user}'s {kind} pattern is not a regular expression: {e}")
-            continue
-        for res in allowed:
-            if not rx.search(res):
-                bad(f"{DEF_NAME}: {user} needs {kind} on {res}; its pattern {p.get(kind)!r} does not allow it")
-        for res in denied:
-            if rx.search(res):
-                bad(f"{DEF_NAME}: {user}'s {kind} pattern {p.get(kind)!r} also allows {res}; least privilege says no")
+    check_patterns(user, "", p, kinds)
+for user, kinds in TOPIC_ROLES.items():
+    t = topic_perms.get((user, vhost, EVENTS))
+    if not t:
+        bad(f"{DEF_NAME}: {user} has no topic permissions on {EVENTS} (vhost {vhost}): it could bind and publish any routing key")
+        continue
+    check_patterns(user, "topic ", t, kinds)
+for (user, tvhost, exchange) in topic_perms:
+    if user not in TOPIC_ROLES or tvhost != vhost or exchange != EVENTS:
+        bad(f"{DEF_NAME}: unexpected topic permissions for {user} on {tvhost}/{exchange}")
 # The local stack's accounts (scripts/ensure-services.sh) have the same patterns.
 shell_vars = {}
 for m in re.finditer(r"^readonly (\w+)=(?:'([^']*)'|\"([^\"]*)\"|([^\s'\"]*))", read("scripts/ensure-services.sh"), re.M):
@@ -956,6 +1027,8 @@ for m in re.finditer(r"^readonly (\w+)=(?:'([^']*)'|\"([^\"]*)\"|([^\s'\"]*))", 
     if m.group(3) is not None:
         value = re.sub(r"\$\{(\w+)\}", lambda v: shell_vars.get(v.group(1), v.group(0)), value).replace("\\$", "$")
     shell_vars[m.group(1)] = value
+if shell_vars.get("EVENTS_EXCHANGE") != EVENTS:
+    bad(f"scripts/ensure-services.sh: EVENTS_EXCHANGE {shell_vars.get('EVENTS_EXCHANGE')!r} is not {EVENTS!r}")
 for user, var in (("warren-gateway", "GW"), ("warren-bot", "BOT")):
     if shell_vars.get(f"{var}_USER") != user:
         bad(f"scripts/ensure-services.sh: cannot find the {user} account ({var}_USER); update scripts/validate-deploy.sh")
@@ -967,6 +1040,11 @@ for user, var in (("warren-gateway", "GW"), ("warren-bot", "BOT")):
         mine = (perms.get((user, vhost)) or {}).get(kind)
         if local != mine:
             bad(f"{DEF_NAME}: {user}'s {kind} pattern {mine!r} differs from the local stack's {local!r} (scripts/ensure-services.sh)")
+    for kind in ("write", "read"):
+        local = shell_vars.get(f"{var}_TOPIC_{kind.upper()}")
+        mine = (topic_perms.get((user, vhost, EVENTS)) or {}).get(kind)
+        if local != mine:
+            bad(f"{DEF_NAME}: {user}'s topic {kind} pattern {mine!r} differs from the local stack's {local!r} (scripts/ensure-services.sh)")
 
 admin = perms.get(("warren-admin", vhost)) or {}
 if any(admin.get(k) != ".*" for k in ("configure", "write", "read")):

@@ -39,9 +39,16 @@ export class Chat {
     this.state = new State();
     this.state.admin = (claimsOf(token)?.roles ?? []).includes('admin');
     this.#restoreRooms();
+    // The token goes in the `warren_token` cookie, set just before each attempt, never in
+    // the URL: URLs end up in proxy and server logs. The page and `/ws` share an origin
+    // (the gateway serves both), the cookie is sent to `/ws` only, same-site only, and
+    // lives a minute. Cookies are shared by the browser's tabs, so a tab signed in as
+    // someone else could set it between this tab's set and its handshake: `welcome`
+    // says whom the gateway saw, and a mismatch is dropped and retried (#handle).
     const socketUrl = () => {
+      this.#setTokenCookie();
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-      return `${scheme}://${location.host}/ws?token=${encodeURIComponent(this.token)}`;
+      return `${scheme}://${location.host}/ws`;
     };
     this.#connection = new Connection({
       url: socketUrl,
@@ -257,6 +264,12 @@ export class Chat {
   }
 
   #welcome(frame) {
+    const sub = claimsOf(this.token)?.sub;
+    if (sub && frame.user?.id !== sub) {
+      // Another tab's token reached the handshake through the shared cookie.
+      this.#connection.drop();
+      return;
+    }
     this.#generation += 1;
     this.#requests.clear();
     Object.assign(this.state, { me: frame.user, gateway: frame.gateway, limits: frame.limits });
@@ -424,8 +437,15 @@ export class Chat {
   async #whyRefused() {
     const claims = claimsOf(this.token);
     if (claims?.exp && claims.exp * 1000 < Date.now()) return 'session expired';
-    const response = await fetch(`/ws?token=${encodeURIComponent(this.token)}`, { cache: 'no-store' });
+    this.#setTokenCookie();
+    const response = await fetch('/ws', { cache: 'no-store', credentials: 'same-origin' });
     return response.status === 401 ? 'token refused' : null;
+  }
+
+  /** The token in the cookie the gateway reads on `/ws` (see the constructor). */
+  #setTokenCookie() {
+    const secure = location.protocol === 'https:' ? '; Secure' : '';
+    document.cookie = `warren_token=${encodeURIComponent(this.token)}; Path=/ws; Max-Age=60; SameSite=Strict${secure}`;
   }
 
   #changed() {

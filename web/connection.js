@@ -71,6 +71,11 @@ export class Connection {
     this.#set({ name: 'offline', reason });
   }
 
+  /** Drops the current socket as if it had gone quiet: the usual backoff and retry follow. */
+  drop() {
+    if (this.#ws) this.#giveUp(this.#ws);
+  }
+
   /** Skips the rest of the backoff. */
   retryNow() {
     if (this.state.name !== 'reconnecting') return;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Warren echo bot: answers "!ping" with "pong" in every room it sees.
+"""Warren echo bot: answers "!ping" with "pong" in the rooms it is given.
 
 A whole Warren bot in one file, written from docs/BOTS.md alone, to show that any
 language with an AMQP client can join. It runs as its own RabbitMQ account, and that
@@ -10,7 +10,8 @@ account's login is its user id in the rooms (the dispatcher marks it `bot: true`
 
 What it does, in AMQP terms:
   - declares its queue <prefix>.bot.<name>.events and binds it to the topic exchange
-    <prefix>.events with "room.#" (every room's events);
+    <prefix>.events with "room.<room>.message" for each of --rooms (its account's
+    topic permissions must grant those keys; a wildcard would reach dm rooms too);
   - declares <prefix>.bot.<name>.replies, where the dispatcher answers its commands;
   - for a `message` event whose text is "!ping", publishes a `join` (once per room: a
     bot needs a role in a room to send there) and a `send` command to the direct
@@ -44,9 +45,17 @@ def main() -> int:
         help="the bot's own RabbitMQ account (its login is the bot's user id)",
     )
     parser.add_argument("--prefix", default="warren", help="the deployment's amqp.prefix")
-    parser.add_argument("--shards", type=int, default=4, help="the deployment's amqp.shards")
+    parser.add_argument("--shards", type=int, default=16, help="the deployment's amqp.shards")
     parser.add_argument("--name", default="echo", help="names the bot's queues")
+    parser.add_argument(
+        "--rooms",
+        default="general",
+        help="comma-separated room ids to answer in (dm:a:b rooms are written dm~a~b in keys)",
+    )
     args = parser.parse_args()
+    rooms = [r.strip() for r in args.rooms.split(",") if r.strip()]
+    if not rooms:
+        parser.error("--rooms must name at least one room")
 
     params = pika.URLParameters(args.amqp_url)
     login = params.credentials.username
@@ -60,7 +69,9 @@ def main() -> int:
     channel.queue_declare(
         events_queue, arguments={"x-expires": 60000, "x-max-length": 10000}
     )
-    channel.queue_bind(events_queue, f"{args.prefix}.events", routing_key="room.#")
+    for room in rooms:
+        key = "room." + room.replace(":", "~") + ".message"
+        channel.queue_bind(events_queue, f"{args.prefix}.events", routing_key=key)
     channel.queue_declare(replies_queue, exclusive=True, auto_delete=True)
     joined = set()
 

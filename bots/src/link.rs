@@ -2,7 +2,10 @@
 //!
 //! A bot declares nothing shared. It needs the deployment's exchanges to exist already
 //! (its account may not create them), and it owns exactly two queues:
-//! - `<prefix>.bot.<name>.events`, bound to `<prefix>.events` with `room.#`. It expires
+//! - `<prefix>.bot.<name>.events`, bound to `<prefix>.events` with `room.<room>.message`
+//!   for each of its `rooms` ([`event_bindings`]): a bot account may bind only the keys
+//!   its topic permissions grant (docs/BOTS.md), and a wildcard such as `room.#` would
+//!   also reach dm rooms, so it names its rooms. The queue expires
 //!   a while after the bot is gone ([`EVENTS_EXPIRE_MS`]) instead of with the connection,
 //!   so a bot that reconnects finds the events it missed; its length is capped.
 //! - `<prefix>.bot.<name>.replies`, exclusive: the dispatcher's answers (`ack`, `error`)
@@ -21,7 +24,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, Consumer, ExchangeKind};
-use proto::amqp::{shard_key, Actor, Command, CommandBody, Names};
+use proto::amqp::{room_key, shard_key, Actor, Command, CommandBody, Names};
 use proto::client::{ModAction, Moderate};
 use proto::ids::{shard_of, MAX_REF_LEN};
 use proto::BODY_VERSION;
@@ -51,8 +54,11 @@ impl BotQueues {
     }
 }
 
-/// The binding that brings every room's events to a bot.
-pub const EVERY_ROOM: &str = "room.#";
+/// The binding keys that bring the messages of `rooms` to a bot: `room.<room>.message`
+/// each (`dm:a:b` written `dm~a~b`).
+pub fn event_bindings(rooms: &[String]) -> Vec<String> {
+    rooms.iter().map(|room| room_key(room, "message")).collect()
+}
 
 /// Why the bot's queues could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -133,15 +139,17 @@ pub async fn open(settings: &BotSettings) -> Result<Link, OpenError> {
             args,
         )
         .await?;
-    setup
-        .queue_bind(
-            queues.events.clone().into(),
-            names.events_exchange().into(),
-            EVERY_ROOM.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    for key in event_bindings(&settings.rooms) {
+        setup
+            .queue_bind(
+                queues.events.clone().into(),
+                names.events_exchange().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     setup
         .queue_declare(
             queues.replies.clone().into(),
@@ -307,6 +315,15 @@ mod tests {
         let q = BotQueues::new("warren", "modbot");
         assert_eq!(q.events, "warren.bot.modbot.events");
         assert_eq!(q.replies, "warren.bot.modbot.replies");
+    }
+
+    #[test]
+    fn a_bot_binds_each_of_its_rooms_messages() {
+        let rooms = vec!["general".to_owned(), "dm:alice:bob".to_owned()];
+        assert_eq!(
+            event_bindings(&rooms),
+            ["room.general.message", "room.dm~alice~bob.message"]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::settings::{LogSettings, Secret};
 use config::{Config, Environment, File, FileFormat};
-use proto::ids::{validate_user, MAX_ID_LEN};
+use proto::ids::{validate_room, validate_user, MAX_ID_LEN};
 use serde::Deserialize;
 
 use crate::words::WordList;
@@ -22,6 +22,7 @@ amqp_url = "amqp://warren-bot:warren-bot@127.0.0.1:5672/%2f"
 prefix = "warren"
 shards = 16
 name = "modbot"
+rooms = ["general"]
 words = []
 strikes = 3
 mute_s = 600
@@ -52,6 +53,10 @@ pub struct BotSettings {
     pub shards: u32,
     /// Names the bot's queues, `<prefix>.bot.<name>.*`: `[a-z0-9_-]{1,64}`.
     pub name: String,
+    /// The rooms the bot guards: it binds `room.<room>.message` for each. Its account's
+    /// topic permissions on `<prefix>.events` must grant those keys (docs/BOTS.md); the
+    /// broker refuses any other binding, so a bot sees only the rooms it was granted.
+    pub rooms: Vec<String>,
     /// Words that get a message deleted: matched whole and case-insensitively.
     pub words: Vec<String>,
     /// Deleted messages within `strike_window_s` that get their sender muted.
@@ -86,7 +91,8 @@ impl BotSettings {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("words");
+            .with_list_parse_key("words")
+            .with_list_parse_key("rooms");
         if let Some(vars) = env {
             environment = environment.source(Some(vars));
         }
@@ -148,6 +154,14 @@ impl BotSettings {
                 self.login()
             ));
         }
+        if self.rooms.is_empty() {
+            return fail("rooms must name at least one room".into());
+        }
+        for room in &self.rooms {
+            if let Err(e) = validate_room(room) {
+                return fail(format!("rooms: {room:?} is not a room id: {e}"));
+            }
+        }
         self.word_list()?;
         if self.strikes == 0 || self.mute_s == 0 || self.strike_window_s == 0 {
             return fail("strikes, mute_s and strike_window_s must be at least 1".into());
@@ -201,7 +215,26 @@ mod tests {
         assert_eq!(s.strikes, 2);
         assert_eq!(s.login(), "warren-bot-mod");
         assert_eq!(s.name, "modbot");
+        assert_eq!(s.rooms, vec!["general"]);
         assert!(s.word_list().unwrap().first_match("oh HECK").is_some());
+    }
+
+    #[test]
+    fn rooms_are_room_ids() {
+        let s = BotSettings::load_from(
+            None,
+            env(&[("WARREN_BOT__WORDS", "x"), ("WARREN_BOT__ROOMS", "a,b-2")]),
+        )
+        .unwrap();
+        assert_eq!(s.rooms, vec!["a", "b-2"]);
+        // A wildcard would bind every room, dm rooms included: never a room id.
+        for rooms in ["", "*", "#", "a.b", "Upper"] {
+            let r = BotSettings::load_from(
+                None,
+                env(&[("WARREN_BOT__WORDS", "x"), ("WARREN_BOT__ROOMS", rooms)]),
+            );
+            assert!(r.is_err(), "rooms {rooms:?} accepted");
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! RabbitMQ plumbing shared by gateways and dispatchers.
 //!
-//! Both sides declare the shared topology (it is idempotent), so whichever starts first
-//! creates it and a gateway never publishes into an exchange with no queue behind it.
+//! Dispatchers declare the shared topology ([`declare_topology`], idempotent); gateways
+//! only check that it is there ([`check_topology`]), because a gateway's account may not
+//! configure (so neither declare nor delete) the shared exchanges and queues. A gateway
+//! therefore waits for a dispatcher, or for the deployment's definitions, to have created
+//! it, and never publishes into an exchange with no queue behind it.
 //! Reconnecting is each service's own loop: connect, declare, consume until the
 //! connection fails, wait [`Backoff::next`], start again.
 
@@ -169,6 +172,38 @@ pub async fn declare_topology(
             names.commands_exchange().into(),
             shard_key(shard).into(),
             QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Checks, declaring nothing, that the shared topology is there: the commands and events
+/// exchanges and every shard queue. Passive declares need no permission, so an account
+/// without configure on the shared objects (a gateway's) can tell whether the deployment
+/// is ready. Something missing fails with `NOT_FOUND`, which closes the channel: the
+/// caller reconnects later, as after any broker error.
+pub async fn check_topology(ch: &Channel, names: &Names, shards: u32) -> Result<(), lapin::Error> {
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    for (exchange, kind) in [
+        (names.commands_exchange(), ExchangeKind::Direct),
+        (names.events_exchange(), ExchangeKind::Topic),
+    ] {
+        ch.exchange_declare(exchange.into(), kind, passive, FieldTable::default())
+            .await?;
+    }
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    for shard in 0..shards {
+        ch.queue_declare(
+            names.commands_queue(shard).into(),
+            passive,
             FieldTable::default(),
         )
         .await?;

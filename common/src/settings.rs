@@ -98,17 +98,39 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
+/// How tokens are checked (`common::auth`). Keys come from configuration only: the
+/// default key (`algorithm` with `secret` or `public_key_file`) checks tokens without a
+/// `kid`; `secrets` and `jwks_file` hold keys a token picks by its `kid`, so a new key
+/// can be trusted before tokens are issued with it and the old one dropped after.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
-    /// `HS256`, `RS256` or `EdDSA`; tokens signed any other way are refused.
+    /// `HS256`, `RS256`, `ES256` or `EdDSA`: the default key's algorithm.
     pub algorithm: String,
-    /// The HS256 secret.
+    /// The default key for HS256. Empty: no default key, so every token must name a key
+    /// of `secrets` or `jwks_file` by its `kid`.
     pub secret: Secret,
-    /// PEM public key for RS256/EdDSA.
+    /// The default key for RS256, ES256 and EdDSA: a PEM public key. Absent: no default key.
     #[serde(default)]
     pub public_key_file: Option<String>,
-    /// Clock leeway when checking `exp`, seconds (at most 60).
+    /// More HS256 secrets, each `kid:secret` (the `kid` ends at the first `:`).
+    pub secrets: Vec<Secret>,
+    /// A JSON Web Key Set (RFC 7517) whose keys tokens select by `kid`: an identity
+    /// provider's RSA (RS256), P-256 (ES256) and Ed25519 (EdDSA) public keys, or `oct`
+    /// HS256 secrets. Read once at start: a changed file takes effect on restart.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// When set, a token must carry this `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` (a string or an array) must contain this. When unset,
+    /// `aud` is not checked: set it wherever the key also signs tokens for other services.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock leeway when checking `exp` and `nbf`, seconds (at most 60).
     pub leeway_s: u64,
+    /// The longest a token may be valid: `exp - iat`, and `exp` from now. Longer-lived
+    /// tokens are refused, so a leaked token and a retired key stop working in bounded time.
+    pub max_lifetime_s: u64,
     /// Lets a gateway whose public listener is not on loopback start with the
     /// development secret or `POST /dev/token`. Loudly named on purpose: anyone who
     /// reaches such a gateway can sign in as anyone.
@@ -154,6 +176,13 @@ pub struct GatewaySettings {
     pub handshake_timeout_s: u64,
     /// TCP connections still in their HTTP phase (not upgraded) at once; more are dropped.
     pub max_pending_handshakes: usize,
+    /// The same, from one source: an IPv4 address, or an IPv6 /64 (one host's usual
+    /// share). More are dropped at accept; 0 sets no per-source cap.
+    pub max_pending_handshakes_per_ip: usize,
+    /// How long a close frame may take to go out before the TCP connection is dropped,
+    /// seconds. A client cut off for not reading (1013) finds its close frame if it
+    /// reads again within this long.
+    pub close_timeout_s: u64,
     /// How long a command may wait for its publisher confirm, milliseconds.
     pub publish_timeout_ms: u64,
     /// How long a stopping gateway waits for its connections to close, seconds.
@@ -180,12 +209,24 @@ pub struct DispatcherSettings {
     /// (a seq that skips ahead is read from history), so this is a choice of cost, not
     /// of correctness (BENCHMARKS.md measures both).
     pub publish_in_room_order: bool,
+    /// How long a kicked user is kept out of the room, seconds (0: may rejoin at once).
+    pub kick_hold_s: u64,
+    /// One user's `send`, `dm` and `typing` commands per second, and their burst, across
+    /// every gateway and connection (a bucket in Redis). 0: no per-user limit.
+    pub user_sends_per_sec: u32,
+    pub user_send_burst: u32,
+    /// One bot account's commands per second, and their burst. 0: no limit.
+    pub bot_commands_per_sec: u32,
+    pub bot_command_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RoomsSettings {
     /// Create public rooms on first join, the joiner becoming owner.
     pub auto_create: bool,
+    /// Rooms one user may create in an hour (by joining rooms that do not exist yet);
+    /// past it, the join is answered `rate_limited`. 0: no limit.
+    pub max_created_per_hour: u64,
     /// Rooms that exist from start, with their settings (`[[rooms.list]]` in a file).
     #[serde(default)]
     pub list: Vec<RoomConfig>,
@@ -289,7 +330,8 @@ impl Settings {
             .with_list_parse_key("gateway.allowed_origins")
             .with_list_parse_key("amqp.gateway_accounts")
             .with_list_parse_key("amqp.urls")
-            .with_list_parse_key("redis.cluster_nodes");
+            .with_list_parse_key("redis.cluster_nodes")
+            .with_list_parse_key("auth.secrets");
         if let Some(vars) = env {
             environment = environment.source(Some(vars));
         }
@@ -307,10 +349,12 @@ impl Settings {
         self.auth.algorithm == "HS256" && self.auth.secret.expose() == DEV_SECRET
     }
 
-    /// `POST /dev/token` is served: the setting is on and tokens are HS256 (a gateway
-    /// that holds only a public key cannot sign).
+    /// `POST /dev/token` is served: the setting is on and the default key is an HS256
+    /// secret (a gateway that holds only public keys, or only `kid` keys, cannot sign).
     pub fn dev_tokens_enabled(&self) -> bool {
-        self.gateway.dev_tokens && self.auth.algorithm == "HS256"
+        self.gateway.dev_tokens
+            && self.auth.algorithm == "HS256"
+            && !self.auth.secret.expose().is_empty()
     }
 
     /// Why a gateway with these settings must not start: development authentication
@@ -493,6 +537,32 @@ mod tests {
             !format!("{:?}", s.redis).contains("7101"),
             "seed URLs do not print"
         );
+    }
+
+    #[test]
+    fn auth_key_sets_and_claim_rules_come_from_the_environment() {
+        let s = Settings::load_from(None, Some(HashMap::new())).unwrap();
+        assert!(s.auth.secrets.is_empty() && s.auth.jwks_file.is_none());
+        assert!(s.auth.issuer.is_none() && s.auth.audience.is_none());
+        assert_eq!(s.auth.max_lifetime_s, 86_400);
+        let env = [
+            ("WARREN__AUTH__SECRETS", "k2:new-secret,k1:old-secret"),
+            ("WARREN__AUTH__JWKS_FILE", "/etc/warren/jwks.json"),
+            ("WARREN__AUTH__ISSUER", "https://id.example"),
+            ("WARREN__AUTH__AUDIENCE", "warren"),
+            ("WARREN__AUTH__MAX_LIFETIME_S", "3600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let s = Settings::load_from(None, Some(env)).unwrap();
+        let secrets: Vec<&str> = s.auth.secrets.iter().map(Secret::expose).collect();
+        assert_eq!(secrets, ["k2:new-secret", "k1:old-secret"]);
+        assert_eq!(s.auth.jwks_file.as_deref(), Some("/etc/warren/jwks.json"));
+        assert_eq!(s.auth.issuer.as_deref(), Some("https://id.example"));
+        assert_eq!(s.auth.audience.as_deref(), Some("warren"));
+        assert_eq!(s.auth.max_lifetime_s, 3600);
+        assert!(!format!("{:?}", s.auth).contains("new-secret"));
     }
 
     #[test]

@@ -36,10 +36,14 @@ pub enum Admission {
 }
 
 /// Decides a join. A dm room admits its two users only; another room must exist (or be
-/// creatable), must not ban the joiner, and if private must already have given them a role.
+/// creatable), must not ban the joiner, and if private must already have given them a
+/// role, unless the joiner is a global `admin` (above every room role): an admin is
+/// enrolled as a member of a private room as of a public one, so that everything after
+/// the join treats them as the member they now are.
 pub fn admit(
     kind: &RoomKind<'_>,
     user: &str,
+    admin: bool,
     standing: &Standing,
     auto_create: bool,
 ) -> Result<Admission, Refusal> {
@@ -69,6 +73,7 @@ pub fn admit(
     match (standing.role, meta.visibility) {
         (Some(role), _) => Ok(Admission::Enter(role)),
         (None, Visibility::Public) => Ok(Admission::Enroll),
+        (None, Visibility::Private) if admin => Ok(Admission::Enroll),
         (None, Visibility::Private) => {
             Err(Refusal::new(ErrorCode::Forbidden, "this room is private"))
         }
@@ -165,25 +170,28 @@ mod tests {
         let dm = RoomKind::Dm("alice", "bob");
         let none = Standing::default();
         assert_eq!(
-            admit(&dm, "alice", &none, false),
+            admit(&dm, "alice", false, &none, false),
             Ok(Admission::Enter(Role::Member))
         );
         assert_eq!(
-            admit(&dm, "bob", &none, false),
+            admit(&dm, "bob", false, &none, false),
             Ok(Admission::Enter(Role::Member))
         );
-        assert_eq!(code(admit(&dm, "carol", &none, true)), ErrorCode::Forbidden);
+        assert_eq!(
+            code(admit(&dm, "carol", false, &none, true)),
+            ErrorCode::Forbidden
+        );
     }
 
     #[test]
     fn a_missing_room_is_created_only_when_allowed() {
         let none = Standing::default();
         assert_eq!(
-            admit(&RoomKind::Public, "a", &none, true),
+            admit(&RoomKind::Public, "a", false, &none, true),
             Ok(Admission::Create)
         );
         assert_eq!(
-            code(admit(&RoomKind::Public, "a", &none, false)),
+            code(admit(&RoomKind::Public, "a", false, &none, false)),
             ErrorCode::NoSuchRoom
         );
     }
@@ -196,7 +204,7 @@ mod tests {
             ..room(Visibility::Public)
         };
         assert_eq!(
-            code(admit(&RoomKind::Public, "a", &s, true)),
+            code(admit(&RoomKind::Public, "a", false, &s, true)),
             ErrorCode::Banned
         );
     }
@@ -205,7 +213,7 @@ mod tests {
     fn private_rooms_need_a_role_and_public_rooms_enroll() {
         let private = room(Visibility::Private);
         assert_eq!(
-            code(admit(&RoomKind::Public, "a", &private, true)),
+            code(admit(&RoomKind::Public, "a", false, &private, true)),
             ErrorCode::Forbidden
         );
         let granted = Standing {
@@ -213,12 +221,45 @@ mod tests {
             ..private
         };
         assert_eq!(
-            admit(&RoomKind::Public, "a", &granted, true),
+            admit(&RoomKind::Public, "a", false, &granted, true),
             Ok(Admission::Enter(Role::Member))
         );
         assert_eq!(
-            admit(&RoomKind::Public, "a", &room(Visibility::Public), false),
+            admit(
+                &RoomKind::Public,
+                "a",
+                false,
+                &room(Visibility::Public),
+                false
+            ),
             Ok(Admission::Enroll)
+        );
+    }
+
+    #[test]
+    fn a_global_admin_joins_private_rooms_but_not_others_dms() {
+        let private = room(Visibility::Private);
+        assert_eq!(
+            admit(&RoomKind::Public, "root", true, &private, true),
+            Ok(Admission::Enroll)
+        );
+        let banned = Standing {
+            banned: true,
+            ..private
+        };
+        assert_eq!(
+            code(admit(&RoomKind::Public, "root", true, &banned, true)),
+            ErrorCode::Banned
+        );
+        assert_eq!(
+            code(admit(
+                &RoomKind::Dm("a", "b"),
+                "root",
+                true,
+                &room(Visibility::Public),
+                true
+            )),
+            ErrorCode::Forbidden
         );
     }
 

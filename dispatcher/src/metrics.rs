@@ -43,6 +43,9 @@ pub struct DispatcherMetrics {
     pub dispatchers: Gauge,
     /// Shards this dispatcher handed over to another (see [`crate::balance`]).
     pub handovers: Counter,
+    /// Commands answered `unavailable` because Redis refused a write (full, or unable
+    /// to persist).
+    pub store_refusals: Counter,
     amqp_up: AtomicBool,
     redis_up: AtomicBool,
 }
@@ -60,6 +63,7 @@ impl DispatcherMetrics {
             shards_assigned: Gauge::default(),
             dispatchers: Gauge::default(),
             handovers: Counter::default(),
+            store_refusals: Counter::default(),
             amqp_up: AtomicBool::new(false),
             redis_up: AtomicBool::new(false),
         };
@@ -103,6 +107,11 @@ impl DispatcherMetrics {
             "dispatchers",
             "Live dispatchers in the roster",
             m.dispatchers.clone(),
+        );
+        r.register(
+            "store_refusals",
+            "Commands answered unavailable because Redis refused a write",
+            m.store_refusals.clone(),
         );
         r.register(
             "handovers",

@@ -181,7 +181,15 @@ impl Supervisor {
     /// store lost them.
     async fn configure_rooms(&self, store: &RoomStore) -> Result<(), StoreError> {
         for room in &self.configured {
-            store.configure(room, common::now_ms()).await?;
+            match store.configure(room, common::now_ms()).await {
+                Ok(()) => {}
+                // A full store keeps what it has: the rooms are most likely there
+                // already, and consuming (and answering `unavailable`) beats waiting.
+                Err(StoreError::Refused(e)) => {
+                    tracing::warn!(room = %room.id, error = %e, "the store refuses writes; room from configuration not rewritten");
+                }
+                Err(e) => return Err(e),
+            }
         }
         if !self.configured.is_empty() {
             tracing::info!(
@@ -224,7 +232,12 @@ impl Supervisor {
         };
         let shared = Shared {
             publisher: Publisher::new(publish.clone(), &self.names, self.metrics.clone()),
-            handler: Handler::new(store, self.rules.clone(), &self.configured),
+            handler: Handler::new(
+                store,
+                self.rules.clone(),
+                &self.configured,
+                self.metrics.clone(),
+            ),
             gateway_accounts: self.gateway_accounts.clone(),
             backoff: self.backoff(),
             metrics: self.metrics.clone(),

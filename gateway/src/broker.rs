@@ -2,7 +2,8 @@
 //! commands, and the binder that keeps the gateway queue's bindings equal to local
 //! membership.
 //!
-//! The supervisor connects, declares the shared topology and the gateway's own queue,
+//! The supervisor connects, checks that the dispatchers have declared the shared
+//! topology (the gateway's account may not declare it), declares the gateway's own queue,
 //! binds the gateway's own key `gw.<id>` (user events name it in their `CC` header) and
 //! every room that has a local member, then consumes until the connection fails;
 //! while it is down [`Broker::publish`] answers `Unavailable` at once and `/readyz`
@@ -19,7 +20,7 @@ use common::amqp::lapin::options::{
 };
 use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
 use common::amqp::lapin::{Channel, Confirmation, Connection};
-use common::amqp::{declare_topology, persistent_json_properties, Backoff, Nodes};
+use common::amqp::{check_topology, persistent_json_properties, Backoff, Nodes};
 use common::Settings;
 use futures_util::StreamExt;
 use proto::amqp::{shard_key, Command, Names};
@@ -54,8 +55,8 @@ enum LinkError {
 #[derive(Clone)]
 struct Link {
     publish: Channel,
-    /// The binder's channels, [`BIND_CHANNELS`] of them; the first also declared the
-    /// topology.
+    /// The binder's channels, [`BIND_CHANNELS`] of them; the first also checked the
+    /// topology and declared the gateway's queue.
     control: Arc<[Channel]>,
 }
 
@@ -111,7 +112,7 @@ impl Broker {
         (Arc::new(broker), BinderInbox(rx))
     }
 
-    /// Connected, topology declared, bindings restored.
+    /// Connected, topology found, bindings restored.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -272,13 +273,8 @@ impl Broker {
         after_loss: bool,
     ) -> Result<(), LinkError> {
         let control = conn.create_channel().await?;
-        declare_topology(
-            &control,
-            &self.names,
-            self.settings.amqp.shards,
-            self.settings.amqp.command_queue_type,
-        )
-        .await?;
+        // The dispatchers declare the topology; a gateway's account may not (docs/BOTS.md).
+        check_topology(&control, &self.names, self.settings.amqp.shards).await?;
         if !self.started.load(Ordering::Acquire) {
             // A gateway restarted under the same id would otherwise inherit its previous
             // run's queue and bindings; this process starts from an empty queue. Later

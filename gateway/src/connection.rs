@@ -15,7 +15,9 @@
 //! connection (1001, "idle timeout") when nothing at all — no frame, no pong — arrived
 //! for `gateway.idle_timeout_s`; a write that makes no progress for as long means a
 //! client that stopped reading (1013). Either way a half-open TCP connection is gone
-//! within `ping_interval_s + idle_timeout_s`.
+//! within `ping_interval_s + idle_timeout_s`. A client cut off for not reading loses
+//! what was queued for it, and finds its close frame right after what was already on
+//! its way if it reads again within `gateway.close_timeout_s`.
 //!
 //! Its submodules: [`frames`] reads what the client sends (frame budget, size, type,
 //! JSON, ids), [`forward`] turns what passed into commands for the dispatchers, and
@@ -55,8 +57,6 @@ use filter::SeqFilter;
 
 use forward::Done;
 
-/// How long a close frame may take to go out before the TCP connection is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Outbound messages written per flush.
 const BATCH: usize = 64;
 /// At least one turn in this many polls every branch, however busy the queue.
@@ -218,18 +218,8 @@ impl Connection {
             self.push(&self.welcome());
             self.run(reader, rx).await
         };
-        if let Some(code) = ending.code {
-            // A client that stopped reading cannot take the close frame either: after
-            // CLOSE_GRACE the socket is dropped all the same.
-            self.outlet.lock().batch.close(code, ending.reason);
-            if tokio::time::timeout(CLOSE_GRACE, self.outlet.flush())
-                .await
-                .is_err()
-            {
-                tracing::debug!(session = %self.session, "close frame not written in time; dropping");
-            }
-        }
-        self.count_bytes();
+        // Counted when decided, not when the close frame is out: a slow consumer's may
+        // wait for it up to the close timeout.
         let code = ending
             .code
             .map_or_else(|| "none".to_owned(), |c| c.to_string());
@@ -240,6 +230,27 @@ impl Connection {
         if ending.code == Some(close::SLOW_CONSUMER) {
             gw.metrics.slow_consumers.inc();
         }
+        if let Some(code) = ending.code {
+            {
+                let mut out = self.outlet.lock();
+                if code == close::SLOW_CONSUMER {
+                    // What it could not take is dropped (the queue went with the loop),
+                    // so that a client that reads again finds the close frame right
+                    // after what was already on its way, not behind a queue's worth.
+                    out.batch.discard_unsent();
+                }
+                out.batch.close(code, ending.reason);
+            }
+            // A client that never reads again cannot take the close frame either: after
+            // the close timeout the socket is dropped all the same.
+            if tokio::time::timeout(self.close_timeout(), self.outlet.flush())
+                .await
+                .is_err()
+            {
+                tracing::debug!(session = %self.session, "close frame not written in time; dropping");
+            }
+        }
+        self.count_bytes();
         gw.metrics.connections.dec();
     }
 }
@@ -319,6 +330,11 @@ impl Connection {
             _ = shutdown.cancelled() => Written::Interrupted,
             _ = tokio::time::sleep(stall) => Written::Stalled,
         }
+    }
+
+    /// How long a close frame (and what is in the batch before it) may take to go out.
+    fn close_timeout(&self) -> Duration {
+        Duration::from_secs(self.gw.settings.gateway.close_timeout_s)
     }
 
     fn count_bytes(&mut self) {
@@ -409,12 +425,9 @@ impl Connection {
                     }
                 }
                 Turn::Frame(Ok(msg)) => {
+                    // The error that explains the close is in the batch, before the
+                    // close frame: the two go out together, within the close timeout.
                     if let Some(ending) = self.inbound(msg) {
-                        // The error that explains the close goes first, if it can.
-                        let last_words = self.outlet.flush();
-                        if tokio::time::timeout(CLOSE_GRACE, last_words).await.is_err() {
-                            tracing::debug!("last frames not written before the close");
-                        }
                         return ending;
                     }
                 }

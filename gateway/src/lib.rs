@@ -238,6 +238,7 @@ pub async fn serve(
     let limits = server::HttpLimits {
         handshake_timeout: Duration::from_secs(settings.gateway.handshake_timeout_s.max(1)),
         max_pending: settings.gateway.max_pending_handshakes,
+        max_pending_per_source: settings.gateway.max_pending_handshakes_per_ip,
     };
     let server = server::serve(
         listener,

@@ -58,6 +58,9 @@ pub struct GatewayMetrics {
     pub handshake_timeouts: Counter,
     /// TCP connections dropped at accept because `max_pending_handshakes` were open.
     pub handshakes_dropped: Counter,
+    /// TCP connections dropped at accept because their source had
+    /// `max_pending_handshakes_per_ip` open.
+    pub handshakes_dropped_per_ip: Counter,
     /// AMQP deliveries consumed from this gateway's queue.
     pub deliveries: Counter,
     /// Commands published, by outcome (`accepted` or `unavailable`).
@@ -101,6 +104,7 @@ impl GatewayMetrics {
             idle_timeouts: Counter::default(),
             handshake_timeouts: Counter::default(),
             handshakes_dropped: Counter::default(),
+            handshakes_dropped_per_ip: Counter::default(),
             deliveries: Counter::default(),
             commands: Family::default(),
             event_delay_seconds: latency_histogram(),
@@ -194,6 +198,11 @@ impl GatewayMetrics {
             "handshakes_dropped",
             "TCP connections dropped at accept over max_pending_handshakes",
             self.handshakes_dropped.clone(),
+        );
+        r.register(
+            "handshakes_dropped_per_ip",
+            "TCP connections dropped at accept over max_pending_handshakes_per_ip",
+            self.handshakes_dropped_per_ip.clone(),
         );
         r.register(
             "deliveries",

@@ -3,7 +3,9 @@
 //! `gateway.handshake_timeout_s` (a slowloris client that trickles one byte a second,
 //! or one that sends nothing, is dropped), a request head is at most
 //! [`MAX_REQUEST_HEAD`] bytes, and at most `gateway.max_pending_handshakes` connections
-//! may be in their HTTP phase at once (more are closed at accept).
+//! may be in their HTTP phase at once, at most `gateway.max_pending_handshakes_per_ip`
+//! of them from one source (more are closed at accept), so that one address cannot
+//! take every pending place and lock everybody else out.
 //!
 //! Each accepted connection is served by hyper's HTTP/1 connection with upgrades and
 //! [`warp::service`] over the routes; once upgraded to WebSocket it belongs to
@@ -14,7 +16,9 @@
 //! told to finish its request in flight and not keep alive, and [`serve`] returns when
 //! they are all gone (the caller bounds the wait with the grace period).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -42,6 +46,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub struct HttpLimits {
     pub handshake_timeout: Duration,
     pub max_pending: usize,
+    /// From one source; 0: no per-source cap.
+    pub max_pending_per_source: usize,
 }
 
 /// Accepts connections on `listener` and serves `routes` on each until `shutdown`.
@@ -55,20 +61,26 @@ pub async fn serve<F>(
     F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
 {
     let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
+    let sources = Sources::new(limits.max_pending_per_source);
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
+        };
+        let Some(place) = sources.take(peer) else {
+            metrics.handshakes_dropped_per_ip.inc();
+            drop(stream);
+            continue;
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             metrics.handshakes_dropped.inc();
@@ -84,12 +96,80 @@ pub async fn serve<F>(
         );
         connections.spawn(async move {
             connection.await;
-            drop(permit);
+            drop((permit, place));
         });
     }
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// Pending handshakes by source. A source is an IPv4 address, or an IPv6 /64: one host
+/// usually has a whole /64, so counting IPv6 addresses one by one would cap nothing.
+#[derive(Clone)]
+struct Sources {
+    /// Only sources with a pending handshake are in the map.
+    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    cap: usize,
+}
+
+impl Sources {
+    fn new(cap: usize) -> Sources {
+        Sources {
+            pending: Arc::default(),
+            cap,
+        }
+    }
+
+    /// A pending place for a connection from `peer`, while the source has one left.
+    fn take(&self, peer: SocketAddr) -> Option<Place> {
+        if self.cap == 0 {
+            return Some(Place(None));
+        }
+        let source = source_of(peer.ip());
+        let mut pending = self.lock();
+        let count = pending.entry(source).or_default();
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(Place(Some((self.clone(), source))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Every update is one whole step: poisoning is safe to ignore.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection's pending place under its source's cap, given back when dropped.
+struct Place(Option<(Sources, IpAddr)>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let Some((sources, source)) = self.0.take() else {
+            return;
+        };
+        let mut pending = sources.lock();
+        if let Some(count) = pending.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&source);
+            }
+        }
+    }
+}
+
+/// The source a peer address counts under: IPv4 addresses (IPv4-mapped IPv6 ones too)
+/// one by one, IPv6 ones by /64.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
 }
 
 /// One connection's HTTP phase: requests until it upgrades, closes, or times out.
@@ -139,4 +219,59 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40_000)
+    }
+
+    #[test]
+    fn each_source_has_its_own_pending_places() {
+        let sources = Sources::new(2);
+        let a = [
+            sources.take(peer("10.0.0.1")),
+            sources.take(peer("10.0.0.1")),
+        ];
+        assert!(a.iter().all(Option::is_some));
+        assert!(
+            sources.take(peer("10.0.0.1")).is_none(),
+            "a third from one address"
+        );
+        assert!(
+            sources.take(peer("::ffff:10.0.0.1")).is_none(),
+            "IPv4-mapped"
+        );
+        let b = sources.take(peer("10.0.0.2"));
+        assert!(b.is_some(), "another address");
+        drop(a);
+        assert!(sources.take(peer("10.0.0.1")).is_some(), "places come back");
+        drop(b);
+        assert_eq!(sources.lock().len(), 0, "no source left behind");
+    }
+
+    #[test]
+    fn ipv6_sources_are_64_bit_prefixes() {
+        let sources = Sources::new(1);
+        let one = sources.take(peer("2001:db8:1:2::1"));
+        assert!(one.is_some());
+        assert!(
+            sources.take(peer("2001:db8:1:2:ffff::9")).is_none(),
+            "same /64"
+        );
+        assert!(
+            sources.take(peer("2001:db8:1:3::1")).is_some(),
+            "another /64"
+        );
+    }
+
+    #[test]
+    fn no_cap_when_zero() {
+        let sources = Sources::new(0);
+        let many: Vec<_> = (0..100).map(|_| sources.take(peer("10.0.0.1"))).collect();
+        assert!(many.iter().all(Option::is_some));
+    }
 }

@@ -89,10 +89,12 @@ describe('the web client on two gateways', { timeout: 240_000 }, () => {
       assert.match(agreed, /^permessage-deflate/, `${page.name}: ${agreed}`);
       assert.match(agreed, /server_no_context_takeover/);
     }
-    // And straight from a WebSocket the page opens itself.
+    // And straight from a WebSocket the page opens itself (its token in the cookie, as
+    // the client sends it).
     const extensions = await a.page.evaluate(async () => {
       const token = encodeURIComponent(sessionStorage.getItem('warren.token'));
-      const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/ws?token=${token}`);
+      document.cookie = `warren_token=${token}; Path=/ws; Max-Age=60; SameSite=Strict`;
+      const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/ws`);
       return new Promise((resolve, reject) => {
         ws.onopen = () => { resolve(ws.extensions); ws.close(); };
         ws.onerror = () => reject(new Error('no connection'));
@@ -236,6 +238,16 @@ describe('the web client on two gateways', { timeout: 240_000 }, () => {
     assert.equal(del.msg_id, id);
     for (const page of [a, b]) {
       await page.page.locator(`[data-testid="message"][data-id="${id}"]`).waitFor({ state: 'detached' });
+    }
+  });
+
+  it('keeps the token out of every URL it opens (it goes in a cookie for /ws)', () => {
+    for (const page of [a, b]) {
+      assert.ok(page.socketUrls.length > 0, `${page.name} opened no WebSocket`);
+      for (const url of page.socketUrls) {
+        assert.doesNotMatch(url, /token=/, `${page.name}: ${url}`);
+        assert.match(url, /\/ws$/, `${page.name}: ${url}`);
+      }
     }
   });
 

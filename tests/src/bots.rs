@@ -10,7 +10,8 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
@@ -250,6 +251,84 @@ impl AmqpAs {
             .map_err(|e| e.to_string())
     }
 
+    /// `queue.bind` of `queue` to `exchange` with `key`, on a fresh channel: `Ok` or the
+    /// broker's refusal. (On a topic exchange, the account's topic `read` pattern is
+    /// matched against `key` as written, wildcards included.)
+    pub async fn try_bind(&self, queue: &str, exchange: &str, key: &str) -> Result<(), String> {
+        let channel = self.fresh_channel().await?;
+        let bound = channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string());
+        close_quietly(&channel).await;
+        bound
+    }
+
+    /// `basic.consume` of `queue` on a fresh channel, cancelled at once (the channel is
+    /// closed) when the broker allows it: `Ok` or the broker's refusal. Unlike
+    /// [`AmqpAs::try_get`] it takes no message, even when it is wrongly allowed.
+    pub async fn try_consume(&self, queue: &str) -> Result<(), String> {
+        let channel = self.fresh_channel().await?;
+        let consumed = channel
+            .basic_consume(
+                queue.into(),
+                format!("probe-{:08x}", rand::random::<u32>()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        close_quietly(&channel).await;
+        consumed
+    }
+
+    /// `exchange.delete` with `if_unused`, on a fresh channel: the permission is checked
+    /// first, so a refusal is `ACCESS_REFUSED`, while an exchange in use that the account
+    /// might delete answers `PRECONDITION_FAILED` instead of disappearing.
+    pub async fn try_delete_exchange(&self, exchange: &str) -> Result<(), String> {
+        let channel = self.fresh_channel().await?;
+        let options = ExchangeDeleteOptions {
+            if_unused: true,
+            ..Default::default()
+        };
+        let deleted = channel
+            .exchange_delete(exchange.into(), options)
+            .await
+            .map_err(|e| e.to_string());
+        close_quietly(&channel).await;
+        deleted
+    }
+
+    /// `queue.delete` with `if_unused` and `if_empty`, on a fresh channel: as
+    /// [`AmqpAs::try_delete_exchange`], a queue in use is not lost if the account may
+    /// wrongly delete it.
+    pub async fn try_delete_queue(&self, queue: &str) -> Result<(), String> {
+        let channel = self.fresh_channel().await?;
+        let options = QueueDeleteOptions {
+            if_unused: true,
+            if_empty: true,
+            ..Default::default()
+        };
+        let deleted = channel
+            .queue_delete(queue.into(), options)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        close_quietly(&channel).await;
+        deleted
+    }
+
+    async fn fresh_channel(&self) -> Result<Channel, String> {
+        self.conn.create_channel().await.map_err(|e| e.to_string())
+    }
+
     /// `basic.get` on a fresh channel, acking what it takes: the message, none, or the
     /// broker's refusal.
     pub async fn try_get(&self, queue: &str) -> Result<Option<BasicGetMessage>, String> {
@@ -295,6 +374,13 @@ impl AmqpAs {
     pub async fn close(self) {
         let _ =
             tokio::time::timeout(Duration::from_secs(5), self.conn.close(200, "done".into())).await;
+    }
+}
+
+/// Closes `channel` unless the broker already did (a refusal closes it).
+async fn close_quietly(channel: &Channel) {
+    if channel.status().connected() {
+        let _ = channel.close(200, "done".into()).await;
     }
 }
 

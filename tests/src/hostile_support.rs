@@ -5,7 +5,7 @@
 //! still serves a well-behaved client.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -128,9 +128,24 @@ impl RawWs {
         extra: &[(&str, &str)],
         recv_buffer: Option<u32>,
     ) -> anyhow::Result<RawWs> {
+        RawWs::open_from(None, addr, connect, extra, recv_buffer).await
+    }
+
+    /// [`RawWs::open`] from the source address `from` (another loopback address, such
+    /// as 127.0.0.2, is another client as far as the server can tell).
+    pub async fn open_from(
+        from: Option<IpAddr>,
+        addr: SocketAddr,
+        connect: &Connect,
+        extra: &[(&str, &str)],
+        recv_buffer: Option<u32>,
+    ) -> anyhow::Result<RawWs> {
         let socket = TcpSocket::new_v4()?;
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size)?;
+        }
+        if let Some(ip) = from {
+            socket.bind(SocketAddr::new(ip, 0))?;
         }
         let mut stream = tokio::time::timeout(RAW_TIMEOUT, socket.connect(addr))
             .await
@@ -260,6 +275,16 @@ impl RawWs {
             }
         }
     }
+}
+
+/// A TCP connection to `addr` from the source address `from`, that sends nothing.
+pub async fn connect_from(from: IpAddr, addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    tokio::time::timeout(RAW_TIMEOUT, socket.connect(addr))
+        .await
+        .context("connect timed out")?
+        .context("connect")
 }
 
 /// A client frame: masked, as RFC 6455 requires of clients.

@@ -23,7 +23,8 @@
 //!   each deployment shape (single nodes, clusters) is checked by the same code.
 //! - [`redis_cluster`]: a local Redis Cluster for one test, from
 //!   `scripts/redis-cluster.sh`, with its failover helpers; [`rabbitmq_cluster`] the
-//!   same for a 3-node RabbitMQ cluster, from `scripts/rabbitmq-cluster.sh`.
+//!   same for a 3-node RabbitMQ cluster, from `scripts/rabbitmq-cluster.sh`;
+//!   [`private_redis`] a single Redis of a test's own, for reconfiguring it.
 //! - [`accounts`]: RabbitMQ users with least-privilege permissions, made per test;
 //!   [`bots`]: bot processes and raw AMQP publishing under an account.
 
@@ -36,6 +37,7 @@ pub mod connect;
 pub mod faults_support;
 pub mod hostile_support;
 pub mod http;
+pub mod private_redis;
 mod process;
 pub mod properties;
 pub mod rabbitmq_cluster;

@@ -511,6 +511,10 @@ impl Stack {
             ("WARREN__DISPATCHER__LISTEN", "127.0.0.1:0"),
             ("WARREN__GATEWAY__SENDS_PER_SEC", "100000"),
             ("WARREN__GATEWAY__BURST", "100000"),
+            // The per-user budgets are policy too: off unless a test turns them on.
+            ("WARREN__DISPATCHER__USER_SENDS_PER_SEC", "0"),
+            ("WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC", "0"),
+            ("WARREN__ROOMS__MAX_CREATED_PER_HOUR", "0"),
             ("WARREN__GATEWAY__ALLOWED_ORIGINS", ALLOWED_ORIGIN),
         ]
         .into_iter()

@@ -1,10 +1,16 @@
 //! Tokens as a client's identity provider would issue them: JWT HS256 over a stack's
-//! secret, plus the malformed and hostile ones the gateway must refuse.
+//! secret, any registered claim (`nbf`, `iat`, `iss`, `aud`), JSON Web Key Sets of
+//! public keys for a gateway to trust, plus the malformed and hostile tokens the gateway
+//! must refuse.
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{encode, EncodingKey, Header};
+use anyhow::{bail, Context};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The claims Warren reads (PROTOCOL.md, "Connecting").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +22,17 @@ pub struct Claims {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// Not before, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// A string or an array of strings (RFC 7519 allows both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Value>,
 }
 
 impl Claims {
@@ -26,6 +43,10 @@ impl Claims {
             exp: now_s() + 3600,
             name: None,
             roles: None,
+            nbf: None,
+            iat: None,
+            iss: None,
+            aud: None,
         }
     }
 
@@ -50,6 +71,35 @@ impl Claims {
         self.exp = now_s().saturating_sub(secs);
         self
     }
+
+    /// Expires at `exp`, unix seconds.
+    pub fn expires_at(mut self, exp: u64) -> Claims {
+        self.exp = exp;
+        self
+    }
+
+    /// Not valid before `nbf`, unix seconds.
+    pub fn not_before(mut self, nbf: u64) -> Claims {
+        self.nbf = Some(nbf);
+        self
+    }
+
+    /// Issued at `iat`, unix seconds.
+    pub fn issued_at(mut self, iat: u64) -> Claims {
+        self.iat = Some(iat);
+        self
+    }
+
+    pub fn issuer(mut self, iss: &str) -> Claims {
+        self.iss = Some(iss.to_owned());
+        self
+    }
+
+    /// `aud` as given: a JSON string or array.
+    pub fn audience(mut self, aud: Value) -> Claims {
+        self.aud = Some(aud);
+        self
+    }
 }
 
 /// Signs `claims` with HS256 and `secret`.
@@ -60,6 +110,43 @@ pub fn sign_hs256(secret: &str, claims: &Claims) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("HS256 signing cannot fail with a secret key")
+}
+
+/// Signs `claims` with `alg` and `key`, naming the key `kid` in the header.
+pub fn sign_kid(alg: Algorithm, kid: &str, claims: &Claims, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    encode(&header, claims, key).expect("signing a test token")
+}
+
+/// An Ed25519 private key (PKCS#8 PEM) made by the `openssl` CLI under `dir`.
+pub fn ed25519_private_pem(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::create_dir_all(dir)?;
+    let private = dir.join(format!("{name}-ed25519.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&private)
+        .output()
+        .context("run openssl genpkey")?;
+    if !made.status.success() {
+        bail!("openssl genpkey: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    Ok(std::fs::read(&private)?)
+}
+
+/// Writes to `path` a JSON Web Key Set (RFC 7517) holding the public half of each
+/// private key, under its `kid` and with its `alg`: what an identity provider publishes.
+pub fn write_jwks(path: &Path, keys: &[(&str, Algorithm, &EncodingKey)]) -> anyhow::Result<()> {
+    let keys = keys
+        .iter()
+        .map(|(kid, alg, key)| {
+            let mut jwk = Jwk::from_encoding_key(key, *alg)?;
+            jwk.common.key_id = Some((*kid).to_owned());
+            Ok(jwk)
+        })
+        .collect::<anyhow::Result<Vec<Jwk>>>()?;
+    std::fs::write(path, serde_json::to_vec_pretty(&JwkSet { keys })?)?;
+    Ok(())
 }
 
 /// base64url of `{"alg":"none","typ":"JWT"}`, written out so the test needs no encoder.

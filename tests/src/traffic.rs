@@ -392,3 +392,143 @@ mod tests {
         assert!(std::panic::catch_unwind(|| assert_gapless("s", [1, 2, 3], 2)).is_err());
     }
 }
+
+/// One room under a stream from several senders, each in a task of its own, and two
+/// readers (one per gateway), for the tests that disturb something underneath (a
+/// dispatcher killed, a Redis master stopped) while it runs. Everyone joins before the
+/// first send, so every member expects every message.
+pub struct RoomTraffic {
+    room: String,
+    each: usize,
+    total: usize,
+    progress: Arc<AtomicUsize>,
+    sending: Vec<tokio::task::JoinHandle<(Client, SenderReport)>>,
+    reading: Vec<tokio::task::JoinHandle<(Client, Vec<Message>)>>,
+}
+
+/// What a [`RoomTraffic`] saw besides the checks it made.
+#[derive(Debug, Clone, Copy)]
+pub struct TrafficSummary {
+    /// Sends repeated with the same `ref`.
+    pub resent: usize,
+    /// Sends answered `unavailable`.
+    pub refused: usize,
+}
+
+impl RoomTraffic {
+    /// `senders` senders of `each` messages (on gateways 0 and 1 in turn) and a reader
+    /// on each of gateways 0 and 1; each sender keeps 10 sends in flight and resends with
+    /// the same `ref` what got no answer in 10 s, 6 tries at most.
+    pub async fn start(
+        stack: &crate::Stack,
+        room: &str,
+        senders: usize,
+        each: usize,
+    ) -> RoomTraffic {
+        let total = senders * each;
+        let mut readers = Vec::new();
+        for gw in 0..2 {
+            let mut c = stack.connect(gw, &format!("reader{gw}")).await;
+            c.join(room).await;
+            readers.push(c);
+        }
+        let mut joined = Vec::new();
+        for i in 0..senders {
+            let mut c = stack.connect(i % 2, &format!("sender{i}")).await;
+            c.join(room).await;
+            joined.push(c);
+        }
+        let progress = Arc::new(AtomicUsize::new(0));
+        let mut sending = Vec::new();
+        for (i, mut c) in joined.into_iter().enumerate() {
+            let mut plan = Plan::new(room, &format!("s{i}"), each);
+            plan.window = 10;
+            plan.retry_after = Duration::from_secs(10);
+            plan.max_tries = 6;
+            plan.expect_messages = total;
+            plan.progress = Some(progress.clone());
+            sending.push(tokio::spawn(async move {
+                let report = send_stream(&mut c, &plan).await;
+                (c, report)
+            }));
+        }
+        let reading = readers
+            .into_iter()
+            .map(|mut c| {
+                let room = room.to_owned();
+                tokio::spawn(async move {
+                    let got = receive(&mut c, &room, total, Duration::from_secs(60)).await;
+                    (c, got)
+                })
+            })
+            .collect();
+        RoomTraffic {
+            room: room.to_owned(),
+            each,
+            total,
+            progress,
+            sending,
+            reading,
+        }
+    }
+
+    /// First acks so far, all senders together.
+    pub fn acked(&self) -> usize {
+        self.progress.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to 120 s) until the first acks reach `n`; returns the count then.
+    pub async fn wait_acks(&self, n: usize, what: &str) -> usize {
+        let progress = self.progress.clone();
+        crate::eventually(what, Duration::from_secs(120), move || {
+            let progress = progress.clone();
+            async move {
+                match progress.load(Ordering::SeqCst) {
+                    got if got >= n => Ok(got),
+                    got => Err(format!("{got} acks")),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits for every stream to end, then checks: every `ref` got an ack; every
+    /// member saw exactly the acked messages, once each, in seq order; history holds
+    /// exactly them, gapless.
+    pub async fn finish(self) -> TrafficSummary {
+        let mut reports = Vec::new();
+        for task in self.sending {
+            let (_c, report) = task.await.expect("sender task");
+            reports.push(report);
+        }
+        let summary = TrafficSummary {
+            resent: reports.iter().map(|r| r.resent).sum(),
+            refused: reports.iter().map(|r| r.refused).sum(),
+        };
+        for r in &reports {
+            assert_eq!(r.acks.len(), self.each, "{}: every ref got an ack", r.label);
+        }
+        let acked = acked_by_seq(&reports);
+        let mut members: Vec<(String, Vec<Message>)> =
+            reports.into_iter().map(|r| (r.label, r.messages)).collect();
+        let mut history_reader = None;
+        for task in self.reading {
+            let (c, got) = task.await.expect("reader task");
+            members.push((c.label.clone(), got));
+            history_reader.get_or_insert(c);
+        }
+        for (who, got) in &members {
+            assert_exactly_once_in_order(who, got, &acked);
+        }
+        let mut reader = history_reader.expect("a reader");
+        let history = reader.full_history(&self.room).await;
+        let stored: BTreeMap<u64, String> = history.iter().map(|m| (m.seq, m.id.clone())).collect();
+        assert_eq!(stored.len(), history.len(), "history repeats no seq");
+        assert_gapless("history", history.iter().map(|m| m.seq), self.total as u64);
+        assert_eq!(
+            stored, acked,
+            "history holds exactly the acked messages, each once"
+        );
+        summary
+    }
+}

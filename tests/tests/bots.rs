@@ -13,7 +13,7 @@ use lapin::types::AMQPValue;
 use proto::amqp::shard_key;
 use proto::ids::shard_of;
 use serde_json::{json, Value};
-use warren_tests::accounts::{Account, Permissions};
+use warren_tests::accounts::{bot_rooms_grant, Account, Permissions};
 use warren_tests::bots::{
     echo_bot_script, modbot_binary, next_json, venv_python, AmqpAs, BotProcess, Published,
 };
@@ -38,10 +38,10 @@ fn route(stack: &Stack, room: &str) -> String {
     shard_key(shard_of(room, stack.shards()))
 }
 
-/// Waits until `queue` is bound to the stack's events exchange with `room.#`.
-async fn wait_bound(stack: &Stack, queue: &str, bot: &mut BotProcess) {
+/// Waits until `queue` is bound to the stack's events exchange with `key`.
+async fn wait_bound(stack: &Stack, queue: &str, key: &str, bot: &mut BotProcess) {
     let events = stack.names().events_exchange();
-    eventually(&format!("{queue} bound to room.#"), BOT_READY, || {
+    eventually(&format!("{queue} bound to {key}"), BOT_READY, || {
         let alive = bot.alive();
         let events = events.clone();
         async move {
@@ -51,7 +51,7 @@ async fn wait_bound(stack: &Stack, queue: &str, bot: &mut BotProcess) {
             let bindings = bindings_to(queue).await.map_err(|e| format!("{e:#}"))?;
             if bindings
                 .iter()
-                .any(|b| b.source_name == events && b.routing_key == "room.#")
+                .any(|b| b.source_name == events && b.routing_key == key)
             {
                 Ok(())
             } else {
@@ -188,30 +188,97 @@ async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
     amqp.close().await;
 }
 
-// ---- the accounts' permissions, for real ---------------------------------------------
+// ---- the accounts' permissions, for real (#13.3) -------------------------------------
 
+/// `Err` carrying the broker's refusal, for what a publish came to.
+fn published(p: Published) -> Result<(), String> {
+    match p {
+        Published::Refused(e) => Err(e),
+        Published::Routed | Published::Returned => Ok(()),
+        Published::Nacked => Err("nacked".into()),
+    }
+}
+
+#[track_caller]
+fn refused(what: &str, r: Result<(), String>) {
+    match r {
+        Err(e) => assert!(e.contains("ACCESS_REFUSED"), "{what}: {e}"),
+        Ok(()) => panic!("{what}: allowed"),
+    }
+}
+
+#[track_caller]
+fn allowed(what: &str, r: Result<(), String>) {
+    if let Err(e) = r {
+        panic!("{what}: {e}");
+    }
+}
+
+/// A dispatcher, a gateway and two bots each run under an account with the permissions
+/// the deployment gives that role (tests/src/accounts.rs, the same patterns as
+/// scripts/ensure-services.sh and deploy/rabbitmq/definitions.json): the services work,
+/// a room message, a dm and a bot's room binding go through, and every act outside a
+/// role is refused by RabbitMQ itself. Above all a bot reads only the routing keys it
+/// was granted: no `#`, no wildcard over rooms (which would take in dm rooms), no dm
+/// room, no `user.*`, no `gw.*`, no other bot's queue, no command queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_and_bot_accounts_have_only_the_permissions_they_need() {
+async fn every_account_has_only_the_permissions_its_role_needs() {
     let gateway_login = Account::fresh_login("gw");
-    let mut stack =
-        Stack::start(StackOptions::new(0, 1).env("WARREN__AMQP__GATEWAY_ACCOUNTS", &gateway_login))
-            .await;
+    // The dispatcher's URL is a setting of the whole stack, known before its prefix is:
+    // its account starts with nothing and gets its role's permissions once it is.
+    let dispatcher = Account::create(Account::fresh_login("disp"), &Permissions::none()).await;
+    let dispatcher_url = dispatcher.url();
+    let mut stack = Stack::start(
+        StackOptions::new(0, 0)
+            .env("WARREN__AMQP__GATEWAY_ACCOUNTS", &gateway_login)
+            .env("WARREN__AMQP__URL", &dispatcher_url),
+    )
+    .await;
     let prefix = stack.prefix().to_owned();
+    dispatcher.grant(&Permissions::dispatcher(&prefix)).await;
+    stack.start_dispatcher().await;
     let gateway = Account::create(gateway_login, &Permissions::gateway(&prefix)).await;
+    let room = "lp";
     let bot = Account::create(
         Account::fresh_login("bot"),
-        &Permissions::bot(&prefix, "probe"),
+        &Permissions::bot_granted(&prefix, "probe", &bot_rooms_grant(&[room])),
+    )
+    .await;
+    let dev_bot = Account::create(
+        Account::fresh_login("bot"),
+        &Permissions::bot(&prefix, "dev"),
     )
     .await;
 
-    // A whole gateway runs under its account: topology, own queue, bindings, commands.
+    // A whole gateway runs under its account, after the dispatcher declared the topology:
+    // its own queue, its bindings (a room's, its own gw key), commands.
     let url = gateway.url();
     stack
         .start_gateway_with(&[("WARREN__AMQP__URL", url.as_str())])
         .await;
+    let names = stack.names().clone();
+    let gw_queue = stack.gateway_queue(0);
+    let gw_id = stack.gateway_id(0).to_owned();
     let mut alice = stack.connect(0, "alice").await;
-    alice.join("lp").await;
-    let acked = alice.send_acked("lp", "under least privilege").await;
+    let mut bob = stack.connect(0, "bob").await;
+    alice.join(room).await;
+
+    // The bot granted the room binds its messages (and nothing else: below).
+    let mut as_bot = AmqpAs::connect(&bot.url()).await.unwrap();
+    let bot_queue = format!("{prefix}.bot.probe.events");
+    allowed(
+        "a bot declares its own queue",
+        as_bot.try_declare_queue(&bot_queue).await,
+    );
+    let granted_key = format!("room.{room}.message");
+    allowed(
+        "a bot binds a granted key",
+        as_bot
+            .try_bind(&bot_queue, &names.events_exchange(), &granted_key)
+            .await,
+    );
+
+    let acked = alice.send_acked(room, "under least privilege").await;
     let event = alice
         .recv_until(warren_tests::is_message_with_id(&acked.id), FRAME_WAIT)
         .await;
@@ -220,57 +287,103 @@ async fn gateway_and_bot_accounts_have_only_the_permissions_they_need() {
         "the gateway speaks for alice: {event}"
     );
     assert_eq!(event["from"]["bot"], false, "{event}");
-
-    let names = stack.names().clone();
-    let refused = |what: &str, r: Result<(), String>| match r {
-        Err(e) => assert!(e.contains("ACCESS_REFUSED"), "{what}: {e}"),
-        Ok(()) => panic!("{what}: allowed"),
-    };
-    let published = |p: Published| match p {
-        Published::Refused(e) => Err(e),
-        Published::Routed | Published::Returned => Ok(()),
-        Published::Nacked => Err("nacked".into()),
-    };
-
-    let mut as_gateway = AmqpAs::connect(&gateway.url()).await.unwrap();
-    refused(
-        "gateway publishes an event",
-        published(
-            as_gateway
-                .publish(
-                    &names.events_exchange(),
-                    "room.lp.message",
-                    b"{}",
-                    None,
-                    None,
-                )
-                .await,
-        ),
-    );
-    refused(
-        "gateway publishes to the default exchange",
-        published(
-            as_gateway
-                .publish("", &stack.gateway_queue(0), b"{}", None, None)
-                .await,
-        ),
-    );
-    refused(
-        "gateway declares another queue",
-        as_gateway
-            .try_declare_queue(&format!("{prefix}.bot.probe.events"))
-            .await,
-    );
-    as_gateway.close().await;
-
-    let mut as_bot = AmqpAs::connect(&bot.url()).await.unwrap();
-    as_bot
-        .try_declare_queue(&format!("{prefix}.bot.probe.events"))
+    // A dm: user events, which reach the gateway through its gw key in the CC header.
+    alice
+        .send_frame(json!({"type": "dm", "to": "bob", "text": "psst", "ref": "lp-dm"}))
+        .await;
+    let answer = alice.answer("lp-dm").await;
+    assert_eq!(answer["type"], "ack", "{answer}");
+    let dm = bob
+        .recv_until(
+            |v| v["type"] == "message" && v["text"] == "psst",
+            FRAME_WAIT,
+        )
+        .await;
+    assert_eq!(dm["from"]["id"], "alice", "{dm}");
+    let dm_room = dm["room"].as_str().expect("the dm's room").to_owned();
+    // The bot got the room's message through its granted binding, and nothing else.
+    let got = as_bot
+        .get_n(&bot_queue, 1, FRAME_WAIT)
         .await
-        .expect("a bot declares its own queue");
+        .unwrap_or_else(|e| panic!("the bot's granted binding: {e:#}"));
+    assert_eq!(got[0].delivery.routing_key.as_str(), granted_key);
+
+    // ---- the bots ----
+    let dm_key = proto::amqp::room_key(&dm_room, "message");
+    let forbidden_keys = [
+        "#".to_owned(),
+        "room.#".to_owned(),
+        "room.*.message".to_owned(),
+        "*.*.*".to_owned(),
+        "user.#".to_owned(),
+        "user.alice.message".to_owned(),
+        "user.*.message".to_owned(),
+        dm_key.clone(),
+        format!("room.{}.#", dm_room.replace(':', "~")),
+        format!("gw.{gw_id}"),
+        "gw.*".to_owned(),
+        format!("room.{room}.#"),
+        format!("room.{room}.typing"),
+    ];
+    let other_room_key = "room.elsewhere.message".to_owned();
+    for key in forbidden_keys.iter().chain([&other_room_key]) {
+        refused(
+            &format!("the room-granted bot binds {key}"),
+            as_bot
+                .try_bind(&bot_queue, &names.events_exchange(), key)
+                .await,
+        );
+    }
+    let as_dev_bot = AmqpAs::connect(&dev_bot.url()).await.unwrap();
+    let dev_queue = format!("{prefix}.bot.dev.events");
+    allowed(
+        "the default grant declares its queue",
+        as_dev_bot.try_declare_queue(&dev_queue).await,
+    );
+    for key in [&granted_key, &other_room_key] {
+        allowed(
+            &format!("the default grant binds {key}"),
+            as_dev_bot
+                .try_bind(&dev_queue, &names.events_exchange(), key)
+                .await,
+        );
+    }
+    for key in &forbidden_keys {
+        refused(
+            &format!("the default grant binds {key}"),
+            as_dev_bot
+                .try_bind(&dev_queue, &names.events_exchange(), key)
+                .await,
+        );
+    }
+    // Another bot's queue: not to read, bind, delete or declare.
+    for (what, r) in [
+        ("consumes", as_bot.try_consume(&dev_queue).await),
+        (
+            "binds",
+            as_bot
+                .try_bind(&dev_queue, &names.events_exchange(), &granted_key)
+                .await,
+        ),
+        ("deletes", as_bot.try_delete_queue(&dev_queue).await),
+        ("declares", as_bot.try_declare_queue(&dev_queue).await),
+    ] {
+        refused(&format!("a bot {what} another bot's queue"), r);
+    }
+    for queue in [
+        names.commands_queue(0),
+        names.commands_queue(stack.shards() - 1),
+        names.dead(),
+        gw_queue.clone(),
+    ] {
+        refused(
+            &format!("a bot consumes {queue}"),
+            as_bot.try_consume(&queue).await,
+        );
+    }
     let leave = command(
         "leave",
-        "lp",
+        "elsewhere",
         "probe-leave",
         json!({"id": "x", "name": "x"}),
         json!({}),
@@ -278,7 +391,7 @@ async fn gateway_and_bot_accounts_have_only_the_permissions_they_need() {
     let sent = as_bot
         .publish(
             &names.commands_exchange(),
-            &route(&stack, "lp"),
+            &route(&stack, "elsewhere"),
             &leave,
             Some(&bot.login),
             None,
@@ -288,37 +401,117 @@ async fn gateway_and_bot_accounts_have_only_the_permissions_they_need() {
         matches!(sent, Published::Routed),
         "a bot publishes a command: {sent:?}"
     );
-    refused(
-        "bot declares another bot's queue",
-        as_bot
-            .try_declare_queue(&format!("{prefix}.bot.other.events"))
-            .await,
-    );
-    for queue in [
-        names.dead(),
-        names.commands_queue(0),
-        stack.gateway_queue(0),
+    for (exchange, key) in [
+        (names.events_exchange(), granted_key.clone()),
+        (String::new(), gw_queue.clone()),
     ] {
         refused(
-            &format!("bot reads {queue}"),
-            as_bot.try_get(&queue).await.map(|_| ()),
+            &format!("a bot publishes to {exchange:?} with {key}"),
+            published(as_bot.publish(&exchange, &key, b"{}", None, None).await),
         );
     }
     refused(
-        "bot publishes an event",
+        "a bot deletes the events exchange",
+        as_bot.try_delete_exchange(&names.events_exchange()).await,
+    );
+    as_dev_bot.close().await;
+    as_bot.close().await;
+
+    // ---- the gateway ----
+    let mut as_gateway = AmqpAs::connect(&gateway.url()).await.unwrap();
+    for queue in [
+        names.commands_queue(0),
+        names.commands_queue(stack.shards() - 1),
+        names.dead(),
+        bot_queue.clone(),
+    ] {
+        refused(
+            &format!("the gateway consumes {queue}"),
+            as_gateway.try_consume(&queue).await,
+        );
+    }
+    for exchange in [
+        names.events_exchange(),
+        names.commands_exchange(),
+        names.dead(),
+    ] {
+        refused(
+            &format!("the gateway deletes the exchange {exchange}"),
+            as_gateway.try_delete_exchange(&exchange).await,
+        );
+    }
+    for queue in [names.commands_queue(0), names.dead()] {
+        refused(
+            &format!("the gateway deletes the queue {queue}"),
+            as_gateway.try_delete_queue(&queue).await,
+        );
+    }
+    for key in ["#", "user.#", "user.alice.message", "*.*.*", "room.*.#"] {
+        refused(
+            &format!("the gateway binds {key}"),
+            as_gateway
+                .try_bind(&gw_queue, &names.events_exchange(), key)
+                .await,
+        );
+    }
+    for key in [format!("room.{room}.#"), format!("gw.{gw_id}")] {
+        allowed(
+            &format!("the gateway binds {key}"),
+            as_gateway
+                .try_bind(&gw_queue, &names.events_exchange(), &key)
+                .await,
+        );
+    }
+    refused(
+        "the gateway publishes an event",
         published(
-            as_bot
-                .publish(
-                    &names.events_exchange(),
-                    "room.lp.message",
-                    b"{}",
-                    None,
-                    None,
-                )
+            as_gateway
+                .publish(&names.events_exchange(), &granted_key, b"{}", None, None)
                 .await,
         ),
     );
-    as_bot.close().await;
+    refused(
+        "the gateway publishes to the default exchange",
+        published(as_gateway.publish("", &gw_queue, b"{}", None, None).await),
+    );
+    refused(
+        "the gateway declares another queue",
+        as_gateway.try_declare_queue(&bot_queue).await,
+    );
+    refused(
+        "the gateway declares a shared exchange's queue",
+        as_gateway.try_declare_queue(&names.commands_queue(0)).await,
+    );
+    as_gateway.close().await;
+
+    // ---- the dispatcher ----
+    let mut as_dispatcher = AmqpAs::connect(&dispatcher.url()).await.unwrap();
+    // A probe goes to the commands exchange (this key reaches no queue: it comes back).
+    allowed(
+        "the dispatcher publishes to the commands exchange",
+        published(
+            as_dispatcher
+                .publish(&names.commands_exchange(), "shard.none", b"", None, None)
+                .await,
+        ),
+    );
+    for queue in [gw_queue.clone(), bot_queue.clone()] {
+        refused(
+            &format!("the dispatcher consumes {queue}"),
+            as_dispatcher.try_consume(&queue).await,
+        );
+    }
+    refused(
+        "the dispatcher binds a queue to the events exchange",
+        as_dispatcher
+            .try_bind(&names.dead(), &names.events_exchange(), "#")
+            .await,
+    );
+    refused(
+        "the dispatcher declares a gateway's queue",
+        as_dispatcher.try_declare_queue(&gw_queue).await,
+    );
+    as_dispatcher.close().await;
 }
 
 // ---- acceptance 10: dead letters -----------------------------------------------------
@@ -419,12 +612,13 @@ async fn moderation_bot_deletes_listed_words_and_mutes_repeat_offenders() {
     let stack = Stack::start(StackOptions::new(2, 1)).await;
     let prefix = stack.prefix().to_owned();
     let name = "modbot";
+    let room = "guarded";
+    // Granted its room only: what a production bot account gets.
     let bot = Account::create(
         Account::fresh_login("bot"),
-        &Permissions::bot(&prefix, name),
+        &Permissions::bot_granted(&prefix, name, &bot_rooms_grant(&[room])),
     )
     .await;
-    let room = "guarded";
     let mut alice = stack.connect(0, "alice").await;
     alice.join(room).await;
     grant_moderator(&mut alice, room, &bot.login).await;
@@ -434,6 +628,7 @@ async fn moderation_bot_deletes_listed_words_and_mutes_repeat_offenders() {
         ("WARREN_BOT__PREFIX", prefix.clone()),
         ("WARREN_BOT__SHARDS", stack.shards().to_string()),
         ("WARREN_BOT__NAME", name.to_owned()),
+        ("WARREN_BOT__ROOMS", room.to_owned()),
         ("WARREN_BOT__WORDS", "heck,darn".to_owned()),
         ("WARREN_BOT__STRIKES", "2".to_owned()),
         ("WARREN_BOT__MUTE_S", "300".to_owned()),
@@ -443,7 +638,13 @@ async fn moderation_bot_deletes_listed_words_and_mutes_repeat_offenders() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let mut modbot = BotProcess::start(&prefix, name, &modbot_binary(), &[], &env);
-    wait_bound(&stack, &format!("{prefix}.bot.{name}.events"), &mut modbot).await;
+    wait_bound(
+        &stack,
+        &format!("{prefix}.bot.{name}.events"),
+        &format!("room.{room}.message"),
+        &mut modbot,
+    )
+    .await;
 
     let mut bob = stack.connect(1, "bob").await;
     bob.join(room).await;
@@ -505,6 +706,8 @@ async fn python_echo_bot_answers_ping_with_pong() {
     let stack = Stack::start(StackOptions::new(2, 1)).await;
     let prefix = stack.prefix().to_owned();
     let name = "echo";
+    let room = "pings";
+    // The default grant: any room but dm rooms (the local warren-bot account's).
     let bot = Account::create(
         Account::fresh_login("bot"),
         &Permissions::bot(&prefix, name),
@@ -520,11 +723,18 @@ async fn python_echo_bot_answers_ping_with_pong() {
         stack.shards().to_string(),
         "--name".into(),
         name.into(),
+        "--rooms".into(),
+        room.into(),
     ];
     let mut echo = BotProcess::start(&prefix, name, &python, &args, &[]);
-    wait_bound(&stack, &format!("{prefix}.bot.{name}.events"), &mut echo).await;
+    wait_bound(
+        &stack,
+        &format!("{prefix}.bot.{name}.events"),
+        &format!("room.{room}.message"),
+        &mut echo,
+    )
+    .await;
 
-    let room = "pings";
     let mut alice = stack.connect(0, "alice").await;
     let mut bob = stack.connect(1, "bob").await;
     alice.join(room).await;

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use warren_tests::faults_support::streams::{acked_reaches, rooms_on_distinct_shards, RoomStream};
+use warren_tests::faults_support::streams::{acked_reaches, RoomStream};
 use warren_tests::faults_support::Controls;
 use warren_tests::rabbitmq_cluster::RabbitCluster;
 use warren_tests::rooms_support::assert_error;
@@ -64,13 +64,7 @@ async fn warren_runs_on_a_rabbitmq_cluster_and_survives_its_nodes_stopping() {
     const PER_PHASE: usize = 40;
     let total = 3 * PER_PHASE;
     let controls = Controls::default();
-    let mut streams = Vec::new();
-    for (i, room) in rooms_on_distinct_shards(stack.shards(), ROOMS)
-        .iter()
-        .enumerate()
-    {
-        streams.push(RoomStream::start(&stack, &controls, room, i, total).await);
-    }
+    let streams = RoomStream::spread(&stack, &controls, ROOMS, total).await;
     for s in &streams {
         s.allow(PER_PHASE);
     }

@@ -12,13 +12,10 @@
 //! Run `cargo build --workspace --bins` first, then this target alone:
 //! `cargo test -p warren-tests --test cluster_redis`.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use warren_tests::redis_cluster::RedisCluster;
-use warren_tests::traffic::{self, Plan};
+use warren_tests::traffic::RoomTraffic;
 use warren_tests::{eventually, properties, Stack, StackOptions};
 
 /// The first of the cluster's six ports.
@@ -89,62 +86,13 @@ async fn acked_messages_survive_a_master_failover() {
         "the master at {master} has a replica ready to take over"
     );
 
-    let mut readers = Vec::new();
-    for gw in 0..2 {
-        let mut c = stack.connect(gw, &format!("reader{gw}")).await;
-        c.join(ROOM).await;
-        readers.push(c);
-    }
-    let mut senders = Vec::new();
-    for i in 0..SENDERS {
-        let mut c = stack.connect(i % 2, &format!("sender{i}")).await;
-        c.join(ROOM).await;
-        senders.push(c);
-    }
-    let progress = Arc::new(AtomicUsize::new(0));
-    let mut sending = Vec::new();
-    for (i, mut c) in senders.into_iter().enumerate() {
-        let mut plan = Plan::new(ROOM, &format!("s{i}"), EACH);
-        plan.window = 10;
-        plan.retry_after = Duration::from_secs(10);
-        plan.max_tries = 6;
-        plan.expect_messages = TOTAL;
-        plan.progress = Some(progress.clone());
-        sending.push(tokio::spawn(async move {
-            let report = traffic::send_stream(&mut c, &plan).await;
-            (c, report)
-        }));
-    }
-    let reading: Vec<_> = readers
-        .into_iter()
-        .map(|mut c| {
-            tokio::spawn(async move {
-                let got = traffic::receive(&mut c, ROOM, TOTAL, Duration::from_secs(60)).await;
-                (c, got)
-            })
-        })
-        .collect();
-
-    {
-        let progress = progress.clone();
-        eventually(
-            "senders reach the stop point",
-            Duration::from_secs(120),
-            move || {
-                let progress = progress.clone();
-                async move {
-                    match progress.load(Ordering::SeqCst) {
-                        n if n >= STOP_AFTER_ACKS => Ok(n),
-                        n => Err(format!("{n} acks")),
-                    }
-                }
-            },
-        )
+    let traffic = RoomTraffic::start(&stack, ROOM, SENDERS, EACH).await;
+    traffic
+        .wait_acks(STOP_AFTER_ACKS, "senders reach the stop point")
         .await;
-    }
-    let before = progress.load(Ordering::SeqCst);
+    let before = traffic.acked();
     cluster.shut_down(master).await.expect("the master stops");
-    let at_stop = progress.load(Ordering::SeqCst);
+    let at_stop = traffic.acked();
     eprintln!("stopped the master at {master} after {before}..={at_stop} acks");
     assert!(
         at_stop < TOTAL,
@@ -165,37 +113,9 @@ async fn acked_messages_survive_a_master_failover() {
     .await;
     eprintln!("the replica at {promoted} took over");
 
-    let mut reports = Vec::new();
-    for task in sending {
-        let (_c, report) = task.await.expect("sender task");
-        reports.push(report);
-    }
-    let resent: usize = reports.iter().map(|r| r.resent).sum();
-    let refused: usize = reports.iter().map(|r| r.refused).sum();
-    eprintln!("sends answered unavailable: {refused}; repeated with the same ref: {resent}");
-    for r in &reports {
-        assert_eq!(r.acks.len(), EACH, "{}: every ref got an ack", r.label);
-    }
-    let acked = traffic::acked_by_seq(&reports);
-    let mut members: Vec<(String, Vec<proto::server::Message>)> =
-        reports.into_iter().map(|r| (r.label, r.messages)).collect();
-    let mut history_reader = None;
-    for task in reading {
-        let (c, got) = task.await.expect("reader task");
-        members.push((c.label.clone(), got));
-        history_reader.get_or_insert(c);
-    }
-    for (who, got) in &members {
-        traffic::assert_exactly_once_in_order(who, got, &acked);
-    }
-
-    let mut reader = history_reader.expect("a reader");
-    let history = reader.full_history(ROOM).await;
-    let stored: BTreeMap<u64, String> = history.iter().map(|m| (m.seq, m.id.clone())).collect();
-    assert_eq!(stored.len(), history.len(), "history repeats no seq");
-    traffic::assert_gapless("history", history.iter().map(|m| m.seq), TOTAL as u64);
-    assert_eq!(
-        stored, acked,
-        "history holds exactly the acked messages, each once"
+    let summary = traffic.finish().await;
+    eprintln!(
+        "sends answered unavailable: {}; repeated with the same ref: {}",
+        summary.refused, summary.resent
     );
 }

@@ -4,16 +4,13 @@
 //!
 //! Run `cargo build --workspace --bins` first; the harness starts those binaries.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use proto::amqp::{gateway_key, room_binding};
 use serde_json::{json, Value};
 use warren_tests::client::{ack_of, message_of};
 use warren_tests::token::{alg_none_from, sign_hs256};
-use warren_tests::traffic::{self, Plan};
+use warren_tests::traffic::RoomTraffic;
 use warren_tests::{
     eventually, is_message_with_id, properties, Claims, Connect, Stack, StackOptions, TokenVia,
     ALLOWED_ORIGIN,
@@ -132,63 +129,10 @@ async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {
     const TOTAL: usize = EACH * SENDERS;
     const KILL_AFTER_ACKS: usize = 100;
     let mut stack = Stack::start(StackOptions::default()).await;
-
-    let mut readers = Vec::new();
-    for gw in 0..2 {
-        let mut c = stack.connect(gw, &format!("reader{gw}")).await;
-        c.join(ROOM).await;
-        readers.push(c);
-    }
-    let mut senders = Vec::new();
-    for i in 0..SENDERS {
-        let mut c = stack.connect(i % 2, &format!("sender{i}")).await;
-        c.join(ROOM).await;
-        senders.push(c);
-    }
-    // Everyone has joined before the first send, so every member expects all of them.
-    let progress = Arc::new(AtomicUsize::new(0));
-    let mut sending = Vec::new();
-    for (i, mut c) in senders.into_iter().enumerate() {
-        let mut plan = Plan::new(ROOM, &format!("s{i}"), EACH);
-        plan.window = 10;
-        plan.retry_after = Duration::from_secs(10);
-        plan.max_tries = 6;
-        plan.expect_messages = TOTAL;
-        plan.progress = Some(progress.clone());
-        sending.push(tokio::spawn(async move {
-            let report = traffic::send_stream(&mut c, &plan).await;
-            (c, report)
-        }));
-    }
-    let reading: Vec<_> = readers
-        .into_iter()
-        .map(|mut c| {
-            tokio::spawn(async move {
-                let got = traffic::receive(&mut c, ROOM, TOTAL, Duration::from_secs(60)).await;
-                (c, got)
-            })
-        })
-        .collect();
-
-    let reached = {
-        let progress = progress.clone();
-        eventually(
-            "senders reach the kill point",
-            Duration::from_secs(120),
-            move || {
-                let progress = progress.clone();
-                async move {
-                    let n = progress.load(Ordering::SeqCst);
-                    if n >= KILL_AFTER_ACKS {
-                        Ok(n)
-                    } else {
-                        Err(format!("{n} acks"))
-                    }
-                }
-            },
-        )
-        .await
-    };
+    let traffic = RoomTraffic::start(&stack, ROOM, SENDERS, EACH).await;
+    let reached = traffic
+        .wait_acks(KILL_AFTER_ACKS, "senders reach the kill point")
+        .await;
     // The dispatcher active on the room's shard (the two share the shards out), so that
     // the kill forces a failover.
     let shard = proto::ids::shard_of(ROOM, stack.shards());
@@ -198,7 +142,7 @@ async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {
         0
     };
     stack.kill_dispatcher(active).await;
-    let at_kill = progress.load(Ordering::SeqCst);
+    let at_kill = traffic.acked();
     eprintln!(
         "killed dispatcher {active} (active on shard {shard}) after {reached}..={at_kill} acks"
     );
@@ -207,38 +151,8 @@ async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {
         "every send was acked before the kill: nothing was handed over"
     );
 
-    let mut reports = Vec::new();
-    for task in sending {
-        let (_c, report) = task.await.expect("sender task");
-        reports.push(report);
-    }
-    let resent: usize = reports.iter().map(|r| r.resent).sum();
-    eprintln!("sends repeated with the same ref: {resent}");
-    for r in &reports {
-        assert_eq!(r.acks.len(), EACH, "{}: every ref got an ack", r.label);
-    }
-    let acked = traffic::acked_by_seq(&reports);
-    let mut members: Vec<(String, Vec<proto::server::Message>)> =
-        reports.into_iter().map(|r| (r.label, r.messages)).collect();
-    let mut history_reader = None;
-    for task in reading {
-        let (c, got) = task.await.expect("reader task");
-        members.push((c.label.clone(), got));
-        history_reader.get_or_insert(c);
-    }
-    for (who, got) in &members {
-        traffic::assert_exactly_once_in_order(who, got, &acked);
-    }
-
-    let mut reader = history_reader.expect("a reader");
-    let history = reader.full_history(ROOM).await;
-    let stored: BTreeMap<u64, String> = history.iter().map(|m| (m.seq, m.id.clone())).collect();
-    assert_eq!(stored.len(), history.len(), "history repeats no seq");
-    traffic::assert_gapless("history", history.iter().map(|m| m.seq), TOTAL as u64);
-    assert_eq!(
-        stored, acked,
-        "history holds exactly the acked messages, each once"
-    );
+    let summary = traffic.finish().await;
+    eprintln!("sends repeated with the same ref: {}", summary.resent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use warren_tests::client::{ConnectError, Recv};
 use warren_tests::hostile_support::{
-    assert_still_serves, deflate, metrics, opcode, rsa_keypair, rss_kib_of_listener, sample,
-    sign_with, test_logs_dir, RawRead, RawWs,
+    assert_still_serves, connect_from, deflate, encode_client_frame, metrics, opcode, rsa_keypair,
+    rss_kib_of_listener, sample, sign_with, test_logs_dir, RawFrame, RawRead, RawWs,
 };
 use warren_tests::token::{alg_none_from, sign_hs256};
 use warren_tests::{eventually, Claims, Connect, Stack, StackOptions};
@@ -30,6 +30,9 @@ use warren_tests::{eventually, Claims, Connect, Stack, StackOptions};
 const WAIT: Duration = Duration::from_secs(15);
 /// How long counters may take to converge.
 const CONVERGE: Duration = Duration::from_secs(10);
+/// How long a close the gateway owes at once may take, on a loaded machine: far less
+/// than anything that would close the connection otherwise (ping, idle timeout).
+const AT_ONCE: Duration = Duration::from_secs(3);
 
 /// The limits the flood tests run under: the stack's own lifts the send rate (and with
 /// it the frame budget, which is at least twice the send budget), these put it back.
@@ -55,6 +58,22 @@ async fn raw(stack: &Stack, user: &str, recv_buffer: Option<u32>) -> RawWs {
     match ws.read_frame(WAIT).await {
         RawRead::Frame(f) if f.text().contains("\"welcome\"") => ws,
         other => panic!("{user}: no welcome: {other:?}"),
+    }
+}
+
+/// The code of the close frame that arrives within `within`, other frames skipped;
+/// `None` when none does.
+async fn close_within(ws: &mut RawWs, within: Duration) -> Option<u16> {
+    let deadline = Instant::now() + within;
+    loop {
+        match ws
+            .read_frame(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            RawRead::Frame(f) if f.opcode == opcode::CLOSE => return f.close_code(),
+            RawRead::Frame(_) => {}
+            RawRead::Eof | RawRead::Timeout => return None,
+        }
     }
 }
 
@@ -204,6 +223,92 @@ async fn binary_invalid_utf8_and_malformed_frames_get_their_codes() {
     );
 
     assert_still_serves(&stack, 0, "after-malformed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_closes_with_1007_at_its_first_byte_not_at_the_end_of_the_message() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let start = b"{\"type\":\"ping\",\"ref\":\"";
+
+    // A first fragment with a bad byte, and no other fragment ever.
+    let mut fragment = raw(&stack, "utf8-fragment", None).await;
+    fragment
+        .send_frame(false, false, opcode::TEXT, &[&start[..], b"\xff"].concat())
+        .await
+        .unwrap();
+    assert_eq!(
+        close_within(&mut fragment, AT_ONCE).await,
+        Some(1007),
+        "a bad first fragment"
+    );
+
+    // A character that may be one (`F4`) at the end of a fragment, and the byte that
+    // makes it none (`90`, past U+10FFFF) in the next (Autobahn 6.4.2).
+    let mut cut = raw(&stack, "utf8-cut", None).await;
+    cut.send_frame(false, false, opcode::TEXT, &[&start[..], b"\xf4"].concat())
+        .await
+        .unwrap();
+    cut.send_frame(false, false, opcode::CONTINUATION, b"\x90\x80\x80")
+        .await
+        .unwrap();
+    assert_eq!(
+        close_within(&mut cut, AT_ONCE).await,
+        Some(1007),
+        "an impossible character across fragments"
+    );
+
+    // One frame whose bytes stop coming after the bad one (Autobahn 6.4.3).
+    let mut partial = raw(&stack, "utf8-partial", None).await;
+    let payload = [&start[..], b"\xc0\xaf", &[b'x'; 200]].concat();
+    let bytes = encode_client_frame(true, false, opcode::TEXT, &payload, rand::random());
+    partial.stream.write_all(&bytes[..40]).await.unwrap();
+    assert_eq!(
+        close_within(&mut partial, AT_ONCE).await,
+        Some(1007),
+        "a frame cut after its bad byte"
+    );
+
+    // Compressed: the inflated text is checked as it inflates.
+    let mut packed = raw_welcomed(&stack, "utf8-deflate", &DEFLATE_OFFER).await;
+    let bad = deflate(&[&start[..], b"\xed\xa0\x80"].concat());
+    packed
+        .send_frame(false, true, opcode::TEXT, &bad)
+        .await
+        .unwrap();
+    assert_eq!(
+        close_within(&mut packed, AT_ONCE).await,
+        Some(1007),
+        "a compressed first fragment that inflates to a surrogate"
+    );
+
+    // Valid text cut anywhere, compressed or not, is still read whole.
+    let mut good = raw_welcomed(&stack, "utf8-good", &DEFLATE_OFFER).await;
+    let ping = "{\"type\":\"ping\",\"ref\":\"κόσμε-𝄞\"}".as_bytes();
+    let squeezed = deflate(ping);
+    for (compressed, data) in [(false, ping), (true, &squeezed[..])] {
+        for cut in [1, data.len() / 2, data.len() - 1] {
+            good.send_frame(false, compressed, opcode::TEXT, &data[..cut])
+                .await
+                .unwrap();
+            good.send_frame(true, false, opcode::CONTINUATION, &data[cut..])
+                .await
+                .unwrap();
+            match good.read_frame(WAIT).await {
+                RawRead::Frame(f) => assert!(
+                    f.message().contains("κόσμε-𝄞"),
+                    "compressed {compressed}, cut {cut}: {}",
+                    f.message()
+                ),
+                other => panic!("compressed {compressed}, cut {cut}: {other:?}"),
+            }
+        }
+    }
+    good.send_frame(true, false, opcode::CLOSE, &1000u16.to_be_bytes())
+        .await
+        .unwrap();
+
+    assert_eq!(closed_counter(&stack, "1007").await, 4.0);
+    assert_still_serves(&stack, 0, "after-utf8").await;
 }
 
 /// What a client offering permessage-deflate is answered: no context kept on either
@@ -788,6 +893,83 @@ async fn slowloris_handshakes_are_dropped_and_pending_ones_are_capped() {
     assert_still_serves(&stack, 0, "after-slowloris").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_pending_handshake() {
+    const PER_IP: usize = 4;
+    let stack = Stack::start(
+        StackOptions::new(1, 1)
+            .env("WARREN__GATEWAY__MAX_PENDING_HANDSHAKES_PER_IP", "4")
+            .env("WARREN__GATEWAY__HANDSHAKE_TIMEOUT_S", "20"),
+    )
+    .await;
+    let addr = stack.gateway_addr(0);
+    let here: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let elsewhere: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+
+    // Silent connections from one address take its pending places...
+    let mut silent = Vec::new();
+    for _ in 0..PER_IP {
+        silent.push(connect_from(here, addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so more from it are closed at accept, far below the gateway's own cap (1024)...
+    for i in 0..3 {
+        let mut s = connect_from(here, addr).await.expect("connect");
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(AT_ONCE, s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "connection {} from one address: {read:?}",
+            PER_IP + i + 1
+        );
+    }
+    for s in &mut silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await;
+        assert!(read.is_err(), "the first ones are still pending: {read:?}");
+    }
+    // ...while another address upgrades and is served.
+    let mut other = RawWs::open_from(
+        Some(elsewhere),
+        addr,
+        &Connect::token(stack.token("elsewhere")),
+        &[],
+        None,
+    )
+    .await
+    .expect("upgrade from another address");
+    assert_eq!(other.status, 101);
+    other
+        .send_text(r#"{"type":"ping","ref":"elsewhere"}"#)
+        .await
+        .unwrap();
+    let mut pong = false;
+    while let RawRead::Frame(f) = other.read_frame(WAIT).await {
+        if f.text().contains(r#""ref":"elsewhere""#) {
+            pong = true;
+            break;
+        }
+    }
+    assert!(pong, "the other address is answered");
+
+    let m = metrics(&stack, 0).await;
+    assert_eq!(
+        sample(&m, "warren_gateway_handshakes_dropped_per_ip_total"),
+        3.0
+    );
+    assert_eq!(sample(&m, "warren_gateway_handshakes_dropped_total"), 0.0);
+    // Their places come back when they go.
+    drop(silent);
+    eventually("the first address connects again", CONVERGE, || async {
+        match warren_tests::http::get(addr, "/").await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })
+    .await;
+    assert_still_serves(&stack, 0, "after-per-address").await;
+}
+
 // ---- a reader that stops reading ------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -889,13 +1071,95 @@ async fn a_stalled_reader_in_a_200_member_room_is_cut_off_and_the_others_keep_re
         sample(&m, "warren_gateway_connections_closed_total{code=\"1013\"}"),
         1.0
     );
-    // Its socket was dropped even though the close frame could not be written.
+    // Its connection ends, whether or not it took its close frame in time.
     assert!(
         stalled.read_to_end(Duration::from_secs(60)).await.is_some(),
         "the stalled connection ends"
     );
     sender.close().await;
     assert_still_serves(&stack, 0, "after-stall").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_cut_off_for_not_reading_finds_1013_when_it_reads_again() {
+    const ROOM: &str = "backlog";
+    const MAX_MESSAGES: usize = 1000;
+    let stack = Stack::start(
+        StackOptions::new(1, 1)
+            .env("WARREN__GATEWAY__OUTBOUND_QUEUE", "32")
+            .env("WARREN__GATEWAY__MAX_TEXT_BYTES", "16384")
+            .env("WARREN__GATEWAY__CLOSE_TIMEOUT_S", "30"),
+    )
+    .await;
+    let mut slow = raw(&stack, "paused", Some(4096)).await;
+    slow.send_text(&json!({"type": "join", "room": ROOM, "ref": "pj"}).to_string())
+        .await
+        .unwrap();
+    loop {
+        match slow.read_frame(WAIT).await {
+            RawRead::Frame(f) if f.text().contains(r#""ref":"pj""#) => break,
+            RawRead::Frame(_) => {}
+            other => panic!("paused client: no joined: {other:?}"),
+        }
+    }
+    let mut sender = stack.connect(0, "talker").await;
+    sender.join(ROOM).await;
+
+    // The paused client reads nothing until the gateway has cut it off.
+    let pad = "m".repeat(16_000);
+    let mut acked = Vec::new();
+    loop {
+        let seq = sender
+            .send_acked(ROOM, &format!("{} {pad}", acked.len()))
+            .await
+            .seq;
+        acked.push(seq);
+        if acked.len() % 10 == 0
+            && sample(
+                &metrics(&stack, 0).await,
+                "warren_gateway_slow_consumers_total",
+            ) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            acked.len() < MAX_MESSAGES,
+            "the paused client was never cut off"
+        );
+    }
+
+    // It reads again: what was on its way, whole frames in order, then the close.
+    let frames: Vec<RawFrame> = slow
+        .read_to_end(WAIT)
+        .await
+        .expect("the connection ends once the close frame is read");
+    let (close, before) = frames.split_last().expect("frames");
+    assert_eq!(
+        close.close_code(),
+        Some(1013),
+        "the last frame is the close; got {} frames, the last {:?}",
+        frames.len(),
+        close.text().chars().take(80).collect::<String>()
+    );
+    let seqs: Vec<u64> = before
+        .iter()
+        .filter_map(|f| serde_json::from_str::<Value>(&f.message()).ok())
+        .filter(|v| v["type"] == "message")
+        .map(|v| v["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(!seqs.is_empty(), "what was on its way arrives first");
+    assert_eq!(
+        seqs,
+        acked[..seqs.len()],
+        "the messages before the close are the first ones sent, in order"
+    );
+    eprintln!(
+        "cut off after {} messages of 16 KB; {} were on their way, then 1013",
+        acked.len(),
+        seqs.len()
+    );
+    sender.close().await;
+    assert_still_serves(&stack, 0, "after-pause").await;
 }
 
 // ---- security -------------------------------------------------------------------
@@ -1131,9 +1395,9 @@ async fn a_token_that_expires_while_connected_closes_with_4401() {
         after >= Duration::from_millis(1500) && after <= Duration::from_secs(6),
         "closed after {after:?}"
     );
-    // jsonwebtoken still accepts a token during its `exp` second; the gateway closes
-    // at its start. Once that second is over the token is refused at the handshake.
-    while warren_tests::token::now_s() <= claims.exp {
+    // The gateway closes at the start of the `exp` second, and from then on the
+    // handshake refuses the token too (RFC 7519: not on or after `exp`).
+    while warren_tests::token::now_s() < claims.exp {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_unauthorized(&stack, "the expired token again", &token).await;

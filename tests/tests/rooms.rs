@@ -10,7 +10,7 @@ use warren_tests::client::{ack_of, message_of};
 use warren_tests::rooms_support::{
     assert_ack, assert_error, is_kicked, is_member_event, is_moderation, is_typing,
 };
-use warren_tests::{is_message_in, is_message_with_id, Stack, StackOptions};
+use warren_tests::{is_message_in, is_message_with_id, Claims, Connect, Stack, StackOptions};
 
 /// The bound on waiting for one expected frame.
 const FRAME_WAIT: Duration = Duration::from_secs(15);
@@ -46,6 +46,18 @@ async fn private_room_needs_a_grant_and_announce_room_needs_a_moderator() {
         joined.role,
         proto::client::Role::Moderator,
         "mo's role in vault"
+    );
+
+    // A global admin is above every room role: the private room takes them in.
+    let root_token = stack.token_with(&Claims::new("root").roles(&["admin"]));
+    let mut root = stack
+        .connect_with(0, &Connect::token(root_token), "root@gw0")
+        .await
+        .expect("root connects");
+    let joined = root.try_join("vault").await;
+    assert_eq!(
+        joined["type"], "joined",
+        "an admin joins a private room: {joined}"
     );
 
     let grant = json!({"room": "vault", "action": "grant", "user": "pat", "role": "member"});
@@ -128,6 +140,45 @@ async fn a_muted_user_cannot_send_until_the_mute_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_holds_for_its_time_then_lets_the_user_back() {
+    let stack =
+        Stack::start(StackOptions::new(1, 1).env("WARREN__DISPATCHER__KICK_HOLD_S", "1")).await;
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(0, "bob").await;
+    alice.join("held").await;
+    bob.join("held").await;
+    assert_ack(
+        &alice
+            .moderate(json!({"room": "held", "action": "kick", "user": "bob"}))
+            .await,
+        "kick",
+    );
+    bob.recv_until(is_kicked("held"), FRAME_WAIT).await;
+    assert_error(
+        &bob.try_join("held").await,
+        "banned",
+        "bob rejoins within the hold",
+    );
+    // The hold ends by itself; bob may retry until it has (bounded).
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let answer = bob.try_join("held").await;
+        if answer["type"] == "joined" {
+            break;
+        }
+        assert_error(&answer, "banned", "bob rejoins while the hold lasts");
+        assert!(
+            tries < 40,
+            "bob still held out after {tries} tries 250 ms apart"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The kick kept bob's role: back in, he sends as before.
+    bob.send_acked("held", "back").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kick_and_ban_reach_the_target_on_every_gateway() {
     let stack = Stack::start(StackOptions::default()).await;
     let mut alice = stack.connect(0, "alice").await;
@@ -147,15 +198,32 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
         let kicked = bob.recv_until(is_kicked("arena"), FRAME_WAIT).await;
         assert_eq!(kicked["reason"], "kicked", "{}: {kicked}", bob.label);
     }
-    alice
+    let kick = alice
         .recv_until(is_moderation("arena", "kick"), FRAME_WAIT)
         .await;
+    assert!(
+        kick["until"].is_u64(),
+        "a kick says until when it holds: {kick}"
+    );
     alice
         .recv_until(is_member_event("arena", "left", "bob"), FRAME_WAIT)
         .await;
     assert_eq!(alice.presence_ids("arena").await, ["alice"]);
 
-    // A kick is not a ban: bob comes back on both gateways, then is banned.
+    // A kick holds bob out for `dispatcher.kick_hold_s` (60 s by default), as a ban that
+    // ends by itself; an unban lets him back early. Then he comes back on both gateways,
+    // and is banned.
+    assert_error(
+        &bob0.try_join("arena").await,
+        "banned",
+        "kicked bob rejoins at once",
+    );
+    assert_ack(
+        &alice
+            .moderate(json!({"room": "arena", "action": "unban", "user": "bob"}))
+            .await,
+        "unban ends the kick's hold",
+    );
     bob0.join("arena").await;
     bob1.join("arena").await;
     let ban = json!({"room": "arena", "action": "ban", "user": "bob", "reason": "trolling"});
@@ -428,4 +496,21 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dm_rooms_get_member_events_like_any_small_room() {
+    let stack = Stack::start(StackOptions::new(2, 1)).await;
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(1, "bob").await;
+    let dm = "dm:alice:bob";
+    alice.join(dm).await;
+    bob.join(dm).await;
+    alice
+        .recv_until(is_member_event(dm, "joined", "bob"), FRAME_WAIT)
+        .await;
+    bob.leave(dm).await;
+    alice
+        .recv_until(is_member_event(dm, "left", "bob"), FRAME_WAIT)
+        .await;
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use warren_tests::bots::{AmqpAs, Published};
 use warren_tests::broker::AMQP_URL;
 use warren_tests::faults_support::checks;
-use warren_tests::faults_support::streams::{acked_reaches, rooms_on_distinct_shards, RoomStream};
+use warren_tests::faults_support::streams::{acked_reaches, RoomStream};
 use warren_tests::faults_support::Controls;
 use warren_tests::{Stack, StackOptions};
 
@@ -75,13 +75,7 @@ async fn dispatchers_share_the_shards_and_a_sigkill_loses_nothing() {
     wait_even_shares(&stack, &[0, 1, 2], "a third joined").await;
 
     let controls = Controls::default();
-    let mut streams = Vec::new();
-    for (i, room) in rooms_on_distinct_shards(stack.shards(), ROOMS)
-        .iter()
-        .enumerate()
-    {
-        streams.push(RoomStream::start(&stack, &controls, room, i, total).await);
-    }
+    let streams = RoomStream::spread(&stack, &controls, ROOMS, total).await;
     let allow = |streams: &[RoomStream]| {
         for s in streams {
             s.allow(PER_PHASE);

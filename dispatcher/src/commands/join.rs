@@ -21,10 +21,19 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
     let kind = room_kind(room)?;
     let user = ctx.user();
     let standing = ctx.standing(room, &kind).await?;
-    let role = match access::admit(&kind, user, &standing, ctx.rules.auto_create)? {
+    let admin = ctx.cmd.actor.is_admin();
+    let role = match access::admit(&kind, user, admin, &standing, ctx.rules.auto_create)? {
         Admission::Enter(role) => role,
         Admission::Enroll => ctx.store.enroll(room, user).await?,
         Admission::Create => {
+            let cap = ctx.rules.max_created_per_hour;
+            if cap > 0 && ctx.store.count_room_created(user, common::now_ms()).await? > cap {
+                return Err(Refusal::new(
+                    ErrorCode::RateLimited,
+                    format!("you may create at most {cap} rooms an hour"),
+                )
+                .into());
+            }
             if !ctx
                 .store
                 .create_public_room(room, user, common::now_ms())

@@ -25,6 +25,7 @@ use proto::ids::{validate_room, RoomKind};
 use proto::server::{ServerBody, ServerFrame, UserRef};
 
 use crate::access::{self, Refusal};
+use crate::metrics::DispatcherMetrics;
 use crate::rooms::ConfiguredRoom;
 use crate::store::{Retention, RoomMeta, RoomStore, Standing, StoreError};
 
@@ -41,6 +42,14 @@ pub struct Rules {
     pub max_event_members: usize,
     /// Above `max_event_members`, how many members a `joined` carries (a sample).
     pub max_join_members: usize,
+    /// How long a kicked user stays out of the room, ms (0: may rejoin at once).
+    pub kick_hold_ms: u64,
+    /// Rooms one user may create per hour (0: no limit).
+    pub max_created_per_hour: u64,
+    /// A user's sends, dms and typing per second, and burst, across gateways (0: none).
+    pub user_sends: (u32, u32),
+    /// A bot's commands per second, and burst (0: none).
+    pub bot_commands: (u32, u32),
 }
 
 impl Rules {
@@ -55,6 +64,16 @@ impl Rules {
             },
             max_event_members: settings.presence.max_event_members,
             max_join_members: settings.presence.max_join_members,
+            kick_hold_ms: settings.dispatcher.kick_hold_s * 1000,
+            max_created_per_hour: settings.rooms.max_created_per_hour,
+            user_sends: (
+                settings.dispatcher.user_sends_per_sec,
+                settings.dispatcher.user_send_burst,
+            ),
+            bot_commands: (
+                settings.dispatcher.bot_commands_per_sec,
+                settings.dispatcher.bot_command_burst,
+            ),
         }
     }
 
@@ -202,15 +221,22 @@ impl From<StoreError> for Failure {
 pub struct Handler {
     store: RoomStore,
     rules: Arc<Rules>,
+    metrics: Arc<DispatcherMetrics>,
     /// Rooms from configuration, by id: written again when the store has lost them.
     configured: Arc<HashMap<String, ConfiguredRoom>>,
 }
 
 impl Handler {
-    pub fn new(store: RoomStore, rules: Rules, configured: &[ConfiguredRoom]) -> Handler {
+    pub fn new(
+        store: RoomStore,
+        rules: Rules,
+        configured: &[ConfiguredRoom],
+        metrics: Arc<DispatcherMetrics>,
+    ) -> Handler {
         Handler {
             store,
             rules: Arc::new(rules),
+            metrics,
             configured: Arc::new(
                 configured
                     .iter()
@@ -236,6 +262,9 @@ impl Handler {
             cmd,
             message_id,
         };
+        if let Some(refusal) = self.over_budget(cmd).await? {
+            return Ok(ctx.refuse(refusal));
+        }
         let result = match &cmd.body {
             CommandBody::Join(args) => join::join(&ctx, args).await,
             CommandBody::Leave(args) => leave::leave(&ctx, args).await,
@@ -246,18 +275,70 @@ impl Handler {
             CommandBody::Typing(args) => typing::typing(&ctx, args).await,
             CommandBody::Moderate(args) => moderate::moderate(&ctx, args).await,
         };
+        let result = match result {
+            Ok(mut outcome) => match outcome.address(&self.store).await {
+                Ok(()) => Ok(outcome),
+                Err(e) => Err(Failure::Store(e)),
+            },
+            Err(failure) => Err(failure),
+        };
         match result {
-            Ok(mut outcome) => {
-                outcome.address(&self.store).await?;
-                Ok(outcome)
-            }
+            Ok(outcome) => Ok(outcome),
             Err(Failure::Refused(refusal)) => Ok(ctx.refuse(refusal)),
             Err(Failure::Store(StoreError::Data(what))) => {
                 tracing::error!(kind = cmd.body.kind(), room = %cmd.room(), %what, "damaged data in the store");
                 Ok(ctx.refuse(Refusal::new(ErrorCode::Internal, "stored data is damaged")))
             }
+            Err(Failure::Store(StoreError::Refused(e))) => {
+                // What was written before the refusal stays (each write is whole); a
+                // retry of a send finds it through dedup.
+                tracing::warn!(kind = cmd.body.kind(), room = %cmd.room(), error = %e, "the store refuses writes");
+                self.metrics.store_refusals.inc();
+                Ok(ctx.refuse(Refusal::new(
+                    ErrorCode::Unavailable,
+                    "the store is full; try again later",
+                )))
+            }
             Err(Failure::Store(e)) => Err(e),
         }
+    }
+}
+
+impl Handler {
+    /// A bot's command, or a user's `send`, `dm` or `typing`, past its budget: the
+    /// refusal to answer.
+    /// The buckets live in Redis, so the budget holds across gateways and dispatchers.
+    async fn over_budget(&self, cmd: &Command) -> Result<Option<Refusal>, StoreError> {
+        let (what, (per_sec, burst)) = if cmd.actor.bot {
+            ("bot", self.rules.bot_commands)
+        } else if matches!(
+            cmd.body,
+            CommandBody::Send(_) | CommandBody::Dm(_) | CommandBody::Typing(_)
+        ) {
+            ("sends", self.rules.user_sends)
+        } else {
+            return Ok(None);
+        };
+        if per_sec == 0 {
+            return Ok(None);
+        }
+        let taken = match self
+            .store
+            .take_token(what, &cmd.actor.id, per_sec, burst.max(1))
+            .await
+        {
+            Ok(taken) => taken,
+            // A full store cannot record the spend: let the command meet the refusal on
+            // its own writes (reads still answer), rather than refuse it here for that.
+            Err(StoreError::Refused(_)) => true,
+            Err(e) => return Err(e),
+        };
+        Ok((!taken).then(|| {
+            Refusal::new(
+                ErrorCode::RateLimited,
+                format!("at most {per_sec} a second (burst {burst}) for this user"),
+            )
+        }))
     }
 }
 

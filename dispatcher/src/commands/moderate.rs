@@ -111,7 +111,25 @@ async fn act_on_user(
         ModAction::Unban => {
             store.lift(RestrictionKind::Ban, room, target).await?;
         }
-        ModAction::Kick => return eject(ctx, args, target, &entries).await,
+        ModAction::Kick => {
+            // A kick holds for `dispatcher.kick_hold_s`: kept out as by a ban that ends by
+            // itself (an `unban` lifts it early), role kept, so that a kicked user cannot
+            // walk straight back in. The event says until when.
+            let hold = ctx.rules.kick_hold_ms;
+            if hold > 0 {
+                event.until = Some(common::now_ms() + hold);
+                store
+                    .restrict(
+                        RestrictionKind::Ban,
+                        room,
+                        target,
+                        &restriction(event.until),
+                        Some(hold),
+                    )
+                    .await?;
+            }
+            return eject(ctx, args, target, &entries).await;
+        }
         ModAction::Grant | ModAction::Revoke => {
             // `authorize` refused grant and revoke without a role.
             let role = args.role.ok_or_else(|| {

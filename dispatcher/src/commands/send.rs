@@ -32,6 +32,23 @@ pub(super) async fn dm(ctx: &Ctx<'_>, args: &Dm) -> Result<Outcome, Failure> {
     }
     let room = dm_room(ctx.user(), &args.to);
     let kind = room_kind(&room)?;
+    // The first message of a dm room creates it, and counts toward the sender's rooms
+    // created this hour: otherwise dms to ids nobody uses would grow the store freely.
+    let cap = ctx.rules.max_created_per_hour;
+    if cap > 0
+        && !ctx.store.has_started(&room).await?
+        && ctx
+            .store
+            .count_room_created(ctx.user(), common::now_ms())
+            .await?
+            > cap
+    {
+        return Err(Refusal::new(
+            ErrorCode::RateLimited,
+            format!("you may start at most {cap} rooms or conversations an hour"),
+        )
+        .into());
+    }
     post(ctx, &room, &kind, &args.text).await
 }
 

@@ -113,6 +113,17 @@ impl Keys {
         keys
     }
 
+    /// Hash: `user`'s token bucket for `what` (`sends`, `bot`), `{tokens, ts}`.
+    pub fn bucket(&self, what: &str, user: &str) -> String {
+        format!("{}:user:{{{user}}}:bucket:{what}", self.prefix)
+    }
+
+    /// Counter: rooms `user` created in the hour `hour` (unix hours), expiring with it.
+    /// Tagged by user: a user's counters share a slot, apart from any room's.
+    pub fn rooms_created(&self, user: &str, hour: u64) -> String {
+        format!("{}:user:{{{user}}}:created:{hour}", self.prefix)
+    }
+
     /// Exists while gateway `gateway` is alive: the gateway sets it with an expiry and
     /// renews it. Presence entries of a gateway without it are gone.
     pub fn gateway_alive(&self, gateway: &str) -> String {

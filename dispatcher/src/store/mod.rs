@@ -51,6 +51,7 @@ pub use model::{
 
 struct Scripts {
     append: Script,
+    bucket: Script,
     holders: Script,
     enter: Script,
     state: Script,
@@ -87,6 +88,7 @@ impl RoomStore {
     pub fn new(conn: RedisConnection, prefix: &str) -> RoomStore {
         let scripts = Scripts {
             append: Script::new(include_str!("append.lua")),
+            bucket: Script::new(include_str!("bucket.lua")),
             holders: Script::new(include_str!("holders.lua")),
             enter: Script::new(include_str!("enter.lua")),
             state: Script::new(include_str!("state.lua")),
@@ -202,6 +204,50 @@ impl RoomStore {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(created == 1)
+    }
+
+    /// Takes one token from `user`'s bucket for `what` (refilled at `per_sec`, holding at
+    /// most `burst`); false when it is empty. One bucket per user across every
+    /// dispatcher, so a user's budget holds whichever gateways they send through.
+    pub async fn take_token(
+        &self,
+        what: &str,
+        user: &str,
+        per_sec: u32,
+        burst: u32,
+    ) -> Result<bool, StoreError> {
+        let taken: i64 = self
+            .scripts
+            .bucket
+            .key(self.keys.bucket(what, user))
+            .arg(per_sec)
+            .arg(burst)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(taken == 1)
+    }
+
+    /// Whether anything was ever stored in `room` (it has a seq counter).
+    pub async fn has_started(&self, room: &str) -> Result<bool, StoreError> {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(self.keys.seq(room))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(exists)
+    }
+
+    /// Counts one more room created by `user` in the current hour; returns the count,
+    /// this one included. The counter expires with its hour.
+    pub async fn count_room_created(&self, user: &str, now_ms: u64) -> Result<u64, StoreError> {
+        let hour = now_ms / 3_600_000;
+        let key = self.keys.rooms_created(user, hour);
+        let (count, ()): (u64, ()) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .expire(&key, 3600)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(count)
     }
 
     /// Creates or updates a room from configuration (see `configure.lua`).

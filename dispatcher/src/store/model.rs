@@ -10,24 +10,35 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis (or a cluster node) is unreachable, loading, failing over or out of memory:
-    /// worth retrying.
+    /// Redis (or a cluster node) is unreachable, loading or failing over: worth retrying.
     #[error("redis unavailable: {0}")]
     Unavailable(redis::RedisError),
     /// Something stored cannot be read (or written) as the model says, or Redis refused
     /// a command because of it: retrying would fail the same way forever.
     #[error("stored data: {0}")]
     Data(String),
+    /// Redis refuses writes until an operator acts: full at `maxmemory` with
+    /// `noeviction` (OOM), or unable to persist (MISCONF). Retrying would hold the shard
+    /// for as long as that lasts, so the command is answered `unavailable` instead.
+    #[error("redis refuses writes: {0}")]
+    Refused(redis::RedisError),
 }
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> StoreError {
-        if is_transient(&e) {
+        if is_refusal(&e) {
+            StoreError::Refused(e)
+        } else if is_transient(&e) {
             StoreError::Unavailable(e)
         } else {
             StoreError::Data(e.to_string())
         }
     }
+}
+
+/// Whether Redis refused a write for a reason only an operator ends (memory, disk).
+fn is_refusal(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("OOM" | "MISCONF"))
 }
 
 /// Whether a Redis error can go away by itself. Anything else (a wrong type, a script
@@ -52,7 +63,7 @@ fn is_transient(e: &redis::RedisError) -> bool {
                 | ServerErrorKind::Moved
                 | ServerErrorKind::Ask
         ),
-        ErrorKind::Extension => matches!(e.code(), Some("MISCONF" | "OOM" | "BUSY" | "NOREPLICAS")),
+        ErrorKind::Extension => matches!(e.code(), Some("BUSY" | "NOREPLICAS")),
         _ => false,
     }
 }
@@ -283,6 +294,13 @@ mod tests {
         assert!(matches!(StoreError::from(wrong), StoreError::Data(_)));
         let cross = RedisError::from((ErrorKind::Server(ServerErrorKind::CrossSlot), "slots"));
         assert!(matches!(StoreError::from(cross), StoreError::Data(_)));
+        for full in ["OOM", "MISCONF"] {
+            let refused = redis::make_extension_error(full.into(), Some("no writes".into()));
+            assert!(
+                matches!(StoreError::from(refused), StoreError::Refused(_)),
+                "{full}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,8 @@ impl Harness {
             // In-process dispatchers of parallel tests each take a free port.
             ("WARREN__DISPATCHER__LISTEN", "127.0.0.1:0"),
             ("WARREN__AMQP__SHARDS", "2"),
+            ("WARREN__DISPATCHER__USER_SENDS_PER_SEC", "0"),
+            ("WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC", "0"),
             ("WARREN__LOG__LEVEL", "warren_dispatcher=debug,warn"),
         ]
         .into_iter()

@@ -106,6 +106,9 @@ impl Outlet {
         let Ok(mut out) = self.out.try_lock() else {
             return Direct::Queue;
         };
+        if out.batch.is_closed() {
+            return Direct::Filtered;
+        }
         if self.queued.load(Ordering::Acquire) != 0 || !out.batch.is_empty() {
             return Direct::Queue;
         }

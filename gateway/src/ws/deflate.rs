@@ -6,8 +6,11 @@
 //! - the gateway compresses an event **once**, and the same compressed bytes go to every
 //!   member that negotiated the extension ([`super::Shared`]);
 //! - nothing is kept per connection between messages: one compressor and one
-//!   decompressor per thread do all the work, so an idle connection costs no deflate
+//!   decompressor per thread do the work, so an idle connection costs no deflate
 //!   state (zlib's window alone is 32 KiB, four times the idle budget per connection).
+//!   Only a client message that arrives in pieces (fragments, or a frame over several
+//!   reads) has an [`Inflater`] of its own until it ends, so that its text is checked
+//!   as it inflates rather than once the client has sent all of it.
 //!
 //! An offer that asks the server for a window smaller than 15 bits is declined (the
 //! event's one compressed form could not honour it); the next offer, or no compression,
@@ -133,46 +136,137 @@ pub enum InflateError {
     Corrupt,
 }
 
-/// Decompresses one whole message's payload, refusing to produce more than `limit` bytes.
-pub fn decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+/// Inflates one whole message's payload onto `out` with this thread's decompressor,
+/// refusing to let `out` pass `limit` bytes: a message that arrived in one piece needs
+/// no inflate state of its own.
+pub fn decompress(data: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
     DECOMPRESSOR.with_borrow_mut(|d| {
         d.reset(false);
-        let mut out = Vec::with_capacity((data.len() * 3).clamp(64, limit + 1));
-        for (input, flush) in [
-            (data, FlushDecompress::None),
-            (&TAIL[..], FlushDecompress::Sync),
-        ] {
-            let start = d.total_in();
-            loop {
-                let read = (d.total_in() - start) as usize;
-                let before = (d.total_in(), d.total_out());
-                let status = d
-                    .decompress_vec(&input[read..], &mut out, flush)
-                    .map_err(|_| InflateError::Corrupt)?;
-                if out.len() > limit {
-                    return Err(InflateError::TooBig);
-                }
-                if status == Status::StreamEnd {
-                    return Ok(out);
-                }
-                let all_read = (d.total_in() - start) as usize == input.len();
-                if all_read && out.len() < out.capacity() {
-                    break;
-                }
-                if out.len() == out.capacity() {
-                    out.reserve((out.capacity()).min(limit + 1 - out.len()).max(64));
-                } else if before == (d.total_in(), d.total_out()) {
-                    return Err(InflateError::Corrupt);
-                }
+        out.reserve((data.len() * 3).clamp(64, limit + 1));
+        if !inflate(d, data, FlushDecompress::None, out, limit)? {
+            inflate(d, &TAIL, FlushDecompress::Sync, out, limit)?;
+        }
+        Ok(())
+    })
+}
+
+/// One message inflated as its pieces arrive (fragments, or a frame that comes in
+/// several reads), so that what it inflates to is checked before it ends: the
+/// connection keeps this, an inflate state and its window, only while such a message
+/// is in progress.
+pub struct Inflater {
+    d: Decompress,
+    /// The stream had a final block: what follows it is ignored, as [`decompress`] does.
+    ended: bool,
+}
+
+impl Default for Inflater {
+    fn default() -> Inflater {
+        Inflater {
+            d: Decompress::new(false),
+            ended: false,
+        }
+    }
+}
+
+impl Inflater {
+    /// Inflates the next piece of the message onto `out`, never past `limit` bytes.
+    pub fn push(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), InflateError> {
+        if !self.ended {
+            self.ended = inflate(&mut self.d, data, FlushDecompress::None, out, limit)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the message with the sync-flush tail its sender left off.
+    pub fn finish(mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+        if !self.ended {
+            inflate(&mut self.d, &TAIL, FlushDecompress::Sync, out, limit)?;
+        }
+        Ok(())
+    }
+}
+
+/// Feeds `input` to `d`, appending what comes out to `out` and stopping as soon as `out`
+/// passes `limit`. True when the stream ended (a final block).
+fn inflate(
+    d: &mut Decompress,
+    input: &[u8],
+    flush: FlushDecompress,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, InflateError> {
+    let start = d.total_in();
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().min(limit + 1 - out.len()).max(64));
+        }
+        let read = (d.total_in() - start) as usize;
+        let before = (d.total_in(), d.total_out());
+        let status = d
+            .decompress_vec(&input[read..], out, flush)
+            .map_err(|_| InflateError::Corrupt)?;
+        if out.len() > limit {
+            return Err(InflateError::TooBig);
+        }
+        if status == Status::StreamEnd {
+            return Ok(true);
+        }
+        let all_read = (d.total_in() - start) as usize == input.len();
+        if out.len() < out.capacity() {
+            if all_read {
+                return Ok(false);
+            }
+            if before == (d.total_in(), d.total_out()) {
+                return Err(InflateError::Corrupt);
             }
         }
-        Ok(out)
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`decompress`] into a new buffer.
+    fn whole(data: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+        let mut out = Vec::new();
+        decompress(data, &mut out, limit).map(|()| out)
+    }
+
+    /// [`Inflater`] fed `data` in pieces of `piece` bytes.
+    fn in_pieces(data: &[u8], piece: usize, limit: usize) -> Result<Vec<u8>, InflateError> {
+        let mut out = Vec::new();
+        let mut inflater = Inflater::default();
+        for part in data.chunks(piece) {
+            inflater.push(part, &mut out, limit)?;
+        }
+        inflater.finish(&mut out, limit).map(|()| out)
+    }
+
+    #[test]
+    fn a_message_inflated_in_pieces_is_the_whole_message() {
+        let text: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+        let packed = compress(&text).unwrap();
+        for piece in [1, 2, 3, 7, 100, packed.len()] {
+            assert_eq!(
+                in_pieces(&packed, piece, 1 << 20),
+                Ok(text.clone()),
+                "{piece}"
+            );
+        }
+        let bomb = compress(&vec![b'a'; 1 << 20]).unwrap();
+        assert_eq!(in_pieces(&bomb, 5, 65_536), Err(InflateError::TooBig));
+        assert_eq!(
+            in_pieces(&[0xFF, 0xFF, 0xFF], 1, 1000),
+            Err(InflateError::Corrupt)
+        );
+    }
 
     #[test]
     fn offers_browsers_and_libraries_make_are_accepted() {
@@ -230,7 +324,7 @@ mod tests {
         ];
         for text in texts {
             let packed = compress(&text).unwrap();
-            assert_eq!(decompress(&packed, 1 << 20), Ok(text));
+            assert_eq!(whole(&packed, 1 << 20), Ok(text));
         }
     }
 
@@ -262,7 +356,7 @@ mod tests {
         for seed in 0..=180u64 {
             let data = picture(seed, 65_536 - (seed as usize % 512));
             let packed = compress(&data).expect("compresses");
-            let back = decompress(&packed, 1 << 20).expect("inflates");
+            let back = whole(&packed, 1 << 20).expect("inflates");
             assert_eq!(back.len(), data.len(), "seed {seed}: length");
             assert!(back == data, "seed {seed}: content");
         }
@@ -279,9 +373,9 @@ mod tests {
     fn a_bomb_stops_at_the_limit() {
         let bomb = compress(&vec![b'a'; 10 << 20]).unwrap();
         assert!(bomb.len() < 64 << 10);
-        assert_eq!(decompress(&bomb, 65_536), Err(InflateError::TooBig));
+        assert_eq!(whole(&bomb, 65_536), Err(InflateError::TooBig));
         let small = compress(&[b'a'; 65_536]).unwrap();
-        assert_eq!(decompress(&small, 65_536).map(|v| v.len()), Ok(65_536));
+        assert_eq!(whole(&small, 65_536).map(|v| v.len()), Ok(65_536));
     }
 
     #[test]
@@ -291,15 +385,12 @@ mod tests {
             &[0x07; 40],
             b"\x00\x05\x00\xfa\xffhello",
         ] {
-            let r = decompress(junk, 65_536);
+            let r = whole(junk, 65_536);
             assert!(
                 r.is_err() || r.as_ref().is_ok_and(|v| v.len() <= 65_536),
                 "{junk:?}"
             );
         }
-        assert_eq!(
-            decompress(&[0xFF, 0xFF, 0xFF], 1000),
-            Err(InflateError::Corrupt)
-        );
+        assert_eq!(whole(&[0xFF, 0xFF, 0xFF], 1000), Err(InflateError::Corrupt));
     }
 }

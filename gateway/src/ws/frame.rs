@@ -208,6 +208,20 @@ pub fn header(out: &mut Vec<u8>, opcode: OpCode, compressed: bool, len: usize) {
     }
 }
 
+/// The length, header included, of the server frame at the start of `buf`, which
+/// [`header`] or [`header_bytes`] wrote.
+pub fn server_frame_len(buf: &[u8]) -> usize {
+    let (len, at) = match buf[1] & 0x7F {
+        126 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 => {
+            let len = u64::from_be_bytes(buf[2..10].try_into().expect("eight bytes"));
+            (len as usize, 10)
+        }
+        n => (usize::from(n), 2),
+    };
+    at + len
+}
+
 /// Is this a close code a peer may send (RFC 6455 §7.4)?
 pub fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
@@ -347,6 +361,7 @@ mod tests {
             header(&mut out, OpCode::Text, false, len);
             assert_eq!(out.len(), want, "{len}");
             assert_eq!(out[0], 0x81);
+            assert_eq!(server_frame_len(&out), want + len, "{len}");
         }
         let mut out = Vec::new();
         header(&mut out, OpCode::Text, true, 3);

@@ -60,6 +60,8 @@ pub fn split(stream: TcpStream, early: Bytes, config: Config) -> (Reader, Writer
         batch: Batch {
             buf: Vec::new(),
             pos: 0,
+            partial: 0,
+            closed: false,
             config,
             counts: Counts::default(),
         },
@@ -174,16 +176,39 @@ impl Reader {
 
 /// The client side of the protocol without the socket: bytes in, whole messages out.
 /// Pure, so the fuzzer and the unit tests drive it directly.
+///
+/// A data frame's payload is taken as its bytes arrive, not once the frame is whole:
+/// text is checked for UTF-8 (after inflating, if compressed) as it comes, so a bad
+/// message is refused at its first bad byte (1007) rather than once a client that may
+/// never finish it has sent the rest.
 pub struct Decoder {
     /// Bytes read and not yet consumed, from `pos`. Empty (no allocation) when idle.
     buf: Vec<u8>,
     pos: usize,
     assembly: Assembly,
-    /// The fragmented message in progress.
+    /// The data frame whose payload is being read.
+    frame: Option<Payload>,
+    /// The message in progress, inflated if it is compressed.
     message: Vec<u8>,
+    /// How much of a text `message` is known to be UTF-8; after it, at most the first
+    /// bytes of one character that a frame or a read cut in two.
+    checked: usize,
+    /// The message's bytes on the wire so far (compressed, if it is).
+    wire: u64,
+    /// Inflates a compressed message that does not arrive in one piece.
+    inflater: Option<deflate::Inflater>,
     compressed: bool,
     text: bool,
     config: Config,
+}
+
+/// Where the payload of the data frame being read stands.
+struct Payload {
+    mask: [u8; 4],
+    /// Payload bytes taken so far: where the mask stands.
+    taken: usize,
+    left: usize,
+    fin: bool,
 }
 
 impl Decoder {
@@ -192,7 +217,11 @@ impl Decoder {
             buf: Vec::new(),
             pos: 0,
             assembly: Assembly::default(),
+            frame: None,
             message: Vec::new(),
+            checked: 0,
+            wire: 0,
+            inflater: None,
             compressed: false,
             text: false,
             config,
@@ -212,81 +241,143 @@ impl Decoder {
         &mut self.buf
     }
 
-    /// Consumes frames already read until one completes a message (`Some`), or more
-    /// bytes are needed (`None`). After an error the connection must close.
+    /// Consumes what was read until a message is complete (`Some`), or more bytes are
+    /// needed (`None`). After an error the connection must close.
     pub fn next_message(&mut self) -> Result<Option<Incoming>, ReadError> {
         loop {
+            if self.frame.is_some() {
+                match self.payload()? {
+                    Some(incoming) => {
+                        self.release();
+                        return Ok(Some(incoming));
+                    }
+                    // The rest of the frame has not arrived.
+                    None if self.frame.is_some() => {
+                        self.release();
+                        return Ok(None);
+                    }
+                    // A fragment ended: the next frame follows.
+                    None => continue,
+                }
+            }
             let avail = &self.buf[self.pos..];
             let Some((header, at)) = frame::parse_header(avail).map_err(protocol)? else {
                 self.release();
                 return Ok(None);
             };
             let max = self.config.max_message as u64;
-            if !header.opcode.is_control() && self.message.len() as u64 + header.len > max {
+            if !header.opcode.is_control() && self.wire + header.len > max {
                 return Err(ReadError::TooBig);
             }
             let len = header.len as usize;
-            if avail.len() < at + len {
-                // The header promises `len` bytes, no more than `max_message`: make room.
-                let missing = at + len - avail.len();
-                self.buf.reserve(missing.max(READ_CHUNK));
+            if header.opcode.is_control() && avail.len() < at + len {
+                // At most 125 bytes, read whole.
                 return Ok(None);
             }
-            let start = self.pos + at;
-            self.pos = start + len;
-            let payload = &mut self.buf[start..start + len];
-            frame::unmask(payload, header.mask);
             let step = self
                 .assembly
                 .step(&header, self.config.deflate)
                 .map_err(protocol)?;
-            let done = match step {
-                Step::Control => Some(control(header.opcode, payload)?),
-                Step::Start => {
-                    self.text = header.opcode == OpCode::Text;
-                    self.compressed = header.rsv1;
-                    self.message.extend_from_slice(payload);
-                    None
-                }
-                Step::Continue => {
-                    self.message.extend_from_slice(payload);
-                    None
-                }
-                // A whole message in one frame.
-                Step::Finish if header.opcode != OpCode::Continuation => {
-                    self.text = header.opcode == OpCode::Text;
-                    self.compressed = header.rsv1;
-                    let payload = payload.to_vec();
-                    Some(self.finish(payload)?)
-                }
-                // The last fragment.
-                Step::Finish => {
-                    self.message.extend_from_slice(payload);
-                    let whole = std::mem::take(&mut self.message);
-                    Some(self.finish(whole)?)
-                }
-            };
-            if let Some(incoming) = done {
+            self.pos += at;
+            if step == Step::Control {
+                let payload = &mut self.buf[self.pos..self.pos + len];
+                self.pos += len;
+                frame::unmask(payload, header.mask);
+                let incoming = control(header.opcode, payload)?;
                 self.release();
                 return Ok(Some(incoming));
             }
+            if header.opcode != OpCode::Continuation {
+                self.text = header.opcode == OpCode::Text;
+                self.compressed = header.rsv1;
+            }
+            if !self.compressed {
+                self.message.reserve(len);
+            }
+            self.wire += header.len;
+            self.frame = Some(Payload {
+                mask: header.mask,
+                taken: 0,
+                left: len,
+                fin: header.fin,
+            });
         }
     }
 
-    /// A whole message's payload: inflated if it was compressed, checked if it is text.
-    fn finish(&mut self, payload: Vec<u8>) -> Result<Incoming, ReadError> {
-        let payload = if std::mem::take(&mut self.compressed) {
-            deflate::decompress(&payload, self.config.max_message).map_err(|e| match e {
-                deflate::InflateError::TooBig => ReadError::TooBig,
-                deflate::InflateError::Corrupt => ReadError::Invalid("bad compressed data"),
-            })?
-        } else {
-            payload
+    /// Takes what has arrived of the current data frame's payload into the message,
+    /// inflating and checking it as it comes; the message itself once its last byte
+    /// is in.
+    fn payload(&mut self) -> Result<Option<Incoming>, ReadError> {
+        let Some(frame) = self.frame.as_mut() else {
+            return Ok(None);
         };
+        let take = frame.left.min(self.buf.len() - self.pos);
+        if take == 0 && frame.left > 0 {
+            return Ok(None);
+        }
+        let piece = &mut self.buf[self.pos..self.pos + take];
+        let mut mask = frame.mask;
+        mask.rotate_left(frame.taken % 4);
+        frame::unmask(piece, mask);
+        frame.taken += take;
+        frame.left -= take;
+        self.pos += take;
+        let last = frame.left == 0 && frame.fin;
+        if frame.left == 0 {
+            self.frame = None;
+        }
+        let max = self.config.max_message;
+        let message = &mut self.message;
+        if !self.compressed {
+            message.extend_from_slice(piece);
+        } else if last && self.inflater.is_none() {
+            // The whole message at once: this thread's decompressor does it.
+            deflate::decompress(piece, message, max).map_err(inflate_error)?;
+        } else {
+            let inflater = self.inflater.get_or_insert_with(Default::default);
+            inflater.push(piece, message, max).map_err(inflate_error)?;
+            if last {
+                let inflater = self.inflater.take().expect("inflating");
+                inflater.finish(message, max).map_err(inflate_error)?;
+            }
+        }
+        if self.text {
+            self.check_utf8()?;
+        }
+        if !last {
+            return Ok(None);
+        }
+        self.finish().map(Some)
+    }
+
+    /// Checks the text that came since the last check. A character cut at the end is
+    /// left for the next piece to complete: std's validator calls bytes incomplete only
+    /// when they begin some character, and refuses at once those that begin none
+    /// (`C0`, `ED A0`, `F4 90`), so a bad text is refused at its first bad byte.
+    fn check_utf8(&mut self) -> Result<(), ReadError> {
+        match std::str::from_utf8(&self.message[self.checked..]) {
+            Ok(_) => self.checked = self.message.len(),
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(_) => return Err(ReadError::Invalid("invalid UTF-8")),
+        }
+        Ok(())
+    }
+
+    /// The whole message, its state cleared for the next one.
+    fn finish(&mut self) -> Result<Incoming, ReadError> {
+        let message = std::mem::take(&mut self.message);
+        let checked = std::mem::take(&mut self.checked);
+        self.wire = 0;
+        self.compressed = false;
         if !self.text {
             return Ok(Incoming::Binary);
         }
-        String::from_utf8(payload)
+        if checked != message.len() {
+            return Err(ReadError::Invalid("text ends inside a character"));
+        }
+        // Checked already; `from_utf8` checks again (fast next to parsing the JSON)
+        // rather than `unsafe`.
+        String::from_utf8(message)
             .map(Incoming::Text)
             .map_err(|_| ReadError::Invalid("invalid UTF-8"))
     }
@@ -305,6 +396,13 @@ impl Decoder {
 
 fn protocol(v: frame::Violation) -> ReadError {
     ReadError::Protocol(v.0)
+}
+
+fn inflate_error(e: deflate::InflateError) -> ReadError {
+    match e {
+        deflate::InflateError::TooBig => ReadError::TooBig,
+        deflate::InflateError::Corrupt => ReadError::Invalid("bad compressed data"),
+    }
 }
 
 fn control(opcode: OpCode, payload: &[u8]) -> Result<Incoming, ReadError> {
@@ -342,6 +440,11 @@ pub struct Batch {
     /// The batch, written from `pos`. Freed after every flush: idle costs nothing.
     buf: Vec<u8>,
     pos: usize,
+    /// Where the rest of a frame that a direct write left half written ends, at the
+    /// start of `buf` (0 when `buf` starts with a frame): whole frames follow it.
+    partial: usize,
+    /// A close frame is in the batch or gone: nothing may follow it (RFC 6455 §5.5.1).
+    closed: bool,
     config: Config,
     counts: Counts,
 }
@@ -414,6 +517,7 @@ impl Batch {
         } else {
             self.buf.extend_from_slice(&payload[written - head.len()..]);
         }
+        self.partial = self.buf.len();
         Ok(false)
     }
 
@@ -443,9 +547,30 @@ impl Batch {
         let reason = &reason.as_bytes()[..reason.len().min(123)];
         payload.extend_from_slice(reason);
         self.frame(OpCode::Close, false, &payload);
+        self.closed = true;
+    }
+
+    /// A close frame was queued: the connection sends nothing more.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Drops the frames the socket has not begun to take, for a client that stopped
+    /// reading: its close frame then comes right after what is already on its way. The
+    /// frame the socket took part of stays, since a client can read nothing after half
+    /// a frame.
+    pub fn discard_unsent(&mut self) {
+        let mut end = self.partial;
+        while end < self.pos {
+            end += frame::server_frame_len(&self.buf[end..]);
+        }
+        self.buf.truncate(end);
     }
 
     fn frame(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) {
+        if self.closed {
+            return;
+        }
         self.buf.reserve(payload.len() + 10);
         frame::header(&mut self.buf, opcode, compressed, payload.len());
         self.buf.extend_from_slice(payload);
@@ -470,6 +595,7 @@ impl Batch {
         }
         self.buf = Vec::new();
         self.pos = 0;
+        self.partial = 0;
         Ok(true)
     }
 
@@ -591,6 +717,120 @@ mod tests {
             };
             assert_eq!(got, want, "{bytes:?}");
         }
+    }
+
+    /// Feeds `parts` one by one; the error, if any, and how many parts it took.
+    fn first_error(deflate: bool, parts: &[Vec<u8>]) -> Option<(usize, ReadError)> {
+        let mut d = decoder(deflate);
+        for (i, part) in parts.iter().enumerate() {
+            d.feed(part);
+            if let Err(e) = all(&mut d) {
+                return Some((i + 1, e));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_at_its_first_byte_not_at_the_end_of_the_message() {
+        let invalid = |r: Option<(usize, ReadError)>| {
+            r.map(|(at, e)| (at, matches!(e, ReadError::Invalid(_))))
+        };
+        // A first fragment with a bad byte, and no more fragments.
+        let parts = [client(0x01, b"{\"type\":\"ping\",\"x\":\"\xff")];
+        assert_eq!(invalid(first_error(false, &parts)), Some((1, true)));
+        // A frame whose first bytes have arrived, the bad one among them.
+        let whole = client(0x81, b"abc\xc0\xafdef ghi jkl");
+        let parts = [whole[..10].to_vec(), whole[10..].to_vec()];
+        assert_eq!(invalid(first_error(false, &parts)), Some((1, true)));
+        // `F4` may start a character; `F4 90` starts none (Autobahn 6.4.2 and 6.4.4).
+        let parts = [
+            client(0x01, "κόσμε".as_bytes()),
+            client(0x00, b"\xf4"),
+            client(0x00, b"\x90\x80\x80"),
+            client(0x80, b"edited"),
+        ];
+        assert_eq!(invalid(first_error(false, &parts)), Some((3, true)));
+        // Inflated text is checked as it inflates: a compressed first fragment.
+        let packed = deflate::compress(b"{\"type\":\"ping\",\"x\":\"\xed\xa0\x80").unwrap();
+        let parts = [client(0x41, &packed)];
+        assert_eq!(invalid(first_error(true, &parts)), Some((1, true)));
+        // A character cut at the end of the message.
+        let parts = [client(0x01, b"ab\xc3"), client(0x80, b"")];
+        assert_eq!(invalid(first_error(false, &parts)), Some((2, true)));
+    }
+
+    #[test]
+    fn characters_cut_by_fragments_and_reads_are_whole_again() {
+        let text = "ok: é € 𝄞 κόσμε".as_bytes();
+        let packed = deflate::compress(text).unwrap();
+        let fragments = |first: u8, data: &[u8], cut: usize| {
+            [client(first, &data[..cut]), client(0x80, &data[cut..])].concat()
+        };
+        for (deflate, data) in [(false, text), (true, &packed[..])] {
+            for cut in 1..data.len() {
+                let bytes = fragments(if deflate { 0x41 } else { 0x01 }, data, cut);
+                let mut d = decoder(deflate);
+                let mut got = Vec::new();
+                for b in bytes {
+                    d.feed(&[b]);
+                    got.extend(all(&mut d).unwrap());
+                }
+                let want = [Incoming::Text("ok: é € 𝄞 κόσμε".into())];
+                assert_eq!(got, want, "deflate {deflate}, cut {cut}");
+            }
+        }
+    }
+
+    fn batch() -> Batch {
+        Batch {
+            buf: Vec::new(),
+            pos: 0,
+            partial: 0,
+            closed: false,
+            config: decoder(false).config,
+            counts: Counts::default(),
+        }
+    }
+
+    #[test]
+    fn a_slow_readers_close_follows_the_frame_on_its_way_and_nothing_after() {
+        let mut b = batch();
+        for text in ["first", "second", "third"] {
+            b.text(text);
+        }
+        let first = 2 + "first".len();
+        // The socket took part of the first frame: it goes out whole, then the close.
+        b.pos = 3;
+        b.discard_unsent();
+        b.close(1013, "slow");
+        b.text("never");
+        let mut want = vec![0x81, 5];
+        want.extend_from_slice(b"first");
+        want.extend_from_slice(&[0x88, 6, 0x03, 0xF5]);
+        want.extend_from_slice(b"slow");
+        assert_eq!(b.buf, want);
+        assert!(b.is_closed());
+        // Nothing of the batch taken: only the close goes.
+        let mut b = batch();
+        b.text("first");
+        b.discard_unsent();
+        assert!(b.buf.is_empty());
+        // At a frame boundary: what follows is dropped.
+        let mut b = batch();
+        b.text("first");
+        b.text("second");
+        b.pos = first;
+        b.discard_unsent();
+        assert_eq!(b.buf.len(), first);
+        // Behind the rest of a direct write, which is no whole frame.
+        let mut b = batch();
+        b.buf.extend_from_slice(b"rest of a frame");
+        b.partial = b.buf.len();
+        b.text("queued");
+        b.pos = 4;
+        b.discard_unsent();
+        assert_eq!(b.buf, b"rest of a frame");
     }
 
     #[test]

@@ -39,6 +39,7 @@ export class ChatPage {
       if (/Content Security Policy/i.test(m.text())) chat.errors.push(m.text());
     });
     page.on('websocket', (ws) => {
+      chat.socketUrls.push(ws.url());
       ws.on('framesent', ({ payload }) => chat.sent.push(JSON.parse(payload)));
     });
     await page.goto(baseUrl);
@@ -55,6 +56,8 @@ export class ChatPage {
     this.errors = [];
     /** Every frame the page sent on any of its WebSockets, parsed, in order. */
     this.sent = [];
+    /** The URL of every WebSocket the page opened. */
+    this.socketUrls = [];
   }
 
   /** The user id shown from `welcome`. */

@@ -64,6 +64,24 @@ impl RoomStream {
         }
     }
 
+    /// `rooms` streams of `total` messages each, in rooms on distinct shards (so that
+    /// several dispatchers are busy), senders and readers alternating gateways.
+    pub async fn spread(
+        stack: &Stack,
+        controls: &Controls,
+        rooms: usize,
+        total: usize,
+    ) -> Vec<RoomStream> {
+        let mut streams = Vec::new();
+        for (i, room) in rooms_on_distinct_shards(stack.shards(), rooms)
+            .iter()
+            .enumerate()
+        {
+            streams.push(RoomStream::start(stack, controls, room, i, total).await);
+        }
+        streams
+    }
+
     /// Lets the sender send `more` messages.
     pub fn allow(&self, more: usize) {
         Member::allow(&self.quota, more);

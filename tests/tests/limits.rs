@@ -1,0 +1,224 @@
+//! Limits that hold per user, and a bounded store (issue #13, items 4 and 5): a Redis
+//! that refuses writes (full at `maxmemory` with `noeviction`) makes commands answer
+//! `unavailable`, counted in `/metrics`, never a crash or a silent drop; one user creates
+//! at most so many rooms (dm conversations included) an hour; a user's sends share one
+//! budget across every gateway and connection, and a bot's commands have one too.
+//!
+//! The full-store test runs on a Redis of its own (a `redis-server` child), since it
+//! reconfigures it; RabbitMQ is the machine's.
+
+use std::time::Duration;
+
+use proto::amqp::shard_key;
+use proto::ids::shard_of;
+use serde_json::json;
+use warren_tests::accounts::{Account, Permissions};
+use warren_tests::bots::{next_json, AmqpAs, Published};
+use warren_tests::faults_support::checks;
+use warren_tests::private_redis::PrivateRedis;
+use warren_tests::rooms_support::assert_error;
+use warren_tests::{Client, Stack, StackOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_answers_unavailable_and_counts_it() {
+    let redis = PrivateRedis::start().await;
+    let mut stack =
+        Stack::start(StackOptions::new(1, 1).env("WARREN__REDIS__URL", &redis.url())).await;
+    let room = "full";
+    let mut alice = stack.connect(0, "alice").await;
+    alice.join(room).await;
+    let before = alice.send_acked(room, "before").await;
+
+    // Full: no write is accepted any more.
+    redis.config_set("maxmemory-policy", "noeviction").await;
+    redis.config_set("maxmemory", "1").await;
+    let refused = alice.try_send(room, "while full").await;
+    assert_error(&refused, "unavailable", "a send while Redis refuses writes");
+    let refusals =
+        checks::dispatcher_metric(&stack, 0, "warren_dispatcher_store_refusals_total").await;
+    assert!(refusals >= 1.0, "store refusals counted: {refusals}");
+    assert!(stack.dispatcher_alive(0), "the dispatcher is still running");
+
+    // Room again: sends go through (bounded retry while the gateway's registry recovers).
+    redis.config_set("maxmemory", "0").await;
+    let mut tries = 0;
+    let after = loop {
+        tries += 1;
+        let answer = alice.try_send(room, "after").await;
+        if answer["type"] == "ack" {
+            break answer;
+        }
+        assert_error(&answer, "unavailable", "a send once Redis has room again");
+        assert!(tries < 30, "still unavailable after {tries} tries");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let history = alice.full_history(room).await;
+    let stored: Vec<(&str, u64)> = history.iter().map(|m| (m.text.as_str(), m.seq)).collect();
+    assert_eq!(
+        stored,
+        [
+            ("before", before.seq),
+            ("after", after["seq"].as_u64().unwrap_or(0))
+        ],
+        "the refused send was not stored, and no seq was skipped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_creates_at_most_so_many_rooms_an_hour() {
+    let stack =
+        Stack::start(StackOptions::new(1, 1).env("WARREN__ROOMS__MAX_CREATED_PER_HOUR", "3")).await;
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(0, "bob").await;
+    for room in ["made1", "made2", "made3"] {
+        alice.join(room).await;
+    }
+    assert_error(
+        &alice.try_join("made4").await,
+        "rate_limited",
+        "alice creates a fourth room within the hour",
+    );
+    // A dm's first message creates its room: it counts the same.
+    assert_error(
+        &alice.dm("ghost", "anyone there?").await,
+        "rate_limited",
+        "alice starts a dm with an id nobody uses, past her rooms for the hour",
+    );
+    // Joining rooms that exist is not creating: bob's room takes her in.
+    bob.join("bobs").await;
+    let joined = alice.try_join("bobs").await;
+    assert_eq!(
+        joined["type"], "joined",
+        "alice joins an existing room: {joined}"
+    );
+    // And the refused room was not created: bob creates it (and owns it).
+    let joined = bob.try_join("made4").await;
+    assert_eq!(
+        (&joined["type"], &joined["role"]),
+        (&serde_json::json!("joined"), &serde_json::json!("owner")),
+        "{joined}"
+    );
+}
+
+/// Sends `n` messages to `room` as fast as the connection takes them, then counts the
+/// answers: (acked, refused `rate_limited`).
+async fn burst(client: &mut Client, room: &str, n: usize, label: &str) -> (usize, usize) {
+    for i in 0..n {
+        client
+            .send(room, &format!("{label} {i}"), &format!("{label}-{i}"))
+            .await;
+    }
+    let (mut acked, mut limited) = (0, 0);
+    for i in 0..n {
+        let answer = client.answer(&format!("{label}-{i}")).await;
+        match (answer["type"].as_str(), answer["code"].as_str()) {
+            (Some("ack"), _) => acked += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            _ => panic!("{label}-{i}: {answer}"),
+        }
+    }
+    (acked, limited)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_send_budget_holds_across_gateways() {
+    // Each connection may send as much as it likes; the user may send 10 at once (and
+    // 1 a second after).
+    let stack = Stack::start(
+        StackOptions::new(2, 1)
+            .env("WARREN__DISPATCHER__USER_SENDS_PER_SEC", "1")
+            .env("WARREN__DISPATCHER__USER_SEND_BURST", "10"),
+    )
+    .await;
+    let room = "budget";
+    let mut on0 = stack.connect(0, "alice").await;
+    let mut on1 = stack.connect(1, "alice").await;
+    let mut bob = stack.connect(1, "bob").await;
+    for c in [&mut on0, &mut on1, &mut bob] {
+        c.join(room).await;
+    }
+    let (acked0, limited0) = burst(&mut on0, room, 8, "gw0").await;
+    let (acked1, limited1) = burst(&mut on1, room, 8, "gw1").await;
+    let acked = acked0 + acked1;
+    // 16 sends within a few seconds: the bucket's 10, and a refill a second.
+    assert!(
+        (10..=14).contains(&acked),
+        "alice's sends acked over both gateways: {acked} ({acked0} + {acked1})"
+    );
+    assert_eq!(
+        limited0 + limited1,
+        16 - acked,
+        "the rest was refused rate_limited"
+    );
+    assert!(
+        limited1 > 0,
+        "the second gateway's connection met the same budget"
+    );
+    // Another user's budget is their own.
+    let (bob_acked, _) = burst(&mut bob, room, 5, "bob").await;
+    assert_eq!(bob_acked, 5, "bob's sends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bots_commands_have_a_budget() {
+    let stack = Stack::start(
+        StackOptions::new(1, 1)
+            .env("WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC", "1")
+            .env("WARREN__DISPATCHER__BOT_COMMAND_BURST", "5"),
+    )
+    .await;
+    let bot = Account::create(
+        Account::fresh_login("bot"),
+        &Permissions::bot(stack.prefix(), "budget"),
+    )
+    .await;
+    let room = "botroom";
+    let mut amqp = AmqpAs::connect(&bot.url())
+        .await
+        .expect("connect as the bot");
+    let replies_queue = format!("{}.bot.budget.replies", stack.prefix());
+    let mut replies = amqp
+        .exclusive_queue(&replies_queue)
+        .await
+        .expect("the bot may declare its own queue");
+    let commands = stack.names().commands_exchange();
+    let route = shard_key(shard_of(room, stack.shards()));
+    const SENT: usize = 12;
+    for i in 0..SENT {
+        let body = json!({"v": 1, "kind": "join", "room": room, "ref": format!("j{i}"),
+                          "actor": {"id": "ignored", "name": "ignored"}});
+        let published = amqp
+            .publish(
+                &commands,
+                &route,
+                body.to_string().as_bytes(),
+                Some(&bot.login),
+                Some(&replies_queue),
+            )
+            .await;
+        assert!(matches!(published, Published::Routed), "{published:?}");
+    }
+    let mut answers = Vec::new();
+    for _ in 0..SENT {
+        let reply = next_json(&mut replies, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("no answer on the bot's reply queue: {e:#}"));
+        answers.push(
+            reply["frame"]["type"].as_str().unwrap_or("").to_owned()
+                + "/"
+                + reply["frame"]["code"].as_str().unwrap_or(""),
+        );
+    }
+    let joined = answers.iter().filter(|a| a.starts_with("joined")).count();
+    let limited = answers
+        .iter()
+        .filter(|a| *a == "error/rate_limited")
+        .count();
+    assert!((5..=7).contains(&joined), "joins answered: {answers:?}");
+    assert_eq!(
+        joined + limited,
+        SENT,
+        "every other one rate_limited: {answers:?}"
+    );
+    amqp.close().await;
+}
