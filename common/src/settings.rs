@@ -160,6 +160,9 @@ pub struct GatewaySettings {
     pub burst: u32,
     pub max_connections: usize,
     pub max_connections_per_user: usize,
+    /// One user's connections across every gateway (a set in Redis, checked at each
+    /// handshake). 0: no cap but `max_connections_per_user` on each gateway.
+    pub max_user_connections: usize,
     pub max_rooms_per_connection: usize,
     /// Every inbound WebSocket frame (text, ping, pong, ...) takes a token from a bucket
     /// of `frames_burst` refilled at `frames_per_sec`; past it frames are refused

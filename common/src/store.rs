@@ -147,6 +147,12 @@ pub mod keys {
         format!("{}:{gateway}:users", registry(prefix))
     }
 
+    /// Set: the places one user's connections hold across every gateway,
+    /// `<gateway>|<place>` (the cap `gateway.max_user_connections`). Tagged by user.
+    pub fn user_connections(prefix: &str, user: &str) -> String {
+        format!("{prefix}:user:{{{user}}}:conns")
+    }
+
     /// Sorted set: gateway id → when its registration expires (unix ms), renewed with
     /// its liveness key. Dispatchers read the live ones to address user events.
     ///

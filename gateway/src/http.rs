@@ -61,7 +61,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ws())
         .and(with_gw.clone())
-        .map(upgrade);
+        .then(upgrade);
     let not_upgrade = warp::path!("ws")
         .and(warp::header::headers_cloned())
         .and(query)
@@ -135,17 +135,30 @@ pub fn ops_routes(
 /// it with the gateway's own layer ([`crate::ws`]: compression once per event, no
 /// buffers held by idle connections). permessage-deflate is agreed here when the client
 /// offers it and `gateway.compression` is on.
-fn upgrade(
+async fn upgrade(
     headers: HeaderMap,
     query: String,
     on_upgrade: Option<OnUpgrade>,
     _validated: warp::ws::Ws,
     gw: Arc<Gateway>,
 ) -> Response {
-    let (claims, admission) = match admit(&gw, &headers, &query) {
+    let (claims, mut admission) = match admit(&gw, &headers, &query) {
         Ok(ok) => ok,
         Err(refusal) => return refusal.counted(&gw),
     };
+    // The user's connections on every gateway (a round trip to Redis), after the checks
+    // that cost nothing.
+    match gw.user_cap.claim(&claims.sub).await {
+        Ok(place) => admission.place = place,
+        Err(()) => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                refusal::TOO_MANY_CONNECTIONS,
+                "connection limit reached for this user across gateways",
+            )
+            .counted(&gw)
+        }
+    }
     let (Some(on_upgrade), Some(key)) = (on_upgrade, headers.get("sec-websocket-key")) else {
         return refuse(
             StatusCode::BAD_REQUEST,

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod presence;
 pub mod repair;
 pub mod server;
+pub mod user_cap;
 pub mod web;
 pub mod ws;
 
@@ -76,6 +77,8 @@ pub struct Gateway {
     /// This gateway's liveness and the users it holds, in Redis.
     pub presence: Arc<presence::Registry>,
     pub caps: Arc<Caps>,
+    /// The cap on one user's connections across gateways.
+    pub user_cap: Arc<user_cap::UserCap>,
     pub limits: Limits,
     /// Tracks connections and their last publishes, so shutdown can wait for them.
     pub tracker: TaskTracker,
@@ -120,6 +123,7 @@ impl Caps {
         Some(Admission {
             caps: self.clone(),
             user: user.to_owned(),
+            place: None,
         })
     }
 }
@@ -128,6 +132,8 @@ impl Caps {
 pub struct Admission {
     caps: Arc<Caps>,
     user: String,
+    /// The place among the user's connections on every gateway, when checked.
+    pub place: Option<user_cap::Place>,
 }
 
 impl Drop for Admission {
@@ -201,6 +207,11 @@ pub async fn serve(
             burst: g.burst,
         },
         caps: Arc::new(Caps::new(g.max_connections, g.max_connections_per_user)),
+        user_cap: Arc::new(user_cap::UserCap::new(
+            settings.clone(),
+            &id,
+            metrics.clone(),
+        )),
         id: id.clone(),
         index,
         broker: broker.clone(),

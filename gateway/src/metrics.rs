@@ -49,6 +49,9 @@ pub struct GatewayMetrics {
     pub slow_consumers: Counter,
     /// HTTP refusals before the upgrade, by error.
     pub refusals: Family<Code, Counter>,
+    /// Handshakes let through without checking the per-user cap across gateways,
+    /// because Redis did not answer.
+    pub user_cap_unchecked: Counter,
     /// Inbound frames refused by the per-connection frame budget.
     pub frames_refused: Counter,
     /// Connections closed because nothing arrived for `idle_timeout_s`.
@@ -100,6 +103,7 @@ impl GatewayMetrics {
             errors: Family::default(),
             slow_consumers: Counter::default(),
             refusals: Family::default(),
+            user_cap_unchecked: Counter::default(),
             frames_refused: Counter::default(),
             idle_timeouts: Counter::default(),
             handshake_timeouts: Counter::default(),
@@ -178,6 +182,11 @@ impl GatewayMetrics {
             "refusals",
             "Upgrade requests refused, by error",
             self.refusals.clone(),
+        );
+        r.register(
+            "user_cap_unchecked",
+            "Handshakes let through unchecked by the per-user cap (Redis did not answer)",
+            self.user_cap_unchecked.clone(),
         );
         r.register(
             "frames_refused",

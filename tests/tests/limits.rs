@@ -2,7 +2,8 @@
 //! that refuses writes (full at `maxmemory` with `noeviction`) makes commands answer
 //! `unavailable`, counted in `/metrics`, never a crash or a silent drop; one user creates
 //! at most so many rooms (dm conversations included) an hour; a user's sends share one
-//! budget across every gateway and connection, and a bot's commands have one too.
+//! budget across every gateway and connection, and a bot's commands have one too; a
+//! user's connections are capped across gateways.
 //!
 //! The full-store test runs on a Redis of its own (a `redis-server` child), since it
 //! reconfigures it; RabbitMQ is the machine's.
@@ -17,7 +18,7 @@ use warren_tests::bots::{next_json, AmqpAs, Published};
 use warren_tests::faults_support::checks;
 use warren_tests::private_redis::PrivateRedis;
 use warren_tests::rooms_support::assert_error;
-use warren_tests::{Client, Stack, StackOptions};
+use warren_tests::{Client, Connect, Stack, StackOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_answers_unavailable_and_counts_it() {
@@ -221,4 +222,58 @@ async fn a_bots_commands_have_a_budget() {
         "every other one rate_limited: {answers:?}"
     );
     amqp.close().await;
+}
+
+/// Connects `user` to gateway `i`, trying again (bounded) while the handshake is refused.
+async fn connect_eventually(stack: &Stack, i: usize, token: &str, label: &str) -> Client {
+    let mut last = String::new();
+    for _ in 0..60 {
+        match stack.connect_with(i, &Connect::token(token), label).await {
+            Ok(client) => return client,
+            Err(e) => last = format!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{label}: still refused after 60 tries 250 ms apart: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_connections_are_capped_across_gateways() {
+    let mut stack = Stack::start(
+        StackOptions::new(2, 1)
+            .env("WARREN__GATEWAY__MAX_USER_CONNECTIONS", "3")
+            .env("WARREN__PRESENCE__TTL_S", "3")
+            .env("WARREN__PRESENCE__RENEW_S", "1"),
+    )
+    .await;
+    let token = stack.token("alice");
+    let on0a = stack.connect(0, "alice").await;
+    let on0b = stack.connect(0, "alice").await;
+    let on1 = stack.connect(1, "alice").await;
+    // Each gateway would take more (32 a user each); together they are at 3.
+    let refused = stack.handshake(1, &Connect::token(token.clone())).await;
+    assert_eq!(
+        refused.status, 429,
+        "a fourth connection on another gateway"
+    );
+    assert!(
+        refused.text().contains("too_many_connections"),
+        "{}",
+        refused.text()
+    );
+    let _bob = stack.connect(1, "bob").await;
+
+    // A connection that ends gives its place back.
+    on1.close().await;
+    let _again = connect_eventually(&stack, 1, &token, "alice again@gw1").await;
+    // A gateway that dies gives its places back once its registration expires.
+    stack.kill_gateway(0).await;
+    drop((on0a, on0b));
+    let _more = connect_eventually(&stack, 1, &token, "alice more@gw1").await;
+    let _most = connect_eventually(&stack, 1, &token, "alice most@gw1").await;
+    let refused = stack.handshake(1, &Connect::token(token.clone())).await;
+    assert_eq!(
+        refused.status, 429,
+        "at the cap again, on the one gateway left"
+    );
 }
