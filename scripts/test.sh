@@ -63,6 +63,7 @@ step "unit tests" cargo test --workspace --exclude warren-tests
 step "python env" bash scripts/python-env.sh
 step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out --test limits --test tokens
 step "browser tests" bash scripts/test-browser.sh
+step "websocket conformance" bash scripts/autobahn.sh
 step "loadgen smoke" bash bench/run.sh --smoke --profile debug --no-build
 step "deploy files" bash scripts/validate-deploy.sh
 if [[ -f tests/tests/faults.rs ]]; then
