@@ -4,6 +4,7 @@
 //! configure a whole deployment.
 
 use std::fmt;
+use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -67,6 +68,20 @@ impl QueueType {
             QueueType::Classic => "classic",
             QueueType::Quorum => "quorum",
         }
+    }
+}
+
+impl RoomsSettings {
+    /// `idle_expiry_s` as a duration, `None` when rooms are kept for ever.
+    pub fn idle_expiry(&self) -> Option<Duration> {
+        (self.idle_expiry_s > 0).then(|| Duration::from_secs(self.idle_expiry_s))
+    }
+
+    /// How often a process that keeps rooms alive renews their expiry: a quarter of it,
+    /// within `[1 s, at_most]`.
+    pub fn touch_every(&self, at_most: Duration) -> Option<Duration> {
+        self.idle_expiry()
+            .map(|idle| (idle / 4).clamp(Duration::from_secs(1), at_most))
     }
 }
 
@@ -230,6 +245,9 @@ pub struct RoomsSettings {
     /// Rooms one user may create in an hour (by joining rooms that do not exist yet);
     /// past it, the join is answered `rate_limited`. 0: no limit.
     pub max_created_per_hour: u64,
+    /// A room that sees no command and has no member on any gateway for this long loses
+    /// its keys (history included), seconds. 0: rooms are kept for ever.
+    pub idle_expiry_s: u64,
     /// Rooms that exist from start, with their settings (`[[rooms.list]]` in a file).
     #[serde(default)]
     pub list: Vec<RoomConfig>,

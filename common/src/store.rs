@@ -67,6 +67,28 @@ pub async fn connect(settings: &RedisSettings) -> Result<RedisConnection, redis:
     ))
 }
 
+/// Gives every key that lives as long as each of `rooms` ([`keys::room_lifetime`]) `ttl`
+/// more to live: a room nobody touches for that long (no command, no member on any
+/// gateway) disappears whole, all its keys at once (`rooms.idle_expiry_s`). One pipeline
+/// per room (a room's keys share a slot; a Redis Cluster takes no pipeline across
+/// slots); `PEXPIRE` of a key that does not exist does nothing.
+pub async fn touch_rooms(
+    conn: &mut RedisConnection,
+    prefix: &str,
+    rooms: impl IntoIterator<Item = &str>,
+    ttl: Duration,
+) -> Result<(), redis::RedisError> {
+    let ms = ttl.as_millis() as u64;
+    for room in rooms {
+        let mut pipe = redis::pipe();
+        for key in keys::room_lifetime(prefix, room) {
+            pipe.pexpire(key, ms as i64).ignore();
+        }
+        let () = pipe.query_async(conn).await?;
+    }
+    Ok(())
+}
+
 /// A prefix with a brace would make part of it the hash tag of every key, putting the
 /// whole store in one slot (or splitting what must stay together).
 fn check_prefix(prefix: &str) -> Result<(), redis::RedisError> {
@@ -120,6 +142,17 @@ pub mod keys {
     /// Every key of `room`: `<prefix>:room:{<room>}:<part>`.
     pub fn room(prefix: &str, room: &str, part: &str) -> String {
         format!("{prefix}:room:{{{room}}}:{part}")
+    }
+
+    /// The keys of `room` that live exactly as long as the room, all given the same
+    /// expiry by [`super::touch_rooms`]. (Mutes, bans and dedup keys carry expiries of
+    /// their own; a permanent mute or ban outlives an expired room, and holds again if
+    /// the room is created anew.)
+    pub fn room_lifetime(prefix: &str, room: &str) -> [String; 8] {
+        [
+            "meta", "roles", "seq", "epoch", "history", "presence", "ids", "floor",
+        ]
+        .map(|part| self::room(prefix, room, part))
     }
 
     /// Sorted set: score = seq, member = the stored message's JSON. The dispatcher

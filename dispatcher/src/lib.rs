@@ -17,7 +17,8 @@
 //! - The chat rules as pure functions: [`access`] (who may join, send, read),
 //!   [`moderation`] (who may moderate whom, role changes, mute and ban expiry),
 //!   [`recovery`] (what history a rejoin gets), [`rooms`] (rooms from configuration).
-//! - [`store`]: the Redis data model, with its atomic scripts.
+//! - [`store`]: the Redis data model, with its atomic scripts; [`retention`]: rooms
+//!   nobody uses expire.
 //! - [`publisher`]: encoding what a command publishes (or its dead letter) and
 //!   publishing it with confirms.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `dispatcher.listen`.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod publisher;
 pub mod recovery;
+pub mod retention;
 pub mod rooms;
 pub mod shard;
 pub mod store;

@@ -30,6 +30,7 @@ use crate::balance::{Assignment, Balancer};
 use crate::commands::{Handler, Rules};
 use crate::metrics::DispatcherMetrics;
 use crate::publisher::Publisher;
+use crate::retention::{self, Touched};
 use crate::rooms::{self, ConfiguredRoom};
 use crate::shard::{Ended, Shard, ShardError, Shared};
 
@@ -219,6 +220,20 @@ impl Supervisor {
         publish
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        let rooms = &self.settings.rooms;
+        let touched = match (
+            rooms.idle_expiry(),
+            rooms.touch_every(Duration::from_secs(10)),
+        ) {
+            (Some(idle), Some(every)) => {
+                let touched = Arc::new(Touched::default());
+                let renewing =
+                    retention::run(store.clone(), touched.clone(), idle, every, stop.clone());
+                tokio::spawn(renewing);
+                Some(touched)
+            }
+            _ => None,
+        };
         let (assignment, assigned) =
             watch::channel(Assignment::everything(amqp.shards, &self.instance));
         let balancer = Balancer {
@@ -237,6 +252,7 @@ impl Supervisor {
                 self.rules.clone(),
                 &self.configured,
                 self.metrics.clone(),
+                touched,
             ),
             gateway_accounts: self.gateway_accounts.clone(),
             backoff: self.backoff(),

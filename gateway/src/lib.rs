@@ -30,6 +30,7 @@ pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod repair;
+pub mod retention;
 pub mod server;
 pub mod user_cap;
 pub mod web;
@@ -236,6 +237,12 @@ pub async fn serve(
             .graceful(broker_stop.clone().cancelled_owned())
             .run(),
     );
+    // Rooms with a member here keep their keys in Redis (`rooms.idle_expiry_s`).
+    let keeping = tokio::spawn(retention::run(
+        settings.clone(),
+        gw.index.clone(),
+        shutdown.clone(),
+    ));
     // Stops with the connections: SIGTERM removes this gateway's presence at once.
     let alive = tokio::spawn(presence::run(
         settings.clone(),
@@ -276,9 +283,10 @@ pub async fn serve(
     if link.await.is_err()
         || binder.await.is_err()
         || alive.await.is_err()
+        || keeping.await.is_err()
         || ops_server.await.is_err()
     {
-        tracing::error!("a broker task panicked");
+        tracing::error!("a background task panicked");
     }
     tracing::info!(gateway = %id, "gateway stopped");
     Ok(())

@@ -277,3 +277,68 @@ async fn a_users_connections_are_capped_across_gateways() {
         "at the cap again, on the one gateway left"
     );
 }
+
+/// The stack's Redis keys of `room` (its hash tag), but its dedup keys, which expire
+/// on their own (`dispatcher.dedup_ttl_s`).
+async fn keys_of(stack: &Stack, room: &str) -> Vec<String> {
+    let tag = format!("{{{room}}}");
+    let mut keys: Vec<String> = stack
+        .redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains(&tag) && !k.contains(":dedup"))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
+    let stack =
+        Stack::start(StackOptions::new(1, 1).env("WARREN__ROOMS__IDLE_EXPIRY_S", "3")).await;
+    let mut alice = stack.connect(0, "alice").await;
+    let mut bob = stack.connect(0, "bob").await;
+    let first = alice.join("fleeting").await;
+    alice.send_acked("fleeting", "soon gone").await;
+    alice.leave("fleeting").await;
+    bob.join("kept").await;
+    bob.send_acked("kept", "still here").await;
+    assert!(
+        !keys_of(&stack, "fleeting").await.is_empty(),
+        "fleeting has keys"
+    );
+
+    // Nobody uses `fleeting`: within its period (and a renewal round) it is gone whole.
+    let mut waited = 0;
+    while !keys_of(&stack, "fleeting").await.is_empty() {
+        waited += 1;
+        assert!(
+            waited < 60,
+            "fleeting still has keys: {:?}",
+            keys_of(&stack, "fleeting").await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // `kept` has a silent member, whose gateway renews it: past the same period, whole.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = keys_of(&stack, "kept").await;
+    for part in ["epoch", "history", "meta", "presence", "roles", "seq"] {
+        assert!(
+            kept.iter().any(|k| k.ends_with(&format!(":{part}"))),
+            "kept lost its {part}: {kept:?}"
+        );
+    }
+    let texts: Vec<String> = bob
+        .full_history("kept")
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["still here"]);
+
+    // Joining `fleeting` again creates it anew: a new epoch, no history, a new owner.
+    let again = alice.join("fleeting").await;
+    assert_ne!(again.epoch, first.epoch, "a new epoch");
+    assert!(again.history.is_empty(), "no history: {:?}", again.history);
+    assert_eq!(again.role, proto::client::Role::Owner);
+}

@@ -26,6 +26,7 @@ use proto::server::{ServerBody, ServerFrame, UserRef};
 
 use crate::access::{self, Refusal};
 use crate::metrics::DispatcherMetrics;
+use crate::retention::Touched;
 use crate::rooms::ConfiguredRoom;
 use crate::store::{Retention, RoomMeta, RoomStore, Standing, StoreError};
 
@@ -222,6 +223,8 @@ pub struct Handler {
     store: RoomStore,
     rules: Arc<Rules>,
     metrics: Arc<DispatcherMetrics>,
+    /// The rooms commands touched, for their expiry (`None`: rooms never expire).
+    touched: Option<Arc<Touched>>,
     /// Rooms from configuration, by id: written again when the store has lost them.
     configured: Arc<HashMap<String, ConfiguredRoom>>,
 }
@@ -232,11 +235,13 @@ impl Handler {
         rules: Rules,
         configured: &[ConfiguredRoom],
         metrics: Arc<DispatcherMetrics>,
+        touched: Option<Arc<Touched>>,
     ) -> Handler {
         Handler {
             store,
             rules: Arc::new(rules),
             metrics,
+            touched,
             configured: Arc::new(
                 configured
                     .iter()
@@ -264,6 +269,9 @@ impl Handler {
         };
         if let Some(refusal) = self.over_budget(cmd).await? {
             return Ok(ctx.refuse(refusal));
+        }
+        if let Some(touched) = &self.touched {
+            touched.touch(cmd.room());
         }
         let result = match &cmd.body {
             CommandBody::Join(args) => join::join(&ctx, args).await,

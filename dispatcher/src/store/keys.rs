@@ -185,6 +185,26 @@ mod tests {
     };
 
     #[test]
+    fn a_rooms_lifetime_covers_every_key_that_lives_as_long_as_it() {
+        let k = Keys::new("w");
+        let r = "r";
+        let mut expected = vec![
+            k.meta(r),
+            k.roles(r),
+            k.seq(r),
+            k.epoch(r),
+            k.history(r),
+            k.presence(r),
+            k.ids(r),
+            k.floor(r),
+        ];
+        let mut lifetime = common::store::keys::room_lifetime("w", r).to_vec();
+        expected.sort();
+        lifetime.sort();
+        assert_eq!(lifetime, expected);
+    }
+
+    #[test]
     fn keys_follow_the_documented_layout() {
         let k = Keys::new("w");
         assert_eq!(k.meta("general"), "w:room:{general}:meta");

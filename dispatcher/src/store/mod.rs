@@ -227,6 +227,17 @@ impl RoomStore {
         Ok(taken == 1)
     }
 
+    /// Gives the rooms' keys `idle` more to live (see [`crate::retention`]).
+    pub async fn touch_rooms(
+        &self,
+        rooms: &std::collections::HashSet<String>,
+        idle: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let rooms = rooms.iter().map(String::as_str);
+        common::store::touch_rooms(&mut self.conn(), self.keys.prefix(), rooms, idle).await?;
+        Ok(())
+    }
+
     /// Whether anything was ever stored in `room` (it has a seq counter).
     pub async fn has_started(&self, room: &str) -> Result<bool, StoreError> {
         let exists: bool = redis::cmd("EXISTS")
