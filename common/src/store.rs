@@ -148,9 +148,9 @@ pub mod keys {
     /// expiry by [`super::touch_rooms`]. (Mutes, bans and dedup keys carry expiries of
     /// their own; a permanent mute or ban outlives an expired room, and holds again if
     /// the room is created anew.)
-    pub fn room_lifetime(prefix: &str, room: &str) -> [String; 8] {
+    pub fn room_lifetime(prefix: &str, room: &str) -> [String; 9] {
         [
-            "meta", "roles", "seq", "epoch", "history", "presence", "ids", "floor",
+            "meta", "roles", "seq", "epoch", "history", "presence", "ids", "floor", "joined",
         ]
         .map(|part| self::room(prefix, room, part))
     }

@@ -14,7 +14,7 @@
 //!   consumer that has had a delivery is the active one, and stays so until it goes
 //!   ([`crate::metrics::DispatcherMetrics::set_shard_active`]). So a dispatcher probes
 //!   each shard assigned to it that it does not know itself active on, every
-//!   [`PROBE_EVERY`]: a message with an empty body, AMQP `type` = `probe` and its id in
+//!   `PROBE_EVERY`: a message with an empty body, AMQP `type` = `probe` and its id in
 //!   the `x-warren-dispatcher` header, published to the shard's routing key. Whoever is
 //!   active receives it and acks it.
 //! - **Handing over.** A dispatcher that receives the probe of the shard's assigned owner

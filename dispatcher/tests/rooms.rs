@@ -151,7 +151,16 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
                 other => panic!("{other:?}"),
             }
 
-            // A kick is not a ban: bob comes back, and is banned for good.
+            // A kick holds bob out for `dispatcher.kick_hold_s`; an unban ends the hold.
+            match ask(h, "bob", join("club")).await {
+                ServerBody::Error(e) => assert_eq!(e.code, ErrorCode::Banned, "{e:?}"),
+                other => panic!("bob rejoins within the kick's hold: {other:?}"),
+            }
+            let unban = act(moderate("club", ModAction::Unban, "bob"));
+            expect_ack(h, "alice", unban).await;
+            let (key, _) = h.event("moderation").await;
+            assert_eq!(key, "room.club.moderation");
+            // Then bob comes back, and is banned for good.
             expect_joined(h, "bob", "club").await;
             expect_ack(h, "alice", act(moderate("club", ModAction::Ban, "bob"))).await;
             let (key, _) = h.event("kicked").await;

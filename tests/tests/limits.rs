@@ -342,3 +342,40 @@ async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
     assert!(again.history.is_empty(), "no history: {:?}", again.history);
     assert_eq!(again.role, proto::client::Role::Owner);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_its_recipient_never_opened_keeps_only_its_last_hundred_messages() {
+    let stack = Stack::start(StackOptions::new(1, 1)).await;
+    let room = "dm:alice:ghost";
+    let mut alice = stack.connect(0, "alice").await;
+    for i in 0..105 {
+        let answer = alice.dm("ghost", &format!("hello {i}")).await;
+        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
+    }
+    let kept: Vec<u64> = alice
+        .full_history(room)
+        .await
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(kept, (6..=105).collect::<Vec<u64>>(), "the last 100 of 105");
+
+    // Once ghost opens the conversation, it keeps its whole history again.
+    let mut ghost = stack.connect(0, "ghost").await;
+    ghost.join(room).await;
+    for i in 105..110 {
+        let answer = alice.dm("ghost", &format!("hello {i}")).await;
+        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
+    }
+    let kept: Vec<u64> = ghost
+        .full_history(room)
+        .await
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(
+        kept,
+        (6..=110).collect::<Vec<u64>>(),
+        "nothing trimmed after the open"
+    );
+}

@@ -8,6 +8,7 @@
 use proto::amqp::EventBody;
 use proto::client::{Join, Role};
 use proto::codes::ErrorCode;
+use proto::ids::RoomKind;
 use proto::server::{Joined, MemberChange, MemberEvent, ServerBody};
 
 use super::presence::{has_other_session, members, prune};
@@ -46,6 +47,12 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
             Role::Owner
         }
     };
+
+    if let RoomKind::Dm(..) = kind {
+        // The conversation is opened: it keeps its whole history from now on (see
+        // `send::UNOPENED_DM_LIMIT`).
+        ctx.store.mark_joined(room, user).await?;
+    }
 
     let session = ctx.session();
     let gateway = ctx.gateway();

@@ -20,6 +20,12 @@ use super::{room_kind, Ctx, EventAck, Failure, Outcome, Routed, UserCopy};
 use crate::access::{self, Refusal};
 use crate::store::{Dedup, Draft, Prior};
 
+/// The most messages a dm room keeps while its recipient has never joined it: a
+/// conversation toward an id nobody uses (or who never opens it) cannot grow the store
+/// past this. Once the recipient joins it, it keeps `dispatcher.history_limit`; the
+/// messages trimmed before are gone (below the room's floor, like any trimmed ones).
+pub const UNOPENED_DM_LIMIT: u64 = 100;
+
 pub(super) async fn send(ctx: &Ctx<'_>, args: &Send) -> Result<Outcome, Failure> {
     let kind = room_kind(&args.room)?;
     post(ctx, &args.room, &kind, &args.text).await
@@ -104,7 +110,13 @@ async fn post(
     };
     let id = uuid::Uuid::now_v7().to_string();
     let draft = Draft::new(room, &id, from, text, common::now_ms())?;
-    let retention = ctx.rules.retention(standing.meta.as_ref());
+    let mut retention = ctx.rules.retention(standing.meta.as_ref());
+    if let RoomKind::Dm(a, b) = kind {
+        let other = if user == *a { b } else { a };
+        if !ctx.store.has_joined(room, other).await? {
+            retention.history_limit = retention.history_limit.min(UNOPENED_DM_LIMIT);
+        }
+    }
     let message = ctx
         .store
         .append(room, &draft, dedup.as_ref(), retention)

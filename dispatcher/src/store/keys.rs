@@ -76,6 +76,11 @@ impl Keys {
         self.room(room, "ids")
     }
 
+    /// Set: in a dm room, which of its two users have joined it at least once.
+    pub fn joined(&self, room: &str) -> String {
+        self.room(room, "joined")
+    }
+
     /// String: the highest seq trimmed from history (absent: none yet). A message with
     /// a seq above it that is missing from history was deleted, not lost.
     pub fn floor(&self, room: &str) -> String {
@@ -197,6 +202,7 @@ mod tests {
             k.presence(r),
             k.ids(r),
             k.floor(r),
+            k.joined(r),
         ];
         let mut lifetime = common::store::keys::room_lifetime("w", r).to_vec();
         expected.sort();

@@ -15,15 +15,23 @@
 //! - `room:{<r>}:presence` hash session → `{id, name, gateway}`, and `{gw}:<id>:alive`,
 //!   which each gateway keeps alive (entries of a gateway without it are gone);
 //! - `{gw}:<id>:users` the users each gateway holds and `{gw}:gateways` the gateways'
-//!   registrations, both written by the gateways: which gateways a user event goes to.
+//!   registrations, both written by the gateways: which gateways a user event goes to;
+//! - `room:{<r>}:joined`, in a dm room, which of its users ever joined it (until the
+//!   recipient has, the room keeps only its last messages);
+//! - `user:{<u>}:created:<hour>` rooms created that hour, `user:{<u>}:bucket:<what>` the
+//!   user's token buckets, and `dispatchers`, the dispatchers' roster (`roster.rs`).
+//!
+//! Every key that lives as long as a room carries the room's idle expiry when
+//! `rooms.idle_expiry_s` is set ([`crate::retention`]).
 //!
 //! Appending a message is one Lua script ([`RoomStore::append`]) so that the seq, the
 //! history entry, the index and the dedup key are written together or not at all; a
 //! room from configuration is written by another. Everything else is a plain command or
 //! a pipeline: one shard's commands are handled one at a time, so a room is never
 //! written by two handlers at once. Each script and pipeline touches one room's keys, or
-//! the registry's, so all of it works on Redis Cluster as on a single Redis. [`messages`] holds history, [`presence`] presence,
-//! this file rooms, roles and restrictions.
+//! the registry's, or one user's, so all of it works on Redis Cluster as on a single
+//! Redis. [`messages`] holds history, [`presence`] presence, this file rooms, roles and
+//! restrictions.
 
 mod draft;
 mod keys;
@@ -236,6 +244,26 @@ impl RoomStore {
         let rooms = rooms.iter().map(String::as_str);
         common::store::touch_rooms(&mut self.conn(), self.keys.prefix(), rooms, idle).await?;
         Ok(())
+    }
+
+    /// Records that `user` joined dm room `room`.
+    pub async fn mark_joined(&self, room: &str, user: &str) -> Result<(), StoreError> {
+        let _: () = redis::cmd("SADD")
+            .arg(self.keys.joined(room))
+            .arg(user)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `user` ever joined dm room `room`.
+    pub async fn has_joined(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let joined: bool = redis::cmd("SISMEMBER")
+            .arg(self.keys.joined(room))
+            .arg(user)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(joined)
     }
 
     /// Whether anything was ever stored in `room` (it has a seq counter).
