@@ -6,7 +6,8 @@
 //! names that key in its `CC`; [`Harness::reply`] turns such an event into the `ack`
 //! reply the gateway would make, matched to the command by session and `ref`.
 //! [`Harness::finish`] stops the dispatcher and deletes every queue, exchange and key
-//! the run created, whether the test body passed or not.
+//! the run created, whether the test body passed or not. The checks that RabbitMQ and
+//! Redis answer, the prefix and that removal are the stack launcher's (`warren_stack`).
 
 #![allow(dead_code)]
 
@@ -20,7 +21,7 @@ use common::Settings;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, Consumer, PublisherConfirm};
@@ -67,7 +68,10 @@ impl Harness {
 
     /// As [`Harness::start`], with `config` (TOML) as the dispatcher's settings file.
     pub async fn start_with(bindings: &[&str], config: Option<&str>) -> Harness {
-        let prefix = format!("dt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        warren_stack::services::check()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let prefix = warren_stack::new_prefix("dt");
         let file = config.map(|toml| {
             let path = std::env::temp_dir().join(format!("{prefix}.toml"));
             std::fs::write(&path, toml).expect("write the settings file");
@@ -467,72 +471,27 @@ impl Harness {
                 other => eprintln!("dispatcher did not stop cleanly: {other:?}"),
             }
         }
-        let mut queues: Vec<String> = (0..SHARDS).map(|n| self.names.commands_queue(n)).collect();
-        queues.push(self.names.dead());
-        queues.push(self.events_queue.clone());
-        queues.push(self.reply_queue.clone());
-        for queue in queues {
-            let deleted = tokio::time::timeout(
-                WAIT,
-                self.channel
-                    .queue_delete(queue.clone().into(), QueueDeleteOptions::default()),
-            )
-            .await;
-            if !matches!(deleted, Ok(Ok(_))) {
-                eprintln!("could not delete queue {queue}: {deleted:?}");
-            }
-        }
-        for exchange in [
-            self.names.commands_exchange(),
-            self.names.events_exchange(),
-            self.names.dead(),
-        ] {
-            let deleted = tokio::time::timeout(
-                WAIT,
-                self.channel
-                    .exchange_delete(exchange.clone().into(), ExchangeDeleteOptions::default()),
-            )
-            .await;
-            if !matches!(deleted, Ok(Ok(()))) {
-                eprintln!("could not delete exchange {exchange}: {deleted:?}");
-            }
-        }
-        if let Err(e) =
-            tokio::time::timeout(WAIT, delete_keys(&mut self.redis_conn, &self.prefix)).await
-        {
-            eprintln!("could not delete redis keys: {e}");
-        }
+        // The fake gateway's queues are exclusive: they go with the connection.
         if let Err(e) = self.connection.close(200, "OK".into()).await {
             eprintln!("closing the test connection: {e}");
         }
-    }
-}
-
-/// SCAN + DEL of every key under `<prefix>:`.
-async fn delete_keys(redis: &mut RedisConnection, prefix: &str) {
-    let mut cursor: u64 = 0;
-    loop {
-        let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(500)
-            .query_async(redis)
-            .await;
-        let Ok((next, keys)) = scanned else {
-            eprintln!("SCAN failed under {prefix}");
-            return;
-        };
-        if !keys.is_empty() {
-            let deleted: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(redis).await;
-            if let Err(e) = deleted {
-                eprintln!("DEL failed: {e}");
-            }
+        let queues: Vec<String> = (0..SHARDS)
+            .map(|n| self.names.commands_queue(n))
+            .chain([self.names.dead()])
+            .collect();
+        let exchanges = [
+            self.names.commands_exchange(),
+            self.names.events_exchange(),
+            self.names.dead(),
+        ];
+        let problems = tokio::time::timeout(
+            WAIT * 3,
+            warren_stack::cleanup::remove(&self.prefix, &queues, &exchanges),
+        )
+        .await
+        .unwrap_or_else(|_| vec![format!("cleanup took more than {:?}", WAIT * 3)]);
+        if !problems.is_empty() {
+            eprintln!("[{}] cleanup left problems: {problems:#?}", self.prefix);
         }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
     }
 }
