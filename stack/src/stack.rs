@@ -715,7 +715,7 @@ impl Drop for Stack {
 }
 
 /// The status of `GET path` on `addr` (readiness probes only: the body is ignored).
-async fn status_of(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+pub async fn status_of(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
