@@ -214,6 +214,18 @@ warren_fanout() {
     --cpu-pids "$pids" --run-id "$run_id" "$@"
 }
 
+# RUNS fan-outs against the stack start_chat_stack started last under PREFIX, recorded
+# as case $1 with extra $2; $3 names them in the log, $4 goes before the run in run ids.
+chat_fanout_runs() {
+  local case=$1 extra=$2 label=$3 tag=$4 run out
+  for ((run = 1; run <= RUNS; run++)); do
+    log "$label, run $run/$RUNS"
+    out=$(warren_fanout "$URL0,$URL1" "$(cpu_pids "gw0=$GW0,gw1=$GW1,d0=$D0")" \
+      "$PREFIX-$tag$run" || true)
+    record "$case" "$run" "$extra" "$out"
+  done
+}
+
 # Fan-out, compression and pipeline share one stack: 1 dispatcher + 2 gateways.
 warren_chat_cases() {
   local prefix gw0 gw1 pids run out side
@@ -223,12 +235,7 @@ warren_chat_cases() {
   local d0=$D0 url0=$URL0 url1=$URL1 http0=$HTTP0 http1=$HTTP1
   gw0=$GW0 gw1=$GW1
   if has_case fanout; then
-    for ((run = 1; run <= RUNS; run++)); do
-      log "fanout (Warren) run $run/$RUNS"
-      pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-      out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-$run" || true)
-      record fanout "$run" '{}' "$out"
-    done
+    chat_fanout_runs fanout '{}' "fanout (Warren)" ""
   fi
   # Compression (goal 5): the same fan-out, every client offering permessage-deflate
   # (on) or none offering it (off), against the same gateways, whose compression stays
@@ -286,19 +293,13 @@ pipeline_runs() {
 # connection's writes for 20 ms (WARREN__GATEWAY__WRITE_COALESCE_MS=20), on a stack of
 # its own so that the fanout case keeps the default (0).
 coalesce_cases() {
-  local prefix gw0 gw1 d0 url0 url1 pids run out
+  local prefix
   new_prefix
   prefix=$PREFIX
   GATEWAY_EXTRA_ENV=("WARREN__GATEWAY__WRITE_COALESCE_MS=20")
   start_chat_stack "$prefix"
   GATEWAY_EXTRA_ENV=()
-  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
-  for ((run = 1; run <= RUNS; run++)); do
-    log "fanout with 20 ms write coalescing, run $run/$RUNS"
-    pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-    out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-k$run" || true)
-    record coalesce "$run" '{"write_coalesce_ms":20}' "$out"
-  done
+  chat_fanout_runs coalesce '{"write_coalesce_ms":20}' "fanout with 20 ms write coalescing" k
   stop_stack
 }
 

@@ -197,9 +197,7 @@ impl Stack {
 
     /// `GET path` on dispatcher `i`'s HTTP port.
     pub async fn dispatcher_get(&self, i: usize, path: &str) -> HttpResponse {
-        http::get(self.dispatcher_addr(i), path)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} on dispatcher {i}: {e:#}"))
+        get(self.dispatcher_addr(i), path, &format!("dispatcher {i}")).await
     }
 
     /// The shards dispatcher `i` is the active consumer of, from its `/metrics`
@@ -222,16 +220,13 @@ impl Stack {
 
     /// `GET path` on gateway `i`'s public listener.
     pub async fn http_get(&self, i: usize, path: &str) -> HttpResponse {
-        http::get(self.gateway_addr(i), path)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} on gw{i}: {e:#}"))
+        get(self.gateway_addr(i), path, &format!("gw{i}")).await
     }
 
     /// `GET path` on gateway `i`'s operations listener (`/metrics`, `/stats`, ...).
     pub async fn ops_get(&self, i: usize, path: &str) -> HttpResponse {
-        http::get(self.gateway_ops_addr(i), path)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} on gw{i}'s operations listener: {e:#}"))
+        let on = format!("gw{i}'s operations listener");
+        get(self.gateway_ops_addr(i), path, &on).await
     }
 
     pub async fn stats(&self, i: usize) -> Stats {
@@ -272,4 +267,11 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("redis keys: {e:#}"))
     }
+}
+
+/// `GET path` on `addr` (`on` names it), failing the test when nothing answers.
+async fn get(addr: std::net::SocketAddr, path: &str, on: &str) -> HttpResponse {
+    http::get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on {on}: {e:#}"))
 }

@@ -20,8 +20,7 @@ use common::store::RedisConnection;
 use common::Settings;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, Consumer, PublisherConfirm};
@@ -34,6 +33,7 @@ use proto::server::{Ack, ServerBody, ServerFrame};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warren_dispatcher::DispatcherError;
+use warren_stack::broker::exclusive_consumer;
 
 /// The bound on every wait.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -111,66 +111,23 @@ impl Harness {
             .await
             .expect("confirm mode");
 
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let reply_queue = channel
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await
-            .expect("reply queue");
-        let reply_queue = reply_queue.name().as_str().to_owned();
-        let events_queue = channel
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await
-            .expect("events queue");
-        let events_queue = events_queue.name().as_str().to_owned();
-        for key in bindings {
-            channel
-                .queue_bind(
-                    events_queue.clone().into(),
-                    names.events_exchange().into(),
-                    (*key).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
+        // The fake gateway's queues, exclusive to this connection: the events it watches,
+        // and its answers (replies, and the events naming its own key: acks).
+        let events_exchange = names.events_exchange();
+        let reply_queue = format!("{prefix}.fake-gw.replies");
+        let own_key = gateway_key(GATEWAY);
+        let replies = exclusive_consumer(
+            &channel,
+            &reply_queue,
+            Some((&events_exchange, &[own_key.as_str()])),
+        )
+        .await
+        .expect("the reply queue");
+        let events_queue = format!("{prefix}.fake-gw.events");
+        let events =
+            exclusive_consumer(&channel, &events_queue, Some((&events_exchange, bindings)))
                 .await
-                .expect("bind");
-        }
-        // The fake gateway's own key: events carrying its connections' acks.
-        channel
-            .queue_bind(
-                reply_queue.clone().into(),
-                names.events_exchange().into(),
-                gateway_key(GATEWAY).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind the gateway key");
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let replies = channel
-            .basic_consume(
-                reply_queue.clone().into(),
-                "replies".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
-        let events = channel
-            .basic_consume(
-                events_queue.clone().into(),
-                "events".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume events");
+                .expect("the events queue");
 
         let redis = common::store::connect(&settings.redis)
             .await
