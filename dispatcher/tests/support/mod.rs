@@ -304,12 +304,21 @@ impl Harness {
     }
 
     async fn stop_dispatcher(&mut self) {
+        if let Err(why) = self.stopped().await {
+            panic!("{why}");
+        }
+    }
+
+    /// Cancels the dispatcher and waits (bounded) for it to return; why it did not stop
+    /// cleanly, if it did not.
+    async fn stopped(&mut self) -> Result<(), String> {
         self.shutdown.cancel();
-        if let Some(service) = self.service.take() {
-            match tokio::time::timeout(WAIT, service).await {
-                Ok(Ok(Ok(()))) => {}
-                other => panic!("dispatcher did not stop cleanly: {other:?}"),
-            }
+        let Some(service) = self.service.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(WAIT, service).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            other => Err(format!("dispatcher did not stop cleanly: {other:?}")),
         }
     }
 
@@ -421,12 +430,8 @@ impl Harness {
 
     /// Stops the dispatcher (it must stop cleanly) and deletes everything under the prefix.
     async fn finish(&mut self) {
-        self.shutdown.cancel();
-        if let Some(service) = self.service.take() {
-            match tokio::time::timeout(WAIT, service).await {
-                Ok(Ok(Ok(()))) => {}
-                other => eprintln!("dispatcher did not stop cleanly: {other:?}"),
-            }
+        if let Err(why) = self.stopped().await {
+            eprintln!("{why}");
         }
         // The fake gateway's queues are exclusive: they go with the connection.
         if let Err(e) = self.connection.close(200, "OK".into()).await {
