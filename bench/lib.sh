@@ -21,11 +21,30 @@ PINNED=()
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# A TCP port on 127.0.0.1 that was free a moment ago, for the programs the launcher does
+# not start (the seed program, a service under valgrind in profile.sh): the kernel may
+# hand it to another process before they bind it, so a Warren stack never uses this.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 # Sets PREFIX to a fresh prefix for queues, exchanges and Redis keys, recorded for the
 # exit trap's cleanup (not through $(...): a subshell would lose the record).
 new_prefix() {
   PREFIX="wb-$(od -An -N4 -tx4 /dev/urandom | tr -d ' \n')"
   PREFIXES+=("$PREFIX")
+}
+
+# Waits until URL answers 200, at most $2 seconds.
+wait_http() {
+  local url=$1 limit=${2:-30} i
+  for ((i = 0; i < limit * 10; i++)); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)" = 200 ]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
 }
 
 # Waits until something listens on 127.0.0.1:$1, at most $2 seconds.
@@ -69,29 +88,37 @@ start_server() {
   STARTED_PIDS+=("$STARTED")
 }
 
-# The settings every Warren process of a bench stack gets, as the launcher's --env
-# options (an array named STACK_SETTINGS). Rate limits are lifted: they are
+# The settings every Warren process of a bench stack gets (BENCH_SETTINGS; as the
+# launcher's options in STACK_SETTINGS). Rate limits are lifted: they are
 # per-connection policy, not the pipeline measured.
 # Extra settings for the gateways the next start_stack starts.
 GATEWAY_EXTRA_ENV=()
 # Settings one case gives its dispatchers (e.g. publish_in_room_order=false).
 DISPATCHER_EXTRA_ENV=()
 
+BENCH_SETTINGS=(
+  "WARREN__LOG__LEVEL=warn"
+  "WARREN__GATEWAY__SENDS_PER_SEC=1000000"
+  "WARREN__GATEWAY__BURST=1000000"
+  "WARREN__GATEWAY__FRAMES_PER_SEC=1000000"
+  "WARREN__GATEWAY__FRAMES_BURST=1000000"
+  "WARREN__DISPATCHER__USER_SENDS_PER_SEC=0"
+  "WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC=0"
+  "WARREN__GATEWAY__MAX_CONNECTIONS=19900"
+  "WARREN__GATEWAY__MAX_PENDING_HANDSHAKES_PER_IP=0"
+)
+
+# The same settings as environment (an array named WARREN_ENV) for a process started
+# without the launcher (profile.sh's service under valgrind), under prefix $1.
+warren_env() {
+  WARREN_ENV=("WARREN__AMQP__PREFIX=$1" "WARREN__REDIS__PREFIX=$1" "WARREN__AUTH__SECRET=$SECRET"
+    "${BENCH_SETTINGS[@]}")
+}
+
 stack_settings() {
   local kv
   STACK_SETTINGS=()
-  for kv in \
-    "WARREN__LOG__LEVEL=warn" \
-    "WARREN__GATEWAY__SENDS_PER_SEC=1000000" \
-    "WARREN__GATEWAY__BURST=1000000" \
-    "WARREN__GATEWAY__FRAMES_PER_SEC=1000000" \
-    "WARREN__GATEWAY__FRAMES_BURST=1000000" \
-    "WARREN__DISPATCHER__USER_SENDS_PER_SEC=0" \
-    "WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC=0" \
-    "WARREN__GATEWAY__MAX_CONNECTIONS=19900" \
-    "WARREN__GATEWAY__MAX_PENDING_HANDSHAKES_PER_IP=0"; do
-    STACK_SETTINGS+=(--env "$kv")
-  done
+  for kv in "${BENCH_SETTINGS[@]}"; do STACK_SETTINGS+=(--env "$kv"); done
   for kv in "${GATEWAY_EXTRA_ENV[@]}"; do STACK_SETTINGS+=(--gateway-env "$kv"); done
   for kv in "${DISPATCHER_EXTRA_ENV[@]}"; do STACK_SETTINGS+=(--dispatcher-env "$kv"); done
 }
