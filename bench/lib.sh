@@ -249,21 +249,17 @@ broker_start() {
   return 1
 }
 
-# Deletes every queue and exchange named "$1.*" and every Redis key "$1:*". Waits (up
-# to 60 s) for a broker that another session is restarting.
+# Deletes every queue and exchange named "$1.*" and every Redis key "$1:*" (the
+# launcher's removal, for what a stack or a case left). Waits (up to 60 s) for a broker
+# that another session is restarting.
 clean_prefix() {
-  local prefix=$1 queues exchanges i
+  local prefix=$1 i
   for ((i = 0; i < 12; i++)); do
     rabbitmqctl -q list_queues name >/dev/null 2>&1 && break
     sleep 5
   done
-  queues=$(rabbitmqctl -q list_queues name 2>/dev/null | grep -F "$prefix." | paste -sd, - || true)
-  exchanges=$(rabbitmqctl -q list_exchanges name 2>/dev/null | grep -F "$prefix." | paste -sd, - || true)
-  if [ -n "$queues$exchanges" ]; then
-    "$LOADGEN" cleanup --queues "$queues" --exchanges "$exchanges" >/dev/null ||
-      log "cleanup of $prefix in RabbitMQ reported a problem"
-  fi
-  redis-cli --scan --pattern "$prefix:*" | xargs -r -n 500 redis-cli del >/dev/null || true
+  "$BIN_DIR/warren-stack" --remove-prefix "$prefix" 2>>"$LOGS/clean.log" ||
+    log "cleanup of $prefix reported a problem; see $LOGS/clean.log"
 }
 
 # Appends one result line: {"case", "run", "extra": {...}, "result": <loadgen JSON>}.

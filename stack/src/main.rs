@@ -38,6 +38,8 @@ queues, exchanges and Redis keys.
   --secret-from-config         the settings file's auth.secret (--config)
   --logs DIR                   where logs go (default <target>/test-logs)
   --keep-data                  leave the prefix's queues, exchanges and keys when stopping
+  --remove-prefix P            start nothing: remove P's queues, exchanges and Redis keys
+                               (what a stack that could not stop left), then exit
   --control                    read commands on stdin, one a line, each answered with a
                                JSON line: `stop-gateway I` (SIGTERM, wait for exit),
                                `restart-gateway I` (start again on the same ports, wait
@@ -50,11 +52,12 @@ struct Args {
     options: StackOptions,
     build: bool,
     control: bool,
+    remove_prefix: Option<String>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
     let mut options = StackOptions::new(2, 1);
-    let (mut build, mut control) = (false, false);
+    let (mut build, mut control, mut remove_prefix) = (false, false, None);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -78,6 +81,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>>
             "--logs" => options.logs_dir = Some(PathBuf::from(value()?)),
             "--keep-data" => options.keep_data = true,
             "--control" => control = true,
+            "--remove-prefix" => remove_prefix = Some(value()?),
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
@@ -88,6 +92,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>>
         options,
         build,
         control,
+        remove_prefix,
     }))
 }
 
@@ -237,6 +242,13 @@ async fn serve_until_stopped(stack: &mut Stack, control: bool) -> anyhow::Result
 
 async fn run(args: Args) -> anyhow::Result<()> {
     services::check().await?;
+    if let Some(prefix) = &args.remove_prefix {
+        let problems = warren_stack::cleanup::remove(prefix, &[], &[]).await;
+        if !problems.is_empty() {
+            bail!("removing {prefix}: {}", problems.join("; "));
+        }
+        return Ok(());
+    }
     if args.build {
         build(&args.options.profile)?;
     }
