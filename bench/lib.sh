@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # Globals set here (GATEWAY_PID, SEED_URL, ...) are read by run.sh:
 # shellcheck disable=SC2034
-# Helpers for bench/run.sh: starting and stopping Warren's processes and the seed
-# program under a unique prefix, pinning, /proc readings, and cleaning the broker and
-# Redis after each case. Sourced, not run. Expects ROOT, BIN_DIR, LOADGEN, LOGS set.
+# Helpers for bench/run.sh: starting and stopping a Warren stack (through the launcher,
+# warren-stack, which also removes its prefix from the broker and Redis when it stops)
+# and the seed program, pinning, /proc readings, and cleaning what a case left. Sourced,
+# not run. Expects ROOT, BIN_DIR, LOADGEN, LOGS set.
 
 # Server side on core 0, load generator on core 1 (on a machine with one core, both 0).
 SERVER_CPU=0
@@ -20,7 +21,9 @@ PINNED=()
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# A TCP port on 127.0.0.1 that was free a moment ago.
+# A TCP port on 127.0.0.1 that was free a moment ago, for the programs the launcher does
+# not start (the seed program, a service under valgrind in profile.sh): the kernel may
+# hand it to another process before they bind it, so a Warren stack never uses this.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -85,60 +88,82 @@ start_server() {
   STARTED_PIDS+=("$STARTED")
 }
 
-# The settings every Warren process of a bench stack gets (an array named WARREN_ENV).
-# Rate limits are lifted: they are per-connection policy, not the pipeline measured.
-# Extra settings for the gateways the next start_gateway calls start.
+# The settings every Warren process of a bench stack gets (BENCH_SETTINGS; as the
+# launcher's options in STACK_SETTINGS). Rate limits are lifted: they are
+# per-connection policy, not the pipeline measured.
+# Extra settings for the gateways the next start_stack starts.
 GATEWAY_EXTRA_ENV=()
 # Settings one case gives its dispatchers (e.g. publish_in_room_order=false).
 DISPATCHER_EXTRA_ENV=()
 
+BENCH_SETTINGS=(
+  "WARREN__LOG__LEVEL=warn"
+  "WARREN__GATEWAY__SENDS_PER_SEC=1000000"
+  "WARREN__GATEWAY__BURST=1000000"
+  "WARREN__GATEWAY__FRAMES_PER_SEC=1000000"
+  "WARREN__GATEWAY__FRAMES_BURST=1000000"
+  "WARREN__DISPATCHER__USER_SENDS_PER_SEC=0"
+  "WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC=0"
+  "WARREN__GATEWAY__MAX_CONNECTIONS=19900"
+  "WARREN__GATEWAY__MAX_PENDING_HANDSHAKES_PER_IP=0"
+)
+
+# The same settings as environment (an array named WARREN_ENV) for a process started
+# without the launcher (profile.sh's service under valgrind), under prefix $1.
 warren_env() {
-  local prefix=$1
-  WARREN_ENV=(
-    "WARREN__AMQP__PREFIX=$prefix"
-    "WARREN__REDIS__PREFIX=$prefix"
-    "WARREN__AUTH__SECRET=$SECRET"
-    "WARREN__LOG__LEVEL=warn"
-    "WARREN__GATEWAY__SENDS_PER_SEC=1000000"
-    "WARREN__GATEWAY__BURST=1000000"
-    "WARREN__GATEWAY__FRAMES_PER_SEC=1000000"
-    "WARREN__GATEWAY__FRAMES_BURST=1000000"
-    "WARREN__DISPATCHER__USER_SENDS_PER_SEC=0"
-    "WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC=0"
-    "WARREN__GATEWAY__MAX_CONNECTIONS=19900"
-    "WARREN__GATEWAY__MAX_PENDING_HANDSHAKES_PER_IP=0"
-  )
+  WARREN_ENV=("WARREN__AMQP__PREFIX=$1" "WARREN__REDIS__PREFIX=$1" "WARREN__AUTH__SECRET=$SECRET"
+    "${BENCH_SETTINGS[@]}")
 }
 
-# Starts a dispatcher for $1 (prefix); sets DISPATCHER_PID. Waits for /readyz.
-start_dispatcher() {
-  local prefix=$1 name=${2:-d0} port
-  port=$(free_port)
-  warren_env "$prefix"
-  WARREN_ENV+=("WARREN__DISPATCHER__LISTEN=127.0.0.1:$port" "${DISPATCHER_EXTRA_ENV[@]}")
-  ENV_ARRAY=WARREN_ENV start_server "$prefix-$name" "$BIN_DIR/warren-dispatcher"
-  DISPATCHER_PID=$STARTED
-  wait_http "http://127.0.0.1:$port/readyz" 60 ||
-    die "dispatcher $name not ready in 60 s; see $LOGS/$prefix-$name.log"
+stack_settings() {
+  local kv
+  STACK_SETTINGS=()
+  for kv in "${BENCH_SETTINGS[@]}"; do STACK_SETTINGS+=(--env "$kv"); done
+  for kv in "${GATEWAY_EXTRA_ENV[@]}"; do STACK_SETTINGS+=(--gateway-env "$kv"); done
+  for kv in "${DISPATCHER_EXTRA_ENV[@]}"; do STACK_SETTINGS+=(--dispatcher-env "$kv"); done
 }
 
-# Starts gateway $2 (0, 1, ...) for prefix $1; sets GATEWAY_PID, GATEWAY_URL and
-# GATEWAY_HTTP (its operations listener: /readyz, /metrics, /stats).
-start_gateway() {
-  local prefix=$1 i=$2 port ops
-  port=$(free_port)
-  ops=$(free_port)
-  warren_env "$prefix"
-  WARREN_ENV+=("WARREN__GATEWAY__LISTEN=127.0.0.1:$port" "WARREN__GATEWAY__ID=$prefix-gw$i"
-    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$ops")
-  # GATEWAY_EXTRA_ENV: settings one case gives its gateways (e.g. write coalescing).
-  WARREN_ENV+=("${GATEWAY_EXTRA_ENV[@]}")
-  ENV_ARRAY=WARREN_ENV start_server "$prefix-gw$i" "$BIN_DIR/warren-gateway"
-  GATEWAY_PID=$STARTED
-  GATEWAY_URL="ws://127.0.0.1:$port/ws"
-  GATEWAY_HTTP="http://127.0.0.1:$ops"
-  wait_http "$GATEWAY_HTTP/readyz" 60 ||
-    die "gateway $i not ready in 60 s; see $LOGS/$prefix-gw$i.log"
+# Starts a stack under prefix $1 with $2 dispatchers and $3 gateways through the
+# launcher, pinned to the server core (its processes inherit the pinning), and waits
+# until every process is ready (at most 120 s). Sets STACK_PID; D0 and DISPATCHER_PID
+# (the first dispatcher); for each gateway i of the first two GWi (pid), URLi
+# (WebSocket) and HTTPi (its operations listener: /readyz, /metrics, /stats); and
+# GATEWAY_PID, GATEWAY_URL, GATEWAY_HTTP as gateway 0's.
+start_stack() {
+  local prefix=$1 dispatchers=$2 gateways=$3 json i
+  json=$LOGS/$prefix-stack.json
+  stack_settings
+  taskset -c "$SERVER_CPU" "$BIN_DIR/warren-stack" --profile "$(basename "$BIN_DIR")" \
+    --prefix "$prefix" --secret "$SECRET" --logs "$LOGS" --dispatchers "$dispatchers" \
+    --gateways "$gateways" "${STACK_SETTINGS[@]}" \
+    </dev/null >"$json" 2>>"$LOGS/$prefix-stack.log" &
+  STACK_PID=$!
+  STARTED_PIDS+=("$STACK_PID")
+  for ((i = 0; i < 1200; i++)); do
+    [ -s "$json" ] && break
+    alive "$STACK_PID" || die "the stack $prefix did not start; see $LOGS/$prefix-stack.log"
+    sleep 0.1
+  done
+  [ -s "$json" ] || die "the stack $prefix was not ready in 120 s; see $LOGS/$prefix-stack.log"
+  eval "$(python3 - "$json" <<'PY'
+import json, shlex, sys
+stack = json.load(open(sys.argv[1]))
+out = {}
+if stack["dispatchers"]:
+    out["D0"] = out["DISPATCHER_PID"] = stack["dispatchers"][0]["pid"]
+for i, g in enumerate(stack["gateways"][:2]):
+    out[f"GW{i}"], out[f"URL{i}"], out[f"HTTP{i}"] = g["pid"], g["ws"], g["ops"]
+if stack["gateways"]:
+    out["GATEWAY_PID"], out["GATEWAY_URL"], out["GATEWAY_HTTP"] = out["GW0"], out["URL0"], out["HTTP0"]
+print(" ".join(f"{k}={shlex.quote(str(v))}" for k, v in out.items()))
+PY
+)"
+}
+
+# Stops the stack start_stack started last (SIGTERM to the launcher: it stops its
+# processes and removes the prefix), at most 60 s.
+stop_stack() {
+  stop_pid "$STACK_PID" 60
 }
 
 # Starts the seed program; sets SEED_PID and SEED_URL.
@@ -224,21 +249,17 @@ broker_start() {
   return 1
 }
 
-# Deletes every queue and exchange named "$1.*" and every Redis key "$1:*". Waits (up
-# to 60 s) for a broker that another session is restarting.
+# Deletes every queue and exchange named "$1.*" and every Redis key "$1:*" (the
+# launcher's removal, for what a stack or a case left). Waits (up to 60 s) for a broker
+# that another session is restarting.
 clean_prefix() {
-  local prefix=$1 queues exchanges i
+  local prefix=$1 i
   for ((i = 0; i < 12; i++)); do
     rabbitmqctl -q list_queues name >/dev/null 2>&1 && break
     sleep 5
   done
-  queues=$(rabbitmqctl -q list_queues name 2>/dev/null | grep -F "$prefix." | paste -sd, - || true)
-  exchanges=$(rabbitmqctl -q list_exchanges name 2>/dev/null | grep -F "$prefix." | paste -sd, - || true)
-  if [ -n "$queues$exchanges" ]; then
-    "$LOADGEN" cleanup --queues "$queues" --exchanges "$exchanges" >/dev/null ||
-      log "cleanup of $prefix in RabbitMQ reported a problem"
-  fi
-  redis-cli --scan --pattern "$prefix:*" | xargs -r -n 500 redis-cli del >/dev/null || true
+  "$BIN_DIR/warren-stack" --remove-prefix "$prefix" 2>>"$LOGS/clean.log" ||
+    log "cleanup of $prefix reported a problem; see $LOGS/clean.log"
 }
 
 # Appends one result line: {"case", "run", "extra": {...}, "result": <loadgen JSON>}.

@@ -75,7 +75,7 @@ case $WHAT in
   fanout)
     # Steady state only: instrumentation starts once every member has joined and the
     # warm-up is over (callgrind_control), so connects and joins are not in the profile.
-    start_dispatcher "$prefix"
+    start_stack "$prefix" 1 0
     start_gateway_under "$prefix" --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
       --instr-atstart=no
     stats_url="${GATEWAY_URL/ws:/http:}"
@@ -105,7 +105,7 @@ case $WHAT in
       --callgrind-out-file="$OUT/callgrind.out" "$BIN_DIR/warren-dispatcher"
     d0=$STARTED
     wait_http "http://127.0.0.1:$port/readyz" 120 || die "dispatcher under valgrind not ready"
-    start_gateway "$prefix" 0
+    start_stack "$prefix" 0 1
     loadgen pipeline --url "$GATEWAY_URL" --secret "$SECRET" --rooms 50 --rate 50 \
       --warmup 2 --duration 15 --drain 10 --connect-concurrency 20 --connect-timeout 60 \
       --cpu-pids "d0=$d0" | tee "$OUT/loadgen.json"

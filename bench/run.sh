@@ -100,7 +100,7 @@ if [ "$BUILD" = 1 ]; then
   if [ "$PROFILE" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
 fi
 LOADGEN=$BIN_DIR/loadgen
-for b in loadgen warren-gateway warren-dispatcher; do
+for b in loadgen warren-stack warren-gateway warren-dispatcher; do
   [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing (build first, or drop --no-build)"
 done
 
@@ -194,15 +194,12 @@ smoke_case() {
   local prefix out
   new_prefix
   prefix=$PREFIX
-  start_dispatcher "$prefix"
-  start_gateway "$prefix" 0
+  start_stack "$prefix" 1 1
   out=$(loadgen fanout --url "$GATEWAY_URL" --secret "$SECRET" --receivers 20 --senders 2 \
     --rate 10 --warmup 0.5 --duration 2 --drain 3 --timeout 30 || true)
   record smoke 1 '{}' "$out"
   echo "$out"
-  stop_pid "$GATEWAY_PID"
-  stop_pid "$DISPATCHER_PID"
-  clean_prefix "$prefix"
+  stop_stack
   python3 "$HERE/report.py" smoke "$RESULTS"
 }
 
@@ -217,6 +214,18 @@ warren_fanout() {
     --cpu-pids "$pids" --run-id "$run_id" "$@"
 }
 
+# RUNS fan-outs against the stack start_chat_stack started last under PREFIX, recorded
+# as case $1 with extra $2; $3 names them in the log, $4 goes before the run in run ids.
+chat_fanout_runs() {
+  local case=$1 extra=$2 label=$3 tag=$4 run out
+  for ((run = 1; run <= RUNS; run++)); do
+    log "$label, run $run/$RUNS"
+    out=$(warren_fanout "$URL0,$URL1" "$(cpu_pids "gw0=$GW0,gw1=$GW1,d0=$D0")" \
+      "$PREFIX-$tag$run" || true)
+    record "$case" "$run" "$extra" "$out"
+  done
+}
+
 # Fan-out, compression and pipeline share one stack: 1 dispatcher + 2 gateways.
 warren_chat_cases() {
   local prefix gw0 gw1 pids run out side
@@ -226,12 +235,7 @@ warren_chat_cases() {
   local d0=$D0 url0=$URL0 url1=$URL1 http0=$HTTP0 http1=$HTTP1
   gw0=$GW0 gw1=$GW1
   if has_case fanout; then
-    for ((run = 1; run <= RUNS; run++)); do
-      log "fanout (Warren) run $run/$RUNS"
-      pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-      out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-$run" || true)
-      record fanout "$run" '{}' "$out"
-    done
+    chat_fanout_runs fanout '{}' "fanout (Warren)" ""
   fi
   # Compression (goal 5): the same fan-out, every client offering permessage-deflate
   # (on) or none offering it (off), against the same gateways, whose compression stays
@@ -257,21 +261,13 @@ warren_chat_cases() {
   if has_case pipeline; then
     pipeline_runs pipeline "Warren" "$url0,$url1" "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix"
   fi
-  stop_pid "$gw0"
-  stop_pid "$gw1"
-  stop_pid "$d0"
-  clean_prefix "$prefix"
+  stop_stack
 }
 
 # Starts one dispatcher and two gateways under prefix $1 (with DISPATCHER_EXTRA_ENV and
 # GATEWAY_EXTRA_ENV as the caller set them); sets D0, GW0, GW1, URL0, URL1, HTTP0, HTTP1.
 start_chat_stack() {
-  start_dispatcher "$1"
-  D0=$DISPATCHER_PID
-  start_gateway "$1" 0
-  GW0=$GATEWAY_PID URL0=$GATEWAY_URL HTTP0=$GATEWAY_HTTP
-  start_gateway "$1" 1
-  GW1=$GATEWAY_PID URL1=$GATEWAY_URL HTTP1=$GATEWAY_HTTP
+  start_stack "$1" 1 2
 }
 
 # RUNS pipeline runs against the gateways $3 (comma separated), each at the most
@@ -297,23 +293,14 @@ pipeline_runs() {
 # connection's writes for 20 ms (WARREN__GATEWAY__WRITE_COALESCE_MS=20), on a stack of
 # its own so that the fanout case keeps the default (0).
 coalesce_cases() {
-  local prefix gw0 gw1 d0 url0 url1 pids run out
+  local prefix
   new_prefix
   prefix=$PREFIX
   GATEWAY_EXTRA_ENV=("WARREN__GATEWAY__WRITE_COALESCE_MS=20")
   start_chat_stack "$prefix"
   GATEWAY_EXTRA_ENV=()
-  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
-  for ((run = 1; run <= RUNS; run++)); do
-    log "fanout with 20 ms write coalescing, run $run/$RUNS"
-    pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-    out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-k$run" || true)
-    record coalesce "$run" '{"write_coalesce_ms":20}' "$out"
-  done
-  stop_pid "$gw0"
-  stop_pid "$gw1"
-  stop_pid "$d0"
-  clean_prefix "$prefix"
+  chat_fanout_runs coalesce '{"write_coalesce_ms":20}' "fanout with 20 ms write coalescing" k
+  stop_stack
 }
 
 # The pipeline on a stack of its own (1 dispatcher, 2 gateways), started with
@@ -328,10 +315,7 @@ pipeline_variant() {
   GATEWAY_EXTRA_ENV=()
   pipeline_runs "$case" "$label" "$URL0,$URL1" "$(cpu_pids "gw0=$GW0,gw1=$GW1,d0=$D0")" \
     "$prefix-$suffix"
-  stop_pid "$GW0"
-  stop_pid "$GW1"
-  stop_pid "$D0"
-  clean_prefix "$prefix"
+  stop_stack
 }
 
 # The pipeline again with dispatcher.publish_in_room_order = false: a command's
@@ -470,10 +454,9 @@ warren_idle_cases() {
       log "idle (Warren) $count connections, run $run/$RUNS"
       new_prefix
       prefix=$PREFIX
-      start_gateway "$prefix" 0
+      start_stack "$prefix" 0 1
       idle_run "idle_$count" "$run" "$count" "$GATEWAY_PID" "$GATEWAY_URL" warren
-      stop_pid "$GATEWAY_PID"
-      clean_prefix "$prefix"
+      stop_stack
     done
   done
 }
@@ -485,7 +468,7 @@ connect_cases() {
   local prefix run out pids before after
   new_prefix
   prefix=$PREFIX
-  start_gateway "$prefix" 0
+  start_stack "$prefix" 0 1
   for ((run = 1; run <= RUNS; run++)); do
     log "connect (Warren) run $run/$RUNS"
     pids=$(cpu_pids "gw0=$GATEWAY_PID")
@@ -498,8 +481,7 @@ connect_cases() {
     record connect "$run" "{\"bindings_before\":$before,\"bindings_after\":$after}" "$out"
     sleep 1
   done
-  stop_pid "$GATEWAY_PID"
-  clean_prefix "$prefix"
+  stop_stack
 }
 
 # A crowd (issue 14): CROWD_USERS users connect and join one room through two gateways,
@@ -518,10 +500,7 @@ crowd_cases() {
     crowd_run "$run" "$pids" "crowd-$prefix-$run" "$url0" "$url1"
     sleep 2
   done
-  stop_pid "$gw0"
-  stop_pid "$gw1"
-  stop_pid "$d0"
-  clean_prefix "$prefix"
+  stop_stack
 }
 
 # One crowd: run $1, --cpu-pids $2, room $3, then the gateways' URLs (process i speaks
@@ -603,10 +582,7 @@ restart_cases() {
     record restart "$run" "{\"broker_stop_ms\":$stopped,\"broker_back_ms\":$back}" "$out"
     sleep 5
   done
-  stop_pid "$gw0"
-  stop_pid "$gw1"
-  stop_pid "$d0"
-  clean_prefix "$prefix"
+  stop_stack
 }
 
 # Slow consumer (issue 5, acceptance 3): one room of 200 members on one gateway (190
@@ -618,10 +594,8 @@ stalled_cases() {
   local prefix run n out pids
   new_prefix
   prefix=$PREFIX
-  start_dispatcher "$prefix"
-  local d0=$DISPATCHER_PID
-  start_gateway "$prefix" 0
-  local gw0=$GATEWAY_PID
+  start_stack "$prefix" 1 1
+  local d0=$D0 gw0=$GW0
   for ((run = 1; run <= RUNS; run++)); do
     for n in 0 1; do
       log "slow consumer: $n stalled reader(s), run $run/$RUNS"
@@ -635,9 +609,7 @@ stalled_cases() {
       sleep 2
     done
   done
-  stop_pid "$gw0"
-  stop_pid "$d0"
-  clean_prefix "$prefix"
+  stop_stack
 }
 
 if [ "$MODE" = smoke ]; then

@@ -8,9 +8,9 @@
 # The load is tests/src/bin/churn.rs (release build): 16 virtual users, each at most one
 # cycle per second (connect to a gateway, join 3 of 12 rooms, send 5 messages and wait
 # for each ack, read for 300 ms, close). Everything talks to 127.0.0.1 only. The stack
-# runs under its own prefix (soak-<hex>) on the machine's RabbitMQ and Redis; its
-# processes, queues, exchanges and Redis keys are removed at the end, also on Ctrl-C.
-# Logs: target/soak/<prefix>-*.log.
+# is started by the launcher (warren-stack) under its own prefix (soak-<hex>) on the
+# machine's RabbitMQ and Redis; when the launcher stops, at the end or on Ctrl-C, it
+# removes its processes, queues, exchanges and Redis keys. Logs: target/soak/.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,7 +30,7 @@ fi
 
 bash scripts/ensure-services.sh
 echo "soak: building release binaries" >&2
-cargo build --release -q -p warren-gateway -p warren-dispatcher --bins
+cargo build --release -q -p warren-gateway -p warren-dispatcher -p warren-stack --bins
 cargo build --release -q -p warren-tests --bin churn
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -39,83 +39,57 @@ BIN=$TARGET/release
 LOGS=$TARGET/soak
 mkdir -p "$LOGS"
 
-PREFIX=soak-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+STACK_JSON=$LOGS/stack-$$.json
 
-# Five free loopback ports, chosen by the kernel (the gateways' public and operations
-# listeners, the dispatcher's).
-read -r GW0_PORT GW1_PORT D_PORT GW0_OPS GW1_OPS < <(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-PY
-)
-
-common_env=(
-    "WARREN__AMQP__PREFIX=$PREFIX"
-    "WARREN__REDIS__PREFIX=$PREFIX"
-    "WARREN__AUTH__SECRET=$SECRET"
-    "WARREN__LOG__LEVEL=warn"
-    "WARREN__GATEWAY__SENDS_PER_SEC=1000"
-    "WARREN__GATEWAY__BURST=1000"
-    "WARREN__DISPATCHER__USER_SENDS_PER_SEC=0"
-)
-
-PIDS=()
-NAMES=()
+STACK_PID=
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for _ in $(seq 1 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do
-            kill -0 "$pid" 2>/dev/null && alive=1
-        done
-        ((alive == 0)) && break
-        sleep 0.2
-    done
-    for pid in "${PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-    done
     if [[ -n ${CHURN_PID:-} ]]; then
         kill -TERM "$CHURN_PID" 2>/dev/null || true
     fi
-    "$BIN/churn" --cleanup --prefix "$PREFIX" || echo "soak: cleanup of $PREFIX had problems" >&2
+    if [[ -n $STACK_PID ]]; then
+        kill -TERM "$STACK_PID" 2>/dev/null || true
+        wait "$STACK_PID" || echo "soak: warren-stack reported a problem; see $LOGS/stack.log" >&2
+    fi
+    rm -f "$STACK_JSON"
 }
 trap cleanup EXIT
 
-start() {
-    local name=$1 bin=$2
-    shift 2
-    env "${common_env[@]}" "$@" "$BIN/$bin" >>"$LOGS/$PREFIX-$name.log" 2>&1 &
-    PIDS+=("$!")
-    NAMES+=("$name")
-}
-
-wait_ready() {
-    local port=$1 name=$2
-    for _ in $(seq 1 150); do
-        if curl -fsS -m 2 "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    echo "soak: $name not ready on 127.0.0.1:$port; see $LOGS/$PREFIX-$name.log" >&2
-    exit 1
-}
-
-start dispatcher warren-dispatcher "WARREN__DISPATCHER__LISTEN=127.0.0.1:$D_PORT"
-wait_ready "$D_PORT" dispatcher
-start gw0 warren-gateway "WARREN__GATEWAY__LISTEN=127.0.0.1:$GW0_PORT" "WARREN__GATEWAY__ID=$PREFIX-gw0" \
-    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$GW0_OPS"
-start gw1 warren-gateway "WARREN__GATEWAY__LISTEN=127.0.0.1:$GW1_PORT" "WARREN__GATEWAY__ID=$PREFIX-gw1" \
-    "WARREN__GATEWAY__OPS_LISTEN=127.0.0.1:$GW1_OPS"
-wait_ready "$GW0_OPS" gw0
-wait_ready "$GW1_OPS" gw1
+"$BIN/warren-stack" --profile release --prefix-tag soak --logs "$LOGS" --secret "$SECRET" \
+    --dispatchers 1 --gateways 2 --env WARREN__LOG__LEVEL=warn \
+    --env WARREN__GATEWAY__SENDS_PER_SEC=1000 --env WARREN__GATEWAY__BURST=1000 \
+    --env WARREN__DISPATCHER__USER_SENDS_PER_SEC=0 \
+    </dev/null >"$STACK_JSON" 2>>"$LOGS/stack.log" &
+STACK_PID=$!
+until [[ -s $STACK_JSON ]]; do
+    kill -0 "$STACK_PID" 2>/dev/null || {
+        echo "soak: the stack did not start; see $LOGS/stack.log" >&2
+        exit 1
+    }
+    sleep 0.5
+done
+# The prefix, the gateways' addresses, and "name pid" of each process.
+{
+    read -r PREFIX
+    read -r GATEWAYS
+    mapfile -t PROCESSES
+} < <(python3 - "$STACK_JSON" <<'PY'
+import json, sys
+stack = json.load(open(sys.argv[1]))
+print(stack["prefix"])
+print(",".join(g["addr"] for g in stack["gateways"]))
+for i, d in enumerate(stack["dispatchers"]):
+    print("dispatcher" if i == 0 else f"dispatcher{i}", d["pid"])
+for i, g in enumerate(stack["gateways"]):
+    print(f"gw{i}", g["pid"])
+PY
+)
+PIDS=()
+NAMES=()
+for entry in "${PROCESSES[@]}"; do
+    NAMES+=("${entry% *}")
+    PIDS+=("${entry#* }")
+done
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -142,7 +116,7 @@ echo "$header"
 sample 0
 
 DURATION=$((MINUTES * 60))
-"$BIN/churn" --gateways "127.0.0.1:$GW0_PORT,127.0.0.1:$GW1_PORT" --secret "$SECRET" \
+"$BIN/churn" --gateways "$GATEWAYS" --secret "$SECRET" \
     --seconds "$DURATION" --workers "$WORKERS" >"$LOGS/$PREFIX-churn.out" 2>"$LOGS/$PREFIX-churn.log" &
 CHURN_PID=$!
 

@@ -9,9 +9,11 @@
 //! - [`telemetry`]: tracing set-up (text or JSON).
 //! - [`metrics`]: Prometheus registry rendering and shared histogram shapes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//! - [`listen`]: a listener bound here, or handed over already bound by a launcher.
 
 pub mod amqp;
 pub mod auth;
+pub mod listen;
 pub mod metrics;
 pub mod settings;
 pub mod shutdown;

@@ -90,7 +90,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let http = if addr.is_empty() {
         None
     } else {
-        let listener = tokio::net::TcpListener::bind(&addr)
+        let listener = common::listen::bind(&addr, common::listen::LISTEN_FD)
             .await
             .map_err(|source| DispatcherError::Listen { addr, source })?;
         Some(tokio::spawn(http::serve(

@@ -158,13 +158,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     if let Some(why) = settings.dev_auth_exposure() {
         return Err(GatewayError::Insecure(why));
     }
-    let listener = bind(&settings.gateway.listen).await?;
-    let ops = bind(&settings.gateway.ops_listen).await?;
+    let listener = bind(&settings.gateway.listen, common::listen::LISTEN_FD).await?;
+    let ops = bind(&settings.gateway.ops_listen, common::listen::OPS_LISTEN_FD).await?;
     serve(settings, listener, ops, shutdown).await
 }
 
-async fn bind(addr: &str) -> Result<tokio::net::TcpListener, GatewayError> {
-    tokio::net::TcpListener::bind(addr)
+async fn bind(addr: &str, handed_over: &str) -> Result<tokio::net::TcpListener, GatewayError> {
+    common::listen::bind(addr, handed_over)
         .await
         .map_err(|source| GatewayError::Listen {
             addr: addr.to_owned(),

@@ -6,8 +6,8 @@
 //! property through the public surfaces only: WebSocket frames, the gateways' HTTP
 //! endpoints, what RabbitMQ and Redis hold. No mocks.
 //!
-//! - [`stack`]: a deployment's processes, settings, readiness, kills and restarts,
-//!   cleanup on drop; one process each is a `process::Service`.
+//! - [`stack`]: a deployment (the launcher's, `warren_stack`) with the harness's
+//!   settings, tokens, clients and HTTP views.
 //! - [`client`]: a WebSocket client with bounded reads and typed helpers over `proto`;
 //!   [`connect`] says how it connects, [`requests`] holds the typed requests.
 //! - [`traffic`]: windowed senders with same-`ref` retries, receivers, and the
@@ -18,7 +18,7 @@
 //! - [`hostile_support`]: a raw WebSocket client that breaks the rules on purpose,
 //!   `/metrics` as numbers, a gateway's resident memory, RSA keys for JWT tests.
 //! - [`broker`], [`store`]: what RabbitMQ and Redis say; [`cleanup`] empties both of a
-//!   stack's objects.
+//!   stack's objects (all three from the launcher).
 //! - [`properties`]: the core end-to-end properties as functions over a stack, so that
 //!   each deployment shape (single nodes, clusters) is checked by the same code.
 //! - [`redis_cluster`]: a local Redis Cluster for one test, from
@@ -30,8 +30,6 @@
 
 pub mod accounts;
 pub mod bots;
-pub mod broker;
-pub mod cleanup;
 pub mod client;
 pub mod connect;
 pub mod faults_support;
@@ -45,7 +43,6 @@ pub mod redis_cluster;
 pub mod requests;
 pub mod rooms_support;
 pub mod stack;
-pub mod store;
 pub mod token;
 pub mod traffic;
 
@@ -53,6 +50,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
+pub use warren_stack::{broker, cleanup, store};
 
 pub use client::{Acked, Client, Connect, Recv, TokenVia};
 pub use stack::{Stack, StackOptions, Stats, ALLOWED_ORIGIN};

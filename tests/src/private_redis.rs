@@ -1,4 +1,4 @@
-//! A Redis of the test's own: a `redis-server` child on a free port, with no persistence,
+//! A Redis of the test's own: a `redis-server` child on a port of its own, with no persistence,
 //! killed when dropped. For tests that reconfigure Redis (memory limits) and must not
 //! touch the machine's, which every other test shares.
 
@@ -8,33 +8,55 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::Instant;
 
-use crate::process::free_port;
-
 pub struct PrivateRedis {
     child: Child,
     port: u16,
 }
 
+/// Random ports are drawn from here (below Linux's ephemeral range, above the services').
+const PORTS: std::ops::Range<u16> = 20_000..30_000;
+const ATTEMPTS: usize = 20;
+
 impl PrivateRedis {
-    /// Starts it and waits (bounded) until it answers `PING`.
+    /// Starts it on a random port and waits (bounded) until it answers `PING`. No port
+    /// is picked free and handed on: redis-server binds the port itself, and when that
+    /// fails (another process holds it) it exits and another port is tried. It counts
+    /// as started once the server on that port reports this child's pid.
     pub async fn start() -> PrivateRedis {
-        let port = free_port().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (scripts/ensure-services.sh installs it)");
-        let redis = PrivateRedis { child, port };
+        for _ in 0..ATTEMPTS {
+            let port = rand::random_range(PORTS);
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server (scripts/ensure-services.sh installs it)");
+            let mut redis = PrivateRedis { child, port };
+            if redis.answers().await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of {ATTEMPTS} random ports");
+    }
+
+    /// Whether this child serves its port: `false` once it has exited (the port was
+    /// taken); panics if it neither answers nor exits within 10 s.
+    async fn answers(&mut self) -> bool {
+        let pid = format!("process_id:{}", self.child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if redis.query::<String>(&mut redis::cmd("PING")).await.is_ok() {
-                return redis;
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            let info = self.query::<String>(redis::cmd("INFO").arg("server")).await;
+            if info.is_ok_and(|info| info.lines().any(|l| l.trim() == pid)) {
+                return true;
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on {port} did not answer in 10 s"
+                "redis-server on {} did not answer in 10 s",
+                self.port
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -255,8 +255,8 @@ async fn json_logs_are_one_object_per_line_and_never_show_tokens() {
     let mut lines = 0;
     for path in stack.logs() {
         let text = std::fs::read_to_string(&path).expect("log file");
-        // The harness marks each start of a process with a line of its own.
-        let ours = |l: &str| l.starts_with("==== warren-tests");
+        // The launcher marks each start of a process with a line of its own.
+        let ours = |l: &str| l.starts_with("==== warren-stack");
         for line in text.lines().filter(|l| !l.trim().is_empty() && !ours(l)) {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display()));

@@ -6,7 +6,8 @@
 //! names that key in its `CC`; [`Harness::reply`] turns such an event into the `ack`
 //! reply the gateway would make, matched to the command by session and `ref`.
 //! [`Harness::finish`] stops the dispatcher and deletes every queue, exchange and key
-//! the run created, whether the test body passed or not.
+//! the run created, whether the test body passed or not. The checks that RabbitMQ and
+//! Redis answer, the prefix and that removal are the stack launcher's (`warren_stack`).
 
 #![allow(dead_code)]
 
@@ -19,8 +20,7 @@ use common::store::RedisConnection;
 use common::Settings;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, Consumer, PublisherConfirm};
@@ -33,6 +33,7 @@ use proto::server::{Ack, ServerBody, ServerFrame};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warren_dispatcher::DispatcherError;
+use warren_stack::broker::exclusive_consumer;
 
 /// The bound on every wait.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -67,7 +68,10 @@ impl Harness {
 
     /// As [`Harness::start`], with `config` (TOML) as the dispatcher's settings file.
     pub async fn start_with(bindings: &[&str], config: Option<&str>) -> Harness {
-        let prefix = format!("dt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        warren_stack::services::check()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let prefix = warren_stack::new_prefix("dt");
         let file = config.map(|toml| {
             let path = std::env::temp_dir().join(format!("{prefix}.toml"));
             std::fs::write(&path, toml).expect("write the settings file");
@@ -107,66 +111,23 @@ impl Harness {
             .await
             .expect("confirm mode");
 
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..Default::default()
-        };
-        let reply_queue = channel
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await
-            .expect("reply queue");
-        let reply_queue = reply_queue.name().as_str().to_owned();
-        let events_queue = channel
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await
-            .expect("events queue");
-        let events_queue = events_queue.name().as_str().to_owned();
-        for key in bindings {
-            channel
-                .queue_bind(
-                    events_queue.clone().into(),
-                    names.events_exchange().into(),
-                    (*key).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
+        // The fake gateway's queues, exclusive to this connection: the events it watches,
+        // and its answers (replies, and the events naming its own key: acks).
+        let events_exchange = names.events_exchange();
+        let reply_queue = format!("{prefix}.fake-gw.replies");
+        let own_key = gateway_key(GATEWAY);
+        let replies = exclusive_consumer(
+            &channel,
+            &reply_queue,
+            Some((&events_exchange, &[own_key.as_str()])),
+        )
+        .await
+        .expect("the reply queue");
+        let events_queue = format!("{prefix}.fake-gw.events");
+        let events =
+            exclusive_consumer(&channel, &events_queue, Some((&events_exchange, bindings)))
                 .await
-                .expect("bind");
-        }
-        // The fake gateway's own key: events carrying its connections' acks.
-        channel
-            .queue_bind(
-                reply_queue.clone().into(),
-                names.events_exchange().into(),
-                gateway_key(GATEWAY).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind the gateway key");
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let replies = channel
-            .basic_consume(
-                reply_queue.clone().into(),
-                "replies".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
-        let events = channel
-            .basic_consume(
-                events_queue.clone().into(),
-                "events".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume events");
+                .expect("the events queue");
 
         let redis = common::store::connect(&settings.redis)
             .await
@@ -343,12 +304,21 @@ impl Harness {
     }
 
     async fn stop_dispatcher(&mut self) {
+        if let Err(why) = self.stopped().await {
+            panic!("{why}");
+        }
+    }
+
+    /// Cancels the dispatcher and waits (bounded) for it to return; why it did not stop
+    /// cleanly, if it did not.
+    async fn stopped(&mut self) -> Result<(), String> {
         self.shutdown.cancel();
-        if let Some(service) = self.service.take() {
-            match tokio::time::timeout(WAIT, service).await {
-                Ok(Ok(Ok(()))) => {}
-                other => panic!("dispatcher did not stop cleanly: {other:?}"),
-            }
+        let Some(service) = self.service.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(WAIT, service).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            other => Err(format!("dispatcher did not stop cleanly: {other:?}")),
         }
     }
 
@@ -460,79 +430,30 @@ impl Harness {
 
     /// Stops the dispatcher (it must stop cleanly) and deletes everything under the prefix.
     async fn finish(&mut self) {
-        self.shutdown.cancel();
-        if let Some(service) = self.service.take() {
-            match tokio::time::timeout(WAIT, service).await {
-                Ok(Ok(Ok(()))) => {}
-                other => eprintln!("dispatcher did not stop cleanly: {other:?}"),
-            }
+        if let Err(why) = self.stopped().await {
+            eprintln!("{why}");
         }
-        let mut queues: Vec<String> = (0..SHARDS).map(|n| self.names.commands_queue(n)).collect();
-        queues.push(self.names.dead());
-        queues.push(self.events_queue.clone());
-        queues.push(self.reply_queue.clone());
-        for queue in queues {
-            let deleted = tokio::time::timeout(
-                WAIT,
-                self.channel
-                    .queue_delete(queue.clone().into(), QueueDeleteOptions::default()),
-            )
-            .await;
-            if !matches!(deleted, Ok(Ok(_))) {
-                eprintln!("could not delete queue {queue}: {deleted:?}");
-            }
-        }
-        for exchange in [
-            self.names.commands_exchange(),
-            self.names.events_exchange(),
-            self.names.dead(),
-        ] {
-            let deleted = tokio::time::timeout(
-                WAIT,
-                self.channel
-                    .exchange_delete(exchange.clone().into(), ExchangeDeleteOptions::default()),
-            )
-            .await;
-            if !matches!(deleted, Ok(Ok(()))) {
-                eprintln!("could not delete exchange {exchange}: {deleted:?}");
-            }
-        }
-        if let Err(e) =
-            tokio::time::timeout(WAIT, delete_keys(&mut self.redis_conn, &self.prefix)).await
-        {
-            eprintln!("could not delete redis keys: {e}");
-        }
+        // The fake gateway's queues are exclusive: they go with the connection.
         if let Err(e) = self.connection.close(200, "OK".into()).await {
             eprintln!("closing the test connection: {e}");
         }
-    }
-}
-
-/// SCAN + DEL of every key under `<prefix>:`.
-async fn delete_keys(redis: &mut RedisConnection, prefix: &str) {
-    let mut cursor: u64 = 0;
-    loop {
-        let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(500)
-            .query_async(redis)
-            .await;
-        let Ok((next, keys)) = scanned else {
-            eprintln!("SCAN failed under {prefix}");
-            return;
-        };
-        if !keys.is_empty() {
-            let deleted: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(redis).await;
-            if let Err(e) = deleted {
-                eprintln!("DEL failed: {e}");
-            }
+        let queues: Vec<String> = (0..SHARDS)
+            .map(|n| self.names.commands_queue(n))
+            .chain([self.names.dead()])
+            .collect();
+        let exchanges = [
+            self.names.commands_exchange(),
+            self.names.events_exchange(),
+            self.names.dead(),
+        ];
+        let problems = tokio::time::timeout(
+            WAIT * 3,
+            warren_stack::cleanup::remove(&self.prefix, &queues, &exchanges),
+        )
+        .await
+        .unwrap_or_else(|_| vec![format!("cleanup took more than {:?}", WAIT * 3)]);
+        if !problems.is_empty() {
+            eprintln!("[{}] cleanup left problems: {problems:#?}", self.prefix);
         }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
     }
 }

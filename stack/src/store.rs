@@ -19,6 +19,14 @@ async fn connection() -> anyhow::Result<redis::aio::MultiplexedConnection> {
     .context("connect to Redis at 127.0.0.1:6379")
 }
 
+/// `PING`.
+pub async fn ping() -> anyhow::Result<()> {
+    let _: String = redis::cmd("PING")
+        .query_async(&mut connection().await?)
+        .await?;
+    Ok(())
+}
+
 /// Every key that starts with `<prefix>:`.
 pub async fn keys_under(prefix: &str) -> anyhow::Result<Vec<String>> {
     let mut con = connection().await?;

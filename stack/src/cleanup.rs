@@ -8,7 +8,16 @@ use crate::{broker, store};
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Deletes `queues`, `exchanges` and anything else RabbitMQ lists under `<prefix>.`, and
-/// every Redis key under `<prefix>:`. Blocks (bounded); returns what went wrong.
+/// every Redis key under `<prefix>:`. Returns what went wrong.
+pub async fn remove(prefix: &str, queues: &[String], exchanges: &[String]) -> Vec<String> {
+    let mut problems = broker::remove_all(prefix, queues, exchanges).await;
+    if let Err(e) = store::remove_all(prefix).await {
+        problems.push(format!("redis: {e:#}"));
+    }
+    problems
+}
+
+/// As [`remove`], blocking (bounded).
 ///
 /// It runs on a thread of its own with its own runtime: it is called from `Drop`, where
 /// the test's runtime may be shutting down, or blocked in this very call.
@@ -21,13 +30,7 @@ pub fn remove_blocking(prefix: &str, queues: Vec<String>, exchanges: Vec<String>
             .build()
         {
             Err(e) => vec![format!("cleanup runtime: {e}")],
-            Ok(rt) => rt.block_on(async {
-                let mut problems = broker::remove_all(&prefix, &queues, &exchanges).await;
-                if let Err(e) = store::remove_all(&prefix).await {
-                    problems.push(format!("redis: {e:#}"));
-                }
-                problems
-            }),
+            Ok(rt) => rt.block_on(remove(&prefix, &queues, &exchanges)),
         };
         let _ = done.send(problems);
     });

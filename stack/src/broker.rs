@@ -148,7 +148,7 @@ impl Admin {
 
 /// Declares `queue` on `channel` (exclusive to its connection), binds it to the
 /// exchange with each key of `bind` if given, and consumes it without acks.
-pub(crate) async fn exclusive_consumer(
+pub async fn exclusive_consumer(
     channel: &lapin::Channel,
     queue: &str,
     bind: Option<(&str, &[&str])>,
