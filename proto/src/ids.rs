@@ -94,6 +94,14 @@ pub enum TextError {
 }
 
 impl TextError {
+    /// What the refusal says.
+    pub fn message(self) -> &'static str {
+        match self {
+            TextError::Empty => "text is empty",
+            TextError::TooLong => "text is longer than max_text_bytes",
+        }
+    }
+
     /// The error code the refusal carries.
     pub fn code(self) -> ErrorCode {
         match self {
@@ -105,10 +113,7 @@ impl TextError {
 
 impl fmt::Display for TextError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TextError::Empty => "text is empty",
-            TextError::TooLong => "text is longer than max_text_bytes",
-        })
+        f.write_str(self.message())
     }
 }
 
