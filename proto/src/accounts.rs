@@ -3,7 +3,7 @@
 //! These are the patterns every place that makes an account uses:
 //! `deploy/rabbitmq/definitions.json` (compose), `scripts/ensure-services.sh` (the local
 //! stack), the tests' own accounts, and `docs/BOTS.md`. Scripts and JSON cannot import
-//! them, so `tests/tests/deploy_agreement.rs` checks those files against this module.
+//! them, so `tests/tests/deploy_agreement/` checks those files against this module.
 //!
 //! Two layers. `configure`/`write`/`read` are regular expressions RabbitMQ matches
 //! against exchange and queue names. Topic permissions, on the events exchange only, are

@@ -16,7 +16,7 @@
 //!
 //! `proto/tests/protocol_doc.rs` checks that every frame type, error code, close code
 //! and routing-key kind listed here is in docs/PROTOCOL.md and the other way round, and
-//! `tests/tests/deploy_agreement.rs` checks the deployment files against [`topology`]
+//! `tests/tests/deploy_agreement/` checks the deployment files against [`topology`]
 //! and [`accounts`].
 
 pub mod accounts;

@@ -3,7 +3,7 @@
 //! `common::amqp::declare_topology` declares exactly this, and
 //! `deploy/rabbitmq/definitions.json` must hold exactly this (a declaration that differs
 //! from what the broker has fails with `PRECONDITION_FAILED`), which
-//! `tests/tests/deploy_agreement.rs` checks. Every exchange and queue is durable, none
+//! `tests/tests/deploy_agreement/` checks. Every exchange and queue is durable, none
 //! auto-deletes, and exchanges take no arguments.
 
 use crate::amqp::{shard_key, Names};
