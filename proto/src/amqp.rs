@@ -57,6 +57,12 @@ impl Names {
         format!("{}.gw.{gateway}", self.prefix)
     }
 
+    /// A queue of bot `bot`, `<p>.bot.<bot>.<purpose>`: what a bot account's permissions
+    /// let it declare and consume ([`crate::accounts::Permissions::bot`]).
+    pub fn bot_queue(&self, bot: &str, purpose: &str) -> String {
+        format!("{}.bot.{bot}.{purpose}", self.prefix)
+    }
+
     /// The dead-letter fanout exchange and its durable queue share this name.
     pub fn dead(&self) -> String {
         format!("{}.dead", self.prefix)
@@ -300,6 +306,7 @@ mod tests {
         assert_eq!(n.events_exchange(), "t1.events");
         assert_eq!(n.gateway_queue("gw-a"), "t1.gw.gw-a");
         assert_eq!(n.dead(), "t1.dead");
+        assert_eq!(n.bot_queue("modbot", "events"), "t1.bot.modbot.events");
         assert_eq!(shard_key(2), "shard.2");
     }
 
