@@ -77,30 +77,39 @@ pub(crate) fn rx(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"))
 }
 
-#[test]
-fn the_single_node_deployment_agrees() {
+/// Every check that applies to one compose file and the definitions it mounts. The
+/// image is built the same for both files, so it is checked with the single node's.
+fn deployment_agrees(compose: &'static str, definitions: &str, cluster: bool) {
     let mut p = Problems::default();
-    let c = Compose::load("deploy/compose.yaml", false);
+    let c = Compose::load(compose, cluster);
     services::check_services(&c, &mut p);
     services::check_warren_services(&c, &mut p);
     services::check_ports_and_redis(&c, &mut p);
+    if cluster {
+        services::check_redis_cluster(&c, &mut p);
+    } else {
+        image::check_image(&c, &mut p);
+    }
     haproxy::check_haproxy(&c, &mut p);
-    rabbitmq_conf::check_rabbitmq_conf(&c, "deploy/rabbitmq/definitions.json", &mut p);
-    definitions::check_definitions(&c, "deploy/rabbitmq/definitions.json", &mut p);
-    image::check_image(&c, &mut p);
+    rabbitmq_conf::check_rabbitmq_conf(&c, definitions, &mut p);
+    definitions::check_definitions(&c, definitions, &mut p);
     p.finish();
 }
 
 #[test]
+fn the_single_node_deployment_agrees() {
+    deployment_agrees(
+        "deploy/compose.yaml",
+        "deploy/rabbitmq/definitions.json",
+        false,
+    );
+}
+
+#[test]
 fn the_cluster_deployment_agrees() {
-    let mut p = Problems::default();
-    let c = Compose::load("deploy/compose.cluster.yaml", true);
-    services::check_services(&c, &mut p);
-    services::check_warren_services(&c, &mut p);
-    services::check_ports_and_redis(&c, &mut p);
-    services::check_redis_cluster(&c, &mut p);
-    haproxy::check_haproxy(&c, &mut p);
-    rabbitmq_conf::check_rabbitmq_conf(&c, "deploy/rabbitmq/definitions.cluster.json", &mut p);
-    definitions::check_definitions(&c, "deploy/rabbitmq/definitions.cluster.json", &mut p);
-    p.finish();
+    deployment_agrees(
+        "deploy/compose.cluster.yaml",
+        "deploy/rabbitmq/definitions.cluster.json",
+        true,
+    );
 }
