@@ -54,29 +54,29 @@ impl Account {
     /// Sets the account's permissions on `/`, and its topic permissions if any (for a
     /// service whose URL must be known before its stack's prefix is).
     pub async fn grant(&self, permissions: &Permissions) {
-        ctl(&[
+        let login = self.login.as_str();
+        let mut commands = vec![[
             "set_permissions",
-            "-p",
-            "/",
-            &self.login,
+            login,
             &permissions.configure,
             &permissions.write,
             &permissions.read,
-        ])
-        .await
-        .unwrap_or_else(|e| panic!("set permissions of {}: {e:#}", self.login));
+        ]];
         if let Some(topic) = &permissions.topic {
-            ctl(&[
+            commands.push([
                 "set_topic_permissions",
-                "-p",
-                "/",
-                &self.login,
+                login,
                 &topic.exchange,
                 &topic.write,
                 &topic.read,
-            ])
-            .await
-            .unwrap_or_else(|e| panic!("set topic permissions of {}: {e:#}", self.login));
+            ]);
+        }
+        for [command, rest @ ..] in commands {
+            // `rabbitmqctl <command> -p / <login> <patterns...>`
+            let args: Vec<&str> = [command, "-p", "/"].into_iter().chain(rest).collect();
+            ctl(&args)
+                .await
+                .unwrap_or_else(|e| panic!("{command} of {login}: {e:#}"));
         }
     }
 
