@@ -1,5 +1,5 @@
-//! The Redis connection, to a single Redis or to a Redis Cluster, and the key names the
-//! services share.
+//! The Redis connection, to a single Redis or to a Redis Cluster. The key layout is the
+//! contract's, [`proto::keys`].
 //!
 //! [`RedisConnection`] is what every service holds: a `ConnectionManager` (one
 //! multiplexed connection that reconnects by itself) for `redis.url`, or the `redis`

@@ -20,7 +20,7 @@ pub struct Keys {
 /// The parts of a room that live exactly as long as the room, all given the same expiry
 /// (`rooms.idle_expiry_s`). Mutes, bans and dedup keys carry expiries of their own; a
 /// permanent mute or ban outlives an expired room, and holds again if it is created anew.
-const ROOM_LIFETIME: [&str; 9] = [
+pub const ROOM_LIFETIME: [&str; 9] = [
     "meta", "roles", "seq", "epoch", "history", "presence", "ids", "floor", "joined",
 ];
 
