@@ -38,9 +38,11 @@ readonly MGMT_WAIT_S=60
 #   written (a binding "room.*.message" must match literally, so a pattern whose
 #   room part admits no "*" or "#" admits no wildcard). An account without topic
 #   permissions on an exchange may use any key there, so each gets one.
-# tests/src/accounts.rs builds the same patterns for a test prefix,
-# tests/tests/bots.rs proves them against a real broker, and
-# scripts/validate-deploy.sh checks that deploy/rabbitmq/definitions.json agrees.
+# The patterns are the contract's (proto/src/accounts.rs), which the tests'
+# accounts use with a test prefix; tests/tests/bots.rs proves them against a
+# real broker, and tests/tests/deploy_agreement/ (run by
+# scripts/validate-deploy.sh) checks that these lines and
+# deploy/rabbitmq/definitions.json hold exactly them.
 readonly VHOST=/
 readonly VHOST_URL=%2F
 readonly PREFIX=warren

@@ -47,9 +47,10 @@ pub struct BotQueues {
 
 impl BotQueues {
     pub fn new(prefix: &str, name: &str) -> BotQueues {
+        let names = Names::new(prefix);
         BotQueues {
-            events: format!("{prefix}.bot.{name}.events"),
-            replies: format!("{prefix}.bot.{name}.replies"),
+            events: names.bot_queue(name, "events"),
+            replies: names.bot_queue(name, "replies"),
         }
     }
 }

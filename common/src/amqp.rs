@@ -13,7 +13,8 @@ use std::time::Duration;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use proto::amqp::{shard_key, Names};
+use proto::amqp::Names;
+use proto::topology::{self, topology, Arg};
 
 use crate::settings::QueueType;
 use rand::Rng;
@@ -96,81 +97,46 @@ impl Nodes {
     }
 }
 
-/// Declares the exchanges and queues every deployment has: the commands exchange and
-/// its shard queues (durable, of `queue_type`, single active consumer, dead-lettering to
-/// `dead`), the events topic exchange, and the dead-letter exchange and queue (durable,
-/// of `queue_type` too).
+/// Declares the exchanges, queues and bindings every deployment has, as the contract
+/// describes them ([`proto::topology::topology`]): exchanges first, so that a queue's
+/// dead-letter exchange exists when the queue is declared, then queues, then bindings.
 pub async fn declare_topology(
     ch: &Channel,
     names: &Names,
     shards: u32,
     queue_type: QueueType,
 ) -> Result<(), lapin::Error> {
+    let shared = topology(names, shards, queue_type.as_str());
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(
-        names.dead().into(),
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    // The dead letters are of the command queues' type: on a cluster, a classic queue
-    // whose node is down cannot even be declared again, which would keep every service
-    // from reconnecting through another node.
-    let mut dead_args = FieldTable::default();
-    dead_args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(queue_type.as_str().into()),
-    );
-    ch.queue_declare(
-        names.dead().into(),
-        QueueDeclareOptions::durable(),
-        dead_args,
-    )
-    .await?;
-    ch.queue_bind(
-        names.dead().into(),
-        names.dead().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        names.commands_exchange().into(),
-        ExchangeKind::Direct,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        names.events_exchange().into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    for shard in 0..shards {
-        let queue = names.commands_queue(shard);
-        let mut args = FieldTable::default();
-        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(queue_type.as_str().into()),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(names.dead().into()),
-        );
-        ch.queue_declare(queue.clone().into(), QueueDeclareOptions::durable(), args)
+    for exchange in shared.exchanges {
+        let kind = match exchange.kind {
+            topology::ExchangeKind::Direct => ExchangeKind::Direct,
+            topology::ExchangeKind::Topic => ExchangeKind::Topic,
+            topology::ExchangeKind::Fanout => ExchangeKind::Fanout,
+        };
+        ch.exchange_declare(exchange.name.into(), kind, durable, FieldTable::default())
             .await?;
+    }
+    for queue in shared.queues {
+        let mut args = FieldTable::default();
+        for (key, value) in queue.arguments {
+            let value = match value {
+                Arg::Bool(b) => AMQPValue::Boolean(b),
+                Arg::Str(s) => AMQPValue::LongString(s.into()),
+            };
+            args.insert(key.into(), value);
+        }
+        ch.queue_declare(queue.name.into(), QueueDeclareOptions::durable(), args)
+            .await?;
+    }
+    for binding in shared.bindings {
         ch.queue_bind(
-            queue.into(),
-            names.commands_exchange().into(),
-            shard_key(shard).into(),
+            binding.queue.into(),
+            binding.exchange.into(),
+            binding.routing_key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )

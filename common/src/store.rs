@@ -1,5 +1,5 @@
-//! The Redis connection, to a single Redis or to a Redis Cluster, and the key names the
-//! services share.
+//! The Redis connection, to a single Redis or to a Redis Cluster. The key layout is the
+//! contract's, [`proto::keys`].
 //!
 //! [`RedisConnection`] is what every service holds: a `ConnectionManager` (one
 //! multiplexed connection that reconnects by itself) for `redis.url`, or the `redis`
@@ -8,11 +8,12 @@
 //! names seeds. Either is a handle, so cloning is cheap and every task takes its own.
 //!
 //! Code above this module does not know which it has. That holds because of the key
-//! layout in [`keys`]: everything one script, transaction or pipeline touches shares a
-//! hash slot, which Redis Cluster requires and a single Redis ignores.
+//! layout, [`proto::keys`]: everything one script, transaction or pipeline touches
+//! shares a hash slot, which Redis Cluster requires and a single Redis ignores.
 
 use std::time::Duration;
 
+use proto::keys::Keys;
 pub use redis;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
@@ -67,7 +68,7 @@ pub async fn connect(settings: &RedisSettings) -> Result<RedisConnection, redis:
     ))
 }
 
-/// Gives every key that lives as long as each of `rooms` ([`keys::room_lifetime`]) `ttl`
+/// Gives every key that lives as long as each of `rooms` ([`Keys::room_lifetime`]) `ttl`
 /// more to live: a room nobody touches for that long (no command, no member on any
 /// gateway) disappears whole, all its keys at once (`rooms.idle_expiry_s`). One pipeline
 /// per room (a room's keys share a slot; a Redis Cluster takes no pipeline across
@@ -81,7 +82,7 @@ pub async fn touch_rooms(
     let ms = ttl.as_millis() as u64;
     for room in rooms {
         let mut pipe = redis::pipe();
-        for key in keys::room_lifetime(prefix, room) {
+        for key in Keys::new(prefix).room_lifetime(room) {
             pipe.pexpire(key, ms as i64).ignore();
         }
         let () = pipe.query_async(conn).await?;
@@ -129,107 +130,30 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
-/// The Redis keys that more than one service reads or writes: the store's layout where
-/// the gateways and the dispatchers meet. Every key sits under the deployment's
-/// `redis.prefix`; ids are validated before they get here (no whitespace, no `:`
-/// outside `dm:` room ids, no braces).
-///
-/// Hash tags: a room's keys carry `{<room>}`, so each room lives in one slot (its
-/// scripts and pipelines touch only its own keys) and rooms spread over the cluster.
-/// The gateway registry carries `{gw}`: one slot for the whole registry, see
-/// [`gateways`].
-pub mod keys {
-    /// Every key of `room`: `<prefix>:room:{<room>}:<part>`.
-    pub fn room(prefix: &str, room: &str, part: &str) -> String {
-        format!("{prefix}:room:{{{room}}}:{part}")
-    }
+#[cfg(test)]
+mod layout_tests {
+    use proto::keys::Keys;
+    use redis::cluster_routing::Slot;
 
-    /// The keys of `room` that live exactly as long as the room, all given the same
-    /// expiry by [`super::touch_rooms`]. (Mutes, bans and dedup keys carry expiries of
-    /// their own; a permanent mute or ban outlives an expired room, and holds again if
-    /// the room is created anew.)
-    pub fn room_lifetime(prefix: &str, room: &str) -> [String; 9] {
-        [
-            "meta", "roles", "seq", "epoch", "history", "presence", "ids", "floor", "joined",
-        ]
-        .map(|part| self::room(prefix, room, part))
-    }
-
-    /// Sorted set: score = seq, member = the stored message's JSON. The dispatcher
-    /// appends; gateways read ranges of it to repair a gap in a room's events.
-    pub fn history(prefix: &str, room: &str) -> String {
-        self::room(prefix, room, "history")
-    }
-
-    /// What every registry key starts with, `<prefix>:{gw}`; the dispatchers' script
-    /// that reads the registry builds `<registry>:<id>:users` from it.
-    pub fn registry(prefix: &str) -> String {
-        format!("{prefix}:{{gw}}")
-    }
-
-    /// Exists while gateway `gateway` runs: it sets it with an expiry and renews it;
-    /// its value is the gateway process's incarnation.
-    pub fn gateway_alive(prefix: &str, gateway: &str) -> String {
-        format!("{}:{gateway}:alive", registry(prefix))
-    }
-
-    /// Set: the users gateway `gateway` holds a connection of, with the same expiry as
-    /// its liveness key (renewed with it), so a gateway that dies leaves no entry for
-    /// longer than that.
-    pub fn gateway_users(prefix: &str, gateway: &str) -> String {
-        format!("{}:{gateway}:users", registry(prefix))
-    }
-
-    /// Set: the places one user's connections hold across every gateway,
-    /// `<gateway>|<place>` (the cap `gateway.max_user_connections`). Tagged by user.
-    pub fn user_connections(prefix: &str, user: &str) -> String {
-        format!("{prefix}:user:{{{user}}}:conns")
-    }
-
-    /// Sorted set: gateway id → when its registration expires (unix ms), renewed with
-    /// its liveness key. Dispatchers read the live ones to address user events.
-    ///
-    /// The registry (this set and every gateway's liveness key and users' set) shares
-    /// one hash tag, so on Redis Cluster it all sits in one slot, on one shard: a
-    /// gateway renews its three keys in one pipeline, and the dispatchers' script reads
-    /// the set of every live gateway, whose names it only learns from this one. One
-    /// shard carries that easily: the registry changes with sessions opening and
-    /// closing, not with messages, and is read for user events only (direct messages,
-    /// typing in them, kicks), while room traffic spreads over the cluster by room.
-    pub fn gateways(prefix: &str) -> String {
-        format!("{}:gateways", registry(prefix))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use redis::cluster_routing::Slot;
-
-        #[test]
-        fn keys_sit_under_the_prefix() {
-            assert_eq!(super::history("w", "general"), "w:room:{general}:history");
-            assert_eq!(super::history("w", "dm:a:b"), "w:room:{dm:a:b}:history");
-            assert_eq!(super::gateway_alive("w", "g-1"), "w:{gw}:g-1:alive");
-            assert_eq!(super::gateway_users("w", "g-1"), "w:{gw}:g-1:users");
-            assert_eq!(super::gateways("w"), "w:{gw}:gateways");
+    /// The key layout is `proto::keys`; what Redis Cluster makes of it is checked here,
+    /// where the `redis` crate's slot function is.
+    #[test]
+    fn the_registry_is_one_slot_and_a_room_is_one_slot() {
+        let k = Keys::new("w");
+        let registry = Slot::for_key(k.gateways());
+        for gw in ["g-1", "gateways", "another-gateway"] {
+            assert_eq!(Slot::for_key(k.gateway_alive(gw)), registry);
+            assert_eq!(Slot::for_key(k.gateway_users(gw)), registry);
         }
-
-        #[test]
-        fn the_registry_is_one_slot_and_a_room_is_one_slot() {
-            let registry = Slot::for_key(super::gateways("w"));
-            for gw in ["g-1", "gateways", "another-gateway"] {
-                assert_eq!(Slot::for_key(super::gateway_alive("w", gw)), registry);
-                assert_eq!(Slot::for_key(super::gateway_users("w", gw)), registry);
-            }
-            assert_eq!(
-                Slot::for_key(super::history("w", "general")),
-                Slot::for_key("general")
-            );
-            // Rooms spread: the prefix is not part of the tag.
-            assert_ne!(
-                Slot::for_key(super::history("w", "general")),
-                Slot::for_key(super::history("w", "random"))
-            );
-        }
+        assert_eq!(
+            Slot::for_key(k.history("general")),
+            Slot::for_key("general")
+        );
+        // Rooms spread: the prefix is not part of the tag.
+        assert_ne!(
+            Slot::for_key(k.history("general")),
+            Slot::for_key(k.history("random"))
+        );
     }
 }
 

@@ -134,16 +134,7 @@ pub fn may_read(role: Option<Role>, banned: bool) -> Result<(), Refusal> {
 
 /// A message text is 1..=`max_bytes` UTF-8 bytes.
 pub fn check_text(text: &str, max_bytes: usize) -> Result<(), Refusal> {
-    if text.is_empty() {
-        return Err(Refusal::new(ErrorCode::BadRequest, "text is empty"));
-    }
-    if text.len() > max_bytes {
-        return Err(Refusal::new(
-            ErrorCode::TooLarge,
-            format!("text is longer than {max_bytes} bytes"),
-        ));
-    }
-    Ok(())
+    proto::ids::check_text(text, max_bytes).map_err(|e| Refusal::new(e.code(), e.message()))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use lapin::types::AMQPValue;
 use proto::amqp::{CommandBody, EventBody};
 use proto::client::{Dm, History, Join, Role, Send};
 use proto::codes::ErrorCode;
+use proto::keys::Keys;
 use proto::server::{Ack, MemberChange, ServerBody};
 use support::Harness;
 
@@ -151,7 +152,7 @@ async fn a_retried_ref_is_answered_with_the_first_ack_and_stored_once() {
             assert_eq!(page.messages.len(), 1);
             assert!(page.complete);
             let stored: u64 = redis::cmd("ZCARD")
-                .arg(format!("{}:room:{{retry}}:history", h.prefix))
+                .arg(Keys::new(h.prefix.as_str()).history("retry"))
                 .query_async(&mut h.redis_conn)
                 .await
                 .unwrap();
@@ -248,7 +249,7 @@ async fn mutes_bans_and_announce_rooms_stored_in_redis_are_enforced() {
                     ServerBody::Joined(_)
                 ));
             }
-            let key = |suffix: &str| format!("{}:room:{{stage}}:{suffix}", h.prefix);
+            let key = |part: &str| Keys::new(h.prefix.as_str()).room("stage", part);
             let (mute, ban, meta) = (key("mute:mallory"), key("ban:mallory"), key("meta"));
 
             let expect = async |h: &mut Harness, user: &str, code: Option<ErrorCode>| {

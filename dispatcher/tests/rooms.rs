@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use proto::amqp::{Command, CommandBody, ConnRef, EventBody};
 use proto::client::{History, Join, ModAction, Moderate, Role, RoomOnly, Send};
 use proto::codes::ErrorCode;
+use proto::keys::Keys;
 use proto::server::{MemberChange, ServerBody};
 use support::Harness;
 
@@ -165,7 +166,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             expect_ack(h, "alice", act(moderate("club", ModAction::Ban, "bob"))).await;
             let (key, _) = h.event("kicked").await;
             assert_eq!(key, "user.bob.kicked");
-            let role_key = format!("{}:room:{{club}}:roles", h.prefix);
+            let role_key = Keys::new(h.prefix.as_str()).roles("club");
             assert_eq!(
                 h.redis(&["HEXISTS", &role_key, "bob"]).await,
                 redis::Value::Int(0)
@@ -212,7 +213,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             };
             assert!(page.messages.iter().all(|m| m.id != id), "{page:?}");
             assert_eq!(page.messages.len(), 1, "{page:?}");
-            let ids_key = format!("{}:room:{{club}}:ids", h.prefix);
+            let ids_key = Keys::new(h.prefix.as_str()).ids("club");
             assert_eq!(
                 h.redis(&["HEXISTS", &ids_key, &id]).await,
                 redis::Value::Int(0)
@@ -243,7 +244,7 @@ async fn configured_rooms_roles_and_grants() {
     harness
         .run(async |h| {
             expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
-            let meta = format!("{}:room:{{staff}}:meta", h.prefix);
+            let meta = Keys::new(h.prefix.as_str()).meta("staff");
             assert_eq!(
                 h.redis(&["HGET", &meta, "visibility"]).await,
                 redis::Value::BulkString(b"private".to_vec())
@@ -304,8 +305,8 @@ async fn configured_rooms_roles_and_grants() {
             for i in 0..5 {
                 expect_ack(h, "olga", send("staff", &format!("m{i}"))).await;
             }
-            let prefix = h.prefix.clone();
-            let key = |part: &str| format!("{prefix}:room:{{staff}}:{part}");
+            let keys = Keys::new(h.prefix.as_str());
+            let key = |part: &str| keys.room("staff", part);
             assert_eq!(
                 h.redis(&["ZCARD", &key("history")]).await,
                 redis::Value::Int(3)
@@ -337,10 +338,9 @@ async fn configured_room_lost_by_the_store_is_written_again_before_anyone_joins(
     harness
         .run(async |h| {
             expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
-            let prefix = h.prefix.clone();
+            let keys = Keys::new(h.prefix.as_str());
             for part in ["meta", "roles"] {
-                h.redis(&["DEL", &format!("{prefix}:room:{{staff}}:{part}")])
-                    .await;
+                h.redis(&["DEL", &keys.room("staff", part)]).await;
             }
             expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
             assert_eq!(expect_joined(h, "olga", "staff").await, Role::Owner);
@@ -363,7 +363,7 @@ async fn presence_of_a_gateway_that_stopped_renewing_is_dropped() {
     let harness = Harness::start(&["room.hall.member"]).await;
     harness
         .run(async |h| {
-            let alive = |gw: &str| format!("{}:{{gw}}:{gw}:alive", h.prefix);
+            let alive = |gw: &str| Keys::new(h.prefix.as_str()).gateway_alive(gw);
             let (alive_a, alive_b) = (alive("gw-a"), alive("gw-b"));
             h.redis(&["SET", &alive_a, "boot-1", "EX", "60"]).await;
             h.redis(&["SET", &alive_b, "boot-1", "EX", "60"]).await;
@@ -409,7 +409,7 @@ async fn presence_of_a_gateway_that_stopped_renewing_is_dropped() {
                 (left.event, left.user.id.as_str()),
                 (MemberChange::Left, "bob")
             );
-            let key = format!("{}:room:{{hall}}:presence", h.prefix);
+            let key = Keys::new(h.prefix.as_str()).presence("hall");
             assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(2));
 
             // gw-a crashes and comes back under the same id with a fresh key value: the

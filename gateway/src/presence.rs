@@ -28,10 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::amqp::Backoff;
-use common::store::keys;
 use common::store::redis;
 use common::store::RedisConnection;
 use common::Settings;
+use proto::keys::Keys;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -195,14 +195,14 @@ struct State {
 
 impl State {
     fn new(settings: &Settings, id: &str, registry: Arc<Registry>, index: Arc<Index>) -> State {
-        let prefix = &settings.redis.prefix;
+        let keys = Keys::new(settings.redis.prefix.as_str());
         State {
             registry,
             index,
             id: id.to_owned(),
-            alive: keys::gateway_alive(prefix, id),
-            users: keys::gateway_users(prefix, id),
-            gateways: keys::gateways(prefix),
+            alive: keys.gateway_alive(id),
+            users: keys.gateway_users(id),
+            gateways: keys.gateways(),
             // A fresh value per start: entries written under a previous run of the same
             // id carry the old value, so dispatchers can tell them from this run's.
             incarnation: uuid::Uuid::new_v4().simple().to_string(),

@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use common::settings::RedisSettings;
-use common::store::keys;
 use common::store::redis;
 use common::store::RedisConnection;
+use proto::keys::Keys;
 use proto::server::Message;
 
 /// Where a room stands.
@@ -164,7 +164,7 @@ impl History {
         };
         let upto = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
         let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(keys::history(&self.settings.prefix, room))
+        cmd.arg(Keys::new(self.settings.prefix.as_str()).history(room))
             .arg(format!("({after}"))
             .arg(upto);
         // Once more after a failure: the connection reconnects after a dropped one.

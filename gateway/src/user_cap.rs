@@ -16,8 +16,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::store::{keys, redis, RedisConnection};
+use common::store::{redis, RedisConnection};
 use common::Settings;
+use proto::keys::Keys;
 use redis::Script;
 use tokio::sync::OnceCell;
 
@@ -29,7 +30,7 @@ const LIVE_FOR: Duration = Duration::from_secs(2);
 pub struct UserCap {
     cap: usize,
     gateway: String,
-    prefix: String,
+    keys: Keys,
     settings: Arc<Settings>,
     conn: OnceCell<RedisConnection>,
     live: Mutex<Option<(Instant, Arc<[String]>)>>,
@@ -49,7 +50,7 @@ impl UserCap {
         UserCap {
             cap: settings.gateway.max_user_connections,
             gateway: gateway.to_owned(),
-            prefix: settings.redis.prefix.clone(),
+            keys: Keys::new(settings.redis.prefix.clone()),
             settings,
             conn: OnceCell::new(),
             live: Mutex::new(None),
@@ -83,7 +84,7 @@ impl UserCap {
     async fn try_claim(&self, user: &str, member: &str) -> redis::RedisResult<bool> {
         let mut conn = self.connection().await?;
         let live = self.live_gateways(&mut conn).await?;
-        let mut invocation = self.script.key(keys::user_connections(&self.prefix, user));
+        let mut invocation = self.script.key(self.keys.user_connections(user));
         invocation.arg(self.cap).arg(member);
         for gateway in live.iter() {
             invocation.arg(gateway.as_str());
@@ -107,7 +108,7 @@ impl UserCap {
             }
         }
         let mut ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(keys::gateways(&self.prefix))
+            .arg(self.keys.gateways())
             .arg(common::now_ms())
             .arg("+inf")
             .query_async(conn)
@@ -125,7 +126,7 @@ impl UserCap {
 impl Drop for Place {
     fn drop(&mut self) {
         let cap = self.cap.clone();
-        let key = keys::user_connections(&cap.prefix, &self.user);
+        let key = cap.keys.user_connections(&self.user);
         let member = std::mem::take(&mut self.member);
         // Best effort: a place not given back is dropped with its gateway's registration.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -57,35 +57,52 @@ impl Names {
         format!("{}.gw.{gateway}", self.prefix)
     }
 
+    /// A queue of bot `bot`, `<p>.bot.<bot>.<purpose>`: what a bot account's permissions
+    /// let it declare and consume ([`crate::accounts::Permissions::bot`]).
+    pub fn bot_queue(&self, bot: &str, purpose: &str) -> String {
+        format!("{}.bot.{bot}.{purpose}", self.prefix)
+    }
+
     /// The dead-letter fanout exchange and its durable queue share this name.
     pub fn dead(&self) -> String {
         format!("{}.dead", self.prefix)
     }
 }
 
+/// The first word of a command's routing key, `shard.<n>`.
+pub const SHARD: &str = "shard";
+/// The first word of a room event's routing key, `room.<room>.<kind>`.
+pub const ROOM: &str = "room";
+/// The first word of a user event's routing key, `user.<user>.<kind>`.
+pub const USER: &str = "user";
+/// The first word of a gateway's own key, `gw.<gateway>`.
+pub const GW: &str = "gw";
+/// Every kind of routing key, by its first word.
+pub const KEY_SCOPES: [&str; 4] = [SHARD, ROOM, USER, GW];
+
 /// The routing key of shard `n` on the commands exchange.
 pub fn shard_key(shard: u32) -> String {
-    format!("shard.{shard}")
+    format!("{SHARD}.{shard}")
 }
 
 /// `room.<room>.<kind>`, with `dm:` rooms written `dm~a~b`.
 pub fn room_key(room: &str, kind: &str) -> String {
-    format!("room.{}.{kind}", room_in_key(room))
+    format!("{ROOM}.{}.{kind}", room_in_key(room))
 }
 
 /// The binding a gateway holds while one of its connections is in `room`.
 pub fn room_binding(room: &str) -> String {
-    format!("room.{}.#", room_in_key(room))
+    room_key(room, "#")
 }
 
 /// `user.<user>.<kind>`.
 pub fn user_key(user: &str, kind: &str) -> String {
-    format!("user.{user}.{kind}")
+    format!("{USER}.{user}.{kind}")
 }
 
 /// Every event addressed to `user`: what an observer binds to see one user's events.
 pub fn user_binding(user: &str) -> String {
-    format!("user.{user}.#")
+    user_key(user, "#")
 }
 
 /// `gw.<gateway>`: the one key a gateway binds its queue to for user-addressed events.
@@ -93,7 +110,7 @@ pub fn user_binding(user: &str) -> String {
 /// this key, for every gateway that holds the user, in the `CC` header (RabbitMQ's
 /// sender-selected distribution), so no binding per user is needed.
 pub fn gateway_key(gateway: &str) -> String {
-    format!("gw.{gateway}")
+    format!("{GW}.{gateway}")
 }
 
 /// The AMQP header with the extra routing keys of a publish (sender-selected
@@ -119,8 +136,8 @@ pub fn parse_event_key(key: &str) -> Option<(Target, &str)> {
     let (scope, rest) = key.split_once('.')?;
     let (id, kind) = rest.split_once('.')?;
     let target = match scope {
-        "room" => Target::Room(room_from_key(id)),
-        "user" => Target::User(id.to_owned()),
+        ROOM => Target::Room(room_from_key(id)),
+        USER => Target::User(id.to_owned()),
         _ => return None,
     };
     Some((target, kind))
@@ -226,6 +243,10 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// Every event kind: the last word of `room.<room>.<kind>` (a user event's kind is
+    /// one of them too), each the `type` of the client frame the event becomes.
+    pub const KINDS: [&'static str; 5] = ["message", "member", "typing", "moderation", "kicked"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             EventBody::Message(_) => "message",
@@ -285,6 +306,7 @@ mod tests {
         assert_eq!(n.events_exchange(), "t1.events");
         assert_eq!(n.gateway_queue("gw-a"), "t1.gw.gw-a");
         assert_eq!(n.dead(), "t1.dead");
+        assert_eq!(n.bot_queue("modbot", "events"), "t1.bot.modbot.events");
         assert_eq!(shard_key(2), "shard.2");
     }
 

@@ -142,10 +142,6 @@ pub struct FrameError {
     pub reference: Option<String>,
 }
 
-const KNOWN_TYPES: &[&str] = &[
-    "join", "leave", "send", "dm", "history", "presence", "typing", "moderate", "ping",
-];
-
 #[derive(Deserialize)]
 struct Envelope {
     #[serde(rename = "type", default)]
@@ -155,6 +151,12 @@ struct Envelope {
 }
 
 impl ClientBody {
+    /// Every client frame `type`: what [`ClientFrame::parse`] tells apart from an
+    /// unknown one.
+    pub const TYPES: [&'static str; 9] = [
+        "join", "leave", "send", "dm", "history", "presence", "typing", "moderate", "ping",
+    ];
+
     /// The frame's `type`.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -194,7 +196,7 @@ impl ClientFrame {
             Some(serde_json::Value::String(t)) => t,
             _ => return Err(bad("missing type".into(), reference)),
         };
-        if !KNOWN_TYPES.contains(&ty.as_str()) {
+        if !ClientBody::TYPES.contains(&ty.as_str()) {
             return Err(FrameError {
                 code: ErrorCode::UnknownType,
                 message: format!("unknown type {ty:?}"),
@@ -235,14 +237,18 @@ mod tests {
             r#"{"type":"moderate","room":"general","action":"grant","user":"bob","role":"moderator"}"#,
             r#"{"type":"ping"}"#,
         ];
+        let mut seen: Vec<&str> = Vec::new();
         for text in cases {
             let frame = ClientFrame::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
-            assert!(KNOWN_TYPES.contains(&frame.body.type_name()));
+            seen.push(frame.body.type_name());
+            assert!(ClientBody::TYPES.contains(&frame.body.type_name()));
             assert!(text.contains(&format!(r#""type":"{}""#, frame.body.type_name())));
             // Round trip: what we serialise parses back to the same frame.
             let again = ClientFrame::parse(&serde_json::to_string(&frame).unwrap()).unwrap();
             assert_eq!(frame, again);
         }
+        seen.dedup();
+        assert_eq!(seen, ClientBody::TYPES, "a client frame type is left out");
     }
 
     #[test]

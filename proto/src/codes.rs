@@ -20,6 +20,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order docs/PROTOCOL.md lists them.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::TooLarge,
+        ErrorCode::Forbidden,
+        ErrorCode::NotJoined,
+        ErrorCode::NoSuchRoom,
+        ErrorCode::Muted,
+        ErrorCode::Banned,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
@@ -57,6 +72,20 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 1013;
     /// The token expired while connected.
     pub const TOKEN_EXPIRED: u16 = 4401;
+
+    /// Every close code Warren sends.
+    pub const ALL: [u16; 10] = [
+        NORMAL,
+        GOING_AWAY,
+        PROTOCOL_ERROR,
+        UNSUPPORTED,
+        INVALID_PAYLOAD,
+        POLICY,
+        TOO_BIG,
+        INTERNAL,
+        SLOW_CONSUMER,
+        TOKEN_EXPIRED,
+    ];
 }
 
 /// HTTP refusal codes sent before the upgrade, as the `error` of the JSON body.
@@ -65,4 +94,30 @@ pub mod refusal {
     pub const FORBIDDEN_ORIGIN: &str = "forbidden_origin";
     pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
     pub const UNAVAILABLE: &str = "unavailable";
+
+    /// Every refusal code.
+    pub const ALL: [&str; 4] = [
+        UNAUTHORIZED,
+        FORBIDDEN_ORIGIN,
+        TOO_MANY_CONNECTIONS,
+        UNAVAILABLE,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_error_code_is_listed_and_serialises_as_its_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+        }
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
 }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::codes::ErrorCode;
+
 pub const MAX_ID_LEN: usize = 64;
 /// The longest `ref` a client may choose.
 pub const MAX_REF_LEN: usize = 64;
@@ -74,6 +76,56 @@ pub fn validate_room(room: &str) -> Result<RoomKind<'_>, IdError> {
         b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
     })?;
     Ok(RoomKind::Public)
+}
+
+/// Checks a stored message's `id` as a frame names it (`moderate`'s `msg_id`): a UUID
+/// is `[A-Za-z0-9-]{1,64}`, so anything else names no message.
+pub fn validate_message_id(id: &str) -> Result<(), IdError> {
+    check(id, |b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Why a message text is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextError {
+    /// `bad_request`: a message says something.
+    Empty,
+    /// `too_large`: over `max_text_bytes`.
+    TooLong,
+}
+
+impl TextError {
+    /// What the refusal says.
+    pub fn message(self) -> &'static str {
+        match self {
+            TextError::Empty => "text is empty",
+            TextError::TooLong => "text is longer than max_text_bytes",
+        }
+    }
+
+    /// The error code the refusal carries.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            TextError::Empty => ErrorCode::BadRequest,
+            TextError::TooLong => ErrorCode::TooLarge,
+        }
+    }
+}
+
+impl fmt::Display for TextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Checks a message text: 1 to `max_bytes` bytes of UTF-8 (`gateway.max_text_bytes`).
+pub fn check_text(text: &str, max_bytes: usize) -> Result<(), TextError> {
+    if text.is_empty() {
+        return Err(TextError::Empty);
+    }
+    if text.len() > max_bytes {
+        return Err(TextError::TooLong);
+    }
+    Ok(())
 }
 
 /// The direct-message room of two users, with their ids sorted bytewise.
@@ -151,6 +203,22 @@ mod tests {
         assert!(validate_user("Alice_1-x").is_ok());
         for bad in ["", "a.b", "a#", "a*", "a:b", "a b", "a~b"] {
             assert!(validate_user(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn texts_are_one_to_max_bytes() {
+        assert_eq!(check_text("abcd", 4), Ok(()));
+        assert_eq!(check_text("", 4), Err(TextError::Empty));
+        assert_eq!(check_text("ééé", 5), Err(TextError::TooLong));
+        assert_eq!(TextError::TooLong.code(), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn message_ids_are_uuid_shaped() {
+        assert!(validate_message_id("01a21718-7a5e-706f-bd38-ccb0b3d488e2").is_ok());
+        for bad in ["", "a.b", "a b", "a:b", &"x".repeat(65)] {
+            assert!(validate_message_id(bad).is_err(), "{bad:?} accepted");
         }
     }
 

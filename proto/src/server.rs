@@ -63,6 +63,23 @@ pub enum ServerBody {
 }
 
 impl ServerBody {
+    /// Every server frame `type`.
+    pub const TYPES: [&'static str; 13] = [
+        "welcome",
+        "joined",
+        "left",
+        "message",
+        "ack",
+        "history",
+        "presence",
+        "member",
+        "typing",
+        "moderation",
+        "kicked",
+        "error",
+        "pong",
+    ];
+
     /// The frame's `type`.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -353,6 +370,8 @@ mod tests {
             }),
             ServerBody::Pong(Pong {}),
         ];
+        let types: Vec<&str> = bodies.iter().map(ServerBody::type_name).collect();
+        assert_eq!(types, ServerBody::TYPES, "a server frame type is left out");
         for body in bodies {
             let json = serde_json::to_value(ServerFrame::new(body.clone())).unwrap();
             assert_eq!(json["type"], body.type_name());

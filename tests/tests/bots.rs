@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lapin::message::BasicGetMessage;
 use lapin::types::AMQPValue;
-use proto::amqp::shard_key;
+use proto::amqp::{gateway_key, room_binding, room_key, shard_key, Names};
 use proto::ids::shard_of;
 use serde_json::{json, Value};
 use warren_tests::accounts::{bot_rooms_grant, Account, Permissions};
@@ -265,12 +265,12 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
 
     // The bot granted the room binds its messages (and nothing else: below).
     let mut as_bot = AmqpAs::connect(&bot.url()).await.unwrap();
-    let bot_queue = format!("{prefix}.bot.probe.events");
+    let bot_queue = Names::new(&prefix).bot_queue("probe", "events");
     allowed(
         "a bot declares its own queue",
         as_bot.try_declare_queue(&bot_queue).await,
     );
-    let granted_key = format!("room.{room}.message");
+    let granted_key = room_key(room, "message");
     allowed(
         "a bot binds a granted key",
         as_bot
@@ -319,11 +319,11 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
         "user.alice.message".to_owned(),
         "user.*.message".to_owned(),
         dm_key.clone(),
-        format!("room.{}.#", dm_room.replace(':', "~")),
-        format!("gw.{gw_id}"),
+        room_binding(&dm_room),
+        gateway_key(&gw_id),
         "gw.*".to_owned(),
-        format!("room.{room}.#"),
-        format!("room.{room}.typing"),
+        room_binding(room),
+        room_key(room, "typing"),
     ];
     let other_room_key = "room.elsewhere.message".to_owned();
     for key in forbidden_keys.iter().chain([&other_room_key]) {
@@ -335,7 +335,7 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
         );
     }
     let as_dev_bot = AmqpAs::connect(&dev_bot.url()).await.unwrap();
-    let dev_queue = format!("{prefix}.bot.dev.events");
+    let dev_queue = Names::new(&prefix).bot_queue("dev", "events");
     allowed(
         "the default grant declares its queue",
         as_dev_bot.try_declare_queue(&dev_queue).await,
@@ -454,7 +454,7 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
                 .await,
         );
     }
-    for key in [format!("room.{room}.#"), format!("gw.{gw_id}")] {
+    for key in [room_binding(room), gateway_key(&gw_id)] {
         allowed(
             &format!("the gateway binds {key}"),
             as_gateway
@@ -640,8 +640,8 @@ async fn moderation_bot_deletes_listed_words_and_mutes_repeat_offenders() {
     let mut modbot = BotProcess::start(&prefix, name, &modbot_binary(), &[], &env);
     wait_bound(
         &stack,
-        &format!("{prefix}.bot.{name}.events"),
-        &format!("room.{room}.message"),
+        &Names::new(&prefix).bot_queue(name, "events"),
+        &room_key(room, "message"),
         &mut modbot,
     )
     .await;
@@ -729,8 +729,8 @@ async fn python_echo_bot_answers_ping_with_pong() {
     let mut echo = BotProcess::start(&prefix, name, &python, &args, &[]);
     wait_bound(
         &stack,
-        &format!("{prefix}.bot.{name}.events"),
-        &format!("room.{room}.message"),
+        &Names::new(&prefix).bot_queue(name, "events"),
+        &room_key(room, "message"),
         &mut echo,
     )
     .await;

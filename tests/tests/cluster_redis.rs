@@ -32,7 +32,7 @@ fn on(cluster: &RedisCluster) -> StackOptions {
 
 /// `<prefix>:room:{<room>}:history`, as the store names it.
 fn history_key(stack: &Stack, room: &str) -> String {
-    format!("{}:room:{{{room}}}:history", stack.prefix())
+    proto::keys::Keys::new(stack.prefix()).history(room)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 use proto::amqp::EventBody;
 use proto::client::{ModAction, Moderate};
 use proto::codes::ErrorCode;
-use proto::ids::{validate_user, RoomKind, MAX_ID_LEN};
+use proto::ids::{validate_message_id, validate_user, RoomKind};
 use proto::server::{Ack, Kicked, MemberChange, MemberEvent, ModerationEvent, ServerBody, UserRef};
 
 use super::presence::members;
@@ -186,7 +186,7 @@ async fn delete(ctx: &Ctx<'_>, args: &Moderate, actor: Rank) -> Result<String, F
     let id = args
         .msg_id
         .as_deref()
-        .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
+        .filter(|id| validate_message_id(id).is_ok())
         .ok_or_else(|| Refusal::new(ErrorCode::BadRequest, "delete needs a msg_id"))?;
     let message = ctx.store.message_by_id(room, id).await?.ok_or_else(|| {
         Refusal::new(

@@ -112,7 +112,7 @@ impl RoomStore {
     }
 
     /// For each of `users`, the live gateways that hold a connection of theirs (the
-    /// gateways keep these entries; see `common::store::keys`). One round trip.
+    /// gateways keep these entries; see `proto::keys`). One round trip.
     pub async fn holders(
         &self,
         users: &[&str],

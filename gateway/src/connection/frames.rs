@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use proto::client::{ClientBody, ClientFrame};
 use proto::codes::{close, ErrorCode};
-use proto::ids::{validate_room, validate_user, MAX_ID_LEN};
+use proto::ids::{check_text, validate_message_id, validate_room, validate_user};
 use proto::server::{ServerBody, ServerFrame};
 
 use super::{Connection, Ending};
@@ -171,13 +171,8 @@ impl Connection {
     }
 
     fn check_text(&self, text: &str) -> Result<(), (ErrorCode, &'static str)> {
-        if text.is_empty() {
-            return Err((ErrorCode::BadRequest, "text is empty"));
-        }
-        if text.len() > self.gw.settings.gateway.max_text_bytes {
-            return Err((ErrorCode::TooLarge, "text is longer than max_text_bytes"));
-        }
-        Ok(())
+        check_text(text, self.gw.settings.gateway.max_text_bytes)
+            .map_err(|e| (e.code(), e.message()))
     }
 
     pub(super) fn refuse(&mut self, reference: Option<String>, code: ErrorCode, why: &str) {
@@ -198,10 +193,7 @@ fn check_ids(frame: &ClientFrame) -> Result<(), String> {
                 validate_user(user).map_err(|e| format!("user: {e}"))?;
             }
             if let Some(id) = &m.msg_id {
-                let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                if id.is_empty() || id.len() > MAX_ID_LEN || !plain {
-                    return Err("msg_id: not a message id".to_owned());
-                }
+                validate_message_id(id).map_err(|_| "msg_id: not a message id".to_owned())?;
             }
         }
         _ => {}
