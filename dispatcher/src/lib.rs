@@ -21,15 +21,16 @@
 //!   nobody uses expire.
 //! - [`publisher`]: encoding what a command publishes (or its dead letter) and
 //!   publishing it with confirms.
-//! - [`http`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `dispatcher.listen`.
+//! - [`ops_listener`] and [`metrics`]: the operations listener, `/healthz`, `/readyz` and
+//!   `/metrics` on `dispatcher.listen`.
 
 pub mod access;
 pub mod balance;
 pub mod commands;
-pub mod http;
 pub mod intake;
 pub mod metrics;
 pub mod moderation;
+pub mod ops_listener;
 pub mod publisher;
 pub mod recovery;
 pub mod retention;
@@ -87,13 +88,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     check(&settings)?;
     let metrics = std::sync::Arc::new(metrics::DispatcherMetrics::new());
     let addr = settings.dispatcher.listen.clone();
-    let http = if addr.is_empty() {
+    let ops = if addr.is_empty() {
         None
     } else {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|source| DispatcherError::Listen { addr, source })?;
-        Some(tokio::spawn(http::serve(
+        Some(tokio::spawn(ops_listener::serve_health_and_metrics(
             listener,
             metrics.clone(),
             shutdown.clone(),
@@ -102,9 +103,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     supervisor::Supervisor::new(settings, metrics)
         .run(shutdown)
         .await;
-    if let Some(http) = http {
-        if http.await.is_err() {
-            tracing::error!("the HTTP task panicked");
+    if let Some(ops) = ops {
+        if ops.await.is_err() {
+            tracing::error!("the operations listener panicked");
         }
     }
     Ok(())

@@ -10,7 +10,7 @@
 use proto::client::{ModAction, Role};
 use proto::codes::ErrorCode;
 
-use crate::access::Refusal;
+use crate::access::ErrorReply;
 
 /// The longest timed mute or ban: ten years, seconds. Longer is a mistake, or permanent.
 pub const MAX_DURATION_S: u64 = 10 * 365 * 24 * 3600;
@@ -42,16 +42,16 @@ impl Rank {
     }
 }
 
-fn forbidden(message: impl Into<String>) -> Refusal {
-    Refusal::new(ErrorCode::Forbidden, message)
+fn forbidden(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Forbidden, message)
 }
 
-fn bad_request(message: impl Into<String>) -> Refusal {
-    Refusal::new(ErrorCode::BadRequest, message)
+fn bad_request(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorCode::BadRequest, message)
 }
 
 /// The least rank that may take `action` (with `role` for grant/revoke).
-pub fn required_rank(action: ModAction, role: Option<Role>) -> Result<Rank, Refusal> {
+pub fn required_rank(action: ModAction, role: Option<Role>) -> Result<Rank, ErrorReply> {
     match (action, role) {
         (ModAction::Grant | ModAction::Revoke, None) => Err(bad_request(
             "grant and revoke need a role: moderator or member",
@@ -73,7 +73,7 @@ pub fn authorize(
     actor: Rank,
     target: Rank,
     self_message: bool,
-) -> Result<(), Refusal> {
+) -> Result<(), ErrorReply> {
     let needed = required_rank(action, role)?;
     if actor < needed {
         return Err(forbidden(match needed {
@@ -104,7 +104,7 @@ pub fn role_change(
     action: ModAction,
     role: Role,
     current: Option<Role>,
-) -> Result<RoleChange, Refusal> {
+) -> Result<RoleChange, ErrorReply> {
     if current == Some(Role::Owner) {
         return Err(forbidden("an owner's role cannot be changed with moderate"));
     }
@@ -138,7 +138,7 @@ pub struct Expiry {
 }
 
 /// The end of a mute or ban of `duration_s` starting at `now_ms`; `None` is permanent.
-pub fn expiry(now_ms: u64, duration_s: Option<u64>) -> Result<Option<Expiry>, Refusal> {
+pub fn expiry(now_ms: u64, duration_s: Option<u64>) -> Result<Option<Expiry>, ErrorReply> {
     let Some(duration_s) = duration_s else {
         return Ok(None);
     };
@@ -173,7 +173,7 @@ mod tests {
     use super::*;
     use ModAction::*;
 
-    fn code<T: std::fmt::Debug>(r: Result<T, Refusal>) -> ErrorCode {
+    fn code<T: std::fmt::Debug>(r: Result<T, ErrorReply>) -> ErrorCode {
         r.expect_err("expected a refusal").code
     }
 

@@ -48,13 +48,12 @@ use proto::client::Role;
 use proto::server::Message;
 use redis::Script;
 
-use crate::rooms::ConfiguredRoom;
 pub use draft::Draft;
 pub use keys::{Dedup, Keys};
-use model::{parse_meta, parse_role};
+use model::{parse_dedup, parse_meta, parse_role};
 pub use model::{
-    Missed, PresenceEntry, Restriction, Retention, RoomMeta, RoomState, Standing, StoreError,
-    Visibility,
+    ConfiguredRoom, Missed, PresenceEntry, Restriction, Retention, RoomMeta, RoomState, Standing,
+    StoreError, Visibility,
 };
 
 struct Scripts {
@@ -383,13 +382,4 @@ fn standing_of(
         muted,
         banned,
     })
-}
-
-/// A dedup key's value: the message first stored for that send.
-fn parse_dedup(dedup: &Dedup<'_>, raw: Option<String>) -> Result<Option<Message>, StoreError> {
-    raw.map(|json| {
-        serde_json::from_str(&json)
-            .map_err(|e| StoreError::Data(format!("dedup entry {dedup:?}: {e}")))
-    })
-    .transpose()
 }
