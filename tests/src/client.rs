@@ -245,6 +245,18 @@ impl Client {
         .await
     }
 
+    /// The answer echoing `reference`; panics unless its type is `kind`. `what` names the
+    /// request in the panic message.
+    pub async fn answer_of_type(&mut self, reference: &str, kind: &str, what: &str) -> Value {
+        let answer = self.answer(reference).await;
+        assert_eq!(
+            answer["type"], kind,
+            "{}: {what} answered {answer}",
+            self.label
+        );
+        answer
+    }
+
     /// Every frame that is set aside or arrives within `window`, and no more. For
     /// "nothing else arrives" checks.
     pub async fn drain_for(&mut self, window: Duration) -> Vec<Value> {

@@ -49,12 +49,9 @@ impl Client {
         let reference = self.new_ref("presence");
         self.send_frame(json!({"type": "presence", "room": room, "ref": reference}))
             .await;
-        let answer = self.answer(&reference).await;
-        assert_eq!(
-            answer["type"], "presence",
-            "{}: presence {room} answered {answer}",
-            self.label
-        );
+        let answer = self
+            .answer_of_type(&reference, "presence", &format!("presence {room}"))
+            .await;
         let mut ids: Vec<String> = answer["members"]
             .as_array()
             .unwrap_or_else(|| panic!("presence without members: {answer}"))

@@ -19,6 +19,7 @@ use warren_tests::bots::{
 };
 use warren_tests::broker::{bindings_to, AMQP_URL};
 use warren_tests::client::{message_of, Client};
+use warren_tests::crowd::members;
 use warren_tests::{eventually, Stack, StackOptions};
 
 const FRAME_WAIT: Duration = Duration::from_secs(15);
@@ -90,10 +91,7 @@ async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
     )
     .await;
     let room = "forge";
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    alice.join(room).await;
-    bob.join(room).await;
+    let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
 
     let mut amqp = AmqpAs::connect(&bot.url())
         .await
@@ -735,10 +733,7 @@ async fn python_echo_bot_answers_ping_with_pong() {
     )
     .await;
 
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    alice.join(room).await;
-    bob.join(room).await;
+    let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
     alice.send_acked(room, "!ping").await;
     for member in [&mut alice, &mut bob] {
         let pong = member

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use warren_tests::client::{ack_of, message_of};
+use warren_tests::crowd::members;
 use warren_tests::rooms_support::{
     assert_ack, assert_error, is_kicked, is_member_event, is_moderation, is_typing,
 };
@@ -143,10 +144,7 @@ async fn a_muted_user_cannot_send_until_the_mute_ends() {
 async fn a_kick_holds_for_its_time_then_lets_the_user_back() {
     let stack =
         Stack::start(StackOptions::new(1, 1).env("WARREN__DISPATCHER__KICK_HOLD_S", "1")).await;
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(0, "bob").await;
-    alice.join("held").await;
-    bob.join("held").await;
+    let [mut alice, mut bob] = members(&stack, "held", [(0, "alice"), (0, "bob")]).await;
     assert_ack(
         &alice
             .moderate(json!({"room": "held", "action": "kick", "user": "bob"}))
@@ -181,12 +179,8 @@ async fn a_kick_holds_for_its_time_then_lets_the_user_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kick_and_ban_reach_the_target_on_every_gateway() {
     let stack = Stack::start(StackOptions::default()).await;
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob0 = stack.connect(0, "bob").await;
-    let mut bob1 = stack.connect(1, "bob").await;
-    alice.join("arena").await;
-    bob0.join("arena").await;
-    bob1.join("arena").await;
+    let [mut alice, mut bob0, mut bob1] =
+        members(&stack, "arena", [(0, "alice"), (0, "bob"), (1, "bob")]).await;
 
     assert_ack(
         &alice
@@ -309,12 +303,8 @@ async fn a_deleted_message_leaves_history_and_members_are_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranks_decide_who_may_moderate_whom() {
     let stack = Stack::start(StackOptions::default()).await;
-    let mut olga = stack.connect(0, "olga").await;
-    let mut mo = stack.connect(1, "mo").await;
-    let mut pat = stack.connect(0, "pat").await;
-    olga.join("guild").await;
-    mo.join("guild").await;
-    pat.join("guild").await;
+    let [mut olga, mut mo, mut pat] =
+        members(&stack, "guild", [(0, "olga"), (1, "mo"), (0, "pat")]).await;
 
     let on = |action: &str, user: &str| json!({"room": "guild", "action": action, "user": user});
     assert_error(

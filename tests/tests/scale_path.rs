@@ -13,6 +13,7 @@ use proto::amqp::{gateway_key, room_binding};
 use serde_json::{json, Value};
 use warren_tests::broker::Admin;
 use warren_tests::client::{ack_of, message_of};
+use warren_tests::crowd::members;
 use warren_tests::hostile_support::{metrics, sample};
 use warren_tests::rooms_support::{assert_ack, is_kicked, is_typing};
 use warren_tests::{eventually, is_message_with_id, Client, Stack, StackOptions};
@@ -262,10 +263,7 @@ async fn coalesced_writes_deliver_everything_in_order() {
     let stack =
         Stack::start(StackOptions::default().env("WARREN__GATEWAY__WRITE_COALESCE_MS", "20")).await;
     let room = "gathered";
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    alice.join(room).await;
-    bob.join(room).await;
+    let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
     for n in 0..EACH {
         alice.send(room, &format!("m{n}"), &format!("r{n}")).await;
     }

@@ -112,6 +112,7 @@ mod contract {
 
     use proto::client::Join;
     use serde_json::json;
+    use warren_tests::crowd::members;
     use warren_tests::rooms_support::{assert_ack, is_typing};
     use warren_tests::{Stack, StackOptions};
 
@@ -171,10 +172,7 @@ mod contract {
     async fn a_muted_users_typing_is_dropped() {
         let stack = Stack::start(StackOptions::new(1, 1)).await;
         let room = "hushed";
-        let mut owner = stack.connect(0, "owner").await;
-        owner.join(room).await;
-        let mut mallory = stack.connect(0, "mallory").await;
-        mallory.join(room).await;
+        let [mut owner, mut mallory] = members(&stack, room, [(0, "owner"), (0, "mallory")]).await;
         mallory
             .send_frame(json!({"type": "typing", "room": room}))
             .await;
