@@ -233,21 +233,17 @@ impl AmqpAs {
         crate::broker::exclusive_consumer(&channel, queue, None).await
     }
 
-    /// Runs one operation on a fresh channel, then closes the channel unless the broker
-    /// already did (a refusal closes it): what the broker said, `Ok` or its refusal.
+    /// One operation on a fresh channel ([`crate::broker::on_fresh_channel`]): `Ok` or
+    /// what the broker said.
     async fn on_fresh_channel<T, F, Fut>(&self, operation: F) -> Result<T, String>
     where
         F: FnOnce(Channel) -> Fut,
         Fut: std::future::Future<Output = lapin::Result<T>>,
     {
-        let channel = self
-            .conn
-            .create_channel()
+        crate::broker::on_fresh_channel(&self.conn, operation)
             .await
-            .map_err(|e| e.to_string())?;
-        let result = operation(channel.clone()).await.map_err(|e| e.to_string());
-        close_quietly(&channel).await;
-        result
+            .and_then(|answered| answered)
+            .map_err(|e| e.to_string())
     }
 
     /// `queue.declare` of `queue` on a fresh channel: `Ok` or the broker's refusal.
@@ -361,13 +357,6 @@ impl AmqpAs {
     pub async fn close(self) {
         let _ =
             tokio::time::timeout(Duration::from_secs(5), self.conn.close(200, "done".into())).await;
-    }
-}
-
-/// Closes `channel` unless the broker already did (a refusal closes it).
-async fn close_quietly(channel: &Channel) {
-    if channel.status().connected() {
-        let _ = channel.close(200, "done".into()).await;
     }
 }
 

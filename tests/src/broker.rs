@@ -35,21 +35,6 @@ impl Admin {
         Ok(Admin { conn })
     }
 
-    /// Runs one operation on a fresh channel (a refusal or a missing object closes its
-    /// channel: one channel per ask), then closes the channel unless the broker did.
-    async fn on_fresh_channel<T, F, Fut>(&self, operation: F) -> anyhow::Result<lapin::Result<T>>
-    where
-        F: FnOnce(lapin::Channel) -> Fut,
-        Fut: std::future::Future<Output = lapin::Result<T>>,
-    {
-        let channel = self.conn.create_channel().await?;
-        let result = operation(channel.clone()).await;
-        if channel.status().connected() {
-            let _ = channel.close(200, "done".into()).await;
-        }
-        Ok(result)
-    }
-
     /// Consumers on `queue` (for a single-active-consumer queue: the active one and those
     /// waiting), or `None` when the queue does not exist.
     pub async fn consumer_count(&self, queue: &str) -> anyhow::Result<Option<u32>> {
@@ -57,13 +42,12 @@ impl Admin {
             passive: true,
             ..Default::default()
         };
-        let declared = self
-            .on_fresh_channel(|channel| async move {
-                channel
-                    .queue_declare(queue.into(), options, FieldTable::default())
-                    .await
-            })
-            .await?;
+        let declared = on_fresh_channel(&self.conn, |channel| async move {
+            channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await
+        })
+        .await?;
         let declared = unless_not_found(declared, || format!("passive declare of {queue}"))?;
         Ok(declared.map(|q| q.consumer_count()))
     }
@@ -74,31 +58,29 @@ impl Admin {
 
     /// Deletes `queue`; a queue that is already gone is fine.
     pub async fn delete_queue(&self, queue: &str) -> anyhow::Result<()> {
-        let deleted = self
-            .on_fresh_channel(|channel| async move {
-                let options = QueueDeleteOptions::default();
-                channel.queue_delete(queue.into(), options).await
-            })
-            .await?;
+        let deleted = on_fresh_channel(&self.conn, |channel| async move {
+            let options = QueueDeleteOptions::default();
+            channel.queue_delete(queue.into(), options).await
+        })
+        .await?;
         unless_not_found(deleted, || format!("delete queue {queue}"))?;
         Ok(())
     }
 
     /// Deletes `exchange`; one that is already gone is fine.
     pub async fn delete_exchange(&self, exchange: &str) -> anyhow::Result<()> {
-        let deleted = self
-            .on_fresh_channel(|channel| async move {
-                let options = ExchangeDeleteOptions::default();
-                channel.exchange_delete(exchange.into(), options).await
-            })
-            .await?;
+        let deleted = on_fresh_channel(&self.conn, |channel| async move {
+            let options = ExchangeDeleteOptions::default();
+            channel.exchange_delete(exchange.into(), options).await
+        })
+        .await?;
         unless_not_found(deleted, || format!("delete exchange {exchange}"))?;
         Ok(())
     }
 
     /// Binds `queue` to `exchange` with `key` (as a test that plays the broker's part).
     pub async fn bind(&self, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
-        self.on_fresh_channel(|channel| async move {
+        on_fresh_channel(&self.conn, |channel| async move {
             let options = QueueBindOptions::default();
             let (queue, exchange, key) = (queue.into(), exchange.into(), key.into());
             channel
@@ -111,7 +93,7 @@ impl Admin {
 
     /// Removes the binding of `queue` to `exchange` with `key`.
     pub async fn unbind(&self, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
-        self.on_fresh_channel(|channel| async move {
+        on_fresh_channel(&self.conn, |channel| async move {
             let (queue, exchange, key) = (queue.into(), exchange.into(), key.into());
             channel
                 .queue_unbind(queue, exchange, key, FieldTable::default())
@@ -184,6 +166,25 @@ pub(crate) async fn exclusive_consumer(
         )
         .await
         .with_context(|| format!("consume {queue}"))
+}
+
+/// Runs one operation on a fresh channel of `conn`, then closes the channel unless the
+/// broker did (a refusal or a missing object closes it): one channel per ask. The outer
+/// error is the channel's opening, the inner one what the broker said to the operation.
+pub async fn on_fresh_channel<T, F, Fut>(
+    conn: &Connection,
+    operation: F,
+) -> lapin::Result<lapin::Result<T>>
+where
+    F: FnOnce(lapin::Channel) -> Fut,
+    Fut: std::future::Future<Output = lapin::Result<T>>,
+{
+    let channel = conn.create_channel().await?;
+    let result = operation(channel.clone()).await;
+    if channel.status().connected() {
+        let _ = channel.close(200, "done".into()).await;
+    }
+    Ok(result)
 }
 
 /// What an operation answered, `None` when the broker said NOT_FOUND; other errors

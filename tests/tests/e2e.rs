@@ -91,35 +91,25 @@ async fn handshake_refusals_are_json_before_upgrade() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_reaches_members_on_both_gateways() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::message_reaches_members_on_both_gateways(&stack).await;
+/// Each core property of `warren_tests::properties` on a default stack (two gateways,
+/// one dispatcher), as a test named for the property.
+macro_rules! properties_on_a_default_stack {
+    ($($property:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $property() {
+            let stack = Stack::start(StackOptions::default()).await;
+            properties::$property(&stack).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_messages_from_five_senders_arrive_once_in_order() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::thousand_messages_from_five_senders_arrive_once_in_order(&stack).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconnect_with_since_recovers_exactly_the_missed_messages() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::reconnect_with_since_recovers_exactly_the_missed_messages(&stack).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resend_with_same_ref_is_acked_once_and_stored_once() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::resend_with_same_ref_is_acked_once_and_stored_once(&stack).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn from_is_the_token_user_even_when_the_frame_claims_another() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::from_is_the_token_user_even_when_the_frame_claims_another(&stack).await;
-}
+properties_on_a_default_stack!(
+    message_reaches_members_on_both_gateways,
+    thousand_messages_from_five_senders_arrive_once_in_order,
+    reconnect_with_since_recovers_exactly_the_missed_messages,
+    resend_with_same_ref_is_acked_once_and_stored_once,
+    from_is_the_token_user_even_when_the_frame_claims_another,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {
