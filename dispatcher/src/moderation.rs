@@ -177,6 +177,30 @@ mod tests {
         r.expect_err("expected a refusal").code
     }
 
+    /// Panics unless `actor` may do `action` (granting `role`) to `target`.
+    #[track_caller]
+    fn assert_allowed(action: ModAction, role: Option<Role>, actor: Rank, target: Rank, own: bool) {
+        let verdict = authorize(action, role, actor, target, own);
+        assert_eq!(verdict, Ok(()), "{action:?} by {actor:?} on {target:?}");
+    }
+
+    /// Panics unless `actor` is forbidden to do `action` (granting `role`) to `target`.
+    #[track_caller]
+    fn assert_forbidden(
+        action: ModAction,
+        role: Option<Role>,
+        actor: Rank,
+        target: Rank,
+        own: bool,
+    ) {
+        let verdict = authorize(action, role, actor, target, own);
+        assert_eq!(
+            code(verdict),
+            ErrorCode::Forbidden,
+            "{action:?} by {actor:?} on {target:?}"
+        );
+    }
+
     const PUNISH: [ModAction; 6] = [Mute, Unmute, Kick, Ban, Unban, Delete];
 
     #[test]
@@ -195,11 +219,7 @@ mod tests {
     fn members_and_outsiders_cannot_moderate() {
         for action in PUNISH {
             for actor in [Rank::Outsider, Rank::Member] {
-                assert_eq!(
-                    code(authorize(action, None, actor, Rank::Outsider, false)),
-                    ErrorCode::Forbidden,
-                    "{action:?} by {actor:?}"
-                );
+                assert_forbidden(action, None, actor, Rank::Outsider, false);
             }
         }
     }
@@ -207,102 +227,50 @@ mod tests {
     #[test]
     fn moderators_act_on_members_only() {
         for action in PUNISH {
-            assert_eq!(
-                authorize(action, None, Rank::Moderator, Rank::Member, false),
-                Ok(())
-            );
-            assert_eq!(
-                authorize(action, None, Rank::Moderator, Rank::Outsider, false),
-                Ok(())
-            );
+            assert_allowed(action, None, Rank::Moderator, Rank::Member, false);
+            assert_allowed(action, None, Rank::Moderator, Rank::Outsider, false);
             for target in [Rank::Moderator, Rank::Owner] {
-                assert_eq!(
-                    code(authorize(action, None, Rank::Moderator, target, false)),
-                    ErrorCode::Forbidden,
-                    "{action:?} on {target:?}"
-                );
+                assert_forbidden(action, None, Rank::Moderator, target, false);
             }
         }
     }
 
     #[test]
     fn owners_act_on_moderators_but_not_on_owners() {
-        assert_eq!(
-            authorize(Ban, None, Rank::Owner, Rank::Moderator, false),
-            Ok(())
-        );
-        assert_eq!(
-            code(authorize(Ban, None, Rank::Owner, Rank::Owner, false)),
-            ErrorCode::Forbidden
-        );
+        assert_allowed(Ban, None, Rank::Owner, Rank::Moderator, false);
+        assert_forbidden(Ban, None, Rank::Owner, Rank::Owner, false);
     }
 
     #[test]
     fn admins_act_on_anyone() {
         for action in PUNISH {
-            assert_eq!(
-                authorize(action, None, Rank::Admin, Rank::Owner, false),
-                Ok(())
-            );
+            assert_allowed(action, None, Rank::Admin, Rank::Owner, false);
         }
-        assert_eq!(
-            authorize(
-                Grant,
-                Some(Role::Moderator),
-                Rank::Admin,
-                Rank::Member,
-                false
-            ),
-            Ok(())
+        assert_allowed(
+            Grant,
+            Some(Role::Moderator),
+            Rank::Admin,
+            Rank::Member,
+            false,
         );
     }
 
     #[test]
     fn a_moderator_may_delete_their_own_message() {
-        assert_eq!(
-            authorize(Delete, None, Rank::Moderator, Rank::Moderator, true),
-            Ok(())
-        );
+        assert_allowed(Delete, None, Rank::Moderator, Rank::Moderator, true);
         // But a member may not, even their own.
-        assert_eq!(
-            code(authorize(Delete, None, Rank::Member, Rank::Member, true)),
-            ErrorCode::Forbidden
-        );
+        assert_forbidden(Delete, None, Rank::Member, Rank::Member, true);
     }
 
     #[test]
     fn moderator_roles_take_an_owner_and_member_roles_a_moderator() {
         for action in [Grant, Revoke] {
             let mod_role = Some(Role::Moderator);
-            assert_eq!(
-                code(authorize(
-                    action,
-                    mod_role,
-                    Rank::Moderator,
-                    Rank::Member,
-                    false
-                )),
-                ErrorCode::Forbidden
-            );
-            assert_eq!(
-                authorize(action, mod_role, Rank::Owner, Rank::Member, false),
-                Ok(())
-            );
+            assert_forbidden(action, mod_role, Rank::Moderator, Rank::Member, false);
+            assert_allowed(action, mod_role, Rank::Owner, Rank::Member, false);
             let member = Some(Role::Member);
-            assert_eq!(
-                authorize(action, member, Rank::Moderator, Rank::Outsider, false),
-                Ok(())
-            );
-            assert_eq!(
-                code(authorize(
-                    action,
-                    member,
-                    Rank::Member,
-                    Rank::Outsider,
-                    false
-                )),
-                ErrorCode::Forbidden
-            );
+            assert_allowed(action, member, Rank::Moderator, Rank::Outsider, false);
+            assert_forbidden(action, member, Rank::Member, Rank::Outsider, false);
         }
     }
 
@@ -313,16 +281,7 @@ mod tests {
             ErrorCode::BadRequest
         );
         for actor in [Rank::Owner, Rank::Admin] {
-            assert_eq!(
-                code(authorize(
-                    Grant,
-                    Some(Role::Owner),
-                    actor,
-                    Rank::Member,
-                    false
-                )),
-                ErrorCode::Forbidden
-            );
+            assert_forbidden(Grant, Some(Role::Owner), actor, Rank::Member, false);
         }
     }
 

@@ -55,6 +55,10 @@ async fn expect_code(h: &mut Harness, user: &str, body: CommandBody, code: Error
     }
 }
 
+async fn expect_forbidden(h: &mut Harness, user: &str, body: CommandBody) {
+    expect_code(h, user, body, ErrorCode::Forbidden).await;
+}
+
 async fn expect_ack(h: &mut Harness, user: &str, body: CommandBody) {
     match ask(h, user, body).await {
         ServerBody::Ack(_) => {}
@@ -82,13 +86,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             expect_joined(h, "bob", "club").await;
             h.event("member").await;
             h.event("member").await;
-            expect_code(
-                h,
-                "bob",
-                act(moderate("club", ModAction::Mute, "alice")),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "bob", act(moderate("club", ModAction::Mute, "alice"))).await;
 
             let before = common::now_ms();
             let mute = Moderate {
@@ -184,7 +182,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
                 msg_id: Some(id.clone()),
                 ..moderate("club", ModAction::Delete, "")
             };
-            expect_code(h, "bob", act(delete.clone()), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "bob", act(delete.clone())).await;
             expect_ack(h, "alice", act(delete.clone())).await;
             // Skip the events of the actions before.
             let event = loop {
@@ -242,7 +240,7 @@ async fn configured_rooms_roles_and_grants() {
     let harness = Harness::start_with(&[], Some(ROOMS)).await;
     harness
         .run(async |h| {
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
             let meta = format!("{}:room:{{staff}}:meta", h.prefix);
             assert_eq!(
                 h.redis(&["HGET", &meta, "visibility"]).await,
@@ -256,49 +254,19 @@ async fn configured_rooms_roles_and_grants() {
                 action: ModAction::Revoke,
                 ..grant(user, role)
             };
-            expect_code(
-                h,
-                "pat",
-                act(grant("pat", Role::Member)),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "pat", act(grant("pat", Role::Member))).await;
             expect_ack(h, "mod", act(grant("pat", Role::Member))).await;
             assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
-            expect_code(
-                h,
-                "mod",
-                act(grant("pat", Role::Moderator)),
-                ErrorCode::Forbidden,
-            )
-            .await;
-            expect_code(
-                h,
-                "olga",
-                act(grant("pat", Role::Owner)),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "mod", act(grant("pat", Role::Moderator))).await;
+            expect_forbidden(h, "olga", act(grant("pat", Role::Owner))).await;
             expect_ack(h, "olga", act(grant("pat", Role::Moderator))).await;
             assert_eq!(expect_joined(h, "pat", "staff").await, Role::Moderator);
-            expect_code(
-                h,
-                "pat",
-                act(moderate("staff", ModAction::Mute, "olga")),
-                ErrorCode::Forbidden,
-            )
-            .await;
-            expect_code(
-                h,
-                "pat",
-                act(moderate("staff", ModAction::Mute, "mod")),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "olga"))).await;
+            expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "mod"))).await;
             expect_ack(h, "olga", act(revoke("pat", Role::Moderator))).await;
             assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
             expect_ack(h, "mod", act(revoke("pat", Role::Member))).await;
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
 
             // The room's own history limit, with its index trimmed alongside.
             for i in 0..5 {
@@ -322,7 +290,7 @@ async fn configured_rooms_roles_and_grants() {
             }
 
             assert_eq!(expect_joined(h, "pat", "news").await, Role::Member);
-            expect_code(h, "pat", send("news", "hi"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", send("news", "hi")).await;
             expect_ack(h, "olga", send("news", "announcement")).await;
         })
         .await;
@@ -336,13 +304,13 @@ async fn configured_room_lost_by_the_store_is_written_again_before_anyone_joins(
     let harness = Harness::start_with(&[], Some(ROOMS)).await;
     harness
         .run(async |h| {
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
             let prefix = h.prefix.clone();
             for part in ["meta", "roles"] {
                 h.redis(&["DEL", &format!("{prefix}:room:{{staff}}:{part}")])
                     .await;
             }
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
             assert_eq!(expect_joined(h, "olga", "staff").await, Role::Owner);
             assert_eq!(expect_joined(h, "mod", "staff").await, Role::Moderator);
         })
