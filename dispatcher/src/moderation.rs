@@ -177,28 +177,22 @@ mod tests {
         r.expect_err("expected a refusal").code
     }
 
-    /// Panics unless `actor` may do `action` (granting `role`) to `target`.
-    #[track_caller]
-    fn assert_allowed(action: ModAction, role: Option<Role>, actor: Rank, target: Rank, own: bool) {
-        let verdict = authorize(action, role, actor, target, own);
-        assert_eq!(verdict, Ok(()), "{action:?} by {actor:?} on {target:?}");
-    }
+    const ALLOWED: Result<(), ErrorCode> = Ok(());
+    const FORBIDDEN: Result<(), ErrorCode> = Err(ErrorCode::Forbidden);
 
-    /// Panics unless `actor` is forbidden to do `action` (granting `role`) to `target`.
+    /// Panics unless `authorize` answers `expected` to `actor` doing `action` (granting
+    /// `role`) to `target`.
     #[track_caller]
-    fn assert_forbidden(
+    fn check(
+        expected: Result<(), ErrorCode>,
         action: ModAction,
         role: Option<Role>,
         actor: Rank,
         target: Rank,
         own: bool,
     ) {
-        let verdict = authorize(action, role, actor, target, own);
-        assert_eq!(
-            code(verdict),
-            ErrorCode::Forbidden,
-            "{action:?} by {actor:?} on {target:?}"
-        );
+        let verdict = authorize(action, role, actor, target, own).map_err(|e| e.code);
+        assert_eq!(verdict, expected, "{action:?} by {actor:?} on {target:?}");
     }
 
     const PUNISH: [ModAction; 6] = [Mute, Unmute, Kick, Ban, Unban, Delete];
@@ -219,7 +213,7 @@ mod tests {
     fn members_and_outsiders_cannot_moderate() {
         for action in PUNISH {
             for actor in [Rank::Outsider, Rank::Member] {
-                assert_forbidden(action, None, actor, Rank::Outsider, false);
+                check(FORBIDDEN, action, None, actor, Rank::Outsider, false);
             }
         }
     }
@@ -227,26 +221,34 @@ mod tests {
     #[test]
     fn moderators_act_on_members_only() {
         for action in PUNISH {
-            assert_allowed(action, None, Rank::Moderator, Rank::Member, false);
-            assert_allowed(action, None, Rank::Moderator, Rank::Outsider, false);
+            check(ALLOWED, action, None, Rank::Moderator, Rank::Member, false);
+            check(
+                ALLOWED,
+                action,
+                None,
+                Rank::Moderator,
+                Rank::Outsider,
+                false,
+            );
             for target in [Rank::Moderator, Rank::Owner] {
-                assert_forbidden(action, None, Rank::Moderator, target, false);
+                check(FORBIDDEN, action, None, Rank::Moderator, target, false);
             }
         }
     }
 
     #[test]
     fn owners_act_on_moderators_but_not_on_owners() {
-        assert_allowed(Ban, None, Rank::Owner, Rank::Moderator, false);
-        assert_forbidden(Ban, None, Rank::Owner, Rank::Owner, false);
+        check(ALLOWED, Ban, None, Rank::Owner, Rank::Moderator, false);
+        check(FORBIDDEN, Ban, None, Rank::Owner, Rank::Owner, false);
     }
 
     #[test]
     fn admins_act_on_anyone() {
         for action in PUNISH {
-            assert_allowed(action, None, Rank::Admin, Rank::Owner, false);
+            check(ALLOWED, action, None, Rank::Admin, Rank::Owner, false);
         }
-        assert_allowed(
+        check(
+            ALLOWED,
             Grant,
             Some(Role::Moderator),
             Rank::Admin,
@@ -257,20 +259,48 @@ mod tests {
 
     #[test]
     fn a_moderator_may_delete_their_own_message() {
-        assert_allowed(Delete, None, Rank::Moderator, Rank::Moderator, true);
+        check(
+            ALLOWED,
+            Delete,
+            None,
+            Rank::Moderator,
+            Rank::Moderator,
+            true,
+        );
         // But a member may not, even their own.
-        assert_forbidden(Delete, None, Rank::Member, Rank::Member, true);
+        check(FORBIDDEN, Delete, None, Rank::Member, Rank::Member, true);
     }
 
     #[test]
     fn moderator_roles_take_an_owner_and_member_roles_a_moderator() {
         for action in [Grant, Revoke] {
             let mod_role = Some(Role::Moderator);
-            assert_forbidden(action, mod_role, Rank::Moderator, Rank::Member, false);
-            assert_allowed(action, mod_role, Rank::Owner, Rank::Member, false);
+            check(
+                FORBIDDEN,
+                action,
+                mod_role,
+                Rank::Moderator,
+                Rank::Member,
+                false,
+            );
+            check(ALLOWED, action, mod_role, Rank::Owner, Rank::Member, false);
             let member = Some(Role::Member);
-            assert_allowed(action, member, Rank::Moderator, Rank::Outsider, false);
-            assert_forbidden(action, member, Rank::Member, Rank::Outsider, false);
+            check(
+                ALLOWED,
+                action,
+                member,
+                Rank::Moderator,
+                Rank::Outsider,
+                false,
+            );
+            check(
+                FORBIDDEN,
+                action,
+                member,
+                Rank::Member,
+                Rank::Outsider,
+                false,
+            );
         }
     }
 
@@ -281,7 +311,14 @@ mod tests {
             ErrorCode::BadRequest
         );
         for actor in [Rank::Owner, Rank::Admin] {
-            assert_forbidden(Grant, Some(Role::Owner), actor, Rank::Member, false);
+            check(
+                FORBIDDEN,
+                Grant,
+                Some(Role::Owner),
+                actor,
+                Rank::Member,
+                false,
+            );
         }
     }
 

@@ -73,6 +73,18 @@ async fn expect_joined(h: &mut Harness, user: &str, room: &str) -> Role {
     }
 }
 
+/// Waits for the `member` event that says `user` left.
+async fn expect_left(h: &mut Harness, user: &str) {
+    let (_, event) = h.event("member").await;
+    let EventBody::Member(left) = event.body else {
+        unreachable!()
+    };
+    assert_eq!(
+        (left.event, left.user.id.as_str()),
+        (MemberChange::Left, user)
+    );
+}
+
 fn act(m: Moderate) -> CommandBody {
     CommandBody::Moderate(m)
 }
@@ -119,14 +131,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             expect_ack(h, "bob", send("club", "thanks")).await;
 
             expect_ack(h, "alice", act(moderate("club", ModAction::Kick, "bob"))).await;
-            let (_, event) = h.event("member").await;
-            let EventBody::Member(left) = event.body else {
-                unreachable!()
-            };
-            assert_eq!(
-                (left.event, left.user.id.as_str()),
-                (MemberChange::Left, "bob")
-            );
+            expect_left(h, "bob").await;
             let (key, event) = h.event("kicked").await;
             assert_eq!(key, "user.bob.kicked");
             let EventBody::Kicked(kicked) = event.body else {
@@ -369,14 +374,7 @@ async fn presence_of_a_gateway_that_stopped_renewing_is_dropped() {
             };
             let ids: Vec<&str> = p.members.iter().map(|m| m.id.as_str()).collect();
             assert_eq!(ids, ["alice", "carol"]);
-            let (_, event) = h.event("member").await;
-            let EventBody::Member(left) = event.body else {
-                unreachable!()
-            };
-            assert_eq!(
-                (left.event, left.user.id.as_str()),
-                (MemberChange::Left, "bob")
-            );
+            expect_left(h, "bob").await;
             let key = format!("{}:room:{{hall}}:presence", h.prefix);
             assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(2));
 

@@ -227,6 +227,17 @@ impl AmqpAs {
         }
     }
 
+    /// Connects to `url` as a bot and consumes its own replies `queue`, as a bot that
+    /// sends commands with a `reply_to` does first.
+    pub async fn with_replies(url: &str, queue: &str) -> (AmqpAs, Consumer) {
+        let amqp = AmqpAs::connect(url).await.expect("connect as the bot");
+        let replies = amqp
+            .exclusive_queue(queue)
+            .await
+            .expect("the bot may declare its own queue");
+        (amqp, replies)
+    }
+
     /// Declares `queue` (exclusive to this connection) and consumes it without acks.
     pub async fn exclusive_queue(&self, queue: &str) -> anyhow::Result<Consumer> {
         let channel = self.conn.create_channel().await?;

@@ -21,6 +21,11 @@ impl Client {
         self.answer(&reference).await
     }
 
+    /// [`Client::moderate`], and panics unless it is acked; `what` names it in the panic.
+    pub async fn moderate_acked(&mut self, fields: Value, what: &str) {
+        assert_ack(&self.moderate(fields).await, what);
+    }
+
     /// Sends a `join` and returns the answer, `joined` or `error`.
     pub async fn try_join(&mut self, room: &str) -> Value {
         let reference = self.new_ref("join");

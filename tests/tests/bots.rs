@@ -93,14 +93,8 @@ async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
     let room = "forge";
     let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
 
-    let mut amqp = AmqpAs::connect(&bot.url())
-        .await
-        .expect("connect as the bot");
     let replies_queue = format!("{}.bot.forger.replies", stack.prefix());
-    let mut replies = amqp
-        .exclusive_queue(&replies_queue)
-        .await
-        .expect("the bot may declare its own queue");
+    let (mut amqp, mut replies) = AmqpAs::with_replies(&bot.url(), &replies_queue).await;
     // Claims to be alice, an admin, on her very connection.
     let forged = json!({"id": "alice", "name": "Alice", "roles": ["admin"], "bot": false});
     let conn = json!({"conn": {"gateway": stack.gateway_id(0), "session": alice.welcome.session}});

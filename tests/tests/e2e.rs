@@ -9,6 +9,7 @@ use std::time::Duration;
 use proto::amqp::{gateway_key, room_binding};
 use serde_json::{json, Value};
 use warren_tests::client::{ack_of, message_of};
+use warren_tests::http::HttpResponse;
 use warren_tests::token::{alg_none_from, sign_hs256};
 use warren_tests::traffic::RoomTraffic;
 use warren_tests::{
@@ -19,6 +20,17 @@ use warren_tests::{
 /// How long bindings and counters may take to converge after a leave or a close.
 const CONVERGE: Duration = Duration::from_secs(10);
 const FRAME_WAIT: Duration = Duration::from_secs(15);
+
+/// Panics unless `response` refuses the upgrade with `status` and a JSON body naming
+/// `error`, with a message.
+fn assert_refused_before_upgrade(response: &HttpResponse, status: u16, error: &str, what: &str) {
+    assert_eq!(response.status, status, "{what}: {}", response.text());
+    let body = response
+        .json()
+        .unwrap_or_else(|| panic!("{what}: body is not JSON: {:?}", response.text()));
+    assert_eq!(body["error"], error, "{what}: {body}");
+    assert!(body["message"].is_string(), "{what}: no message in {body}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_refusals_are_json_before_upgrade() {
@@ -49,23 +61,13 @@ async fn handshake_refusals_are_json_before_upgrade() {
     ];
     for (what, connect) in &unauthorized {
         let response = stack.handshake(0, connect).await;
-        assert_eq!(response.status, 401, "{what}: {}", response.text());
-        let body = response
-            .json()
-            .unwrap_or_else(|| panic!("{what}: body is not JSON: {:?}", response.text()));
-        assert_eq!(body["error"], "unauthorized", "{what}: {body}");
-        assert!(body["message"].is_string(), "{what}: no message in {body}");
+        assert_refused_before_upgrade(&response, 401, "unauthorized", what);
     }
 
     let evil = stack
         .handshake(0, &Connect::token(good.clone()).origin("http://evil.test"))
         .await;
-    assert_eq!(evil.status, 403, "foreign origin: {}", evil.text());
-    let body = evil
-        .json()
-        .unwrap_or_else(|| panic!("foreign origin: body is not JSON: {:?}", evil.text()));
-    assert_eq!(body["error"], "forbidden_origin", "{body}");
-    assert!(body["message"].is_string(), "no message in {body}");
+    assert_refused_before_upgrade(&evil, 403, "forbidden_origin", "foreign origin");
 
     let allowed = Connect::token(good.clone()).origin(ALLOWED_ORIGIN);
     assert_eq!(

@@ -174,14 +174,8 @@ async fn a_bots_commands_have_a_budget() {
     )
     .await;
     let room = "botroom";
-    let mut amqp = AmqpAs::connect(&bot.url())
-        .await
-        .expect("connect as the bot");
     let replies_queue = format!("{}.bot.budget.replies", stack.prefix());
-    let mut replies = amqp
-        .exclusive_queue(&replies_queue)
-        .await
-        .expect("the bot may declare its own queue");
+    let (mut amqp, mut replies) = AmqpAs::with_replies(&bot.url(), &replies_queue).await;
     let commands = stack.names().commands_exchange();
     let route = shard_key(shard_of(room, stack.shards()));
     const SENT: usize = 12;

@@ -67,7 +67,7 @@ async fn private_room_needs_a_grant_and_announce_room_needs_a_moderator() {
         "forbidden",
         "pat grants himself",
     );
-    assert_ack(&mo.moderate(grant).await, "mo grants pat");
+    mo.moderate_acked(grant, "mo grants pat").await;
     let event = mo
         .recv_until(is_moderation("vault", "grant"), FRAME_WAIT)
         .await;
@@ -106,7 +106,7 @@ async fn a_muted_user_cannot_send_until_the_mute_ends() {
     bob.join("quiet").await;
 
     let mute = json!({"room": "quiet", "action": "mute", "user": "bob", "duration_s": 2, "reason": "flood"});
-    assert_ack(&alice.moderate(mute).await, "alice mutes bob");
+    alice.moderate_acked(mute, "alice mutes bob").await;
     let event = alice
         .recv_until(is_moderation("quiet", "mute"), FRAME_WAIT)
         .await;
@@ -145,12 +145,12 @@ async fn a_kick_holds_for_its_time_then_lets_the_user_back() {
     let stack =
         Stack::start(StackOptions::new(1, 1).env("WARREN__DISPATCHER__KICK_HOLD_S", "1")).await;
     let [mut alice, mut bob] = members(&stack, "held", [(0, "alice"), (0, "bob")]).await;
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "held", "action": "kick", "user": "bob"}))
-            .await,
-        "kick",
-    );
+    alice
+        .moderate_acked(
+            json!({"room": "held", "action": "kick", "user": "bob"}),
+            "kick",
+        )
+        .await;
     bob.recv_until(is_kicked("held"), FRAME_WAIT).await;
     assert_error(
         &bob.try_join("held").await,
@@ -182,12 +182,12 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
     let [mut alice, mut bob0, mut bob1] =
         members(&stack, "arena", [(0, "alice"), (0, "bob"), (1, "bob")]).await;
 
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "arena", "action": "kick", "user": "bob"}))
-            .await,
-        "kick",
-    );
+    alice
+        .moderate_acked(
+            json!({"room": "arena", "action": "kick", "user": "bob"}),
+            "kick",
+        )
+        .await;
     for bob in [&mut bob0, &mut bob1] {
         let kicked = bob.recv_until(is_kicked("arena"), FRAME_WAIT).await;
         assert_eq!(kicked["reason"], "kicked", "{}: {kicked}", bob.label);
@@ -212,16 +212,16 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
         "banned",
         "kicked bob rejoins at once",
     );
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "arena", "action": "unban", "user": "bob"}))
-            .await,
-        "unban ends the kick's hold",
-    );
+    alice
+        .moderate_acked(
+            json!({"room": "arena", "action": "unban", "user": "bob"}),
+            "unban ends the kick's hold",
+        )
+        .await;
     bob0.join("arena").await;
     bob1.join("arena").await;
     let ban = json!({"room": "arena", "action": "ban", "user": "bob", "reason": "trolling"});
-    assert_ack(&alice.moderate(ban).await, "ban");
+    alice.moderate_acked(ban, "ban").await;
     for bob in [&mut bob0, &mut bob1] {
         let kicked = bob.recv_until(is_kicked("arena"), FRAME_WAIT).await;
         assert_eq!(kicked["reason"], "trolling", "{}: {kicked}", bob.label);
@@ -244,12 +244,12 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
         "banned bob rejoins on gw1",
     );
 
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "arena", "action": "unban", "user": "bob"}))
-            .await,
-        "unban",
-    );
+    alice
+        .moderate_acked(
+            json!({"room": "arena", "action": "unban", "user": "bob"}),
+            "unban",
+        )
+        .await;
     let joined = bob1.join("arena").await;
     assert_eq!(
         joined.role,
@@ -274,7 +274,9 @@ async fn a_deleted_message_leaves_history_and_members_are_told() {
         "forbidden",
         "a member deletes",
     );
-    assert_ack(&alice.moderate(delete.clone()).await, "the owner deletes");
+    alice
+        .moderate_acked(delete.clone(), "the owner deletes")
+        .await;
     for member in [&mut alice, &mut bob] {
         let event = member
             .recv_until(is_moderation("board", "delete"), FRAME_WAIT)
@@ -319,7 +321,8 @@ async fn ranks_decide_who_may_moderate_whom() {
     );
 
     let grant = json!({"room": "guild", "action": "grant", "user": "mo", "role": "moderator"});
-    assert_ack(&olga.moderate(grant).await, "the owner grants moderator");
+    olga.moderate_acked(grant, "the owner grants moderator")
+        .await;
     let event = pat
         .recv_until(is_moderation("guild", "grant"), FRAME_WAIT)
         .await;
@@ -342,17 +345,14 @@ async fn ranks_decide_who_may_moderate_whom() {
         "forbidden",
         "a moderator grants moderator",
     );
-    assert_ack(
-        &mo.moderate(on("mute", "pat")).await,
-        "a moderator mutes a member",
-    );
-    assert_ack(
-        &mo.moderate(on("unmute", "pat")).await,
-        "a moderator unmutes a member",
-    );
+    mo.moderate_acked(on("mute", "pat"), "a moderator mutes a member")
+        .await;
+    mo.moderate_acked(on("unmute", "pat"), "a moderator unmutes a member")
+        .await;
 
     let revoke = json!({"room": "guild", "action": "revoke", "user": "mo", "role": "moderator"});
-    assert_ack(&olga.moderate(revoke).await, "the owner revokes moderator");
+    olga.moderate_acked(revoke, "the owner revokes moderator")
+        .await;
     pat.recv_until(is_moderation("guild", "revoke"), FRAME_WAIT)
         .await;
     assert_error(

@@ -170,8 +170,7 @@ async fn user_events_reach_every_session_without_a_binding_per_user() {
 async fn an_accepted_send_gets_one_ack_from_the_event_and_no_reply() {
     let stack = Stack::start(StackOptions::new(1, 1)).await;
     let room = "one-ack";
-    let mut alice = stack.connect(0, "alice").await;
-    alice.join(room).await;
+    let [mut alice] = members(&stack, room, [(0, "alice")]).await;
     // The join's reply is in: settle, then count.
     let before = sample(&metrics(&stack, 0).await, "warren_gateway_deliveries_total");
     alice.send(room, "hello", "only-once").await;
