@@ -257,13 +257,9 @@ async fn broker_restart_under_traffic_loses_nothing_acked() {
     let down = outage.end().await;
     let back = checks::wait_readyz(&stack, &ALL, 200, Duration::from_secs(60)).await;
 
-    let Finished {
-        members,
-        checked,
-        resent,
-        unavailable,
-    } = finish_crowd(running, total).await;
-    let all: Vec<&Member> = members.iter().map(|(m, _)| m).collect();
+    let crowd = finish_crowd(running, total).await;
+    let (checked, resent, unavailable) = (crowd.checked, crowd.resent, crowd.unavailable);
+    let all: Vec<&Member> = crowd.members.iter().map(|(m, _)| m).collect();
     for probe in &all[all.len() - 2..] {
         assert!(probe.unavailable >= 1, "{}: no unavailable", probe.label);
     }
@@ -282,7 +278,7 @@ async fn broker_restart_under_traffic_loses_nothing_acked() {
          {resent} same-ref resends, 0 clients closed; {total} messages acked, {checked} deliveries checked; \
          gap repairs (runs, messages) per gateway {repaired:?}"
     );
-    drop(members);
+    drop(crowd);
     end_clean(stack, &[0, 1]).await;
 }
 
@@ -323,18 +319,14 @@ async fn broker_connection_cut_is_survived() {
     let relinked = cut_at.elapsed();
     checks::wait_readyz(&stack, &ALL, 200, Duration::from_secs(30)).await;
 
-    let Finished {
-        members,
-        checked,
-        resent,
-        unavailable,
-    } = finish_crowd(running, total).await;
+    let crowd = finish_crowd(running, total).await;
+    let (checked, resent, unavailable) = (crowd.checked, crowd.resent, crowd.unavailable);
     eprintln!(
         "[faults] broker connection cut: cut after {before} acks; all 4 processes linked again {relinked:?} after the cut \
          (including rabbitmqctl's own time); {unavailable} unavailable answers, {resent} same-ref resends; \
          {total} messages acked, {checked} deliveries checked"
     );
-    drop(members);
+    drop(crowd);
     end_clean(stack, &[0, 1]).await;
 }
 
@@ -370,12 +362,8 @@ async fn redis_restart_under_traffic_keeps_acked_messages() {
     );
     let back = checks::wait_readyz(&stack, &ALL, 200, Duration::from_secs(60)).await;
 
-    let Finished {
-        members,
-        checked,
-        resent,
-        ..
-    } = finish_crowd(running, total).await;
+    let crowd = finish_crowd(running, total).await;
+    let (checked, resent) = (crowd.checked, crowd.resent);
     let mut retries = 0.0;
     for i in 0..2 {
         retries += checks::dispatcher_metric(&stack, i, "warren_dispatcher_retries_total").await;
@@ -389,7 +377,7 @@ async fn redis_restart_under_traffic_keeps_acked_messages() {
          {waiting} commands waiting in the shard queues; /readyz 200 everywhere {back:?} after restart; \
          {retries} dispatcher retries, {resent} same-ref resends; {total} messages acked, {checked} deliveries checked"
     );
-    drop(members);
+    drop(crowd);
     end_clean(stack, &[0, 1]).await;
 }
 
