@@ -18,6 +18,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use crate::accounts::{Account, Permissions};
 use crate::process::{binary, target_dir};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -369,6 +370,11 @@ impl AmqpAs {
         let _ =
             tokio::time::timeout(Duration::from_secs(5), self.conn.close(200, "done".into())).await;
     }
+}
+
+/// A bot's RabbitMQ account with `permissions`, under a fresh login.
+pub async fn bot_account(permissions: &Permissions) -> Account {
+    Account::create(Account::fresh_login("bot"), permissions).await
 }
 
 /// The next message on `consumer` as JSON, within `timeout`.

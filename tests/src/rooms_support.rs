@@ -34,6 +34,12 @@ impl Client {
         self.answer(&reference).await
     }
 
+    /// [`Client::try_join`], and panics unless it is refused with `code`; `what` names
+    /// the attempt in the panic.
+    pub async fn join_refused(&mut self, room: &str, code: &str, what: &str) {
+        assert_error(&self.try_join(room).await, code, what);
+    }
+
     /// Sends `text` to `room` and returns the answer, `ack` or `error`.
     pub async fn try_send(&mut self, room: &str, text: &str) -> Value {
         let reference = self.new_ref("send");

@@ -15,7 +15,8 @@ use proto::ids::shard_of;
 use serde_json::{json, Value};
 use warren_tests::accounts::{bot_rooms_grant, Account, Permissions};
 use warren_tests::bots::{
-    echo_bot_script, modbot_binary, next_json, venv_python, AmqpAs, BotProcess, Published,
+    bot_account, echo_bot_script, modbot_binary, next_json, venv_python, AmqpAs, BotProcess,
+    Published,
 };
 use warren_tests::broker::{bindings_to, AMQP_URL};
 use warren_tests::client::{message_of, Client};
@@ -85,11 +86,7 @@ fn is_moderation(action: &'static str) -> impl Fn(&Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
     let stack = Stack::start(StackOptions::new(2, 1)).await;
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(stack.prefix(), "forger"),
-    )
-    .await;
+    let bot = bot_account(&Permissions::bot(stack.prefix(), "forger")).await;
     let room = "forge";
     let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
 
@@ -231,16 +228,13 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
     stack.start_dispatcher().await;
     let gateway = Account::create(gateway_login, &Permissions::gateway(&prefix)).await;
     let room = "lp";
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot_granted(&prefix, "probe", &bot_rooms_grant(&[room])),
-    )
+    let bot = bot_account(&Permissions::bot_granted(
+        &prefix,
+        "probe",
+        &bot_rooms_grant(&[room]),
+    ))
     .await;
-    let dev_bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(&prefix, "dev"),
-    )
-    .await;
+    let dev_bot = bot_account(&Permissions::bot(&prefix, "dev")).await;
 
     // A whole gateway runs under its account, after the dispatcher declared the topology:
     // its own queue, its bindings (a room's, its own gw key), commands.
@@ -503,11 +497,7 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_commands_land_in_the_dead_queue_with_a_reason() {
     let stack = Stack::start(StackOptions::new(0, 1)).await;
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(stack.prefix(), "dl"),
-    )
-    .await;
+    let bot = bot_account(&Permissions::bot(stack.prefix(), "dl")).await;
     let names = stack.names().clone();
     let actor = json!({"id": "x", "name": "X"});
     let not_json: &[u8] = b"this is { not json";
@@ -598,10 +588,11 @@ async fn moderation_bot_deletes_listed_words_and_mutes_repeat_offenders() {
     let name = "modbot";
     let room = "guarded";
     // Granted its room only: what a production bot account gets.
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot_granted(&prefix, name, &bot_rooms_grant(&[room])),
-    )
+    let bot = bot_account(&Permissions::bot_granted(
+        &prefix,
+        name,
+        &bot_rooms_grant(&[room]),
+    ))
     .await;
     let mut alice = stack.connect(0, "alice").await;
     alice.join(room).await;
@@ -692,11 +683,7 @@ async fn python_echo_bot_answers_ping_with_pong() {
     let name = "echo";
     let room = "pings";
     // The default grant: any room but dm rooms (the local warren-bot account's).
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(&prefix, name),
-    )
-    .await;
+    let bot = bot_account(&Permissions::bot(&prefix, name)).await;
     let args: Vec<String> = vec![
         echo_bot_script().display().to_string(),
         "--amqp-url".into(),

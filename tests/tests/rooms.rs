@@ -37,11 +37,8 @@ async fn private_room_needs_a_grant_and_announce_room_needs_a_moderator() {
     let mut mo = stack.connect(0, "mo").await;
     let mut pat = stack.connect(1, "pat").await;
 
-    assert_error(
-        &pat.try_join("vault").await,
-        "forbidden",
-        "pat joins vault before a grant",
-    );
+    pat.join_refused("vault", "forbidden", "pat joins vault before a grant")
+        .await;
     let joined = mo.join("vault").await;
     assert_eq!(
         joined.role,
@@ -152,11 +149,8 @@ async fn a_kick_holds_for_its_time_then_lets_the_user_back() {
         )
         .await;
     bob.recv_until(is_kicked("held"), FRAME_WAIT).await;
-    assert_error(
-        &bob.try_join("held").await,
-        "banned",
-        "bob rejoins within the hold",
-    );
+    bob.join_refused("held", "banned", "bob rejoins within the hold")
+        .await;
     // The hold ends by itself; bob may retry until it has (bounded).
     let mut tries = 0;
     loop {
@@ -207,11 +201,8 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
     // A kick holds bob out for `dispatcher.kick_hold_s` (60 s by default), as a ban that
     // ends by itself; an unban lets him back early. Then he comes back on both gateways,
     // and is banned.
-    assert_error(
-        &bob0.try_join("arena").await,
-        "banned",
-        "kicked bob rejoins at once",
-    );
+    bob0.join_refused("arena", "banned", "kicked bob rejoins at once")
+        .await;
     alice
         .moderate_acked(
             json!({"room": "arena", "action": "unban", "user": "bob"}),
@@ -233,16 +224,10 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
         event.get("until").is_none(),
         "a permanent ban has no until: {event}"
     );
-    assert_error(
-        &bob0.try_join("arena").await,
-        "banned",
-        "banned bob rejoins on gw0",
-    );
-    assert_error(
-        &bob1.try_join("arena").await,
-        "banned",
-        "banned bob rejoins on gw1",
-    );
+    bob0.join_refused("arena", "banned", "banned bob rejoins on gw0")
+        .await;
+    bob1.join_refused("arena", "banned", "banned bob rejoins on gw1")
+        .await;
 
     alice
         .moderate_acked(
@@ -474,11 +459,8 @@ async fn direct_messages_reach_online_and_offline_recipients_only() {
     assert_eq!(texts, ["call me"]);
 
     let mut dave = stack.connect(0, "dave").await;
-    assert_error(
-        &dave.try_join("dm:alice:bob").await,
-        "forbidden",
-        "a third user joins a dm room",
-    );
+    dave.join_refused("dm:alice:bob", "forbidden", "a third user joins a dm room")
+        .await;
 }
 
 fn now_ms() -> u64 {
