@@ -10,15 +10,19 @@
 //!   probes, handovers).
 //! - [`shard`]: one queue's consumer: read → handle (one at a time, in order) → publish
 //!   → ack once confirmed; the confirms of many commands are in flight together, and
-//!   acks go out in order, several at once.
+//!   acks go out in order, several at once. Its loop is `shard/mod.rs`, the handling of
+//!   one command (with its Redis retries) `shard/decider.rs`, what is handled but not yet
+//!   acked `shard/window.rs` over `shard/ledger.rs`.
 //! - [`intake`]: parsing a delivery and deciding whose command it is (gateway or bot),
 //!   and whether its `message_id` can deduplicate it.
-//! - [`commands`]: one module per command kind, producing events and an answer.
+//! - [`commands`]: one module per command kind, producing events and an answer; each
+//!   reads the store, decides with the pure rules below, then writes (`commands/ctx.rs`
+//!   holds what they share).
 //! - The chat rules as pure functions: [`access`] (who may join, send, read),
 //!   [`moderation`] (who may moderate whom, role changes, mute and ban expiry),
 //!   [`recovery`] (what history a rejoin gets), [`rooms`] (rooms from configuration).
-//! - [`store`]: the Redis data model, with its atomic scripts; [`retention`]: rooms
-//!   nobody uses expire.
+//! - [`store`]: the Redis data model, with its atomic scripts (the lowest layer: it
+//!   imports no chat rule); [`retention`]: rooms nobody uses expire.
 //! - [`publisher`]: encoding what a command publishes (or its dead letter) and
 //!   publishing it with confirms.
 //! - [`ops_listener`] and [`metrics`]: the operations listener, `/healthz`, `/readyz` and
