@@ -203,12 +203,9 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
     // and is banned.
     bob0.join_refused("arena", "banned", "kicked bob rejoins at once")
         .await;
-    alice
-        .moderate_acked(
-            json!({"room": "arena", "action": "unban", "user": "bob"}),
-            "unban ends the kick's hold",
-        )
-        .await;
+    let unban = json!({"room": "arena", "action": "unban", "user": "bob"});
+    let lifted = "unban ends the kick's hold";
+    alice.moderate_acked(unban.clone(), lifted).await;
     bob0.join("arena").await;
     bob1.join("arena").await;
     let ban = json!({"room": "arena", "action": "ban", "user": "bob", "reason": "trolling"});
@@ -229,12 +226,7 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
     bob1.join_refused("arena", "banned", "banned bob rejoins on gw1")
         .await;
 
-    alice
-        .moderate_acked(
-            json!({"room": "arena", "action": "unban", "user": "bob"}),
-            "unban",
-        )
-        .await;
+    alice.moderate_acked(unban, "unban").await;
     let joined = bob1.join("arena").await;
     assert_eq!(
         joined.role,
