@@ -8,16 +8,17 @@ use proto::ids::RoomKind;
 
 use crate::store::{Standing, Visibility};
 
-/// Why a command is refused: the `error` frame's code and message.
+/// The `error` frame a refused command is answered with: its code and message. A value,
+/// not an error: refusing is an expected outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct ErrorReply {
     pub code: ErrorCode,
     pub message: String,
 }
 
-impl Refusal {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
-        Refusal {
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+        ErrorReply {
             code,
             message: message.into(),
         }
@@ -26,7 +27,7 @@ impl Refusal {
 
 /// What a permitted join does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub enum JoinGrant {
     /// The room does not exist and may be created: the joiner becomes its owner.
     Create,
     /// The joiner already holds this role (in a dm room, always member).
@@ -46,12 +47,12 @@ pub fn admit(
     admin: bool,
     standing: &Standing,
     auto_create: bool,
-) -> Result<Admission, Refusal> {
+) -> Result<JoinGrant, ErrorReply> {
     if let RoomKind::Dm(a, b) = kind {
         return if user == *a || user == *b {
-            Ok(Admission::Enter(Role::Member))
+            Ok(JoinGrant::Enter(Role::Member))
         } else {
-            Err(Refusal::new(
+            Err(ErrorReply::new(
                 ErrorCode::Forbidden,
                 "only its two users may join a dm room",
             ))
@@ -59,24 +60,25 @@ pub fn admit(
     }
     let Some(meta) = standing.meta else {
         return if auto_create {
-            Ok(Admission::Create)
+            Ok(JoinGrant::Create)
         } else {
-            Err(Refusal::new(ErrorCode::NoSuchRoom, "no such room"))
+            Err(ErrorReply::new(ErrorCode::NoSuchRoom, "no such room"))
         };
     };
     if standing.banned {
-        return Err(Refusal::new(
+        return Err(ErrorReply::new(
             ErrorCode::Banned,
             "you are banned from this room",
         ));
     }
     match (standing.role, meta.visibility) {
-        (Some(role), _) => Ok(Admission::Enter(role)),
-        (None, Visibility::Public) => Ok(Admission::Enroll),
-        (None, Visibility::Private) if admin => Ok(Admission::Enroll),
-        (None, Visibility::Private) => {
-            Err(Refusal::new(ErrorCode::Forbidden, "this room is private"))
-        }
+        (Some(role), _) => Ok(JoinGrant::Enter(role)),
+        (None, Visibility::Public) => Ok(JoinGrant::Enroll),
+        (None, Visibility::Private) if admin => Ok(JoinGrant::Enroll),
+        (None, Visibility::Private) => Err(ErrorReply::new(
+            ErrorCode::Forbidden,
+            "this room is private",
+        )),
     }
 }
 
@@ -96,21 +98,24 @@ pub fn may_send(
     admin: bool,
     muted: bool,
     banned: bool,
-) -> Result<(), Refusal> {
+) -> Result<(), ErrorReply> {
     let Some(role) = role else {
-        return Err(Refusal::new(ErrorCode::NotJoined, "join the room first"));
+        return Err(ErrorReply::new(ErrorCode::NotJoined, "join the room first"));
     };
     if muted {
-        return Err(Refusal::new(ErrorCode::Muted, "you are muted in this room"));
+        return Err(ErrorReply::new(
+            ErrorCode::Muted,
+            "you are muted in this room",
+        ));
     }
     if banned {
-        return Err(Refusal::new(
+        return Err(ErrorReply::new(
             ErrorCode::Banned,
             "you are banned from this room",
         ));
     }
     if announce && role < Role::Moderator && !admin {
-        return Err(Refusal::new(
+        return Err(ErrorReply::new(
             ErrorCode::Forbidden,
             "only moderators may post in this room",
         ));
@@ -119,12 +124,12 @@ pub fn may_send(
 }
 
 /// Decides reading a room (history, presence, typing): a role in it, and not banned.
-pub fn may_read(role: Option<Role>, banned: bool) -> Result<(), Refusal> {
+pub fn may_read(role: Option<Role>, banned: bool) -> Result<(), ErrorReply> {
     if role.is_none() {
-        return Err(Refusal::new(ErrorCode::NotJoined, "join the room first"));
+        return Err(ErrorReply::new(ErrorCode::NotJoined, "join the room first"));
     }
     if banned {
-        return Err(Refusal::new(
+        return Err(ErrorReply::new(
             ErrorCode::Banned,
             "you are banned from this room",
         ));
@@ -133,8 +138,8 @@ pub fn may_read(role: Option<Role>, banned: bool) -> Result<(), Refusal> {
 }
 
 /// A message text is 1..=`max_bytes` UTF-8 bytes.
-pub fn check_text(text: &str, max_bytes: usize) -> Result<(), Refusal> {
-    proto::ids::check_text(text, max_bytes).map_err(|e| Refusal::new(e.code(), e.message()))
+pub fn check_text(text: &str, max_bytes: usize) -> Result<(), ErrorReply> {
+    proto::ids::check_text(text, max_bytes).map_err(|e| ErrorReply::new(e.code(), e.message()))
 }
 
 #[cfg(test)]
@@ -149,7 +154,7 @@ mod tests {
         }
     }
 
-    fn code<T>(r: Result<T, Refusal>) -> ErrorCode {
+    fn code<T>(r: Result<T, ErrorReply>) -> ErrorCode {
         match r {
             Ok(_) => panic!("expected a refusal"),
             Err(refusal) => refusal.code,
@@ -162,11 +167,11 @@ mod tests {
         let none = Standing::default();
         assert_eq!(
             admit(&dm, "alice", false, &none, false),
-            Ok(Admission::Enter(Role::Member))
+            Ok(JoinGrant::Enter(Role::Member))
         );
         assert_eq!(
             admit(&dm, "bob", false, &none, false),
-            Ok(Admission::Enter(Role::Member))
+            Ok(JoinGrant::Enter(Role::Member))
         );
         assert_eq!(
             code(admit(&dm, "carol", false, &none, true)),
@@ -179,7 +184,7 @@ mod tests {
         let none = Standing::default();
         assert_eq!(
             admit(&RoomKind::Public, "a", false, &none, true),
-            Ok(Admission::Create)
+            Ok(JoinGrant::Create)
         );
         assert_eq!(
             code(admit(&RoomKind::Public, "a", false, &none, false)),
@@ -213,7 +218,7 @@ mod tests {
         };
         assert_eq!(
             admit(&RoomKind::Public, "a", false, &granted, true),
-            Ok(Admission::Enter(Role::Member))
+            Ok(JoinGrant::Enter(Role::Member))
         );
         assert_eq!(
             admit(
@@ -223,7 +228,7 @@ mod tests {
                 &room(Visibility::Public),
                 false
             ),
-            Ok(Admission::Enroll)
+            Ok(JoinGrant::Enroll)
         );
     }
 
@@ -232,7 +237,7 @@ mod tests {
         let private = room(Visibility::Private);
         assert_eq!(
             admit(&RoomKind::Public, "root", true, &private, true),
-            Ok(Admission::Enroll)
+            Ok(JoinGrant::Enroll)
         );
         let banned = Standing {
             banned: true,

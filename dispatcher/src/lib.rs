@@ -10,26 +10,31 @@
 //!   probes, handovers).
 //! - [`shard`]: one queue's consumer: read → handle (one at a time, in order) → publish
 //!   → ack once confirmed; the confirms of many commands are in flight together, and
-//!   acks go out in order, several at once.
+//!   acks go out in order, several at once. Its loop is `shard/mod.rs`, the handling of
+//!   one command (with its Redis retries) `shard/decider.rs`, what is handled but not yet
+//!   acked `shard/window.rs` over `shard/ledger.rs`.
 //! - [`intake`]: parsing a delivery and deciding whose command it is (gateway or bot),
 //!   and whether its `message_id` can deduplicate it.
-//! - [`commands`]: one module per command kind, producing events and an answer.
+//! - [`commands`]: one module per command kind, producing events and an answer; each
+//!   reads the store, decides with the pure rules below, then writes (`commands/ctx.rs`
+//!   holds what they share).
 //! - The chat rules as pure functions: [`access`] (who may join, send, read),
 //!   [`moderation`] (who may moderate whom, role changes, mute and ban expiry),
 //!   [`recovery`] (what history a rejoin gets), [`rooms`] (rooms from configuration).
-//! - [`store`]: the Redis data model, with its atomic scripts; [`retention`]: rooms
-//!   nobody uses expire.
+//! - [`store`]: the Redis data model, with its atomic scripts (the lowest layer: it
+//!   imports no chat rule); [`retention`]: rooms nobody uses expire.
 //! - [`publisher`]: encoding what a command publishes (or its dead letter) and
 //!   publishing it with confirms.
-//! - [`http`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics` on `dispatcher.listen`.
+//! - [`ops_listener`] and [`metrics`]: the operations listener, `/healthz`, `/readyz` and
+//!   `/metrics` on `dispatcher.listen`.
 
 pub mod access;
 pub mod balance;
 pub mod commands;
-pub mod http;
 pub mod intake;
 pub mod metrics;
 pub mod moderation;
+pub mod ops_listener;
 pub mod publisher;
 pub mod recovery;
 pub mod retention;
@@ -87,13 +92,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     check(&settings)?;
     let metrics = std::sync::Arc::new(metrics::DispatcherMetrics::new());
     let addr = settings.dispatcher.listen.clone();
-    let http = if addr.is_empty() {
+    let ops = if addr.is_empty() {
         None
     } else {
         let listener = common::listen::bind(&addr, common::listen::LISTEN_FD)
             .await
             .map_err(|source| DispatcherError::Listen { addr, source })?;
-        Some(tokio::spawn(http::serve(
+        Some(tokio::spawn(ops_listener::serve_health_and_metrics(
             listener,
             metrics.clone(),
             shutdown.clone(),
@@ -102,9 +107,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     supervisor::Supervisor::new(settings, metrics)
         .run(shutdown)
         .await;
-    if let Some(http) = http {
-        if http.await.is_err() {
-            tracing::error!("the HTTP task panicked");
+    if let Some(ops) = ops {
+        if ops.await.is_err() {
+            tracing::error!("the operations listener panicked");
         }
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! The dispatcher's metrics and health, served by [`crate::http`].
+//! The dispatcher's metrics and health, served by [`crate::ops_listener`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

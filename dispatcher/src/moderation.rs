@@ -10,7 +10,7 @@
 use proto::client::{ModAction, Role};
 use proto::codes::ErrorCode;
 
-use crate::access::Refusal;
+use crate::access::ErrorReply;
 
 /// The longest timed mute or ban: ten years, seconds. Longer is a mistake, or permanent.
 pub const MAX_DURATION_S: u64 = 10 * 365 * 24 * 3600;
@@ -42,16 +42,16 @@ impl Rank {
     }
 }
 
-fn forbidden(message: impl Into<String>) -> Refusal {
-    Refusal::new(ErrorCode::Forbidden, message)
+fn forbidden(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Forbidden, message)
 }
 
-fn bad_request(message: impl Into<String>) -> Refusal {
-    Refusal::new(ErrorCode::BadRequest, message)
+fn bad_request(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorCode::BadRequest, message)
 }
 
 /// The least rank that may take `action` (with `role` for grant/revoke).
-pub fn required_rank(action: ModAction, role: Option<Role>) -> Result<Rank, Refusal> {
+pub fn required_rank(action: ModAction, role: Option<Role>) -> Result<Rank, ErrorReply> {
     match (action, role) {
         (ModAction::Grant | ModAction::Revoke, None) => Err(bad_request(
             "grant and revoke need a role: moderator or member",
@@ -73,7 +73,7 @@ pub fn authorize(
     actor: Rank,
     target: Rank,
     self_message: bool,
-) -> Result<(), Refusal> {
+) -> Result<(), ErrorReply> {
     let needed = required_rank(action, role)?;
     if actor < needed {
         return Err(forbidden(match needed {
@@ -104,7 +104,7 @@ pub fn role_change(
     action: ModAction,
     role: Role,
     current: Option<Role>,
-) -> Result<RoleChange, Refusal> {
+) -> Result<RoleChange, ErrorReply> {
     if current == Some(Role::Owner) {
         return Err(forbidden("an owner's role cannot be changed with moderate"));
     }
@@ -138,7 +138,7 @@ pub struct Expiry {
 }
 
 /// The end of a mute or ban of `duration_s` starting at `now_ms`; `None` is permanent.
-pub fn expiry(now_ms: u64, duration_s: Option<u64>) -> Result<Option<Expiry>, Refusal> {
+pub fn expiry(now_ms: u64, duration_s: Option<u64>) -> Result<Option<Expiry>, ErrorReply> {
     let Some(duration_s) = duration_s else {
         return Ok(None);
     };
@@ -173,8 +173,26 @@ mod tests {
     use super::*;
     use ModAction::*;
 
-    fn code<T: std::fmt::Debug>(r: Result<T, Refusal>) -> ErrorCode {
+    fn code<T: std::fmt::Debug>(r: Result<T, ErrorReply>) -> ErrorCode {
         r.expect_err("expected a refusal").code
+    }
+
+    const ALLOWED: Result<(), ErrorCode> = Ok(());
+    const FORBIDDEN: Result<(), ErrorCode> = Err(ErrorCode::Forbidden);
+
+    /// Panics unless `authorize` answers `expected` to `actor` doing `action` (granting
+    /// `role`) to `target`.
+    #[track_caller]
+    fn check(
+        expected: Result<(), ErrorCode>,
+        action: ModAction,
+        role: Option<Role>,
+        actor: Rank,
+        target: Rank,
+        own: bool,
+    ) {
+        let verdict = authorize(action, role, actor, target, own).map_err(|e| e.code);
+        assert_eq!(verdict, expected, "{action:?} by {actor:?} on {target:?}");
     }
 
     const PUNISH: [ModAction; 6] = [Mute, Unmute, Kick, Ban, Unban, Delete];
@@ -195,11 +213,7 @@ mod tests {
     fn members_and_outsiders_cannot_moderate() {
         for action in PUNISH {
             for actor in [Rank::Outsider, Rank::Member] {
-                assert_eq!(
-                    code(authorize(action, None, actor, Rank::Outsider, false)),
-                    ErrorCode::Forbidden,
-                    "{action:?} by {actor:?}"
-                );
+                check(FORBIDDEN, action, None, actor, Rank::Outsider, false);
             }
         }
     }
@@ -207,101 +221,85 @@ mod tests {
     #[test]
     fn moderators_act_on_members_only() {
         for action in PUNISH {
-            assert_eq!(
-                authorize(action, None, Rank::Moderator, Rank::Member, false),
-                Ok(())
-            );
-            assert_eq!(
-                authorize(action, None, Rank::Moderator, Rank::Outsider, false),
-                Ok(())
+            check(ALLOWED, action, None, Rank::Moderator, Rank::Member, false);
+            check(
+                ALLOWED,
+                action,
+                None,
+                Rank::Moderator,
+                Rank::Outsider,
+                false,
             );
             for target in [Rank::Moderator, Rank::Owner] {
-                assert_eq!(
-                    code(authorize(action, None, Rank::Moderator, target, false)),
-                    ErrorCode::Forbidden,
-                    "{action:?} on {target:?}"
-                );
+                check(FORBIDDEN, action, None, Rank::Moderator, target, false);
             }
         }
     }
 
     #[test]
     fn owners_act_on_moderators_but_not_on_owners() {
-        assert_eq!(
-            authorize(Ban, None, Rank::Owner, Rank::Moderator, false),
-            Ok(())
-        );
-        assert_eq!(
-            code(authorize(Ban, None, Rank::Owner, Rank::Owner, false)),
-            ErrorCode::Forbidden
-        );
+        check(ALLOWED, Ban, None, Rank::Owner, Rank::Moderator, false);
+        check(FORBIDDEN, Ban, None, Rank::Owner, Rank::Owner, false);
     }
 
     #[test]
     fn admins_act_on_anyone() {
         for action in PUNISH {
-            assert_eq!(
-                authorize(action, None, Rank::Admin, Rank::Owner, false),
-                Ok(())
-            );
+            check(ALLOWED, action, None, Rank::Admin, Rank::Owner, false);
         }
-        assert_eq!(
-            authorize(
-                Grant,
-                Some(Role::Moderator),
-                Rank::Admin,
-                Rank::Member,
-                false
-            ),
-            Ok(())
+        check(
+            ALLOWED,
+            Grant,
+            Some(Role::Moderator),
+            Rank::Admin,
+            Rank::Member,
+            false,
         );
     }
 
     #[test]
     fn a_moderator_may_delete_their_own_message() {
-        assert_eq!(
-            authorize(Delete, None, Rank::Moderator, Rank::Moderator, true),
-            Ok(())
+        check(
+            ALLOWED,
+            Delete,
+            None,
+            Rank::Moderator,
+            Rank::Moderator,
+            true,
         );
         // But a member may not, even their own.
-        assert_eq!(
-            code(authorize(Delete, None, Rank::Member, Rank::Member, true)),
-            ErrorCode::Forbidden
-        );
+        check(FORBIDDEN, Delete, None, Rank::Member, Rank::Member, true);
     }
 
     #[test]
     fn moderator_roles_take_an_owner_and_member_roles_a_moderator() {
         for action in [Grant, Revoke] {
             let mod_role = Some(Role::Moderator);
-            assert_eq!(
-                code(authorize(
-                    action,
-                    mod_role,
-                    Rank::Moderator,
-                    Rank::Member,
-                    false
-                )),
-                ErrorCode::Forbidden
+            check(
+                FORBIDDEN,
+                action,
+                mod_role,
+                Rank::Moderator,
+                Rank::Member,
+                false,
             );
-            assert_eq!(
-                authorize(action, mod_role, Rank::Owner, Rank::Member, false),
-                Ok(())
-            );
+            check(ALLOWED, action, mod_role, Rank::Owner, Rank::Member, false);
             let member = Some(Role::Member);
-            assert_eq!(
-                authorize(action, member, Rank::Moderator, Rank::Outsider, false),
-                Ok(())
+            check(
+                ALLOWED,
+                action,
+                member,
+                Rank::Moderator,
+                Rank::Outsider,
+                false,
             );
-            assert_eq!(
-                code(authorize(
-                    action,
-                    member,
-                    Rank::Member,
-                    Rank::Outsider,
-                    false
-                )),
-                ErrorCode::Forbidden
+            check(
+                FORBIDDEN,
+                action,
+                member,
+                Rank::Member,
+                Rank::Outsider,
+                false,
             );
         }
     }
@@ -313,15 +311,13 @@ mod tests {
             ErrorCode::BadRequest
         );
         for actor in [Rank::Owner, Rank::Admin] {
-            assert_eq!(
-                code(authorize(
-                    Grant,
-                    Some(Role::Owner),
-                    actor,
-                    Rank::Member,
-                    false
-                )),
-                ErrorCode::Forbidden
+            check(
+                FORBIDDEN,
+                Grant,
+                Some(Role::Owner),
+                actor,
+                Rank::Member,
+                false,
             );
         }
     }

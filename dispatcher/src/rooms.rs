@@ -5,16 +5,8 @@
 use common::settings::RoomConfig;
 use proto::ids::{validate_room, validate_user, RoomKind};
 
+pub use crate::store::ConfiguredRoom;
 use crate::store::{RoomMeta, Visibility};
-
-/// A room from configuration, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfiguredRoom {
-    pub id: String,
-    pub meta: RoomMeta,
-    pub owners: Vec<String>,
-    pub moderators: Vec<String>,
-}
 
 /// Checks every declared room. The error names the first problem.
 pub fn plan(list: &[RoomConfig]) -> Result<Vec<ConfiguredRoom>, String> {

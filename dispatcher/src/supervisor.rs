@@ -32,7 +32,7 @@ use crate::metrics::DispatcherMetrics;
 use crate::publisher::Publisher;
 use crate::retention::{self, Touched};
 use crate::rooms::{self, ConfiguredRoom};
-use crate::shard::{Ended, Shard, ShardError, Shared};
+use crate::shard::{Ended, Shard, ShardContext, ShardError};
 
 type Shards = JoinSet<(u32, Result<Ended, ShardError>)>;
 use crate::store::{RoomStore, StoreError};
@@ -210,7 +210,7 @@ impl Supervisor {
         store: RoomStore,
         stop: &CancellationToken,
         shards: &mut Shards,
-    ) -> Result<(Channel, Shared, Balancer), LinkError> {
+    ) -> Result<(Channel, ShardContext, Balancer), LinkError> {
         let amqp = &self.settings.amqp;
         let setup = connection.create_channel().await?;
         declare_topology(&setup, &self.names, amqp.shards, amqp.command_queue_type).await?;
@@ -245,7 +245,7 @@ impl Supervisor {
             assignment,
             metrics: self.metrics.clone(),
         };
-        let shared = Shared {
+        let shared = ShardContext {
             publisher: Publisher::new(publish.clone(), &self.names, self.metrics.clone()),
             handler: Handler::new(
                 store,
@@ -274,7 +274,7 @@ impl Supervisor {
         &self,
         connection: &Connection,
         index: u32,
-        shared: &Shared,
+        shared: &ShardContext,
         shards: &mut Shards,
     ) -> Result<(), LinkError> {
         let channel = connection.create_channel().await?;
@@ -302,7 +302,7 @@ impl Supervisor {
     async fn watch(
         &self,
         connection: &Connection,
-        shared: &Shared,
+        shared: &ShardContext,
         shutdown: &CancellationToken,
         shards: &mut Shards,
     ) -> Result<(), LinkError> {

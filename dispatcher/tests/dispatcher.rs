@@ -26,6 +26,17 @@ fn send(room: &str, text: &str) -> CommandBody {
     })
 }
 
+/// Sends `body` as `user` with `reference` and waits for its answer.
+async fn ask(
+    h: &mut Harness,
+    user: &str,
+    reference: Option<&str>,
+    body: CommandBody,
+) -> ServerBody {
+    let c = h.send(&Harness::command(user, reference, body)).await;
+    h.reply(&c).await.frame.body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_join_creates_the_room_and_a_send_is_acked_and_published() {
     let harness = Harness::start(&["room.lobby.#"]).await;
@@ -93,14 +104,14 @@ async fn first_join_creates_the_room_and_a_send_is_acked_and_published() {
             assert_eq!(message.epoch, joined.epoch);
 
             // Rejoining with since=0 in the same epoch recovers exactly the missed message.
-            let c = h
-                .send(&Harness::command(
-                    "alice",
-                    Some("j2"),
-                    join("lobby", Some(0), Some(joined.epoch)),
-                ))
-                .await;
-            let ServerBody::Joined(again) = h.reply(&c).await.frame.body else {
+            let ServerBody::Joined(again) = ask(
+                h,
+                "alice",
+                Some("j2"),
+                join("lobby", Some(0), Some(joined.epoch)),
+            )
+            .await
+            else {
                 panic!("not joined")
             };
             assert!(again.recovered);
@@ -145,8 +156,7 @@ async fn a_retried_ref_is_answered_with_the_first_ack_and_stored_once() {
                 before: None,
                 limit: None,
             });
-            let c = h.send(&Harness::command("bob", Some("h"), history)).await;
-            let ServerBody::History(page) = h.reply(&c).await.frame.body else {
+            let ServerBody::History(page) = ask(h, "bob", Some("h"), history).await else {
                 panic!("not history")
             };
             assert_eq!(page.messages.len(), 1);
@@ -167,10 +177,8 @@ async fn refusals_are_answers_and_dms_reach_both_users() {
     harness
         .run(async |h| {
             // Sending without a role in the room.
-            let c = h
-                .send(&Harness::command("dave", Some("x"), send("nowhere", "hi")))
-                .await;
-            let ServerBody::Error(error) = h.reply(&c).await.frame.body else {
+            let ServerBody::Error(error) = ask(h, "dave", Some("x"), send("nowhere", "hi")).await
+            else {
                 panic!("not an error")
             };
             assert_eq!(error.code, ErrorCode::NotJoined);
@@ -179,8 +187,7 @@ async fn refusals_are_answers_and_dms_reach_both_users() {
                 to: "carol".into(),
                 text: "psst".into(),
             });
-            let c = h.send(&Harness::command("dave", Some("d1"), dm)).await;
-            let ServerBody::Ack(ack) = h.reply(&c).await.frame.body else {
+            let ServerBody::Ack(ack) = ask(h, "dave", Some("d1"), dm).await else {
                 panic!("not an ack")
             };
             assert_eq!(
@@ -267,14 +274,8 @@ async fn mutes_bans_and_announce_rooms_stored_in_redis_are_enforced() {
             h.redis(&["DEL", &mute]).await;
             h.redis(&["SET", &ban, "1"]).await;
             expect(h, "mallory", Some(ErrorCode::Banned)).await;
-            let c = h
-                .send(&Harness::command(
-                    "mallory",
-                    None,
-                    join("stage", None, None),
-                ))
-                .await;
-            let ServerBody::Error(e) = h.reply(&c).await.frame.body else {
+            let ServerBody::Error(e) = ask(h, "mallory", None, join("stage", None, None)).await
+            else {
                 panic!("a banned user joined")
             };
             assert_eq!(e.code, ErrorCode::Banned);

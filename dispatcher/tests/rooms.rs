@@ -56,6 +56,10 @@ async fn expect_code(h: &mut Harness, user: &str, body: CommandBody, code: Error
     }
 }
 
+async fn expect_forbidden(h: &mut Harness, user: &str, body: CommandBody) {
+    expect_code(h, user, body, ErrorCode::Forbidden).await;
+}
+
 async fn expect_ack(h: &mut Harness, user: &str, body: CommandBody) {
     match ask(h, user, body).await {
         ServerBody::Ack(_) => {}
@@ -68,6 +72,18 @@ async fn expect_joined(h: &mut Harness, user: &str, room: &str) -> Role {
         ServerBody::Joined(j) => j.role,
         other => panic!("{user}: expected joined, got {other:?}"),
     }
+}
+
+/// Waits for the `member` event that says `user` left.
+async fn expect_left(h: &mut Harness, user: &str) {
+    let (_, event) = h.event("member").await;
+    let EventBody::Member(left) = event.body else {
+        unreachable!()
+    };
+    assert_eq!(
+        (left.event, left.user.id.as_str()),
+        (MemberChange::Left, user)
+    );
 }
 
 fn act(m: Moderate) -> CommandBody {
@@ -83,13 +99,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             expect_joined(h, "bob", "club").await;
             h.event("member").await;
             h.event("member").await;
-            expect_code(
-                h,
-                "bob",
-                act(moderate("club", ModAction::Mute, "alice")),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "bob", act(moderate("club", ModAction::Mute, "alice"))).await;
 
             let before = common::now_ms();
             let mute = Moderate {
@@ -122,14 +132,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
             expect_ack(h, "bob", send("club", "thanks")).await;
 
             expect_ack(h, "alice", act(moderate("club", ModAction::Kick, "bob"))).await;
-            let (_, event) = h.event("member").await;
-            let EventBody::Member(left) = event.body else {
-                unreachable!()
-            };
-            assert_eq!(
-                (left.event, left.user.id.as_str()),
-                (MemberChange::Left, "bob")
-            );
+            expect_left(h, "bob").await;
             let (key, event) = h.event("kicked").await;
             assert_eq!(key, "user.bob.kicked");
             let EventBody::Kicked(kicked) = event.body else {
@@ -185,7 +188,7 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
                 msg_id: Some(id.clone()),
                 ..moderate("club", ModAction::Delete, "")
             };
-            expect_code(h, "bob", act(delete.clone()), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "bob", act(delete.clone())).await;
             expect_ack(h, "alice", act(delete.clone())).await;
             // Skip the events of the actions before.
             let event = loop {
@@ -243,7 +246,7 @@ async fn configured_rooms_roles_and_grants() {
     let harness = Harness::start_with(&[], Some(ROOMS)).await;
     harness
         .run(async |h| {
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
             let meta = Keys::new(h.prefix.as_str()).meta("staff");
             assert_eq!(
                 h.redis(&["HGET", &meta, "visibility"]).await,
@@ -257,49 +260,19 @@ async fn configured_rooms_roles_and_grants() {
                 action: ModAction::Revoke,
                 ..grant(user, role)
             };
-            expect_code(
-                h,
-                "pat",
-                act(grant("pat", Role::Member)),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "pat", act(grant("pat", Role::Member))).await;
             expect_ack(h, "mod", act(grant("pat", Role::Member))).await;
             assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
-            expect_code(
-                h,
-                "mod",
-                act(grant("pat", Role::Moderator)),
-                ErrorCode::Forbidden,
-            )
-            .await;
-            expect_code(
-                h,
-                "olga",
-                act(grant("pat", Role::Owner)),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "mod", act(grant("pat", Role::Moderator))).await;
+            expect_forbidden(h, "olga", act(grant("pat", Role::Owner))).await;
             expect_ack(h, "olga", act(grant("pat", Role::Moderator))).await;
             assert_eq!(expect_joined(h, "pat", "staff").await, Role::Moderator);
-            expect_code(
-                h,
-                "pat",
-                act(moderate("staff", ModAction::Mute, "olga")),
-                ErrorCode::Forbidden,
-            )
-            .await;
-            expect_code(
-                h,
-                "pat",
-                act(moderate("staff", ModAction::Mute, "mod")),
-                ErrorCode::Forbidden,
-            )
-            .await;
+            expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "olga"))).await;
+            expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "mod"))).await;
             expect_ack(h, "olga", act(revoke("pat", Role::Moderator))).await;
             assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
             expect_ack(h, "mod", act(revoke("pat", Role::Member))).await;
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
 
             // The room's own history limit, with its index trimmed alongside.
             for i in 0..5 {
@@ -323,7 +296,7 @@ async fn configured_rooms_roles_and_grants() {
             }
 
             assert_eq!(expect_joined(h, "pat", "news").await, Role::Member);
-            expect_code(h, "pat", send("news", "hi"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", send("news", "hi")).await;
             expect_ack(h, "olga", send("news", "announcement")).await;
         })
         .await;
@@ -337,12 +310,12 @@ async fn configured_room_lost_by_the_store_is_written_again_before_anyone_joins(
     let harness = Harness::start_with(&[], Some(ROOMS)).await;
     harness
         .run(async |h| {
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
             let keys = Keys::new(h.prefix.as_str());
             for part in ["meta", "roles"] {
                 h.redis(&["DEL", &keys.room("staff", part)]).await;
             }
-            expect_code(h, "pat", join("staff"), ErrorCode::Forbidden).await;
+            expect_forbidden(h, "pat", join("staff")).await;
             assert_eq!(expect_joined(h, "olga", "staff").await, Role::Owner);
             assert_eq!(expect_joined(h, "mod", "staff").await, Role::Moderator);
         })
@@ -401,14 +374,7 @@ async fn presence_of_a_gateway_that_stopped_renewing_is_dropped() {
             };
             let ids: Vec<&str> = p.members.iter().map(|m| m.id.as_str()).collect();
             assert_eq!(ids, ["alice", "carol"]);
-            let (_, event) = h.event("member").await;
-            let EventBody::Member(left) = event.body else {
-                unreachable!()
-            };
-            assert_eq!(
-                (left.event, left.user.id.as_str()),
-                (MemberChange::Left, "bob")
-            );
+            expect_left(h, "bob").await;
             let key = Keys::new(h.prefix.as_str()).presence("hall");
             assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(2));
 

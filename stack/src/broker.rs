@@ -38,27 +38,18 @@ impl Admin {
     /// Consumers on `queue` (for a single-active-consumer queue: the active one and those
     /// waiting), or `None` when the queue does not exist.
     pub async fn consumer_count(&self, queue: &str) -> anyhow::Result<Option<u32>> {
-        // A passive declare of a missing queue closes its channel: one channel per ask.
-        let channel = self.conn.create_channel().await?;
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        let count = match declared {
-            Ok(q) => Some(q.consumer_count()),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(e).with_context(|| format!("passive declare of {queue}")),
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
         };
-        if channel.status().connected() {
-            let _ = channel.close(200, "done".into()).await;
-        }
-        Ok(count)
+        let declared = on_fresh_channel(&self.conn, |channel| async move {
+            channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await
+        })
+        .await?;
+        let declared = unless_not_found(declared, || format!("passive declare of {queue}"))?;
+        Ok(declared.map(|q| q.consumer_count()))
     }
 
     pub async fn queue_exists(&self, queue: &str) -> anyhow::Result<bool> {
@@ -67,65 +58,49 @@ impl Admin {
 
     /// Deletes `queue`; a queue that is already gone is fine.
     pub async fn delete_queue(&self, queue: &str) -> anyhow::Result<()> {
-        let channel = self.conn.create_channel().await?;
-        match channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("delete queue {queue}")),
-        }
-        let _ = channel.close(200, "done".into()).await;
+        let deleted = on_fresh_channel(&self.conn, |channel| async move {
+            let options = QueueDeleteOptions::default();
+            channel.queue_delete(queue.into(), options).await
+        })
+        .await?;
+        unless_not_found(deleted, || format!("delete queue {queue}"))?;
         Ok(())
     }
 
     /// Deletes `exchange`; one that is already gone is fine.
     pub async fn delete_exchange(&self, exchange: &str) -> anyhow::Result<()> {
-        let channel = self.conn.create_channel().await?;
-        match channel
-            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("delete exchange {exchange}")),
-        }
-        let _ = channel.close(200, "done".into()).await;
+        let deleted = on_fresh_channel(&self.conn, |channel| async move {
+            let options = ExchangeDeleteOptions::default();
+            channel.exchange_delete(exchange.into(), options).await
+        })
+        .await?;
+        unless_not_found(deleted, || format!("delete exchange {exchange}"))?;
         Ok(())
     }
 
     /// Binds `queue` to `exchange` with `key` (as a test that plays the broker's part).
     pub async fn bind(&self, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
-        let channel = self.conn.create_channel().await?;
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("bind {queue} to {exchange} with {key}"))?;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(())
+        on_fresh_channel(&self.conn, |channel| async move {
+            let options = QueueBindOptions::default();
+            let (queue, exchange, key) = (queue.into(), exchange.into(), key.into());
+            channel
+                .queue_bind(queue, exchange, key, options, FieldTable::default())
+                .await
+        })
+        .await?
+        .with_context(|| format!("bind {queue} to {exchange} with {key}"))
     }
 
     /// Removes the binding of `queue` to `exchange` with `key`.
     pub async fn unbind(&self, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
-        let channel = self.conn.create_channel().await?;
-        channel
-            .queue_unbind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("unbind {queue} from {exchange} with {key}"))?;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(())
+        on_fresh_channel(&self.conn, |channel| async move {
+            let (queue, exchange, key) = (queue.into(), exchange.into(), key.into());
+            channel
+                .queue_unbind(queue, exchange, key, FieldTable::default())
+                .await
+        })
+        .await?
+        .with_context(|| format!("unbind {queue} from {exchange} with {key}"))
     }
 
     /// Declares `queue` (exclusive to this connection), binds it to `exchange` with
@@ -191,6 +166,38 @@ pub async fn exclusive_consumer(
         )
         .await
         .with_context(|| format!("consume {queue}"))
+}
+
+/// Runs one operation on a fresh channel of `conn`, then closes the channel unless the
+/// broker did (a refusal or a missing object closes it): one channel per ask. The outer
+/// error is the channel's opening, the inner one what the broker said to the operation.
+pub async fn on_fresh_channel<T, F, Fut>(
+    conn: &Connection,
+    operation: F,
+) -> lapin::Result<lapin::Result<T>>
+where
+    F: FnOnce(lapin::Channel) -> Fut,
+    Fut: std::future::Future<Output = lapin::Result<T>>,
+{
+    let channel = conn.create_channel().await?;
+    let result = operation(channel.clone()).await;
+    if channel.status().connected() {
+        let _ = channel.close(200, "done".into()).await;
+    }
+    Ok(result)
+}
+
+/// What an operation answered, `None` when the broker said NOT_FOUND; other errors
+/// carry `what`.
+fn unless_not_found<T>(
+    result: lapin::Result<T>,
+    what: impl FnOnce() -> String,
+) -> anyhow::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e).with_context(what),
+    }
 }
 
 fn is_not_found(e: &lapin::Error) -> bool {

@@ -9,14 +9,18 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 const MAX_SCAN_ROUNDS: usize = 10_000;
 
 async fn connection() -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    connect_within(Duration::from_secs(10)).await
+}
+
+/// A connection to the test Redis, or why there is none within `timeout`.
+pub async fn connect_within(
+    timeout: Duration,
+) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(REDIS_URL)?;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .context("Redis at 127.0.0.1:6379 did not answer within 10 s")?
-    .context("connect to Redis at 127.0.0.1:6379")
+    tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+        .await
+        .with_context(|| format!("Redis at 127.0.0.1:6379 did not answer within {timeout:?}"))?
+        .context("connect to Redis at 127.0.0.1:6379")
 }
 
 /// `PING`.

@@ -18,6 +18,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use crate::accounts::{Account, Permissions};
 use crate::process::{binary, target_dir};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -227,124 +228,118 @@ impl AmqpAs {
         }
     }
 
+    /// Connects to `url` as a bot and consumes its own replies `queue`, as a bot that
+    /// sends commands with a `reply_to` does first.
+    pub async fn with_replies(url: &str, queue: &str) -> (AmqpAs, Consumer) {
+        let amqp = AmqpAs::connect(url).await.expect("connect as the bot");
+        let replies = amqp
+            .exclusive_queue(queue)
+            .await
+            .expect("the bot may declare its own queue");
+        (amqp, replies)
+    }
+
     /// Declares `queue` (exclusive to this connection) and consumes it without acks.
     pub async fn exclusive_queue(&self, queue: &str) -> anyhow::Result<Consumer> {
         let channel = self.conn.create_channel().await?;
         crate::broker::exclusive_consumer(&channel, queue, None).await
     }
 
-    /// What the broker says to one operation on a fresh channel: `Ok` or its refusal.
-    pub async fn try_declare_queue(&self, queue: &str) -> Result<(), String> {
-        let channel = self
-            .conn
-            .create_channel()
+    /// One operation on a fresh channel ([`crate::broker::on_fresh_channel`]): `Ok` or
+    /// what the broker said.
+    async fn on_fresh_channel<T, F, Fut>(&self, operation: F) -> Result<T, String>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: std::future::Future<Output = lapin::Result<T>>,
+    {
+        crate::broker::on_fresh_channel(&self.conn, operation)
             .await
-            .map_err(|e| e.to_string())?;
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map(|_| ())
+            .and_then(|answered| answered)
             .map_err(|e| e.to_string())
+    }
+
+    /// `queue.declare` of `queue` on a fresh channel: `Ok` or the broker's refusal.
+    pub async fn try_declare_queue(&self, queue: &str) -> Result<(), String> {
+        self.on_fresh_channel(|channel| async move {
+            let options = QueueDeclareOptions::default();
+            channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// `queue.bind` of `queue` to `exchange` with `key`, on a fresh channel: `Ok` or the
     /// broker's refusal. (On a topic exchange, the account's topic `read` pattern is
     /// matched against `key` as written, wildcards included.)
     pub async fn try_bind(&self, queue: &str, exchange: &str, key: &str) -> Result<(), String> {
-        let channel = self.fresh_channel().await?;
-        let bound = channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| e.to_string());
-        close_quietly(&channel).await;
-        bound
+        self.on_fresh_channel(|channel| async move {
+            let options = QueueBindOptions::default();
+            let (queue, exchange, key) = (queue.into(), exchange.into(), key.into());
+            channel
+                .queue_bind(queue, exchange, key, options, FieldTable::default())
+                .await
+        })
+        .await
     }
 
     /// `basic.consume` of `queue` on a fresh channel, cancelled at once (the channel is
     /// closed) when the broker allows it: `Ok` or the broker's refusal. Unlike
     /// [`AmqpAs::try_get`] it takes no message, even when it is wrongly allowed.
     pub async fn try_consume(&self, queue: &str) -> Result<(), String> {
-        let channel = self.fresh_channel().await?;
-        let consumed = channel
-            .basic_consume(
-                queue.into(),
-                format!("probe-{:08x}", rand::random::<u32>()).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        close_quietly(&channel).await;
-        consumed
+        self.on_fresh_channel(|channel| async move {
+            let tag = format!("probe-{:08x}", rand::random::<u32>());
+            let options = BasicConsumeOptions::default();
+            channel
+                .basic_consume(queue.into(), tag.into(), options, FieldTable::default())
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// `exchange.delete` with `if_unused`, on a fresh channel: the permission is checked
     /// first, so a refusal is `ACCESS_REFUSED`, while an exchange in use that the account
     /// might delete answers `PRECONDITION_FAILED` instead of disappearing.
     pub async fn try_delete_exchange(&self, exchange: &str) -> Result<(), String> {
-        let channel = self.fresh_channel().await?;
         let options = ExchangeDeleteOptions {
             if_unused: true,
             ..Default::default()
         };
-        let deleted = channel
-            .exchange_delete(exchange.into(), options)
-            .await
-            .map_err(|e| e.to_string());
-        close_quietly(&channel).await;
-        deleted
+        self.on_fresh_channel(|channel| async move {
+            channel.exchange_delete(exchange.into(), options).await
+        })
+        .await
     }
 
     /// `queue.delete` with `if_unused` and `if_empty`, on a fresh channel: as
     /// [`AmqpAs::try_delete_exchange`], a queue in use is not lost if the account may
     /// wrongly delete it.
     pub async fn try_delete_queue(&self, queue: &str) -> Result<(), String> {
-        let channel = self.fresh_channel().await?;
         let options = QueueDeleteOptions {
             if_unused: true,
             if_empty: true,
             ..Default::default()
         };
-        let deleted = channel
-            .queue_delete(queue.into(), options)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        close_quietly(&channel).await;
-        deleted
-    }
-
-    async fn fresh_channel(&self) -> Result<Channel, String> {
-        self.conn.create_channel().await.map_err(|e| e.to_string())
+        self.on_fresh_channel(|channel| async move {
+            channel
+                .queue_delete(queue.into(), options)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// `basic.get` on a fresh channel, acking what it takes: the message, none, or the
     /// broker's refusal.
     pub async fn try_get(&self, queue: &str) -> Result<Option<BasicGetMessage>, String> {
-        let channel = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(|e| e.to_string())?;
-        let got = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .map_err(|e| e.to_string());
-        if channel.status().connected() {
-            let _ = channel.close(200, "done".into()).await;
-        }
-        got
+        self.on_fresh_channel(|channel| async move {
+            channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+        })
+        .await
     }
 
     /// Takes `n` messages from `queue` with `basic.get`, polling for at most `timeout`.
@@ -377,11 +372,9 @@ impl AmqpAs {
     }
 }
 
-/// Closes `channel` unless the broker already did (a refusal closes it).
-async fn close_quietly(channel: &Channel) {
-    if channel.status().connected() {
-        let _ = channel.close(200, "done".into()).await;
-    }
+/// A bot's RabbitMQ account with `permissions`, under a fresh login.
+pub async fn bot_account(permissions: &Permissions) -> Account {
+    Account::create(Account::fresh_login("bot"), permissions).await
 }
 
 /// The next message on `consumer` as JSON, within `timeout`.

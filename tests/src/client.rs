@@ -245,34 +245,43 @@ impl Client {
         .await
     }
 
+    /// The answer echoing `reference`; panics unless its type is `kind`. `what` names the
+    /// request in the panic message.
+    pub async fn answer_of_type(&mut self, reference: &str, kind: &str, what: &str) -> Value {
+        let answer = self.answer(reference).await;
+        assert_eq!(
+            answer["type"], kind,
+            "{}: {what} answered {answer}",
+            self.label
+        );
+        answer
+    }
+
     /// Every frame that is set aside or arrives within `window`, and no more. For
     /// "nothing else arrives" checks.
     pub async fn drain_for(&mut self, window: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + window;
         let mut out: Vec<Value> = self.set_aside.drain(..).collect();
-        loop {
-            match self
-                .try_recv(deadline.saturating_duration_since(Instant::now()))
-                .await
-            {
-                Recv::Frame(v) => out.push(v),
-                Recv::Timeout => return out,
-                Recv::Closed { .. } => return out,
-            }
-        }
+        self.read_until(Instant::now() + window, |v| out.push(v))
+            .await;
+        out
     }
 
     /// Waits for the server to close this connection; returns the close code.
     pub async fn closed_with(&mut self, timeout: Duration) -> Option<u16> {
-        let deadline = Instant::now() + timeout;
+        match self.read_until(Instant::now() + timeout, drop).await {
+            Recv::Closed { code, .. } => code,
+            _ => panic!("{}: not closed within {timeout:?}", self.label),
+        }
+    }
+
+    /// Hands every frame to `each` until `deadline` or the close: what ended the reading
+    /// (a timeout or the close).
+    async fn read_until(&mut self, deadline: Instant, mut each: impl FnMut(Value)) -> Recv {
         loop {
-            match self
-                .try_recv(deadline.saturating_duration_since(Instant::now()))
-                .await
-            {
-                Recv::Frame(_) => continue,
-                Recv::Timeout => panic!("{}: not closed within {timeout:?}", self.label),
-                Recv::Closed { code, .. } => return code,
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.try_recv(left).await {
+                Recv::Frame(v) => each(v),
+                ended => return ended,
             }
         }
     }

@@ -14,6 +14,7 @@
 //!   exactly-once / in-order / gapless checks.
 //! - [`token`]: JWTs, good and hostile.
 //! - [`http`]: raw HTTP for health, stats and handshake refusals.
+//! - [`crowd`]: a room's members in one call (connect and join each user).
 //! - [`rooms_support`]: moderation, refusals, presence and dm requests and matchers.
 //! - [`hostile_support`]: a raw WebSocket client that breaks the rules on purpose,
 //!   `/metrics` as numbers, a gateway's resident memory, RSA keys for JWT tests.
@@ -32,6 +33,7 @@ pub mod accounts;
 pub mod bots;
 pub mod client;
 pub mod connect;
+pub mod crowd;
 pub mod faults_support;
 pub mod hostile_support;
 pub mod http;

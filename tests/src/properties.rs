@@ -12,6 +12,7 @@ use proto::server::Message;
 use serde_json::json;
 
 use crate::client::{ack_of, message_of};
+use crate::crowd::members;
 use crate::traffic::{self, Plan, SenderReport};
 use crate::{is_message_with_id, Stack};
 
@@ -20,10 +21,7 @@ const FRAME_WAIT: Duration = Duration::from_secs(15);
 /// A message sent on gateway 0 reaches the sender and a member on gateway 1, with the
 /// acked id, seq, text and author.
 pub async fn message_reaches_members_on_both_gateways(stack: &Stack) {
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    alice.join("lobby").await;
-    bob.join("lobby").await;
+    let [mut alice, mut bob] = members(stack, "lobby", [(0, "alice"), (1, "bob")]).await;
 
     alice.send("lobby", "hello bob", "hello-1").await;
     let ack = alice.answer("hello-1").await;
@@ -212,10 +210,7 @@ pub async fn reconnect_with_since_recovers_exactly_the_missed_messages(stack: &S
 /// seq, and is delivered once to every member.
 pub async fn resend_with_same_ref_is_acked_once_and_stored_once(stack: &Stack) {
     const ROOM: &str = "dedup";
-    let mut alice = stack.connect(0, "alice").await;
-    alice.join(ROOM).await;
-    let mut bob = stack.connect(1, "bob").await;
-    bob.join(ROOM).await;
+    let [mut alice, mut bob] = members(stack, ROOM, [(0, "alice"), (1, "bob")]).await;
 
     alice.send(ROOM, "only once", "dup-1").await;
     let first = alice.answer("dup-1").await;
@@ -254,10 +249,7 @@ pub async fn resend_with_same_ref_is_acked_once_and_stored_once(stack: &Stack) {
 /// `from` is the token's user, whatever the `send` frame claims, live and in history.
 pub async fn from_is_the_token_user_even_when_the_frame_claims_another(stack: &Stack) {
     const ROOM: &str = "identity";
-    let mut alice = stack.connect(0, "alice").await;
-    alice.join(ROOM).await;
-    let mut bob = stack.connect(1, "bob").await;
-    bob.join(ROOM).await;
+    let [mut alice, mut bob] = members(stack, ROOM, [(0, "alice"), (1, "bob")]).await;
 
     alice
         .send_frame(json!({

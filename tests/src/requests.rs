@@ -66,12 +66,8 @@ impl Client {
             }),
         })
         .await;
-        let answer = self.answer(&reference).await;
-        assert_eq!(
-            answer["type"], "left",
-            "{}: leave {room} answered {answer}",
-            self.label
-        );
+        self.answer_of_type(&reference, "left", &format!("leave {room}"))
+            .await;
     }
 
     /// Sends `text` to `room` with `reference`; does not wait.

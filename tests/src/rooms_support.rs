@@ -21,12 +21,23 @@ impl Client {
         self.answer(&reference).await
     }
 
+    /// [`Client::moderate`], and panics unless it is acked; `what` names it in the panic.
+    pub async fn moderate_acked(&mut self, fields: Value, what: &str) {
+        assert_ack(&self.moderate(fields).await, what);
+    }
+
     /// Sends a `join` and returns the answer, `joined` or `error`.
     pub async fn try_join(&mut self, room: &str) -> Value {
         let reference = self.new_ref("join");
         self.send_frame(json!({"type": "join", "room": room, "ref": reference}))
             .await;
         self.answer(&reference).await
+    }
+
+    /// [`Client::try_join`], and panics unless it is refused with `code`; `what` names
+    /// the attempt in the panic.
+    pub async fn join_refused(&mut self, room: &str, code: &str, what: &str) {
+        assert_error(&self.try_join(room).await, code, what);
     }
 
     /// Sends `text` to `room` and returns the answer, `ack` or `error`.
@@ -49,12 +60,9 @@ impl Client {
         let reference = self.new_ref("presence");
         self.send_frame(json!({"type": "presence", "room": room, "ref": reference}))
             .await;
-        let answer = self.answer(&reference).await;
-        assert_eq!(
-            answer["type"], "presence",
-            "{}: presence {room} answered {answer}",
-            self.label
-        );
+        let answer = self
+            .answer_of_type(&reference, "presence", &format!("presence {room}"))
+            .await;
         let mut ids: Vec<String> = answer["members"]
             .as_array()
             .unwrap_or_else(|| panic!("presence without members: {answer}"))

@@ -15,10 +15,12 @@ use proto::ids::shard_of;
 use serde_json::{json, Value};
 use warren_tests::accounts::{bot_rooms_grant, Account, Permissions};
 use warren_tests::bots::{
-    echo_bot_script, modbot_binary, next_json, venv_python, AmqpAs, BotProcess, Published,
+    bot_account, echo_bot_script, modbot_binary, next_json, venv_python, AmqpAs, BotProcess,
+    Published,
 };
 use warren_tests::broker::{bindings_to, AMQP_URL};
 use warren_tests::client::{message_of, Client};
+use warren_tests::crowd::members;
 use warren_tests::{eventually, Stack, StackOptions};
 
 const FRAME_WAIT: Duration = Duration::from_secs(15);
@@ -84,25 +86,12 @@ fn is_moderation(action: &'static str) -> impl Fn(&Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
     let stack = Stack::start(StackOptions::new(2, 1)).await;
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(stack.prefix(), "forger"),
-    )
-    .await;
+    let bot = bot_account(&Permissions::bot(stack.prefix(), "forger")).await;
     let room = "forge";
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    alice.join(room).await;
-    bob.join(room).await;
+    let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
 
-    let mut amqp = AmqpAs::connect(&bot.url())
-        .await
-        .expect("connect as the bot");
     let replies_queue = format!("{}.bot.forger.replies", stack.prefix());
-    let mut replies = amqp
-        .exclusive_queue(&replies_queue)
-        .await
-        .expect("the bot may declare its own queue");
+    let (mut amqp, mut replies) = AmqpAs::with_replies(&bot.url(), &replies_queue).await;
     // Claims to be alice, an admin, on her very connection.
     let forged = json!({"id": "alice", "name": "Alice", "roles": ["admin"], "bot": false});
     let conn = json!({"conn": {"gateway": stack.gateway_id(0), "session": alice.welcome.session}});
@@ -239,16 +228,13 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
     stack.start_dispatcher().await;
     let gateway = Account::create(gateway_login, &Permissions::gateway(&prefix)).await;
     let room = "lp";
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot_granted(&prefix, "probe", &bot_rooms_grant(&[room])),
-    )
+    let bot = bot_account(&Permissions::bot_granted(
+        &prefix,
+        "probe",
+        &bot_rooms_grant(&[room]),
+    ))
     .await;
-    let dev_bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(&prefix, "dev"),
-    )
-    .await;
+    let dev_bot = bot_account(&Permissions::bot(&prefix, "dev")).await;
 
     // A whole gateway runs under its account, after the dispatcher declared the topology:
     // its own queue, its bindings (a room's, its own gw key), commands.
@@ -266,6 +252,12 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
     // The bot granted the room binds its messages (and nothing else: below).
     let mut as_bot = AmqpAs::connect(&bot.url()).await.unwrap();
     let bot_queue = Names::new(&prefix).bot_queue("probe", "events");
+    // The queues an account other than the dispatcher's must not consume: the first and
+    // last command shards, the dead letters, and `other`'s own queue.
+    let not_to_consume = |other: &String| {
+        let last = names.commands_queue(stack.shards() - 1);
+        [names.commands_queue(0), last, names.dead(), other.clone()]
+    };
     allowed(
         "a bot declares its own queue",
         as_bot.try_declare_queue(&bot_queue).await,
@@ -370,16 +362,9 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
     ] {
         refused(&format!("a bot {what} another bot's queue"), r);
     }
-    for queue in [
-        names.commands_queue(0),
-        names.commands_queue(stack.shards() - 1),
-        names.dead(),
-        gw_queue.clone(),
-    ] {
-        refused(
-            &format!("a bot consumes {queue}"),
-            as_bot.try_consume(&queue).await,
-        );
+    for queue in not_to_consume(&gw_queue) {
+        let consumed = as_bot.try_consume(&queue).await;
+        refused(&format!("a bot consumes {queue}"), consumed);
     }
     let leave = command(
         "leave",
@@ -419,16 +404,9 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
 
     // ---- the gateway ----
     let mut as_gateway = AmqpAs::connect(&gateway.url()).await.unwrap();
-    for queue in [
-        names.commands_queue(0),
-        names.commands_queue(stack.shards() - 1),
-        names.dead(),
-        bot_queue.clone(),
-    ] {
-        refused(
-            &format!("the gateway consumes {queue}"),
-            as_gateway.try_consume(&queue).await,
-        );
+    for queue in not_to_consume(&bot_queue) {
+        let consumed = as_gateway.try_consume(&queue).await;
+        refused(&format!("the gateway consumes {queue}"), consumed);
     }
     for exchange in [
         names.events_exchange(),
@@ -519,11 +497,7 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_commands_land_in_the_dead_queue_with_a_reason() {
     let stack = Stack::start(StackOptions::new(0, 1)).await;
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(stack.prefix(), "dl"),
-    )
-    .await;
+    let bot = bot_account(&Permissions::bot(stack.prefix(), "dl")).await;
     let names = stack.names().clone();
     let actor = json!({"id": "x", "name": "X"});
     let not_json: &[u8] = b"this is { not json";
@@ -614,10 +588,11 @@ async fn moderation_bot_deletes_listed_words_and_mutes_repeat_offenders() {
     let name = "modbot";
     let room = "guarded";
     // Granted its room only: what a production bot account gets.
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot_granted(&prefix, name, &bot_rooms_grant(&[room])),
-    )
+    let bot = bot_account(&Permissions::bot_granted(
+        &prefix,
+        name,
+        &bot_rooms_grant(&[room]),
+    ))
     .await;
     let mut alice = stack.connect(0, "alice").await;
     alice.join(room).await;
@@ -708,11 +683,7 @@ async fn python_echo_bot_answers_ping_with_pong() {
     let name = "echo";
     let room = "pings";
     // The default grant: any room but dm rooms (the local warren-bot account's).
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(&prefix, name),
-    )
-    .await;
+    let bot = bot_account(&Permissions::bot(&prefix, name)).await;
     let args: Vec<String> = vec![
         echo_bot_script().display().to_string(),
         "--amqp-url".into(),
@@ -735,10 +706,7 @@ async fn python_echo_bot_answers_ping_with_pong() {
     )
     .await;
 
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    alice.join(room).await;
-    bob.join(room).await;
+    let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
     alice.send_acked(room, "!ping").await;
     for member in [&mut alice, &mut bob] {
         let pong = member

@@ -9,6 +9,7 @@ use std::time::Duration;
 use proto::amqp::{gateway_key, room_binding};
 use serde_json::{json, Value};
 use warren_tests::client::{ack_of, message_of};
+use warren_tests::http::HttpResponse;
 use warren_tests::token::{alg_none_from, sign_hs256};
 use warren_tests::traffic::RoomTraffic;
 use warren_tests::{
@@ -19,6 +20,17 @@ use warren_tests::{
 /// How long bindings and counters may take to converge after a leave or a close.
 const CONVERGE: Duration = Duration::from_secs(10);
 const FRAME_WAIT: Duration = Duration::from_secs(15);
+
+/// Panics unless `response` refuses the upgrade with `status` and a JSON body naming
+/// `error`, with a message.
+fn assert_refused_before_upgrade(response: &HttpResponse, status: u16, error: &str, what: &str) {
+    assert_eq!(response.status, status, "{what}: {}", response.text());
+    let body = response
+        .json()
+        .unwrap_or_else(|| panic!("{what}: body is not JSON: {:?}", response.text()));
+    assert_eq!(body["error"], error, "{what}: {body}");
+    assert!(body["message"].is_string(), "{what}: no message in {body}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_refusals_are_json_before_upgrade() {
@@ -49,23 +61,13 @@ async fn handshake_refusals_are_json_before_upgrade() {
     ];
     for (what, connect) in &unauthorized {
         let response = stack.handshake(0, connect).await;
-        assert_eq!(response.status, 401, "{what}: {}", response.text());
-        let body = response
-            .json()
-            .unwrap_or_else(|| panic!("{what}: body is not JSON: {:?}", response.text()));
-        assert_eq!(body["error"], "unauthorized", "{what}: {body}");
-        assert!(body["message"].is_string(), "{what}: no message in {body}");
+        assert_refused_before_upgrade(&response, 401, "unauthorized", what);
     }
 
     let evil = stack
         .handshake(0, &Connect::token(good.clone()).origin("http://evil.test"))
         .await;
-    assert_eq!(evil.status, 403, "foreign origin: {}", evil.text());
-    let body = evil
-        .json()
-        .unwrap_or_else(|| panic!("foreign origin: body is not JSON: {:?}", evil.text()));
-    assert_eq!(body["error"], "forbidden_origin", "{body}");
-    assert!(body["message"].is_string(), "no message in {body}");
+    assert_refused_before_upgrade(&evil, 403, "forbidden_origin", "foreign origin");
 
     let allowed = Connect::token(good.clone()).origin(ALLOWED_ORIGIN);
     assert_eq!(
@@ -91,35 +93,25 @@ async fn handshake_refusals_are_json_before_upgrade() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_reaches_members_on_both_gateways() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::message_reaches_members_on_both_gateways(&stack).await;
+/// Each core property of `warren_tests::properties` on a default stack (two gateways,
+/// one dispatcher), as a test named for the property.
+macro_rules! properties_on_a_default_stack {
+    ($($property:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $property() {
+            let stack = Stack::start(StackOptions::default()).await;
+            properties::$property(&stack).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_messages_from_five_senders_arrive_once_in_order() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::thousand_messages_from_five_senders_arrive_once_in_order(&stack).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconnect_with_since_recovers_exactly_the_missed_messages() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::reconnect_with_since_recovers_exactly_the_missed_messages(&stack).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resend_with_same_ref_is_acked_once_and_stored_once() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::resend_with_same_ref_is_acked_once_and_stored_once(&stack).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn from_is_the_token_user_even_when_the_frame_claims_another() {
-    let stack = Stack::start(StackOptions::default()).await;
-    properties::from_is_the_token_user_even_when_the_frame_claims_another(&stack).await;
-}
+properties_on_a_default_stack!(
+    message_reaches_members_on_both_gateways,
+    thousand_messages_from_five_senders_arrive_once_in_order,
+    reconnect_with_since_recovers_exactly_the_missed_messages,
+    resend_with_same_ref_is_acked_once_and_stored_once,
+    from_is_the_token_user_even_when_the_frame_claims_another,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {

@@ -154,6 +154,39 @@ async fn history(client: &mut Client) -> Vec<proto::server::Message> {
     client.full_history(ROOM).await
 }
 
+/// What a crowd's run came to, once every member's stream has ended.
+struct Finished {
+    members: Vec<(Member, Client)>,
+    /// Deliveries checked against the acks.
+    checked: usize,
+    /// Same-`ref` resends, over all members.
+    resent: usize,
+    /// `unavailable` answers, over all members.
+    unavailable: usize,
+}
+
+/// Waits for every member's stream to end, reads the room's history through the first
+/// member, and checks that nothing acked was lost: what the members that sent had
+/// acked, against every member's deliveries and the history.
+async fn finish_crowd(running: Vec<Driving>, total: usize) -> Finished {
+    let mut members = Vec::new();
+    for d in running {
+        members.push(d.finish().await);
+    }
+    let history = history(&mut members[0].1).await;
+    let all: Vec<&Member> = members.iter().map(|(m, _)| m).collect();
+    let senders: Vec<&Member> = all.iter().copied().filter(|m| m.count > 0).collect();
+    let checked = checks::assert_nothing_acked_lost(&senders, &all, &history, total);
+    let resent = all.iter().map(|m| m.resent).sum();
+    let unavailable = all.iter().map(|m| m.unavailable).sum();
+    Finished {
+        members,
+        checked,
+        resent,
+        unavailable,
+    }
+}
+
 /// Bindings follow membership and no queue is orphaned, then the stack goes and takes
 /// everything under its prefix with it.
 async fn end_clean(stack: Stack, live_gateways: &[usize]) {
@@ -224,16 +257,9 @@ async fn broker_restart_under_traffic_loses_nothing_acked() {
     let down = outage.end().await;
     let back = checks::wait_readyz(&stack, &ALL, 200, Duration::from_secs(60)).await;
 
-    let mut members = Vec::new();
-    for d in running {
-        members.push(d.finish().await);
-    }
-    let history = history(&mut members[0].1).await;
-    let all: Vec<&Member> = members.iter().map(|(m, _)| m).collect();
-    let senders: Vec<&Member> = all.iter().copied().filter(|m| m.count > 0).collect();
-    let checked = checks::assert_nothing_acked_lost(&senders, &all, &history, total);
-    let resent: usize = all.iter().map(|m| m.resent).sum();
-    let unavailable: usize = all.iter().map(|m| m.unavailable).sum();
+    let crowd = finish_crowd(running, total).await;
+    let (checked, resent, unavailable) = (crowd.checked, crowd.resent, crowd.unavailable);
+    let all: Vec<&Member> = crowd.members.iter().map(|(m, _)| m).collect();
     for probe in &all[all.len() - 2..] {
         assert!(probe.unavailable >= 1, "{}: no unavailable", probe.label);
     }
@@ -252,7 +278,7 @@ async fn broker_restart_under_traffic_loses_nothing_acked() {
          {resent} same-ref resends, 0 clients closed; {total} messages acked, {checked} deliveries checked; \
          gap repairs (runs, messages) per gateway {repaired:?}"
     );
-    drop(members);
+    drop(crowd);
     end_clean(stack, &[0, 1]).await;
 }
 
@@ -293,22 +319,14 @@ async fn broker_connection_cut_is_survived() {
     let relinked = cut_at.elapsed();
     checks::wait_readyz(&stack, &ALL, 200, Duration::from_secs(30)).await;
 
-    let mut members = Vec::new();
-    for d in running {
-        members.push(d.finish().await);
-    }
-    let history = history(&mut members[0].1).await;
-    let all: Vec<&Member> = members.iter().map(|(m, _)| m).collect();
-    let senders: Vec<&Member> = all.iter().copied().filter(|m| m.count > 0).collect();
-    let checked = checks::assert_nothing_acked_lost(&senders, &all, &history, total);
-    let resent: usize = all.iter().map(|m| m.resent).sum();
-    let unavailable: usize = all.iter().map(|m| m.unavailable).sum();
+    let crowd = finish_crowd(running, total).await;
+    let (checked, resent, unavailable) = (crowd.checked, crowd.resent, crowd.unavailable);
     eprintln!(
         "[faults] broker connection cut: cut after {before} acks; all 4 processes linked again {relinked:?} after the cut \
          (including rabbitmqctl's own time); {unavailable} unavailable answers, {resent} same-ref resends; \
          {total} messages acked, {checked} deliveries checked"
     );
-    drop(members);
+    drop(crowd);
     end_clean(stack, &[0, 1]).await;
 }
 
@@ -344,14 +362,8 @@ async fn redis_restart_under_traffic_keeps_acked_messages() {
     );
     let back = checks::wait_readyz(&stack, &ALL, 200, Duration::from_secs(60)).await;
 
-    let mut members = Vec::new();
-    for d in running {
-        members.push(d.finish().await);
-    }
-    let history = history(&mut members[0].1).await;
-    let all: Vec<&Member> = members.iter().map(|(m, _)| m).collect();
-    let senders: Vec<&Member> = all.iter().copied().filter(|m| m.count > 0).collect();
-    let checked = checks::assert_nothing_acked_lost(&senders, &all, &history, total);
+    let crowd = finish_crowd(running, total).await;
+    let (checked, resent) = (crowd.checked, crowd.resent);
     let mut retries = 0.0;
     for i in 0..2 {
         retries += checks::dispatcher_metric(&stack, i, "warren_dispatcher_retries_total").await;
@@ -360,13 +372,12 @@ async fn redis_restart_under_traffic_keeps_acked_messages() {
         retries >= 1.0,
         "the dispatchers retried while Redis was down"
     );
-    let resent: usize = all.iter().map(|m| m.resent).sum();
     eprintln!(
         "[faults] redis restart (data kept): stopped after {before} acks; down {down:?}, 0 acks during, \
          {waiting} commands waiting in the shard queues; /readyz 200 everywhere {back:?} after restart; \
          {retries} dispatcher retries, {resent} same-ref resends; {total} messages acked, {checked} deliveries checked"
     );
-    drop(members);
+    drop(crowd);
     end_clean(stack, &[0, 1]).await;
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use proto::amqp::shard_key;
 use proto::ids::shard_of;
 use serde_json::json;
-use warren_tests::accounts::{Account, Permissions};
-use warren_tests::bots::{next_json, AmqpAs, Published};
+use warren_tests::accounts::Permissions;
+use warren_tests::bots::{bot_account, next_json, AmqpAs, Published};
 use warren_tests::faults_support::checks;
 use warren_tests::private_redis::PrivateRedis;
 use warren_tests::rooms_support::assert_error;
@@ -74,11 +74,13 @@ async fn a_user_creates_at_most_so_many_rooms_an_hour() {
     for room in ["made1", "made2", "made3"] {
         alice.join(room).await;
     }
-    assert_error(
-        &alice.try_join("made4").await,
-        "rate_limited",
-        "alice creates a fourth room within the hour",
-    );
+    alice
+        .join_refused(
+            "made4",
+            "rate_limited",
+            "alice creates a fourth room within the hour",
+        )
+        .await;
     // A dm's first message creates its room: it counts the same.
     assert_error(
         &alice.dm("ghost", "anyone there?").await,
@@ -168,20 +170,10 @@ async fn a_bots_commands_have_a_budget() {
             .env("WARREN__DISPATCHER__BOT_COMMAND_BURST", "5"),
     )
     .await;
-    let bot = Account::create(
-        Account::fresh_login("bot"),
-        &Permissions::bot(stack.prefix(), "budget"),
-    )
-    .await;
+    let bot = bot_account(&Permissions::bot(stack.prefix(), "budget")).await;
     let room = "botroom";
-    let mut amqp = AmqpAs::connect(&bot.url())
-        .await
-        .expect("connect as the bot");
     let replies_queue = format!("{}.bot.budget.replies", stack.prefix());
-    let mut replies = amqp
-        .exclusive_queue(&replies_queue)
-        .await
-        .expect("the bot may declare its own queue");
+    let (mut amqp, mut replies) = AmqpAs::with_replies(&bot.url(), &replies_queue).await;
     let commands = stack.names().commands_exchange();
     let route = shard_key(shard_of(room, stack.shards()));
     const SENT: usize = 12;

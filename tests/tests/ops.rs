@@ -114,6 +114,39 @@ fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or(0.0)
 }
 
+/// Panics unless each `(sample, minimum)` of `samples` has reached its minimum.
+fn assert_at_least(samples: &HashMap<String, f64>, minimums: &[(&str, f64)]) {
+    for &(key, minimum) in minimums {
+        assert!(sample(samples, key) >= minimum, "{key}: {samples:?}");
+    }
+}
+
+/// The samples `fetch` answers with (a `/metrics` page), once each `(sample, minimum)`
+/// has reached its minimum (within `WAIT`): confirm-counted figures settle a moment
+/// after the client has its answer.
+async fn metrics_reaching<F, Fut>(
+    what: &str,
+    fetch: F,
+    minimums: &[(&str, f64)],
+) -> HashMap<String, f64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = warren_tests::http::HttpResponse>,
+{
+    eventually(what, WAIT, || async {
+        let m = parse_metrics(&fetch().await.text()).await;
+        if minimums
+            .iter()
+            .all(|&(key, minimum)| sample(&m, key) >= minimum)
+        {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
     let stack = Stack::start(StackOptions::new(1, 1)).await;
@@ -129,45 +162,31 @@ async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
     // Confirm-counted figures settle a moment after the client has its answer: the broker's
     // publisher confirm can reach the gateway (and the dispatcher) after the dispatcher's
     // reply reached the client. Wait (bounded) for them, then check every figure.
-    let accepted = "warren_gateway_commands_total{code=accepted}";
-    let confirms = "warren_gateway_publish_confirm_seconds_count{}";
-    let gw = eventually("the gateway counts join + 5 sends", WAIT, || async {
-        let m = parse_metrics(&stack.ops_get(0, "/metrics").await.text()).await;
-        if sample(&m, accepted) >= 6.0 && sample(&m, confirms) >= 6.0 {
-            Ok(m)
-        } else {
-            Err(format!("{m:?}"))
-        }
-    })
+    let gw = metrics_reaching(
+        "the gateway counts join + 5 sends",
+        || stack.ops_get(0, "/metrics"),
+        &[
+            ("warren_gateway_commands_total{code=accepted}", 6.0),
+            ("warren_gateway_publish_confirm_seconds_count{}", 6.0),
+        ],
+    )
     .await;
     // Each ack is counted once, however it reached the connection.
-    let acks = "warren_gateway_frames_out_total{kind=ack}";
-    assert_eq!(
-        sample(&gw, acks) - sample(&gateway_before, acks),
-        5.0,
-        "{gw:?}"
-    );
-    let sends_in = "warren_gateway_frames_in_total{kind=send}";
-    assert_eq!(
-        sample(&gw, sends_in) - sample(&gateway_before, sends_in),
-        5.0,
-        "{gw:?}"
-    );
+    for counter in [
+        "warren_gateway_frames_out_total{kind=ack}",
+        "warren_gateway_frames_in_total{kind=send}",
+    ] {
+        let moved = sample(&gw, counter) - sample(&gateway_before, counter);
+        assert_eq!(moved, 5.0, "{counter}: {gw:?}");
+    }
     assert_eq!(sample(&gw, "warren_gateway_connections{}"), 1.0, "{gw:?}");
-    assert!(
-        sample(&gw, "warren_gateway_event_delay_seconds_count{}") >= 5.0,
-        "{gw:?}"
-    );
+    assert_at_least(&gw, &[("warren_gateway_event_delay_seconds_count{}", 5.0)]);
 
-    let d_confirms = "warren_dispatcher_publish_confirm_seconds_count{}";
-    let d = eventually("the dispatcher counts its confirms", WAIT, || async {
-        let m = parse_metrics(&stack.dispatcher_get(0, "/metrics").await.text()).await;
-        if sample(&m, d_confirms) >= 6.0 {
-            Ok(m)
-        } else {
-            Err(format!("{m:?}"))
-        }
-    })
+    let d = metrics_reaching(
+        "the dispatcher counts its confirms",
+        || stack.dispatcher_get(0, "/metrics"),
+        &[("warren_dispatcher_publish_confirm_seconds_count{}", 6.0)],
+    )
     .await;
     let sent = "warren_dispatcher_commands_total{kind=send,outcome=ok}";
     assert_eq!(
@@ -175,13 +194,12 @@ async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
         5.0,
         "{d:?}"
     );
-    assert!(
-        sample(&d, "warren_dispatcher_publish_confirm_seconds_count{}") >= 6.0,
-        "{d:?}"
-    );
-    assert!(
-        sample(&d, "warren_dispatcher_redis_seconds_count{}") >= 6.0,
-        "{d:?}"
+    assert_at_least(
+        &d,
+        &[
+            ("warren_dispatcher_publish_confirm_seconds_count{}", 6.0),
+            ("warren_dispatcher_redis_seconds_count{}", 6.0),
+        ],
     );
 
     // Nothing secret is exposed.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use warren_tests::client::{ack_of, message_of};
+use warren_tests::crowd::members;
 use warren_tests::rooms_support::{
     assert_ack, assert_error, is_kicked, is_member_event, is_moderation, is_typing,
 };
@@ -36,11 +37,8 @@ async fn private_room_needs_a_grant_and_announce_room_needs_a_moderator() {
     let mut mo = stack.connect(0, "mo").await;
     let mut pat = stack.connect(1, "pat").await;
 
-    assert_error(
-        &pat.try_join("vault").await,
-        "forbidden",
-        "pat joins vault before a grant",
-    );
+    pat.join_refused("vault", "forbidden", "pat joins vault before a grant")
+        .await;
     let joined = mo.join("vault").await;
     assert_eq!(
         joined.role,
@@ -66,7 +64,7 @@ async fn private_room_needs_a_grant_and_announce_room_needs_a_moderator() {
         "forbidden",
         "pat grants himself",
     );
-    assert_ack(&mo.moderate(grant).await, "mo grants pat");
+    mo.moderate_acked(grant, "mo grants pat").await;
     let event = mo
         .recv_until(is_moderation("vault", "grant"), FRAME_WAIT)
         .await;
@@ -105,7 +103,7 @@ async fn a_muted_user_cannot_send_until_the_mute_ends() {
     bob.join("quiet").await;
 
     let mute = json!({"room": "quiet", "action": "mute", "user": "bob", "duration_s": 2, "reason": "flood"});
-    assert_ack(&alice.moderate(mute).await, "alice mutes bob");
+    alice.moderate_acked(mute, "alice mutes bob").await;
     let event = alice
         .recv_until(is_moderation("quiet", "mute"), FRAME_WAIT)
         .await;
@@ -143,22 +141,16 @@ async fn a_muted_user_cannot_send_until_the_mute_ends() {
 async fn a_kick_holds_for_its_time_then_lets_the_user_back() {
     let stack =
         Stack::start(StackOptions::new(1, 1).env("WARREN__DISPATCHER__KICK_HOLD_S", "1")).await;
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(0, "bob").await;
-    alice.join("held").await;
-    bob.join("held").await;
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "held", "action": "kick", "user": "bob"}))
-            .await,
-        "kick",
-    );
+    let [mut alice, mut bob] = members(&stack, "held", [(0, "alice"), (0, "bob")]).await;
+    alice
+        .moderate_acked(
+            json!({"room": "held", "action": "kick", "user": "bob"}),
+            "kick",
+        )
+        .await;
     bob.recv_until(is_kicked("held"), FRAME_WAIT).await;
-    assert_error(
-        &bob.try_join("held").await,
-        "banned",
-        "bob rejoins within the hold",
-    );
+    bob.join_refused("held", "banned", "bob rejoins within the hold")
+        .await;
     // The hold ends by itself; bob may retry until it has (bounded).
     let mut tries = 0;
     loop {
@@ -181,19 +173,15 @@ async fn a_kick_holds_for_its_time_then_lets_the_user_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kick_and_ban_reach_the_target_on_every_gateway() {
     let stack = Stack::start(StackOptions::default()).await;
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob0 = stack.connect(0, "bob").await;
-    let mut bob1 = stack.connect(1, "bob").await;
-    alice.join("arena").await;
-    bob0.join("arena").await;
-    bob1.join("arena").await;
+    let [mut alice, mut bob0, mut bob1] =
+        members(&stack, "arena", [(0, "alice"), (0, "bob"), (1, "bob")]).await;
 
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "arena", "action": "kick", "user": "bob"}))
-            .await,
-        "kick",
-    );
+    alice
+        .moderate_acked(
+            json!({"room": "arena", "action": "kick", "user": "bob"}),
+            "kick",
+        )
+        .await;
     for bob in [&mut bob0, &mut bob1] {
         let kicked = bob.recv_until(is_kicked("arena"), FRAME_WAIT).await;
         assert_eq!(kicked["reason"], "kicked", "{}: {kicked}", bob.label);
@@ -213,21 +201,15 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
     // A kick holds bob out for `dispatcher.kick_hold_s` (60 s by default), as a ban that
     // ends by itself; an unban lets him back early. Then he comes back on both gateways,
     // and is banned.
-    assert_error(
-        &bob0.try_join("arena").await,
-        "banned",
-        "kicked bob rejoins at once",
-    );
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "arena", "action": "unban", "user": "bob"}))
-            .await,
-        "unban ends the kick's hold",
-    );
+    bob0.join_refused("arena", "banned", "kicked bob rejoins at once")
+        .await;
+    let unban = json!({"room": "arena", "action": "unban", "user": "bob"});
+    let lifted = "unban ends the kick's hold";
+    alice.moderate_acked(unban.clone(), lifted).await;
     bob0.join("arena").await;
     bob1.join("arena").await;
     let ban = json!({"room": "arena", "action": "ban", "user": "bob", "reason": "trolling"});
-    assert_ack(&alice.moderate(ban).await, "ban");
+    alice.moderate_acked(ban, "ban").await;
     for bob in [&mut bob0, &mut bob1] {
         let kicked = bob.recv_until(is_kicked("arena"), FRAME_WAIT).await;
         assert_eq!(kicked["reason"], "trolling", "{}: {kicked}", bob.label);
@@ -239,23 +221,12 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
         event.get("until").is_none(),
         "a permanent ban has no until: {event}"
     );
-    assert_error(
-        &bob0.try_join("arena").await,
-        "banned",
-        "banned bob rejoins on gw0",
-    );
-    assert_error(
-        &bob1.try_join("arena").await,
-        "banned",
-        "banned bob rejoins on gw1",
-    );
+    bob0.join_refused("arena", "banned", "banned bob rejoins on gw0")
+        .await;
+    bob1.join_refused("arena", "banned", "banned bob rejoins on gw1")
+        .await;
 
-    assert_ack(
-        &alice
-            .moderate(json!({"room": "arena", "action": "unban", "user": "bob"}))
-            .await,
-        "unban",
-    );
+    alice.moderate_acked(unban, "unban").await;
     let joined = bob1.join("arena").await;
     assert_eq!(
         joined.role,
@@ -280,7 +251,9 @@ async fn a_deleted_message_leaves_history_and_members_are_told() {
         "forbidden",
         "a member deletes",
     );
-    assert_ack(&alice.moderate(delete.clone()).await, "the owner deletes");
+    alice
+        .moderate_acked(delete.clone(), "the owner deletes")
+        .await;
     for member in [&mut alice, &mut bob] {
         let event = member
             .recv_until(is_moderation("board", "delete"), FRAME_WAIT)
@@ -309,12 +282,8 @@ async fn a_deleted_message_leaves_history_and_members_are_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranks_decide_who_may_moderate_whom() {
     let stack = Stack::start(StackOptions::default()).await;
-    let mut olga = stack.connect(0, "olga").await;
-    let mut mo = stack.connect(1, "mo").await;
-    let mut pat = stack.connect(0, "pat").await;
-    olga.join("guild").await;
-    mo.join("guild").await;
-    pat.join("guild").await;
+    let [mut olga, mut mo, mut pat] =
+        members(&stack, "guild", [(0, "olga"), (1, "mo"), (0, "pat")]).await;
 
     let on = |action: &str, user: &str| json!({"room": "guild", "action": action, "user": user});
     assert_error(
@@ -329,7 +298,8 @@ async fn ranks_decide_who_may_moderate_whom() {
     );
 
     let grant = json!({"room": "guild", "action": "grant", "user": "mo", "role": "moderator"});
-    assert_ack(&olga.moderate(grant).await, "the owner grants moderator");
+    olga.moderate_acked(grant, "the owner grants moderator")
+        .await;
     let event = pat
         .recv_until(is_moderation("guild", "grant"), FRAME_WAIT)
         .await;
@@ -352,17 +322,14 @@ async fn ranks_decide_who_may_moderate_whom() {
         "forbidden",
         "a moderator grants moderator",
     );
-    assert_ack(
-        &mo.moderate(on("mute", "pat")).await,
-        "a moderator mutes a member",
-    );
-    assert_ack(
-        &mo.moderate(on("unmute", "pat")).await,
-        "a moderator unmutes a member",
-    );
+    mo.moderate_acked(on("mute", "pat"), "a moderator mutes a member")
+        .await;
+    mo.moderate_acked(on("unmute", "pat"), "a moderator unmutes a member")
+        .await;
 
     let revoke = json!({"room": "guild", "action": "revoke", "user": "mo", "role": "moderator"});
-    assert_ack(&olga.moderate(revoke).await, "the owner revokes moderator");
+    olga.moderate_acked(revoke, "the owner revokes moderator")
+        .await;
     pat.recv_until(is_moderation("guild", "revoke"), FRAME_WAIT)
         .await;
     assert_error(
@@ -484,11 +451,8 @@ async fn direct_messages_reach_online_and_offline_recipients_only() {
     assert_eq!(texts, ["call me"]);
 
     let mut dave = stack.connect(0, "dave").await;
-    assert_error(
-        &dave.try_join("dm:alice:bob").await,
-        "forbidden",
-        "a third user joins a dm room",
-    );
+    dave.join_refused("dm:alice:bob", "forbidden", "a third user joins a dm room")
+        .await;
 }
 
 fn now_ms() -> u64 {

@@ -13,6 +13,7 @@ use proto::amqp::{gateway_key, room_binding};
 use serde_json::{json, Value};
 use warren_tests::broker::Admin;
 use warren_tests::client::{ack_of, message_of};
+use warren_tests::crowd::members;
 use warren_tests::hostile_support::{metrics, sample};
 use warren_tests::rooms_support::{assert_ack, is_kicked, is_typing};
 use warren_tests::{eventually, is_message_with_id, Client, Stack, StackOptions};
@@ -169,8 +170,7 @@ async fn user_events_reach_every_session_without_a_binding_per_user() {
 async fn an_accepted_send_gets_one_ack_from_the_event_and_no_reply() {
     let stack = Stack::start(StackOptions::new(1, 1)).await;
     let room = "one-ack";
-    let mut alice = stack.connect(0, "alice").await;
-    alice.join(room).await;
+    let [mut alice] = members(&stack, room, [(0, "alice")]).await;
     // The join's reply is in: settle, then count.
     let before = sample(&metrics(&stack, 0).await, "warren_gateway_deliveries_total");
     alice.send(room, "hello", "only-once").await;
@@ -262,10 +262,7 @@ async fn coalesced_writes_deliver_everything_in_order() {
     let stack =
         Stack::start(StackOptions::default().env("WARREN__GATEWAY__WRITE_COALESCE_MS", "20")).await;
     let room = "gathered";
-    let mut alice = stack.connect(0, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    alice.join(room).await;
-    bob.join(room).await;
+    let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
     for n in 0..EACH {
         alice.send(room, &format!("m{n}"), &format!("r{n}")).await;
     }

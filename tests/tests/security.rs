@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use warren_tests::crowd::members;
 use warren_tests::http;
 use warren_tests::{Stack, StackOptions};
 
@@ -65,8 +66,7 @@ async fn a_gateway_refuses_development_auth_off_loopback() {
 async fn operations_endpoints_are_private_and_tell_no_names() {
     let stack =
         Stack::start(StackOptions::new(1, 1).env("WARREN__GATEWAY__DEV_TOKENS", "true")).await;
-    let mut carol = stack.connect(0, "carol-secret-user").await;
-    carol.join("secret-room-name").await;
+    let [carol] = members(&stack, "secret-room-name", [(0, "carol-secret-user")]).await;
 
     for path in ["/metrics", "/stats", "/healthz", "/readyz"] {
         let public = stack.http_get(0, path).await;
@@ -112,6 +112,7 @@ mod contract {
 
     use proto::client::Join;
     use serde_json::json;
+    use warren_tests::crowd::members;
     use warren_tests::rooms_support::{assert_ack, is_typing};
     use warren_tests::{Stack, StackOptions};
 
@@ -143,8 +144,7 @@ mod contract {
     async fn since_without_epoch_recovers_and_a_zero_limit_returns_nothing() {
         let stack = Stack::start(StackOptions::new(1, 1)).await;
         let room = "loose-ends";
-        let mut alice = stack.connect(0, "alice").await;
-        alice.join(room).await;
+        let [mut alice] = members(&stack, room, [(0, "alice")]).await;
         let mut seqs = Vec::new();
         for n in 0..4 {
             seqs.push(alice.send_acked(room, &format!("m{n}")).await.seq);
@@ -171,10 +171,7 @@ mod contract {
     async fn a_muted_users_typing_is_dropped() {
         let stack = Stack::start(StackOptions::new(1, 1)).await;
         let room = "hushed";
-        let mut owner = stack.connect(0, "owner").await;
-        owner.join(room).await;
-        let mut mallory = stack.connect(0, "mallory").await;
-        mallory.join(room).await;
+        let [mut owner, mut mallory] = members(&stack, room, [(0, "owner"), (0, "mallory")]).await;
         mallory
             .send_frame(json!({"type": "typing", "room": room}))
             .await;
@@ -203,12 +200,12 @@ mod contract {
 async fn a_ref_is_deduplicated_per_room_and_an_empty_ref_is_refused() {
     use serde_json::json;
     use warren_tests::client::ack_of;
+    use warren_tests::crowd::members;
     use warren_tests::is_message_with_id;
     use warren_tests::rooms_support::assert_error;
 
     let stack = Stack::start(StackOptions::new(1, 1)).await;
-    let mut alice = stack.connect(0, "alice").await;
-    alice.join("first-room").await;
+    let [mut alice] = members(&stack, "first-room", [(0, "alice")]).await;
     alice.join("second-room").await;
     let mut acks = Vec::new();
     for room in ["first-room", "second-room"] {

@@ -34,6 +34,24 @@ async fn assert_accepted(stack: &Stack, what: &str, token: &str) {
     client.close().await;
 }
 
+/// What the gateway should do with a token.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Accepted,
+    Refused,
+}
+use Verdict::{Accepted, Refused};
+
+/// Checks each `(verdict, what, token)` in turn.
+async fn assert_verdicts(stack: &Stack, cases: &[(Verdict, &str, String)]) {
+    for (verdict, what, token) in cases {
+        match verdict {
+            Accepted => assert_accepted(stack, what, token).await,
+            Refused => assert_refused(stack, what, token).await,
+        }
+    }
+}
+
 /// A random secret, as a deployment would generate one.
 fn random_secret() -> String {
     format!(
@@ -80,40 +98,41 @@ async fn iss_and_aud_must_match_when_configured() {
     )
     .await;
     let right = Claims::new("alice").issuer("https://id.warren.test");
-    let token = |claims: Claims| stack.token_with(&claims);
-    assert_accepted(
-        &stack,
-        "right iss and aud",
-        &token(right.clone().audience(json!("warren"))),
-    )
-    .await;
-    assert_accepted(
-        &stack,
-        "aud an array that holds ours",
-        &token(right.clone().audience(json!(["billing", "warren"]))),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "another aud",
-        &token(right.clone().audience(json!("billing"))),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "an array without ours",
-        &token(right.clone().audience(json!(["billing"]))),
-    )
-    .await;
-    assert_refused(&stack, "no aud", &token(right.clone())).await;
     let right_aud = Claims::new("alice").audience(json!("warren"));
-    assert_refused(
+    let token = |claims: Claims| stack.token_with(&claims);
+    assert_verdicts(
         &stack,
-        "another iss",
-        &token(right_aud.clone().issuer("https://evil.test")),
+        &[
+            (
+                Accepted,
+                "right iss and aud",
+                token(right.clone().audience(json!("warren"))),
+            ),
+            (
+                Accepted,
+                "aud an array that holds ours",
+                token(right.clone().audience(json!(["billing", "warren"]))),
+            ),
+            (
+                Refused,
+                "another aud",
+                token(right.clone().audience(json!("billing"))),
+            ),
+            (
+                Refused,
+                "an array without ours",
+                token(right.clone().audience(json!(["billing"]))),
+            ),
+            (Refused, "no aud", token(right.clone())),
+            (
+                Refused,
+                "another iss",
+                token(right_aud.clone().issuer("https://evil.test")),
+            ),
+            (Refused, "no iss", token(right_aud)),
+        ],
     )
     .await;
-    assert_refused(&stack, "no iss", &token(right_aud)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,42 +154,43 @@ async fn a_token_valid_longer_than_the_maximum_lifetime_is_refused() {
         Stack::start(StackOptions::new(1, 1).env("WARREN__AUTH__MAX_LIFETIME_S", "3600")).await;
     let now = now_s();
     let token = |claims: Claims| stack.token_with(&claims);
-    assert_accepted(
+    assert_verdicts(
         &stack,
-        "an hour from iat",
-        &token(Claims::new("alice").issued_at(now).expires_at(now + 3600)),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "an hour and a second from iat",
-        &token(Claims::new("alice").issued_at(now).expires_at(now + 3601)),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "issued for a day, an hour left",
-        &token(
-            Claims::new("alice")
-                .issued_at(now - 82_800)
-                .expires_at(now + 3600),
-        ),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "no iat, two hours left",
-        &token(Claims::new("alice").expires_at(now + 7200)),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "an iat written late to look short",
-        &token(
-            Claims::new("alice")
-                .issued_at(now + 7000)
-                .expires_at(now + 7200),
-        ),
+        &[
+            (
+                Accepted,
+                "an hour from iat",
+                token(Claims::new("alice").issued_at(now).expires_at(now + 3600)),
+            ),
+            (
+                Refused,
+                "an hour and a second from iat",
+                token(Claims::new("alice").issued_at(now).expires_at(now + 3601)),
+            ),
+            (
+                Refused,
+                "issued for a day, an hour left",
+                token(
+                    Claims::new("alice")
+                        .issued_at(now - 82_800)
+                        .expires_at(now + 3600),
+                ),
+            ),
+            (
+                Refused,
+                "no iat, two hours left",
+                token(Claims::new("alice").expires_at(now + 7200)),
+            ),
+            (
+                Refused,
+                "an iat written late to look short",
+                token(
+                    Claims::new("alice")
+                        .issued_at(now + 7000)
+                        .expires_at(now + 7200),
+                ),
+            ),
+        ],
     )
     .await;
 }
@@ -191,25 +211,28 @@ async fn secrets_rotate_with_overlap_by_kid() {
             &EncodingKey::from_secret(secret.as_bytes()),
         )
     };
-    assert_accepted(&stack, "kid old", &hs256("old", &old)).await;
-    assert_accepted(&stack, "kid new", &hs256("new", &new)).await;
-    assert_accepted(&stack, "no kid: the default secret", &stack.token("alice")).await;
-    assert_refused(
+    assert_verdicts(
         &stack,
-        "kid new signed with the old secret",
-        &hs256("new", &old),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "kid old signed with the default secret",
-        &hs256("old", stack.secret()),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "no kid signed with a kid's secret",
-        &sign_hs256(&new, &claims),
+        &[
+            (Accepted, "kid old", hs256("old", &old)),
+            (Accepted, "kid new", hs256("new", &new)),
+            (Accepted, "no kid: the default secret", stack.token("alice")),
+            (
+                Refused,
+                "kid new signed with the old secret",
+                hs256("new", &old),
+            ),
+            (
+                Refused,
+                "kid old signed with the default secret",
+                hs256("old", stack.secret()),
+            ),
+            (
+                Refused,
+                "no kid signed with a kid's secret",
+                sign_hs256(&new, &claims),
+            ),
+        ],
     )
     .await;
 
@@ -274,50 +297,44 @@ async fn an_identity_providers_jwks_keys_are_accepted_and_other_keys_refused() {
     )
     .await;
     let claims = Claims::new("alice");
+    let signed = |algorithm, kid, key: &EncodingKey| sign_kid(algorithm, kid, &claims, key);
+    let public_pem = EncodingKey::from_secret(&rsa_public);
+    let no_kid = jsonwebtoken::Header::new(Algorithm::RS256);
 
-    assert_accepted(
+    assert_verdicts(
         &stack,
-        "RS256 by kid",
-        &sign_kid(Algorithm::RS256, "idp-rsa-1", &claims, &rsa),
-    )
-    .await;
-    assert_accepted(
-        &stack,
-        "EdDSA by kid",
-        &sign_kid(Algorithm::EdDSA, "idp-ed-1", &claims, &ed),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "RS256 signed by another key under the provider's kid",
-        &sign_kid(Algorithm::RS256, "idp-rsa-1", &claims, &attacker),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "RS256 under the Ed25519 key's kid",
-        &sign_kid(Algorithm::RS256, "idp-ed-1", &claims, &rsa),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "HS256 keyed with the provider's public key PEM",
-        &sign_kid(
-            Algorithm::HS256,
-            "idp-rsa-1",
-            &claims,
-            &EncodingKey::from_secret(&rsa_public),
-        ),
-    )
-    .await;
-    assert_refused(
-        &stack,
-        "the provider's key without a kid",
-        &warren_tests::hostile_support::sign_with(
-            &jsonwebtoken::Header::new(Algorithm::RS256),
-            &claims,
-            &rsa,
-        ),
+        &[
+            (
+                Accepted,
+                "RS256 by kid",
+                signed(Algorithm::RS256, "idp-rsa-1", &rsa),
+            ),
+            (
+                Accepted,
+                "EdDSA by kid",
+                signed(Algorithm::EdDSA, "idp-ed-1", &ed),
+            ),
+            (
+                Refused,
+                "RS256 signed by another key under the provider's kid",
+                signed(Algorithm::RS256, "idp-rsa-1", &attacker),
+            ),
+            (
+                Refused,
+                "RS256 under the Ed25519 key's kid",
+                signed(Algorithm::RS256, "idp-ed-1", &rsa),
+            ),
+            (
+                Refused,
+                "HS256 keyed with the provider's public key PEM",
+                signed(Algorithm::HS256, "idp-rsa-1", &public_pem),
+            ),
+            (
+                Refused,
+                "the provider's key without a kid",
+                warren_tests::hostile_support::sign_with(&no_kid, &claims, &rsa),
+            ),
+        ],
     )
     .await;
     std::fs::remove_file(&jwks).ok();

@@ -3,7 +3,8 @@
 use proto::client::{History, MAX_HISTORY_LIMIT};
 use proto::server::{HistoryPage, Message, ServerBody};
 
-use super::{room_kind, Ctx, Failure, Outcome};
+use super::ctx::{room_kind, Ctx, Failure};
+use super::Outcome;
 
 /// The page size when the client names none.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;

@@ -11,9 +11,10 @@ use proto::codes::ErrorCode;
 use proto::ids::RoomKind;
 use proto::server::{Joined, MemberChange, MemberEvent, ServerBody};
 
+use super::ctx::{room_kind, Ctx, Failure};
 use super::presence::{has_other_session, members, prune};
-use super::{room_kind, Ctx, Failure, Outcome, Routed};
-use crate::access::{self, Admission, Refusal};
+use super::{Outcome, Routed};
+use crate::access::{self, ErrorReply, JoinGrant};
 use crate::recovery::{self, Backfill};
 use crate::store::PresenceEntry;
 
@@ -24,12 +25,12 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
     let standing = ctx.standing(room, &kind).await?;
     let admin = ctx.cmd.actor.is_admin();
     let role = match access::admit(&kind, user, admin, &standing, ctx.rules.auto_create)? {
-        Admission::Enter(role) => role,
-        Admission::Enroll => ctx.store.enroll(room, user).await?,
-        Admission::Create => {
+        JoinGrant::Enter(role) => role,
+        JoinGrant::Enroll => ctx.store.enroll(room, user).await?,
+        JoinGrant::Create => {
             let cap = ctx.rules.max_created_per_hour;
             if cap > 0 && ctx.store.count_room_created(user, common::now_ms()).await? > cap {
-                return Err(Refusal::new(
+                return Err(ErrorReply::new(
                     ErrorCode::RateLimited,
                     format!("you may create at most {cap} rooms an hour"),
                 )
@@ -42,7 +43,9 @@ pub(super) async fn join(ctx: &Ctx<'_>, args: &Join) -> Result<Outcome, Failure>
             {
                 // Only one dispatcher handles a shard at a time, so this means another
                 // one took the shard over mid-command. The client may simply retry.
-                return Err(Refusal::new(ErrorCode::Unavailable, "the room changed; retry").into());
+                return Err(
+                    ErrorReply::new(ErrorCode::Unavailable, "the room changed; retry").into(),
+                );
             }
             Role::Owner
         }

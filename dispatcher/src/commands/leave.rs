@@ -5,8 +5,9 @@ use proto::amqp::EventBody;
 use proto::client::RoomOnly;
 use proto::server::{MemberChange, MemberEvent, RoomRef, ServerBody};
 
+use super::ctx::{room_kind, Ctx, Failure};
 use super::presence::{has_other_session, members};
-use super::{room_kind, Ctx, Failure, Outcome, Routed};
+use super::{Outcome, Routed};
 
 pub(super) async fn leave(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Failure> {
     let room = args.room.as_str();

@@ -7,6 +7,7 @@
 //! functions in [`crate::access`], [`crate::moderation`] and [`crate::recovery`]; these
 //! modules only fetch what those need and act on the verdict.
 
+mod ctx;
 mod history;
 mod join;
 mod leave;
@@ -21,14 +22,13 @@ use std::sync::Arc;
 use common::Settings;
 use proto::amqp::{gateway_key, room_key, Command, CommandBody, EventBody};
 use proto::codes::ErrorCode;
-use proto::ids::{validate_room, RoomKind};
-use proto::server::{ServerBody, ServerFrame, UserRef};
+use proto::server::ServerFrame;
 
-use crate::access::{self, Refusal};
+use crate::access::ErrorReply;
 use crate::metrics::DispatcherMetrics;
 use crate::retention::Touched;
-use crate::rooms::ConfiguredRoom;
-use crate::store::{Retention, RoomMeta, RoomStore, Standing, StoreError};
+use crate::store::{ConfiguredRoom, Retention, RoomMeta, RoomStore, StoreError};
+use ctx::{Ctx, Failure};
 
 /// The settings that shape chat behaviour.
 #[derive(Debug, Clone)]
@@ -198,25 +198,6 @@ impl Outcome {
     }
 }
 
-/// Why a command module stopped early: a refusal (answered) or a store failure (retried).
-#[derive(Debug)]
-enum Failure {
-    Refused(Refusal),
-    Store(StoreError),
-}
-
-impl From<Refusal> for Failure {
-    fn from(r: Refusal) -> Failure {
-        Failure::Refused(r)
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        Failure::Store(e)
-    }
-}
-
 /// Handles commands against the store. Cloning is shallow.
 #[derive(Clone)]
 pub struct Handler {
@@ -295,14 +276,17 @@ impl Handler {
             Err(Failure::Refused(refusal)) => Ok(ctx.refuse(refusal)),
             Err(Failure::Store(StoreError::Data(what))) => {
                 tracing::error!(kind = cmd.body.kind(), room = %cmd.room(), %what, "damaged data in the store");
-                Ok(ctx.refuse(Refusal::new(ErrorCode::Internal, "stored data is damaged")))
+                Ok(ctx.refuse(ErrorReply::new(
+                    ErrorCode::Internal,
+                    "stored data is damaged",
+                )))
             }
             Err(Failure::Store(StoreError::Refused(e))) => {
                 // What was written before the refusal stays (each write is whole); a
                 // retry of a send finds it through dedup.
                 tracing::warn!(kind = cmd.body.kind(), room = %cmd.room(), error = %e, "the store refuses writes");
                 self.metrics.store_refusals.inc();
-                Ok(ctx.refuse(Refusal::new(
+                Ok(ctx.refuse(ErrorReply::new(
                     ErrorCode::Unavailable,
                     "the store is full; try again later",
                 )))
@@ -316,7 +300,7 @@ impl Handler {
     /// A bot's command, or a user's `send`, `dm` or `typing`, past its budget: the
     /// refusal to answer.
     /// The buckets live in Redis, so the budget holds across gateways and dispatchers.
-    async fn over_budget(&self, cmd: &Command) -> Result<Option<Refusal>, StoreError> {
+    async fn over_budget(&self, cmd: &Command) -> Result<Option<ErrorReply>, StoreError> {
         let (what, (per_sec, burst)) = if cmd.actor.bot {
             ("bot", self.rules.bot_commands)
         } else if matches!(
@@ -342,110 +326,10 @@ impl Handler {
             Err(e) => return Err(e),
         };
         Ok((!taken).then(|| {
-            Refusal::new(
+            ErrorReply::new(
                 ErrorCode::RateLimited,
                 format!("at most {per_sec} a second (burst {burst}) for this user"),
             )
         }))
     }
-}
-
-/// What a command module works with.
-struct Ctx<'a> {
-    store: &'a RoomStore,
-    rules: &'a Rules,
-    configured: &'a HashMap<String, ConfiguredRoom>,
-    cmd: &'a Command,
-    /// The delivery's `message_id`, when usable for dedup.
-    message_id: Option<&'a str>,
-}
-
-impl Ctx<'_> {
-    fn user(&self) -> &str {
-        &self.cmd.actor.id
-    }
-
-    fn user_ref(&self) -> UserRef {
-        UserRef {
-            id: self.cmd.actor.id.clone(),
-            name: self.cmd.actor.name.clone(),
-        }
-    }
-
-    /// The presence session of the command's connection. A bot has no connection; it
-    /// gets one session of its own.
-    fn session(&self) -> String {
-        match &self.cmd.conn {
-            Some(conn) => conn.session.clone(),
-            None => format!("amqp:{}", self.cmd.actor.id),
-        }
-    }
-
-    fn gateway(&self) -> String {
-        self.cmd
-            .conn
-            .as_ref()
-            .map(|c| c.gateway.clone())
-            .unwrap_or_default()
-    }
-
-    fn answer(&self, body: ServerBody) -> Outcome {
-        Outcome {
-            events: Vec::new(),
-            reply: Some(ServerFrame::answer(self.cmd.reference.clone(), body)),
-        }
-    }
-
-    fn refuse(&self, refusal: Refusal) -> Outcome {
-        Outcome {
-            events: Vec::new(),
-            reply: Some(ServerFrame::error(
-                self.cmd.reference.clone(),
-                refusal.code,
-                refusal.message,
-            )),
-        }
-    }
-
-    /// The user's standing in a room; dm rooms keep none.
-    ///
-    /// A room from configuration that the store no longer knows (Redis restarted without
-    /// its data, or was flushed, while this dispatcher stayed connected) is written again
-    /// first: otherwise the next joiner would create it anew as a public room and own it.
-    async fn standing(&self, room: &str, kind: &RoomKind<'_>) -> Result<Standing, StoreError> {
-        if let RoomKind::Dm(..) = kind {
-            return Ok(Standing::default());
-        }
-        let standing = self.store.standing(room, self.user()).await?;
-        self.restored(room, standing).await
-    }
-
-    /// `standing`, just read for a room that is not a dm room, or read again after
-    /// writing the room from configuration when the store had lost it.
-    async fn restored(&self, room: &str, standing: Standing) -> Result<Standing, StoreError> {
-        match (&standing.meta, self.configured.get(room)) {
-            (None, Some(declared)) => {
-                tracing::warn!(
-                    room,
-                    "a room from configuration was missing from the store; writing it again"
-                );
-                self.store.configure(declared, common::now_ms()).await?;
-                self.store.standing(room, self.user()).await
-            }
-            _ => Ok(standing),
-        }
-    }
-
-    /// Refuses unless the user may read the room.
-    async fn check_reader(&self, room: &str, kind: &RoomKind<'_>) -> Result<(), Failure> {
-        let standing = self.standing(room, kind).await?;
-        let role = access::effective_role(kind, self.user(), standing.role);
-        access::may_read(role, standing.banned)?;
-        Ok(())
-    }
-}
-
-/// Checks a room id from a command before it reaches a key.
-fn room_kind(room: &str) -> Result<RoomKind<'_>, Refusal> {
-    validate_room(room).map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("room: {e}")))
 }

@@ -9,27 +9,28 @@ use proto::codes::ErrorCode;
 use proto::ids::{validate_message_id, validate_user, RoomKind};
 use proto::server::{Ack, Kicked, MemberChange, MemberEvent, ModerationEvent, ServerBody, UserRef};
 
+use super::ctx::{room_kind, Ctx, Failure};
 use super::presence::members;
-use super::{room_kind, Ctx, Failure, Outcome, Routed};
-use crate::access::Refusal;
+use super::{Outcome, Routed};
+use crate::access::ErrorReply;
 use crate::moderation::{self, Rank, RoleChange};
 use crate::store::{PresenceEntry, Restriction, RestrictionKind};
 
 pub(super) async fn moderate(ctx: &Ctx<'_>, args: &Moderate) -> Result<Outcome, Failure> {
     let room = args.room.as_str();
     if let RoomKind::Dm(..) = room_kind(room)? {
-        return Err(Refusal::new(ErrorCode::Forbidden, "dm rooms have no moderators").into());
+        return Err(ErrorReply::new(ErrorCode::Forbidden, "dm rooms have no moderators").into());
     }
     if args
         .reason
         .as_ref()
         .is_some_and(|r| r.len() > ctx.rules.max_text_bytes)
     {
-        return Err(Refusal::new(ErrorCode::TooLarge, "reason is too long").into());
+        return Err(ErrorReply::new(ErrorCode::TooLarge, "reason is too long").into());
     }
     let standing = ctx.store.standing(room, ctx.user()).await?;
     if standing.meta.is_none() {
-        return Err(Refusal::new(ErrorCode::NoSuchRoom, "no such room").into());
+        return Err(ErrorReply::new(ErrorCode::NoSuchRoom, "no such room").into());
     }
     let actor = Rank::of(standing.role, ctx.cmd.actor.is_admin());
     let mut event = ModerationEvent {
@@ -68,8 +69,9 @@ async fn act_on_user(
     let target = args
         .user
         .as_deref()
-        .ok_or_else(|| Refusal::new(ErrorCode::BadRequest, "this action needs a user"))?;
-    validate_user(target).map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("user: {e}")))?;
+        .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "this action needs a user"))?;
+    validate_user(target)
+        .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("user: {e}")))?;
     let current = ctx.store.role(room, target).await?;
     moderation::authorize(
         args.action,
@@ -133,7 +135,7 @@ async fn act_on_user(
         ModAction::Grant | ModAction::Revoke => {
             // `authorize` refused grant and revoke without a role.
             let role = args.role.ok_or_else(|| {
-                Refusal::new(ErrorCode::BadRequest, "grant and revoke need a role")
+                ErrorReply::new(ErrorCode::BadRequest, "grant and revoke need a role")
             })?;
             event.role = Some(role);
             match moderation::role_change(args.action, role, current)? {
@@ -187,9 +189,9 @@ async fn delete(ctx: &Ctx<'_>, args: &Moderate, actor: Rank) -> Result<String, F
         .msg_id
         .as_deref()
         .filter(|id| validate_message_id(id).is_ok())
-        .ok_or_else(|| Refusal::new(ErrorCode::BadRequest, "delete needs a msg_id"))?;
+        .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "delete needs a msg_id"))?;
     let message = ctx.store.message_by_id(room, id).await?.ok_or_else(|| {
-        Refusal::new(
+        ErrorReply::new(
             ErrorCode::BadRequest,
             "no message with this msg_id in the room's history",
         )

@@ -19,7 +19,8 @@ use proto::amqp::EventBody;
 use proto::client::RoomOnly;
 use proto::server::{MemberChange, MemberEvent, Presence, ServerBody, UserRef};
 
-use super::{room_kind, Ctx, Failure, Outcome, Routed};
+use super::ctx::{room_kind, Ctx, Failure};
+use super::{Outcome, Routed};
 use crate::store::{PresenceEntry, StoreError};
 
 pub(super) async fn presence(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Failure> {

@@ -16,8 +16,9 @@ use proto::codes::ErrorCode;
 use proto::ids::{dm_room, validate_room, validate_user, RoomKind};
 use proto::server::{Ack, Author, Message, ServerBody};
 
-use super::{room_kind, Ctx, EventAck, Failure, Outcome, Routed, UserCopy};
-use crate::access::{self, Refusal};
+use super::ctx::{room_kind, Ctx, Failure};
+use super::{EventAck, Outcome, Routed, UserCopy};
+use crate::access::{self, ErrorReply};
 use crate::store::{Dedup, Draft, Prior};
 
 /// The most messages a dm room keeps while its recipient has never joined it: a
@@ -32,9 +33,10 @@ pub(super) async fn send(ctx: &Ctx<'_>, args: &Send) -> Result<Outcome, Failure>
 }
 
 pub(super) async fn dm(ctx: &Ctx<'_>, args: &Dm) -> Result<Outcome, Failure> {
-    validate_user(&args.to).map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("to: {e}")))?;
+    validate_user(&args.to)
+        .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("to: {e}")))?;
     if args.to == ctx.user() {
-        return Err(Refusal::new(ErrorCode::BadRequest, "cannot send a dm to yourself").into());
+        return Err(ErrorReply::new(ErrorCode::BadRequest, "cannot send a dm to yourself").into());
     }
     let room = dm_room(ctx.user(), &args.to);
     let kind = room_kind(&room)?;
@@ -49,7 +51,7 @@ pub(super) async fn dm(ctx: &Ctx<'_>, args: &Dm) -> Result<Outcome, Failure> {
             .await?
             > cap
     {
-        return Err(Refusal::new(
+        return Err(ErrorReply::new(
             ErrorCode::RateLimited,
             format!("you may start at most {cap} rooms or conversations an hour"),
         )
@@ -67,12 +69,12 @@ async fn post(
     access::check_text(text, ctx.rules.max_text_bytes)?;
     if ctx.cmd.reference.as_deref() == Some("") {
         // An empty `ref` would make every later send of the user a duplicate.
-        return Err(Refusal::new(ErrorCode::BadRequest, "ref must not be empty").into());
+        return Err(ErrorReply::new(ErrorCode::BadRequest, "ref must not be empty").into());
     }
     let user = ctx.user();
     let dedup = dedup_of(room, user, ctx.cmd.reference.as_deref(), ctx.message_id);
-    // The dedup key and the sender's standing are read in one round trip (the append is
-    // the second): a retry is answered from the dedup key whatever the standing says.
+    // Read: the dedup key and the sender's standing in one round trip (the append is the
+    // second): a retry is answered from the dedup key whatever the standing says.
     let standing = match (&dedup, kind) {
         (Some(dedup), RoomKind::Public) => {
             match ctx
@@ -81,17 +83,20 @@ async fn post(
                 .await?
             {
                 Prior::Stored(first) => return Ok(delivered(ctx, first)),
-                Prior::New(standing) => ctx.restored(room, standing).await?,
+                Prior::New(standing) => standing,
             }
         }
         (Some(dedup), RoomKind::Dm(..)) => {
             if let Some(first) = ctx.store.deduplicated(dedup).await? {
                 return Ok(delivered(ctx, first));
             }
-            ctx.standing(room, kind).await?
+            ctx.read_standing(room, kind).await?
         }
-        (None, _) => ctx.standing(room, kind).await?,
+        (None, _) => ctx.read_standing(room, kind).await?,
     };
+    // Put back a room from configuration the store lost, before deciding on it.
+    let standing = ctx.restore_lost(room, standing).await?;
+    // Decide.
     let role = access::effective_role(kind, user, standing.role);
     let announce = standing.meta.is_some_and(|m| m.announce);
     access::may_send(

@@ -7,7 +7,8 @@ use proto::client::RoomOnly;
 use proto::ids::RoomKind;
 use proto::server::TypingEvent;
 
-use super::{room_kind, Ctx, Failure, Outcome, Routed, UserCopy};
+use super::ctx::{room_kind, Ctx, Failure};
+use super::{Outcome, Routed, UserCopy};
 use crate::access;
 
 pub(super) async fn typing(ctx: &Ctx<'_>, args: &RoomOnly) -> Result<Outcome, Failure> {

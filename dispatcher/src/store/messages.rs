@@ -3,7 +3,7 @@
 
 use proto::server::Message;
 
-use super::model::{parse_messages, Missed, Retention, RoomState, StoreError};
+use super::model::{parse_dedup, parse_messages, Missed, Retention, RoomState, StoreError};
 use super::{Dedup, Draft, RoomStore};
 
 /// A new epoch candidate; only used when the room has none.
@@ -124,7 +124,7 @@ impl RoomStore {
             .arg(self.keys.dedup(dedup))
             .query_async(&mut self.conn())
             .await?;
-        super::parse_dedup(dedup, raw)
+        parse_dedup(dedup, raw)
     }
 
     /// Numbers and stores a message atomically (see `append.lua`), remembering it under

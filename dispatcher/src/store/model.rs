@@ -8,6 +8,8 @@ use proto::client::Role;
 use proto::server::Message;
 use serde::{Deserialize, Serialize};
 
+use super::keys::Dedup;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Redis (or a cluster node) is unreachable, loading or failing over: worth retrying.
@@ -81,6 +83,16 @@ impl Visibility {
             Visibility::Private => "private",
         }
     }
+}
+
+/// A room declared in configuration, checked (see [`crate::rooms::plan`]): what the store
+/// writes when the dispatcher connects, and again when the store has lost it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredRoom {
+    pub id: String,
+    pub meta: RoomMeta,
+    pub owners: Vec<String>,
+    pub moderators: Vec<String>,
 }
 
 /// A room's settings.
@@ -227,6 +239,18 @@ pub(super) fn parse_presence(
         .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     entries
+}
+
+/// A dedup key's value: the message first stored for that send.
+pub(super) fn parse_dedup(
+    dedup: &Dedup<'_>,
+    raw: Option<String>,
+) -> Result<Option<Message>, StoreError> {
+    raw.map(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| StoreError::Data(format!("dedup entry {dedup:?}: {e}")))
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use tokio::time::Instant;
 
 use super::services::{run, run_blocking, wait_for, START_TIMEOUT};
-use crate::store::REDIS_URL;
 
 /// The most keys of other deployments a data-loss restart carries over.
 const MAX_PRESERVED_KEYS: usize = 100_000;
@@ -82,14 +81,7 @@ impl RedisConfig {
 }
 
 async fn redis_connection() -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(REDIS_URL)?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .context("Redis did not answer within 5 s")?
-    .context("connect to Redis")
+    crate::store::connect_within(Duration::from_secs(5)).await
 }
 
 fn redis_answers() -> bool {

@@ -1,4 +1,6 @@
-//! One shard's consumer.
+//! One shard's consumer. This module is its loop ([`Shard::run`]); `decider` handles one
+//! command against the store, retrying while Redis fails; `window` holds what was handled
+//! until it is confirmed and acked, over `ledger`, which keeps each room's order.
 //!
 //! Its commands are handled strictly in order, one at a time, because a room's order is
 //! its shard's order: [`intake`] reads a delivery, the [`Handler`] does its Redis work,
@@ -33,15 +35,12 @@
 //!   channel; the supervisor subscribes again.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use common::amqp::Backoff;
-use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
 use lapin::{Channel, Consumer};
 use proto::amqp::Command;
 use proto::server::ServerBody;
@@ -52,10 +51,13 @@ use crate::balance::{Assignment, HOLD, PROBE_FROM_HEADER, PROBE_TYPE};
 use crate::commands::{Handler, Outcome};
 use crate::intake::{self, Rejection};
 use crate::metrics::DispatcherMetrics;
-use crate::publisher::{Batch, PublishError, Publisher, ReplyTo};
-use ledger::Ledger;
+use crate::publisher::{Batch, Publisher, ReplyTo};
+use decider::{decide, Decider};
+use window::{BoxFuture, Window};
 
+mod decider;
 mod ledger;
+mod window;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -74,11 +76,9 @@ pub enum Ended {
     HandedOver,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 /// What every shard of one connection shares.
 #[derive(Clone)]
-pub struct Shared {
+pub struct ShardContext {
     pub publisher: Publisher,
     pub handler: Handler,
     /// AMQP logins whose commands speak for their `actor`.
@@ -118,25 +118,32 @@ pub struct Shard {
 
 impl Shard {
     /// `consumer` runs on `channel`, with manual acks.
-    pub fn new(index: u32, channel: Channel, consumer: Consumer, shared: Shared) -> Shard {
+    pub fn new(index: u32, channel: Channel, consumer: Consumer, context: ShardContext) -> Shard {
         Shard {
             index,
-            window: Window::new(index, channel.clone(), &shared),
+            window: Window::new(
+                index,
+                channel.clone(),
+                context.publisher,
+                context.backoff.clone(),
+                context.stop.clone(),
+                context.metrics.clone(),
+            ),
             channel,
             consumer,
-            metrics: shared.metrics.clone(),
-            stop: shared.stop.clone(),
+            metrics: context.metrics.clone(),
+            stop: context.stop.clone(),
             decider: Arc::new(Decider {
                 index,
-                handler: shared.handler,
-                metrics: shared.metrics,
-                backoff: shared.backoff,
-                stop: shared.stop,
+                handler: context.handler,
+                metrics: context.metrics,
+                backoff: context.backoff,
+                stop: context.stop,
             }),
-            gateway_accounts: shared.gateway_accounts,
-            room_order: shared.room_order,
-            shards: shared.shards,
-            assignment: shared.assignment,
+            gateway_accounts: context.gateway_accounts,
+            room_order: context.room_order,
+            shards: context.shards,
+            assignment: context.assignment,
             subscribed: Instant::now(),
             active: false,
         }
@@ -146,9 +153,9 @@ impl Shard {
     /// channel fails (`Err`). What is in hand is finished first (see the module's notes),
     /// then the channel is closed.
     pub async fn run(mut self) -> Result<Ended, ShardError> {
-        let served = self.serve().await;
+        let consumed = self.consume().await;
         self.metrics.set_shard_active(self.index, false);
-        let ended = served?;
+        let ended = consumed?;
         if ended == Ended::HandedOver {
             self.metrics.handovers.inc();
             tracing::info!(shard = self.index, "shard handed over");
@@ -164,7 +171,7 @@ impl Shard {
             && self.assignment.borrow().hands_over_to(self.index, from)
     }
 
-    async fn serve(&mut self) -> Result<Ended, ShardError> {
+    async fn consume(&mut self) -> Result<Ended, ShardError> {
         let mut stopping = false;
         let mut handing_over = false;
         // The command whose Redis work is under way, and its delivery.
@@ -290,231 +297,6 @@ async fn in_flight<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
     match slot {
         Some(future) => future.await,
         None => std::future::pending().await,
-    }
-}
-
-/// What handling a command needs, shared by the shard's handling futures.
-struct Decider {
-    index: u32,
-    handler: Handler,
-    metrics: Arc<DispatcherMetrics>,
-    backoff: Backoff,
-    stop: CancellationToken,
-}
-
-/// Handles a command, retrying while Redis fails. `None` when told to stop first.
-async fn decide(
-    decider: Arc<Decider>,
-    command: Command,
-    message_id: Option<String>,
-) -> (Command, Option<Outcome>) {
-    let mut backoff = decider.backoff.clone();
-    loop {
-        let started = Instant::now();
-        let handled = decider
-            .handler
-            .handle(&command, message_id.as_deref())
-            .await;
-        let metrics = &decider.metrics;
-        metrics
-            .redis_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.set_redis_up(handled.is_ok());
-        match handled {
-            Ok(outcome) => return (command, Some(outcome)),
-            Err(e) => {
-                tracing::warn!(shard = decider.index, kind = command.body.kind(), error = %e, "store failed; retrying");
-                metrics.retries.inc();
-                let wait = backoff.next();
-                tokio::select! {
-                    biased;
-                    () = decider.stop.cancelled() => return (command, None),
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
-}
-
-/// How a sent batch ended.
-enum Settled {
-    Confirmed,
-    /// The broker refused this many of its publishes.
-    Refused(usize),
-    /// Told to stop while waiting to send it again.
-    Abandoned,
-    Failed(lapin::Error),
-}
-
-/// One delivery between its handling and its ack.
-struct Entry {
-    /// The delivery's tag on the shard's channel.
-    tag: u64,
-    started: Instant,
-    /// What it publishes, until confirmed.
-    batch: Arc<Batch>,
-    /// Set at the first refusal.
-    backoff: Option<Backoff>,
-}
-
-/// The shard's handled but unacked deliveries ([`Ledger`]), their batches on their way,
-/// and the acks.
-struct Window {
-    index: u32,
-    /// The shard's channel, which its acks go on.
-    channel: Channel,
-    publisher: Publisher,
-    backoff: Backoff,
-    stop: CancellationToken,
-    metrics: Arc<DispatcherMetrics>,
-    ledger: Ledger<Entry>,
-    /// Batches sent or waiting to be sent again, each resolving to its entry's id.
-    sending: FuturesUnordered<BoxFuture<(u64, Settled)>>,
-    /// The tag of the last entry of the confirmed run popped from the head, not acked
-    /// yet.
-    ready: Option<u64>,
-    /// The ack on its way.
-    acking: Option<BoxFuture<lapin::Result<()>>>,
-}
-
-impl Window {
-    fn new(index: u32, channel: Channel, shared: &Shared) -> Window {
-        Window {
-            index,
-            channel,
-            publisher: shared.publisher.clone(),
-            backoff: shared.backoff.clone(),
-            stop: shared.stop.clone(),
-            metrics: shared.metrics.clone(),
-            ledger: Ledger::new(),
-            sending: FuturesUnordered::new(),
-            ready: None,
-            acking: None,
-        }
-    }
-
-    /// Adds a handled delivery: its batch is sent now, or held behind its room's
-    /// unconfirmed entries; with nothing to publish it is confirmed at once.
-    fn push(&mut self, tag: u64, started: Instant, room: Option<String>, batch: Batch) {
-        let publishes = !batch.is_empty();
-        let entry = Entry {
-            tag,
-            started,
-            batch: Arc::new(batch),
-            backoff: None,
-        };
-        let (id, send) = self.ledger.push(entry, room, publishes);
-        if send {
-            self.send(id);
-        }
-    }
-
-    /// Sends entry `id`'s batch.
-    fn send(&mut self, id: u64) {
-        let batch = self.ledger.item_mut(id).batch.clone();
-        let sent = self.publisher.send(batch);
-        self.sending
-            .push(Box::pin(async move { (id, settled(sent.await)) }));
-    }
-
-    /// Sends entry `id`'s batch again after a backoff, unless told to stop first.
-    fn resend(&mut self, id: u64) {
-        let template = &self.backoff;
-        let entry = self.ledger.item_mut(id);
-        let wait = entry.backoff.get_or_insert_with(|| template.clone()).next();
-        let batch = entry.batch.clone();
-        let publisher = self.publisher.clone();
-        let stop = self.stop.clone();
-        self.sending.push(Box::pin(async move {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return (id, Settled::Abandoned),
-                () = tokio::time::sleep(wait) => {}
-            }
-            (id, settled(publisher.send(batch).await))
-        }));
-    }
-
-    /// Records how entry `id`'s batch ended, and sends what that releases.
-    fn settle(&mut self, id: u64, settled: Settled, stopping: bool) -> Result<(), ShardError> {
-        match settled {
-            Settled::Failed(e) => return Err(e.into()),
-            Settled::Confirmed => {
-                // The bytes are no longer needed.
-                self.ledger.item_mut(id).batch = Arc::default();
-                if let Some(next) = self.ledger.confirm(id) {
-                    self.send(next);
-                }
-            }
-            Settled::Refused(_) if stopping => self.ledger.abandon(id),
-            Settled::Refused(refused) => {
-                tracing::warn!(shard = self.index, refused, "publish refused; retrying");
-                self.metrics.retries.inc();
-                self.resend(id);
-            }
-            Settled::Abandoned => self.ledger.abandon(id),
-        }
-        Ok(())
-    }
-
-    /// Pops the confirmed run at the head of the window: its last entry's ack will cover
-    /// it all.
-    fn collect(&mut self) {
-        let (ready, metrics) = (&mut self.ready, &self.metrics);
-        self.ledger.pop_confirmed(|entry| {
-            metrics
-                .command_seconds
-                .observe(entry.started.elapsed().as_secs_f64());
-            *ready = Some(entry.tag);
-        });
-    }
-
-    /// Starts the ack of what is ready, unless an ack is already on its way: then what
-    /// is confirmed meanwhile goes with the next one. One at a time, acks reach the
-    /// broker in order, so a `multiple` ack never meets a tag acked before it.
-    fn send_ack(&mut self) {
-        if self.acking.is_some() {
-            return;
-        }
-        if let Some(tag) = self.ready.take() {
-            let channel = self.channel.clone();
-            self.acking = Some(Box::pin(async move {
-                channel
-                    .basic_ack(tag, BasicAckOptions { multiple: true })
-                    .await
-            }));
-        }
-    }
-
-    /// Nothing sent, held or being acked.
-    fn is_idle(&self) -> bool {
-        self.sending.is_empty() && self.acking.is_none() && self.ready.is_none()
-    }
-
-    /// After a stop: acks, one by one, the confirmed entries left behind an abandoned
-    /// one (never the abandoned ones: they are redelivered).
-    async fn finish(&mut self) -> Result<(), ShardError> {
-        let left: Vec<(Entry, bool)> = self.ledger.drain().collect();
-        for (entry, confirmed) in left {
-            if !confirmed {
-                continue;
-            }
-            self.channel
-                .basic_ack(entry.tag, BasicAckOptions { multiple: false })
-                .await?;
-            self.metrics
-                .command_seconds
-                .observe(entry.started.elapsed().as_secs_f64());
-        }
-        Ok(())
-    }
-}
-
-fn settled(sent: Result<(), PublishError>) -> Settled {
-    match sent {
-        Ok(()) => Settled::Confirmed,
-        Err(PublishError::Nacked(n)) => Settled::Refused(n),
-        Err(PublishError::Amqp(e)) => Settled::Failed(e),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The dispatcher's operator endpoints on `dispatcher.listen`: `/healthz` (the process
+//! The dispatcher's operations listener: its endpoints for operators on `dispatcher.listen`: `/healthz` (the process
 //! runs), `/readyz` (consuming its shards with Redis reachable) and `/metrics`.
 
 use std::net::SocketAddr;
@@ -20,8 +20,8 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
     response
 }
 
-/// Serves on `listener` until `shutdown`.
-pub async fn serve(
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown`.
+pub async fn serve_health_and_metrics(
     listener: tokio::net::TcpListener,
     metrics: Arc<DispatcherMetrics>,
     shutdown: CancellationToken,
