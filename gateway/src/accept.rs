@@ -13,7 +13,7 @@
 //! WebSocket upgrade is an HTTP/1.1 affair and the operator endpoints need nothing more.
 //!
 //! Shutdown: when `shutdown` is cancelled the listener closes, every HTTP connection is
-//! told to finish its request in flight and not keep alive, and [`serve`] returns when
+//! told to finish its request in flight and not keep alive, and [`run`] returns when
 //! they are all gone (the caller bounds the wait with the grace period).
 
 use std::collections::HashMap;
@@ -51,7 +51,7 @@ pub struct HttpLimits {
 }
 
 /// Accepts connections on `listener` and serves `routes` on each until `shutdown`.
-pub async fn serve<F>(
+pub async fn run<F>(
     listener: TcpListener,
     routes: F,
     limits: HttpLimits,
@@ -87,7 +87,7 @@ pub async fn serve<F>(
             drop(stream);
             continue;
         };
-        let connection = serve_one(
+        let connection = http_phase(
             stream,
             routes.clone(),
             limits,
@@ -173,7 +173,7 @@ fn source_of(ip: IpAddr) -> IpAddr {
 }
 
 /// One connection's HTTP phase: requests until it upgrades, closes, or times out.
-async fn serve_one<F>(
+async fn http_phase<F>(
     stream: TcpStream,
     routes: F,
     limits: HttpLimits,

@@ -48,11 +48,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::caps::ConnectionSlot;
 use crate::index::{ConnHandle, Outbound, ReplyOut};
 use crate::limits::{FrameBudget, Strikes, TokenBucket};
 use crate::metrics::{Code, Kind};
+use crate::state::Gateway;
 use crate::ws;
-use crate::{Admission, Gateway};
 use filter::SeqFilter;
 
 use forward::Done;
@@ -61,48 +62,6 @@ use forward::Done;
 const BATCH: usize = 64;
 /// At least one turn in this many polls every branch, however busy the queue.
 const FAIR_EVERY: u32 = 16;
-
-/// rustc's FxHash, for a connection's own rooms: looked up once per delivery, where
-/// SipHash cost more than the rest of the lookup. The map holds at most
-/// `gateway.max_rooms_per_connection` keys of one client, so there is no table for an
-/// attacker to flood.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FxBuild;
-
-pub struct FxHasher(u64);
-
-impl std::hash::BuildHasher for FxBuild {
-    type Hasher = FxHasher;
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher(0)
-    }
-}
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.add(u64::from(b));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
 
 /// What woke one turn of a connection's loop.
 enum Turn {
@@ -158,17 +117,17 @@ struct Connection {
     last_heard: Instant,
 }
 
-/// Runs one connection until it closes. `admission` holds its place under the
-/// connection caps until it ends.
+/// Runs one connection until it closes. `slot` holds its place under the connection
+/// caps until it ends.
 ///
 /// Built outside the `async` block so that the task holds one copy of the connection's
 /// state (an `async fn` keeps its arguments beside what they are moved into): this
 /// future is most of an idle connection's memory.
-pub fn serve(
+pub fn run(
     gw: Arc<Gateway>,
     (mut reader, writer): (ws::Reader, ws::Writer),
     claims: Claims,
-    admission: Admission,
+    slot: ConnectionSlot,
 ) -> impl std::future::Future<Output = ()> {
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let (tx, rx) = mpsc::channel(gw.settings.gateway.outbound_queue.max(1));
@@ -198,7 +157,7 @@ pub fn serve(
         drop(reader);
         // Boxed: its state would otherwise sit in every idle connection's task.
         Box::pin(conn.cleanup()).await;
-        drop(admission);
+        drop(slot);
     }
 }
 
@@ -212,11 +171,11 @@ impl Connection {
             .add_session(&self.session, &self.claims.sub, self.handle.clone());
         // Redis says this gateway holds the user before the welcome, so a user event
         // sent from then on names this gateway in its `CC`; no broker operation.
-        let ending = if gw.presence.hold(&self.claims.sub).await.is_err() {
+        let ending = if gw.liveness.hold(&self.claims.sub).await.is_err() {
             Ending::close(close::INTERNAL, "store unavailable")
         } else {
             self.push(&self.welcome());
-            self.run(reader, rx).await
+            self.event_loop(reader, rx).await
         };
         // Counted when decided, not when the close frame is out: a slow consumer's may
         // wait for it up to the close timeout.
@@ -342,7 +301,11 @@ impl Connection {
         outlet::report(&self.gw.metrics, counts);
     }
 
-    async fn run(&mut self, reader: &mut ws::Reader, mut rx: mpsc::Receiver<Outbound>) -> Ending {
+    async fn event_loop(
+        &mut self,
+        reader: &mut ws::Reader,
+        mut rx: mpsc::Receiver<Outbound>,
+    ) -> Ending {
         let g = &self.gw.settings.gateway;
         let idle = Duration::from_secs(g.idle_timeout_s.max(1));
         let every = Duration::from_secs(g.ping_interval_s.max(1));

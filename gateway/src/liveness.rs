@@ -65,22 +65,22 @@ type Answer = oneshot::Sender<Result<(), Unavailable>>;
 struct Follow(String, Option<Answer>);
 
 /// The handle connections use. Cloning the `Arc` is the only copy.
-pub struct Registry {
+pub struct Liveness {
     tx: mpsc::Sender<Follow>,
     pub health: StoreHealth,
 }
 
 /// The receiving end, handed to [`run`].
-pub struct RegistryInbox(mpsc::Receiver<Follow>);
+pub struct LivenessInbox(mpsc::Receiver<Follow>);
 
-impl Registry {
-    pub fn new() -> (Arc<Registry>, RegistryInbox) {
+impl Liveness {
+    pub fn new() -> (Arc<Liveness>, LivenessInbox) {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let registry = Registry {
+        let liveness = Liveness {
             tx,
             health: StoreHealth::default(),
         };
-        (Arc::new(registry), RegistryInbox(rx))
+        (Arc::new(liveness), LivenessInbox(rx))
     }
 
     /// Makes Redis say this gateway holds `user` (who has a connection in the index
@@ -97,7 +97,7 @@ impl Registry {
     /// Asks for `user`'s entry to follow the index (after a close), without waiting.
     pub async fn release(&self, user: &str) {
         if self.tx.send(Follow(user.to_owned(), None)).await.is_err() {
-            tracing::debug!("registry stopped; the entry expires with the gateway's");
+            tracing::debug!("liveness task stopped; the entry expires with the gateway's");
         }
     }
 }
@@ -106,12 +106,12 @@ impl Registry {
 pub async fn run(
     settings: Arc<Settings>,
     gateway_id: String,
-    registry: Arc<Registry>,
+    liveness: Arc<Liveness>,
     index: Arc<Index>,
-    mut inbox: RegistryInbox,
+    mut inbox: LivenessInbox,
     shutdown: CancellationToken,
 ) {
-    let mut state = State::new(&settings, &gateway_id, registry.clone(), index);
+    let mut state = State::new(&settings, &gateway_id, liveness.clone(), index);
     let every = Duration::from_secs(settings.presence.renew_s.clamp(1, state.ttl_s));
     let mut renew = tokio::time::interval(every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,7 +144,7 @@ pub async fn run(
                     continue;
                 }
                 Err(e) => {
-                    registry.health.set(false);
+                    liveness.health.set(false);
                     tracing::warn!(error = %e, "Redis unreachable; presence not renewed");
                     state.refuse_waiting(&mut inbox);
                     tokio::select! {
@@ -164,7 +164,7 @@ pub async fn run(
             },
         }
     }
-    registry.health.set(false);
+    liveness.health.set(false);
     if let Some(mut c) = conn {
         let removed: redis::RedisResult<()> = redis::pipe()
             .del(&state.alive)
@@ -180,7 +180,7 @@ pub async fn run(
 
 /// What the task knows: its keys, and whether the set must be written whole again.
 struct State {
-    registry: Arc<Registry>,
+    liveness: Arc<Liveness>,
     index: Arc<Index>,
     id: String,
     alive: String,
@@ -194,10 +194,10 @@ struct State {
 }
 
 impl State {
-    fn new(settings: &Settings, id: &str, registry: Arc<Registry>, index: Arc<Index>) -> State {
+    fn new(settings: &Settings, id: &str, liveness: Arc<Liveness>, index: Arc<Index>) -> State {
         let prefix = &settings.redis.prefix;
         State {
-            registry,
+            liveness,
             index,
             id: id.to_owned(),
             alive: keys::gateway_alive(prefix, id),
@@ -232,7 +232,7 @@ impl State {
             .await;
         match renewed {
             Ok(((), (), kept)) => {
-                self.registry.health.set(true);
+                self.liveness.health.set(true);
                 let held = self.index.users();
                 if (!kept || self.resync) && !held.is_empty() {
                     if !self.resync {
@@ -251,7 +251,7 @@ impl State {
                 }
             }
             Err(e) => {
-                self.registry.health.set(false);
+                self.liveness.health.set(false);
                 self.resync = true;
                 tracing::warn!(error = %e, "renewing presence failed");
             }
@@ -259,7 +259,7 @@ impl State {
     }
 
     /// Applies `first` and every request queued behind it, in one pipeline.
-    async fn apply(&mut self, c: &mut RedisConnection, first: Follow, inbox: &mut RegistryInbox) {
+    async fn apply(&mut self, c: &mut RedisConnection, first: Follow, inbox: &mut LivenessInbox) {
         let mut asked = vec![first];
         while asked.len() < BATCH {
             match inbox.0.try_recv() {
@@ -306,7 +306,7 @@ impl State {
     }
 
     /// While Redis is unreachable, nobody waits: new sessions are refused.
-    fn refuse_waiting(&mut self, inbox: &mut RegistryInbox) {
+    fn refuse_waiting(&mut self, inbox: &mut LivenessInbox) {
         self.resync = true;
         while let Ok(Follow(_, answer)) = inbox.0.try_recv() {
             if let Some(answer) = answer {

@@ -20,7 +20,7 @@
 //!
 //! Users need no binding: user-addressed events reach this gateway through its own key
 //! [`BindKey::Own`] (`gw.<id>`), which the dispatcher names in the event's `CC` header
-//! for the gateways that hold the user (see `presence.rs`). It is wanted for as long as
+//! for the gateways that hold the user (see `liveness.rs`). It is wanted for as long as
 //! the gateway runs, so the resync after every (re)connect binds it before the gateway
 //! says it is ready, and sessions opening and closing never reach the broker. It is
 //! kept in the same bookkeeping as every other key (a resync re-applies it).

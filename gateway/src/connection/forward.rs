@@ -177,7 +177,7 @@ impl Connection {
             gw.broker.release(BindKey::Room(room.clone())).await;
         }
         if last {
-            gw.presence.release(&self.claims.sub).await;
+            gw.liveness.release(&self.claims.sub).await;
         }
         // Tell the dispatchers, so presence does not keep a ghost; in the background,
         // tracked, so shutdown waits for it.

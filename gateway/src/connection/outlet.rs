@@ -19,10 +19,10 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use rustc_hash::FxBuildHasher;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::filter::SeqFilter;
-use super::FxBuild;
 use crate::index::EventOut;
 use crate::metrics::GatewayMetrics;
 use crate::ws::{self, Batch, Counts};
@@ -42,7 +42,10 @@ pub(super) enum RoomState {
 /// What the lock guards.
 pub(super) struct Out {
     pub(super) batch: Batch,
-    pub(super) rooms: HashMap<String, RoomState, FxBuild>,
+    /// FxHash: looked up once per delivery, where SipHash cost more than the rest of
+    /// the lookup. The map holds at most `gateway.max_rooms_per_connection` keys of one
+    /// client, so there is no table for an attacker to flood.
+    pub(super) rooms: HashMap<String, RoomState, FxBuildHasher>,
 }
 
 pub struct Outlet {
