@@ -1,8 +1,8 @@
 //! Mechanisms every Warren service shares, and no chat rules.
 //!
 //! - [`settings`]: typed configuration, defaults → file → `WARREN__*` environment.
-//! - [`amqp`]: connecting to RabbitMQ, declaring the shared topology, publish properties,
-//!   and the reconnect backoff.
+//! - [`amqp`]: connecting to RabbitMQ, declaring the shared topology, publish properties.
+//! - [`supervise`]: running a link again after each failure, with backoff.
 //! - [`store`]: the Redis connection, to one Redis or a Redis Cluster (both reconnect by
 //!   themselves), and the key names the services share.
 //! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 
 pub use settings::Settings;

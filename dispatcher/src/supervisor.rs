@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::{declare_topology, Backoff, Nodes};
+use common::amqp::{declare_topology, Nodes};
+use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
@@ -90,35 +91,22 @@ impl Supervisor {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(
-            Duration::from_millis(self.settings.amqp.backoff_min_ms),
-            Duration::from_millis(self.settings.amqp.backoff_max_ms),
-        )
+        let amqp = &self.settings.amqp;
+        Backoff::from_millis(amqp.backoff_min_ms, amqp.backoff_max_ms)
     }
 
     /// Serves until `shutdown`, reconnecting after every failure.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = self.backoff();
-        while !shutdown.is_cancelled() {
-            match self.serve(&shutdown, &mut backoff).await {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(error = %e, "dispatcher disconnected"),
-            }
-            let wait = backoff.next();
-            tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting");
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
+        let backoff = self.backoff();
+        supervise(&mut Connections(&mut self), backoff, &shutdown).await;
         tracing::info!("dispatcher stopped");
     }
 
     /// One connection's life. `Ok` only when it ended because of `shutdown`.
-    async fn serve(
+    async fn connection_life(
         &mut self,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        attempt: &mut Attempt,
     ) -> Result<(), LinkError> {
         let connecting = async {
             let store = self.store().await?;
@@ -135,7 +123,7 @@ impl Supervisor {
         let mut balancing = None;
         let (result, publish) = match self.start(&connection, store, &stop, &mut shards).await {
             Ok((publish, shared, balancer)) => {
-                backoff.reset();
+                attempt.healthy();
                 self.metrics.set_amqp_up(true);
                 tracing::info!(shards = self.settings.amqp.shards, node, prefix = %self.names.prefix(), "dispatcher consuming");
                 balancing = Some(tokio::spawn(balancer.run(stop.clone())));
@@ -322,6 +310,26 @@ impl Supervisor {
                 Err(e) => return Err(LinkError::Shard(u32::MAX, format!("task failed: {e}"))),
             }
         }
+    }
+}
+
+/// One connection's life after another, for [`supervise`].
+struct Connections<'a>(&'a mut Supervisor);
+
+impl Supervised for Connections<'_> {
+    type Error = LinkError;
+
+    async fn run_once(
+        &mut self,
+        attempt: &mut Attempt,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LinkError> {
+        self.0.connection_life(shutdown, attempt).await
+    }
+
+    fn failed(&mut self, error: LinkError, wait: Duration) {
+        tracing::warn!(error = %error, "dispatcher disconnected");
+        tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting");
     }
 }
 

@@ -20,7 +20,8 @@ use common::amqp::lapin::options::{
 };
 use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
 use common::amqp::lapin::{Channel, Confirmation, Connection};
-use common::amqp::{check_topology, persistent_json_properties, Backoff, Nodes};
+use common::amqp::{check_topology, persistent_json_properties, Nodes};
+use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
 use futures_util::StreamExt;
 use proto::amqp::{shard_key, Command, Names};
@@ -203,72 +204,33 @@ impl Broker {
     /// Keeps a connection to RabbitMQ until `shutdown`, reconnecting with backoff.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let a = &self.settings.amqp;
-        let mut backoff = Backoff::new(
-            Duration::from_millis(a.backoff_min_ms),
-            Duration::from_millis(a.backoff_max_ms),
-        );
+        let backoff = Backoff::from_millis(a.backoff_min_ms, a.backoff_max_ms);
         let history = History::new(&self.settings.redis);
-        let mut deliverer = Deliverer::new(
+        let deliverer = Deliverer::new(
             self.index.clone(),
             self.metrics.clone(),
             self.marks.clone(),
             history,
             self.queue.clone(),
         );
-        let mut nodes = Nodes::new(&a.addresses());
-        let mut links = 0u64;
-        while !shutdown.is_cancelled() {
-            match self
-                .serve(&shutdown, &mut nodes, &mut backoff, &mut deliverer, links)
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(error = %e, "broker connection lost"),
-            }
-            links += 1;
-            self.ready.store(false, Ordering::Release);
-            self.set_link(None);
-            // `bound` stays: those bindings may still exist on the broker, and the
-            // resync after the reconnect removes the ones no longer wanted.
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next()) => {}
-                _ = shutdown.cancelled() => {}
-            }
-        }
+        let mut link = LinkLife {
+            nodes: Nodes::new(&a.addresses()),
+            broker: &self,
+            deliverer,
+        };
+        supervise(&mut link, backoff, &shutdown).await;
         self.ready.store(false, Ordering::Release);
         self.set_link(None);
     }
 
-    /// One connection's life. `lost` counts the links lost before this one: after a loss,
-    /// every room is read up to date from Redis before new events are consumed.
-    async fn serve(
-        &self,
-        shutdown: &CancellationToken,
-        nodes: &mut Nodes,
-        backoff: &mut Backoff,
-        deliverer: &mut Deliverer,
-        lost: u64,
-    ) -> Result<(), LinkError> {
-        let name = format!("warren-gateway {}", self.queue);
-        let (conn, node) = nodes.connect(&name).await?;
-        if nodes.len() > 1 {
-            tracing::info!(node, "connected to broker node");
-        }
-        let result = self
-            .serve_connection(&conn, shutdown, backoff, deliverer, lost > 0)
-            .await;
-        if conn.status().connected() {
-            // Best effort: the broker drops the connection's state either way.
-            conn.close(200, "gateway stopping".into()).await.ok();
-        }
-        result
-    }
-
-    async fn serve_connection(
+    /// Sets up the gateway's side of a new connection, then consumes until `shutdown` or
+    /// a failure. After a lost link (`after_loss`), every room is read up to date from
+    /// Redis before new events are consumed.
+    async fn consume_on(
         &self,
         conn: &Connection,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        attempt: &mut Attempt,
         deliverer: &mut Deliverer,
         after_loss: bool,
     ) -> Result<(), LinkError> {
@@ -331,7 +293,7 @@ impl Broker {
             deliverer.repair_all().await;
         }
         self.ready.store(true, Ordering::Release);
-        backoff.reset();
+        attempt.healthy();
         tracing::info!(queue = %self.queue, "connected to the broker");
         loop {
             tokio::select! {
@@ -347,5 +309,46 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// One broker connection's life after another, for [`supervise`].
+struct LinkLife<'a> {
+    broker: &'a Broker,
+    nodes: Nodes,
+    deliverer: Deliverer,
+}
+
+impl Supervised for LinkLife<'_> {
+    type Error = LinkError;
+
+    async fn run_once(
+        &mut self,
+        attempt: &mut Attempt,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LinkError> {
+        let name = format!("warren-gateway {}", self.broker.queue);
+        let (conn, node) = self.nodes.connect(&name).await?;
+        if self.nodes.len() > 1 {
+            tracing::info!(node, "connected to broker node");
+        }
+        let after_loss = attempt.restarts() > 0;
+        let result = self
+            .broker
+            .consume_on(&conn, shutdown, attempt, &mut self.deliverer, after_loss)
+            .await;
+        if conn.status().connected() {
+            // Best effort: the broker drops the connection's state either way.
+            conn.close(200, "gateway stopping".into()).await.ok();
+        }
+        result
+    }
+
+    fn failed(&mut self, error: LinkError, _wait: Duration) {
+        tracing::warn!(error = %error, "broker connection lost");
+        self.broker.ready.store(false, Ordering::Release);
+        self.broker.set_link(None);
+        // `bound` stays: those bindings may still exist on the broker, and the resync
+        // after the reconnect removes the ones no longer wanted.
     }
 }

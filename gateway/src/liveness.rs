@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::Backoff;
 use common::store::keys;
 use common::store::redis;
 use common::store::RedisConnection;
+use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -108,73 +108,87 @@ pub async fn run(
     gateway_id: String,
     liveness: Arc<Liveness>,
     index: Arc<Index>,
-    mut inbox: LivenessInbox,
+    inbox: LivenessInbox,
     shutdown: CancellationToken,
 ) {
-    let mut state = State::new(&settings, &gateway_id, liveness.clone(), index);
+    let state = State::new(&settings, &gateway_id, liveness.clone(), index);
     let every = Duration::from_secs(settings.presence.renew_s.clamp(1, state.ttl_s));
     let mut renew = tokio::time::interval(every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let a = &settings.amqp;
-    let mut backoff = Backoff::new(
-        Duration::from_millis(a.backoff_min_ms),
-        Duration::from_millis(a.backoff_max_ms),
-    );
-    let mut conn: Option<RedisConnection> = None;
-    while !shutdown.is_cancelled() {
-        let Some(c) = conn.as_mut() else {
-            match common::store::connect(&settings.redis).await {
-                Ok(mut c) => {
-                    // This run starts from an empty set: a previous run under the same
-                    // id may have left one (killed before its entries expired).
-                    match state.clear(&mut c).await {
-                        Ok(()) => {
-                            conn = Some(c);
-                            backoff.reset();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "Redis refused this gateway's registration");
-                            state.refuse_waiting(&mut inbox);
-                            tokio::select! {
-                                _ = tokio::time::sleep(backoff.next()) => {}
-                                _ = shutdown.cancelled() => {}
-                            }
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    liveness.health.set(false);
-                    tracing::warn!(error = %e, "Redis unreachable; presence not renewed");
-                    state.refuse_waiting(&mut inbox);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next()) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    continue;
-                }
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = renew.tick() => state.renew(c).await,
-            first = inbox.0.recv() => match first {
-                Some(first) => state.apply(c, first, &mut inbox).await,
-                None => break,
-            },
-        }
-    }
+    let backoff = Backoff::from_millis(a.backoff_min_ms, a.backoff_max_ms);
+    let mut registration = Registration {
+        settings: &settings,
+        state,
+        inbox,
+        renew,
+    };
+    supervise(&mut registration, backoff, &shutdown).await;
     liveness.health.set(false);
-    if let Some(mut c) = conn {
-        let removed: redis::RedisResult<()> = redis::pipe()
-            .del(&state.alive)
-            .del(&state.users)
-            .zrem(&state.gateways, &state.id)
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = removed {
-            tracing::warn!(error = %e, "presence keys not removed; they expire on their own");
+}
+
+/// Why this gateway could not register in Redis (it tries again after a wait).
+#[derive(Debug, thiserror::Error)]
+enum RegistrationError {
+    #[error("{0}")]
+    Unreachable(redis::RedisError),
+    #[error("{0}")]
+    Refused(redis::RedisError),
+}
+
+/// The liveness task's state across Redis connections, for [`supervise`]. Once
+/// connected it stays connected: the connection reconnects by itself.
+struct Registration<'a> {
+    settings: &'a Settings,
+    state: State,
+    inbox: LivenessInbox,
+    renew: tokio::time::Interval,
+}
+
+impl Supervised for Registration<'_> {
+    type Error = RegistrationError;
+
+    async fn run_once(
+        &mut self,
+        attempt: &mut Attempt,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RegistrationError> {
+        let mut c = common::store::connect(&self.settings.redis)
+            .await
+            .map_err(RegistrationError::Unreachable)?;
+        // This run starts from an empty set: a previous run under the same id may have
+        // left one (killed before its entries expired).
+        self.state
+            .clear(&mut c)
+            .await
+            .map_err(RegistrationError::Refused)?;
+        attempt.healthy();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.renew.tick() => self.state.renew(&mut c).await,
+                first = self.inbox.0.recv() => match first {
+                    Some(first) => self.state.apply(&mut c, first, &mut self.inbox).await,
+                    None => break,
+                },
+            }
         }
+        self.state.liveness.health.set(false);
+        self.state.remove(&mut c).await;
+        Ok(())
+    }
+
+    fn failed(&mut self, error: RegistrationError, _wait: Duration) {
+        match &error {
+            RegistrationError::Unreachable(e) => {
+                self.state.liveness.health.set(false);
+                tracing::warn!(error = %e, "Redis unreachable; presence not renewed");
+            }
+            RegistrationError::Refused(e) => {
+                tracing::warn!(error = %e, "Redis refused this gateway's registration");
+            }
+        }
+        self.state.refuse_waiting(&mut self.inbox);
     }
 }
 
@@ -302,6 +316,19 @@ impl State {
                 // The asker may have gone (its connection closed).
                 answer.send(result).ok();
             }
+        }
+    }
+
+    /// Removes this gateway's keys (on a clean stop): its users are gone at once.
+    async fn remove(&self, c: &mut RedisConnection) {
+        let removed: redis::RedisResult<()> = redis::pipe()
+            .del(&self.alive)
+            .del(&self.users)
+            .zrem(&self.gateways, &self.id)
+            .query_async(c)
+            .await;
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "presence keys not removed; they expire on their own");
         }
     }
 
