@@ -116,11 +116,8 @@ impl ModBot {
 impl Supervised for ModBot {
     type Error = SessionError;
 
-    async fn run_once(
-        &mut self,
-        attempt: &mut Attempt,
-        shutdown: &CancellationToken,
-    ) -> Result<(), SessionError> {
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), SessionError> {
+        let shutdown = attempt.shutdown();
         let link = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             opened = link::open(&self.settings) => opened?,

@@ -15,14 +15,21 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-/// What a run knows about the runs before it, and how it says it came up.
-#[derive(Debug, Default)]
-pub struct Attempt {
+/// One run: how many failed before it, the shutdown it watches, and how it says it
+/// came up.
+#[derive(Debug)]
+pub struct Attempt<'a> {
     restarts: u64,
     healthy: bool,
+    shutdown: &'a CancellationToken,
 }
 
-impl Attempt {
+impl<'a> Attempt<'a> {
+    /// Cancelled when the service stops: the run then ends with `Ok`.
+    pub fn shutdown(&self) -> &'a CancellationToken {
+        self.shutdown
+    }
+
     /// How many runs failed before this one (0 on the first).
     pub fn restarts(&self) -> u64 {
         self.restarts
@@ -39,11 +46,10 @@ pub trait Supervised {
     /// Why a run failed.
     type Error;
 
-    /// One run, until `shutdown` (`Ok`) or a failure (`Err`: run again after a wait).
+    /// One run, until shutdown (`Ok`) or a failure (`Err`: run again after a wait).
     fn run_once(
         &mut self,
-        attempt: &mut Attempt,
-        shutdown: &CancellationToken,
+        attempt: &mut Attempt<'_>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// After a failed run and before the wait: log it, clear what the run had set up.
@@ -62,8 +68,9 @@ pub async fn supervise<S: Supervised>(
         let mut attempt = Attempt {
             restarts,
             healthy: false,
+            shutdown,
         };
-        let error = match task.run_once(&mut attempt, shutdown).await {
+        let error = match task.run_once(&mut attempt).await {
             Ok(()) => return,
             Err(error) => error,
         };
@@ -156,11 +163,7 @@ mod tests {
     impl Supervised for Flaky {
         type Error = ();
 
-        async fn run_once(
-            &mut self,
-            attempt: &mut Attempt,
-            _shutdown: &CancellationToken,
-        ) -> Result<(), ()> {
+        async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), ()> {
             self.restarts.push(attempt.restarts());
             if self.healthy.contains(&attempt.restarts()) {
                 attempt.healthy();

@@ -106,7 +106,7 @@ impl Supervisor {
     async fn connection_life(
         &mut self,
         shutdown: &CancellationToken,
-        attempt: &mut Attempt,
+        attempt: &mut Attempt<'_>,
     ) -> Result<(), LinkError> {
         let connecting = async {
             let store = self.store().await?;
@@ -319,11 +319,8 @@ struct Connections<'a>(&'a mut Supervisor);
 impl Supervised for Connections<'_> {
     type Error = LinkError;
 
-    async fn run_once(
-        &mut self,
-        attempt: &mut Attempt,
-        shutdown: &CancellationToken,
-    ) -> Result<(), LinkError> {
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), LinkError> {
+        let shutdown = attempt.shutdown();
         self.0.connection_life(shutdown, attempt).await
     }
 

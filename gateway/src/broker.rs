@@ -230,7 +230,7 @@ impl Broker {
         &self,
         conn: &Connection,
         shutdown: &CancellationToken,
-        attempt: &mut Attempt,
+        attempt: &mut Attempt<'_>,
         deliverer: &mut Deliverer,
         after_loss: bool,
     ) -> Result<(), LinkError> {
@@ -322,11 +322,8 @@ struct LinkLife<'a> {
 impl Supervised for LinkLife<'_> {
     type Error = LinkError;
 
-    async fn run_once(
-        &mut self,
-        attempt: &mut Attempt,
-        shutdown: &CancellationToken,
-    ) -> Result<(), LinkError> {
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), LinkError> {
+        let shutdown = attempt.shutdown();
         let name = format!("warren-gateway {}", self.broker.queue);
         let (conn, node) = self.nodes.connect(&name).await?;
         if self.nodes.len() > 1 {

@@ -26,22 +26,18 @@
 //! With `gateway.write_coalesce_ms` set, a batch is written that long after its first
 //! frame, so a busy connection sends several frames per system call.
 
+mod action;
 mod filter;
 mod forward;
 mod frames;
+pub mod mailbox;
 pub mod outlet;
+mod rooms;
 
-pub use outlet::{Direct, Outlet};
-use outlet::{Out, RoomState};
-
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::auth::Claims;
-use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
 use proto::codes::close;
 use proto::server::{ServerBody, ServerFrame, UserRef, Welcome};
 use tokio::sync::mpsc;
@@ -49,14 +45,15 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::caps::ConnectionSlot;
-use crate::index::{ConnHandle, Outbound, ReplyOut};
-use crate::limits::{FrameBudget, Strikes, TokenBucket};
 use crate::metrics::{Code, Kind};
 use crate::state::Gateway;
 use crate::ws;
-use filter::SeqFilter;
-
-use forward::Done;
+use action::{Action, Ending};
+use forward::{Done, Forwarder};
+use frames::InboundChecks;
+use mailbox::{ConnHandle, Outbound, ReplyOut};
+use outlet::{Out, Outlet};
+use rooms::Offered;
 
 /// Outbound messages written per flush.
 const BATCH: usize = 64;
@@ -79,40 +76,15 @@ enum Turn {
     Coalesced,
 }
 
-/// Why the loop stopped, and what to tell the client.
-struct Ending {
-    code: Option<u16>,
-    reason: &'static str,
-}
-
-impl Ending {
-    fn close(code: u16, reason: &'static str) -> Ending {
-        Ending {
-            code: Some(code),
-            reason,
-        }
-    }
-
-    /// The TCP connection is gone or unusable: no close frame.
-    fn gone(reason: &'static str) -> Ending {
-        Ending { code: None, reason }
-    }
-}
-
+/// One connection's state, owned by its task: the loop reads the socket and the
+/// mailbox, asks [`frames`] what each inbound frame calls for, and does it.
 struct Connection {
     gw: Arc<Gateway>,
-    session: Arc<str>,
-    claims: Claims,
-    name: String,
     handle: ConnHandle,
     outlet: Arc<Outlet>,
-    pending_joins: HashMap<String, String>,
-    inflight: FuturesUnordered<BoxFuture<'static, Done>>,
-    /// `send`, `dm` and `typing`.
-    bucket: TokenBucket,
-    /// Every inbound frame.
-    budget: FrameBudget,
-    strikes: Strikes,
+    /// Who the connection is, and its commands on their way.
+    forwarder: Forwarder,
+    checks: InboundChecks,
     /// When the client last sent anything (a frame, a ping, a pong).
     last_heard: Instant,
 }
@@ -139,24 +111,18 @@ pub fn run(
         outlet: Some(outlet.clone()),
     };
     let mut conn = Connection {
-        bucket: TokenBucket::new(g.sends_per_sec, g.burst),
-        budget: FrameBudget::for_gateway(g),
-        name: claims.display_name(),
+        checks: InboundChecks::new(g),
+        forwarder: Forwarder::new(gw.clone(), session, claims),
         gw: gw.clone(),
-        session,
-        claims,
         handle,
         outlet,
-        pending_joins: HashMap::new(),
-        inflight: FuturesUnordered::new(),
-        strikes: Strikes::default(),
         last_heard: Instant::now(),
     };
     async move {
         conn.live(&mut reader, rx).await;
         drop(reader);
         // Boxed: its state would otherwise sit in every idle connection's task.
-        Box::pin(conn.cleanup()).await;
+        Box::pin(conn.forwarder.cleanup(&conn.outlet)).await;
         drop(slot);
     }
 }
@@ -167,11 +133,12 @@ impl Connection {
         let gw = self.gw.clone();
         gw.metrics.connections.inc();
         gw.metrics.connections_opened.inc();
+        let user = &self.forwarder.claims.sub;
         gw.index
-            .add_session(&self.session, &self.claims.sub, self.handle.clone());
+            .add_session(&self.forwarder.session, user, self.handle.clone());
         // Redis says this gateway holds the user before the welcome, so a user event
         // sent from then on names this gateway in its `CC`; no broker operation.
-        let ending = if gw.liveness.hold(&self.claims.sub).await.is_err() {
+        let ending = if gw.liveness.hold(user).await.is_err() {
             Ending::close(close::INTERNAL, "store unavailable")
         } else {
             self.push(&self.welcome());
@@ -206,7 +173,7 @@ impl Connection {
                 .await
                 .is_err()
             {
-                tracing::debug!(session = %self.session, "close frame not written in time; dropping");
+                tracing::debug!(session = %self.forwarder.session, "close frame not written in time; dropping");
             }
         }
         self.count_bytes();
@@ -242,10 +209,10 @@ impl Connection {
     fn welcome(&self) -> ServerFrame {
         ServerFrame::new(ServerBody::Welcome(Welcome {
             user: UserRef {
-                id: self.claims.sub.clone(),
-                name: self.name.clone(),
+                id: self.forwarder.claims.sub.clone(),
+                name: self.forwarder.name.clone(),
             },
-            session: self.session.to_string(),
+            session: self.forwarder.session.to_string(),
             gateway: self.gw.id.clone(),
             limits: self.gw.limits,
         }))
@@ -314,8 +281,10 @@ impl Connection {
         // Made once, not on every turn: each turn is one event under fan-out, and
         // registering timers and waiters anew every time was a quarter of the gateway's
         // instructions (callgrind, BENCHMARKS.md).
-        let expiry =
-            tokio::time::sleep_until(token_deadline(&self.claims, self.gw.settings.auth.leeway_s));
+        let expiry = tokio::time::sleep_until(token_deadline(
+            &self.forwarder.claims,
+            self.gw.settings.auth.leeway_s,
+        ));
         let idle_check = tokio::time::sleep_until(self.last_heard + idle);
         let slow = self.handle.slow.clone().cancelled_owned();
         let shutdown = self.gw.shutdown.clone().cancelled_owned();
@@ -349,7 +318,7 @@ impl Connection {
                 _ = &mut expiry => Turn::Expired,
                 _ = &mut idle_check => Turn::IdleCheck,
                 _ = pings.tick() => Turn::Ping,
-                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => Turn::Finished(done),
+                Some(done) = self.forwarder.next_done(), if self.forwarder.has_inflight() => Turn::Finished(done),
                 frame = reader.next() => Turn::Frame(frame),
                 // A fairness turn polls everything but the queue once, without waiting.
                 _ = std::future::ready(()), if fair => Turn::Nothing,
@@ -376,7 +345,11 @@ impl Connection {
                     idle_check.as_mut().reset(deadline);
                 }
                 Turn::Ping => self.outlet.lock().batch.ping(),
-                Turn::Finished(done) => self.finished(done),
+                Turn::Finished(done) => {
+                    if let Some(answer) = self.forwarder.finished(done, &self.outlet) {
+                        self.push(&answer);
+                    }
+                }
                 Turn::Outbound(None) => return Ending::gone("queue closed"),
                 Turn::Outbound(Some(out)) => {
                     self.outbound(out);
@@ -388,15 +361,39 @@ impl Connection {
                     }
                 }
                 Turn::Frame(Ok(msg)) => {
+                    self.last_heard = Instant::now();
+                    let action = self.checks.inbound(msg, &self.outlet, &self.gw.metrics);
                     // The error that explains the close is in the batch, before the
                     // close frame: the two go out together, within the close timeout.
-                    if let Some(ending) = self.inbound(msg) {
+                    if let Some(ending) = self.act(action) {
                         return ending;
                     }
                 }
                 Turn::Frame(Err(e)) => return frames::read_error(e),
             }
         }
+    }
+
+    /// Does what the checks on an inbound frame called for. Returns an ending when the
+    /// connection must close.
+    fn act(&mut self, action: Action) -> Option<Ending> {
+        match action {
+            Action::Nothing => {}
+            Action::Answer(frame) => self.push(&frame),
+            Action::AnswerAndClose(frame, ending) => {
+                self.push(&frame);
+                return Some(ending);
+            }
+            Action::Pong(payload) => self.outlet.lock().batch.pong(&payload),
+            Action::Join(reference, join) => {
+                self.forwarder
+                    .join(reference, join, &self.outlet, &self.handle)
+            }
+            Action::Leave(reference, room) => self.forwarder.leave(reference, room, &self.outlet),
+            Action::Forward(reference, body) => self.forwarder.forward(reference, body, None),
+            Action::Close(ending) => return Some(ending),
+        }
+        None
     }
 
     /// Something for this connection from the broker side, taken into the batch under
@@ -409,7 +406,7 @@ impl Connection {
         };
         outlet.dequeued();
         if let Some(room) = leave {
-            self.drop_room(&room);
+            self.forwarder.drop_room(&room, &outlet);
         }
     }
 
@@ -420,7 +417,7 @@ impl Connection {
             Outbound::Flush => None,
             Outbound::Event(event) if event.kicked => {
                 // Removed from the room by a moderator: stop delivering it, then say so.
-                if out.rooms.contains_key(&*event.room) {
+                if out.rooms.contains(&event.room) {
                     out.batch.shared(&event.text);
                     Some(event.room.to_string())
                 } else {
@@ -428,58 +425,27 @@ impl Connection {
                 }
             }
             Outbound::Event(event) => {
-                let write = match out.rooms.get_mut(&*event.room) {
-                    Some(RoomState::Joining { held, .. }) => {
-                        if held.len() >= self.gw.settings.gateway.outbound_queue {
-                            self.handle.slow.cancel();
-                        } else {
-                            held.push(event.clone());
-                        }
-                        false
-                    }
-                    Some(RoomState::Joined { filter }) => {
-                        filter.admit(event.seq, event.epoch.as_ref())
-                    }
-                    None => event.via_user,
-                };
-                if write {
-                    out.batch.shared(&event.text);
+                let max_held = self.gw.settings.gateway.outbound_queue;
+                match out.rooms.offer(&event, max_held) {
+                    Offered::Write => out.batch.shared(&event.text),
+                    Offered::Skip => {}
+                    Offered::Overflow => self.handle.slow.cancel(),
                 }
                 None
             }
             Outbound::Reply(reply) => {
                 let ReplyOut { correlation, frame } = *reply;
-                let join_room = correlation.and_then(|c| self.pending_joins.remove(&c));
+                let join_room = self.forwarder.answered_join(correlation);
+                self.push_into(out, &frame);
                 match (join_room, &frame.body) {
                     (Some(room), ServerBody::Joined(joined)) => {
-                        let mut filter = SeqFilter::at(joined.seq, &joined.epoch);
-                        self.push_into(out, &frame);
-                        match out.rooms.remove(&room) {
-                            Some(RoomState::Joining { held, .. }) => {
-                                for event in held {
-                                    if filter.admit(event.seq, event.epoch.as_ref()) {
-                                        out.batch.shared(&event.text);
-                                    }
-                                }
-                                out.rooms.insert(room, RoomState::Joined { filter });
-                            }
-                            // A second answer to a repeated join: the filter stands.
-                            Some(joined) => {
-                                out.rooms.insert(room, joined);
-                            }
-                            // Left before the answer came.
-                            None => {}
+                        for event in out.rooms.joined(room, joined.seq, &joined.epoch) {
+                            out.batch.shared(&event.text);
                         }
                         None
                     }
-                    (Some(room), ServerBody::Error(_)) => {
-                        self.push_into(out, &frame);
-                        Some(room)
-                    }
-                    _ => {
-                        self.push_into(out, &frame);
-                        None
-                    }
+                    (Some(room), ServerBody::Error(_)) => Some(room),
+                    _ => None,
                 }
             }
         }

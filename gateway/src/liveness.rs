@@ -148,11 +148,8 @@ struct Registration<'a> {
 impl Supervised for Registration<'_> {
     type Error = RegistrationError;
 
-    async fn run_once(
-        &mut self,
-        attempt: &mut Attempt,
-        shutdown: &CancellationToken,
-    ) -> Result<(), RegistrationError> {
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), RegistrationError> {
+        let shutdown = attempt.shutdown();
         let mut c = common::store::connect(&self.settings.redis)
             .await
             .map_err(RegistrationError::Unreachable)?;
