@@ -8,10 +8,12 @@
 //! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
 //! - [`telemetry`]: tracing set-up (text or JSON).
 //! - [`metrics`]: Prometheus registry rendering and shared histogram shapes.
-//! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future, and running a service until then.
+//! - [`listen`]: binding a TCP listener.
 
 pub mod amqp;
 pub mod auth;
+pub mod listen;
 pub mod metrics;
 pub mod settings;
 pub mod shutdown;

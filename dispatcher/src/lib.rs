@@ -72,11 +72,8 @@ use tokio_util::sync::CancellationToken;
 pub enum DispatcherError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("listening on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] common::listen::ListenError),
 }
 
 /// The smallest dedup window the protocol promises, seconds.
@@ -90,9 +87,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let http = if addr.is_empty() {
         None
     } else {
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| DispatcherError::Listen { addr, source })?;
+        let listener = common::listen::bind(&addr).await?;
         Some(tokio::spawn(http::serve(
             listener,
             metrics.clone(),

@@ -4,12 +4,13 @@
 //! [`outlet`]: the task's own frames and queued events, and events the delivery loop
 //! writes straight to an idle socket (fan-out without a wake per member).
 //!
-//! The outlet also holds the per-room join filter that makes "history + live" gap-free:
-//! the connection registers in the room index *before* its join goes out, so the room's
-//! events queue up behind a `Joining` state; when `joined` arrives (with the room's
-//! latest seq) the task writes it, then only the held and later events whose seq is
-//! greater, in the same epoch ([`filter`]). The same filter drops duplicate deliveries
-//! after a dispatcher failover, and starts over when a room's history restarts.
+//! The outlet also holds the per-room state ([`rooms`]) that makes "history + live"
+//! gap-free: the connection registers in the room index *before* its join goes out, so
+//! the room's events queue up behind a `Joining` state; when `joined` arrives (with the
+//! room's latest seq) the task writes it, then only the held and later events whose seq
+//! is greater, in the same epoch ([`filter`]). The same filter drops duplicate
+//! deliveries after a dispatcher failover, and starts over when a room's history
+//! restarts.
 //!
 //! Liveness: the task pings the client every `gateway.ping_interval_s` and closes the
 //! connection (1001, "idle timeout") when nothing at all — no frame, no pong — arrived
@@ -19,9 +20,12 @@
 //! what was queued for it, and finds its close frame right after what was already on
 //! its way if it reads again within `gateway.close_timeout_s`.
 //!
-//! Its submodules: [`frames`] reads what the client sends (frame budget, size, type,
-//! JSON, ids), [`forward`] turns what passed into commands for the dispatchers, and
-//! [`outlet`] is the way out.
+//! The loop owns the connection's state and calls inward: [`frames`] checks what the
+//! client sends (frame budget, size, type, JSON, ids) and returns an [`Action`] the loop
+//! carries out; [`forward`] turns what passed into commands for the dispatchers and
+//! keeps their publishes in flight; [`mailbox`] is what the rest of the gateway hands
+//! the connection (its bounded queue and handle); [`outlet`] is the way out; [`action`]
+//! holds the actions and the [`Ending`] that stops the loop.
 //!
 //! With `gateway.write_coalesce_ms` set, a batch is written that long after its first
 //! frame, so a busy connection sends several frames per system call.

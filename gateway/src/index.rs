@@ -27,6 +27,48 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Adds `session` under `key` (a room or a user). True when it is the key's first.
+fn add(
+    map: &Mutex<HashMap<String, Members>>,
+    key: &str,
+    session: &Arc<str>,
+    handle: ConnHandle,
+) -> bool {
+    let mut map = lock(map);
+    let entry = map.entry(key.to_owned()).or_default();
+    entry.insert(session.clone(), handle);
+    entry.len() == 1
+}
+
+/// Removes `session` from under `key`, and the key once it has nobody. True when
+/// nobody is left under it.
+fn remove(map: &Mutex<HashMap<String, Members>>, key: &str, session: &Arc<str>) -> bool {
+    let mut map = lock(map);
+    let Some(entry) = map.get_mut(key) else {
+        return true;
+    };
+    entry.remove(session);
+    if entry.is_empty() {
+        map.remove(key);
+        return true;
+    }
+    false
+}
+
+/// Calls `f` with each connection under `key`. Returns how many there were.
+fn for_each(
+    map: &Mutex<HashMap<String, Members>>,
+    key: &str,
+    mut f: impl FnMut(&ConnHandle),
+) -> usize {
+    let map = lock(map);
+    let Some(members) = map.get(key) else {
+        return 0;
+    };
+    members.values().for_each(&mut f);
+    members.len()
+}
+
 /// Counts for `/stats` and tests.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Counts {
@@ -39,53 +81,23 @@ impl Index {
     /// Registers a new connection. Returns true when it is the user's first one here.
     pub fn add_session(&self, session: &Arc<str>, user: &str, handle: ConnHandle) -> bool {
         lock(&self.sessions).insert(session.clone(), handle.clone());
-        let mut users = lock(&self.users);
-        let entry = users.entry(user.to_owned()).or_default();
-        entry.insert(session.clone(), handle);
-        entry.len() == 1
+        add(&self.users, user, session, handle)
     }
 
     /// Forgets a connection. Returns true when it was the user's last one here.
     pub fn remove_session(&self, session: &Arc<str>, user: &str) -> bool {
         lock(&self.sessions).remove(session);
-        let mut users = lock(&self.users);
-        match users.get_mut(user) {
-            Some(entry) => {
-                entry.remove(session);
-                if entry.is_empty() {
-                    users.remove(user);
-                    true
-                } else {
-                    false
-                }
-            }
-            None => true,
-        }
+        remove(&self.users, user, session)
     }
 
     /// Adds a connection to a room. Returns true when it is the room's first local member.
     pub fn join(&self, room: &str, session: &Arc<str>, handle: ConnHandle) -> bool {
-        let mut rooms = lock(&self.rooms);
-        let entry = rooms.entry(room.to_owned()).or_default();
-        entry.insert(session.clone(), handle);
-        entry.len() == 1
+        add(&self.rooms, room, session, handle)
     }
 
     /// Removes a connection from a room. Returns true when no local member is left.
     pub fn leave(&self, room: &str, session: &Arc<str>) -> bool {
-        let mut rooms = lock(&self.rooms);
-        match rooms.get_mut(room) {
-            Some(entry) => {
-                entry.remove(session);
-                if entry.is_empty() {
-                    rooms.remove(room);
-                    true
-                } else {
-                    false
-                }
-            }
-            None => true,
-        }
+        remove(&self.rooms, room, session)
     }
 
     pub fn room_has_members(&self, room: &str) -> bool {
@@ -107,27 +119,13 @@ impl Index {
     }
 
     /// Calls `f` with each local member of `room`. Returns how many there were.
-    pub fn for_room(&self, room: &str, mut f: impl FnMut(&ConnHandle)) -> usize {
-        let rooms = lock(&self.rooms);
-        match rooms.get(room) {
-            Some(members) => {
-                members.values().for_each(&mut f);
-                members.len()
-            }
-            None => 0,
-        }
+    pub fn for_room(&self, room: &str, f: impl FnMut(&ConnHandle)) -> usize {
+        for_each(&self.rooms, room, f)
     }
 
     /// Calls `f` with each local connection of `user`.
-    pub fn for_user(&self, user: &str, mut f: impl FnMut(&ConnHandle)) -> usize {
-        let users = lock(&self.users);
-        match users.get(user) {
-            Some(conns) => {
-                conns.values().for_each(&mut f);
-                conns.len()
-            }
-            None => 0,
-        }
+    pub fn for_user(&self, user: &str, f: impl FnMut(&ConnHandle)) -> usize {
+        for_each(&self.users, user, f)
     }
 
     pub fn session(&self, session: &str) -> Option<ConnHandle> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::auth::Verifier;
+use common::listen::{bind, ListenError};
 use common::Settings;
 use proto::server::Limits;
 use tokio_util::sync::CancellationToken;
@@ -29,11 +30,8 @@ pub enum GatewayError {
     Insecure(String),
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("listening on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// Binds both listeners, then serves until `shutdown` is cancelled: stops accepting,
@@ -47,15 +45,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let listener = bind(&settings.gateway.listen).await?;
     let ops = bind(&settings.gateway.ops_listen).await?;
     run_on_listeners(settings, listener, ops, shutdown).await
-}
-
-async fn bind(addr: &str) -> Result<tokio::net::TcpListener, GatewayError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| GatewayError::Listen {
-            addr: addr.to_owned(),
-            source,
-        })
 }
 
 /// As [`run`], on listeners the caller bound (tests bind `127.0.0.1:0`): `listener`
