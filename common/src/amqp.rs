@@ -10,9 +10,12 @@
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use proto::amqp::{shard_key, Names};
 
 use crate::settings::QueueType;
@@ -96,6 +99,38 @@ impl Nodes {
     pub fn is_empty(&self) -> bool {
         self.urls.is_empty()
     }
+}
+
+/// A new channel with publisher confirms on, for publishes that count only once the
+/// broker confirms them.
+pub async fn confirmed_channel(conn: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// A new channel that holds at most `prefetch` unacked deliveries, for consuming.
+pub async fn consuming_channel(conn: &Connection, prefetch: u16) -> Result<Channel, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Starts consuming `queue` on `channel` under the consumer tag `tag` (shown in the
+/// RabbitMQ console).
+pub async fn consume(
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+    options: BasicConsumeOptions,
+) -> Result<Consumer, lapin::Error> {
+    channel
+        .basic_consume(queue.into(), tag.into(), options, FieldTable::default())
+        .await
 }
 
 /// Declares the exchanges and queues every deployment has: the commands exchange and

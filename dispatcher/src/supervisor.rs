@@ -16,11 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::{declare_topology, Nodes};
+use common::amqp::{confirmed_channel, consume, consuming_channel, declare_topology, Nodes};
 use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicConsumeOptions;
 use lapin::{Channel, Connection};
 use proto::amqp::Names;
 use tokio::sync::watch;
@@ -204,10 +203,7 @@ impl Supervisor {
         declare_topology(&setup, &self.names, amqp.shards, amqp.command_queue_type).await?;
         setup.close(200, "OK".into()).await?;
 
-        let publish = connection.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let publish = confirmed_channel(connection).await?;
         let rooms = &self.settings.rooms;
         let touched = match (
             rooms.idle_expiry(),
@@ -265,21 +261,10 @@ impl Supervisor {
         shared: &Shared,
         shards: &mut Shards,
     ) -> Result<(), LinkError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(self.settings.amqp.prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                self.names.commands_queue(index).into(),
-                format!("dispatcher-{}-{index}", self.instance).into(),
-                BasicConsumeOptions {
-                    no_ack: false,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let channel = consuming_channel(connection, self.settings.amqp.prefetch).await?;
+        let queue = self.names.commands_queue(index);
+        let tag = format!("dispatcher-{}-{index}", self.instance);
+        let consumer = consume(&channel, &queue, &tag, BasicConsumeOptions::default()).await?;
         let shard = Shard::new(index, channel, consumer, shared.clone());
         shards.spawn(async move { (index, shard.run().await) });
         Ok(())

@@ -229,24 +229,21 @@ mod tests {
         SocketAddr::new(ip.parse().unwrap(), 40_000)
     }
 
+    /// Whether a place is free for each address, in turn (the places taken are kept).
+    fn takes(sources: &Sources, ips: &[&str]) -> (Vec<bool>, Vec<Place>) {
+        let taken: Vec<Option<Place>> = ips.iter().map(|ip| sources.take(peer(ip))).collect();
+        let free = taken.iter().map(Option::is_some).collect();
+        (free, taken.into_iter().flatten().collect())
+    }
+
     #[test]
     fn each_source_has_its_own_pending_places() {
         let sources = Sources::new(2);
-        let a = [
-            sources.take(peer("10.0.0.1")),
-            sources.take(peer("10.0.0.1")),
-        ];
-        assert!(a.iter().all(Option::is_some));
-        assert!(
-            sources.take(peer("10.0.0.1")).is_none(),
-            "a third from one address"
-        );
-        assert!(
-            sources.take(peer("::ffff:10.0.0.1")).is_none(),
-            "IPv4-mapped"
-        );
-        let b = sources.take(peer("10.0.0.2"));
-        assert!(b.is_some(), "another address");
+        // Two from one address, not a third (IPv4-mapped is the same); another address.
+        let (free, a) = takes(&sources, &["10.0.0.1", "10.0.0.1", "10.0.0.1"]);
+        assert_eq!(free, [true, true, false]);
+        let (free, b) = takes(&sources, &["::ffff:10.0.0.1", "10.0.0.2"]);
+        assert_eq!(free, [false, true]);
         drop(a);
         assert!(sources.take(peer("10.0.0.1")).is_some(), "places come back");
         drop(b);
@@ -256,16 +253,10 @@ mod tests {
     #[test]
     fn ipv6_sources_are_64_bit_prefixes() {
         let sources = Sources::new(1);
-        let one = sources.take(peer("2001:db8:1:2::1"));
-        assert!(one.is_some());
-        assert!(
-            sources.take(peer("2001:db8:1:2:ffff::9")).is_none(),
-            "same /64"
-        );
-        assert!(
-            sources.take(peer("2001:db8:1:3::1")).is_some(),
-            "another /64"
-        );
+        // The same /64, then another.
+        let ips = ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:3::1"];
+        let (free, _taken) = takes(&sources, &ips);
+        assert_eq!(free, [true, false, true]);
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub async fn run_on_listeners(
     // The broker link outlives the connections, so their last leaves can go out.
     let broker_stop = CancellationToken::new();
     let link = tokio::spawn(broker.clone().run(broker_stop.clone()));
-    let binder = tokio::spawn(broker.clone().run_binder(inbox, broker_stop.clone()));
+    let binder = tokio::spawn(broker.bindings.clone().run(inbox, broker_stop.clone()));
     // Answers until the very end, so /readyz says 503 while the gateway drains.
     let ops_server = tokio::spawn(
         warp::serve(ops::routes(gw.clone()))
