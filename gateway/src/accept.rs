@@ -50,16 +50,25 @@ pub struct HttpLimits {
     pub max_pending_per_source: usize,
 }
 
+/// The routes an accept loop serves: a warp filter that answers every request.
+pub trait Routes:
+    Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static
+{
+}
+
+impl<F> Routes for F where
+    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static
+{
+}
+
 /// Accepts connections on `listener` and serves `routes` on each until `shutdown`.
-pub async fn run<F>(
+pub async fn run(
     listener: TcpListener,
-    routes: F,
+    routes: impl Routes,
     limits: HttpLimits,
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
-) where
-    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
-{
+) {
     let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
     let sources = Sources::new(limits.max_pending_per_source);
     let connections = TaskTracker::new();
@@ -173,15 +182,13 @@ fn source_of(ip: IpAddr) -> IpAddr {
 }
 
 /// One connection's HTTP phase: requests until it upgrades, closes, or times out.
-async fn http_phase<F>(
+async fn http_phase(
     stream: TcpStream,
-    routes: F,
+    routes: impl Routes,
     limits: HttpLimits,
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
-) where
-    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
-{
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }

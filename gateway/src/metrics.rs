@@ -33,13 +33,6 @@ impl Code {
     }
 }
 
-/// Registers each metric field under its own name, with its help text.
-macro_rules! register {
-    ($r:expr, $m:expr; $($field:ident: $help:literal,)*) => {
-        $($r.register(stringify!($field), $help, $m.$field.clone());)*
-    };
-}
-
 pub struct GatewayMetrics {
     pub registry: Registry,
     pub connections: Gauge,
@@ -134,7 +127,7 @@ impl GatewayMetrics {
 
     fn register(mut self) -> Self {
         let r = &mut self.registry;
-        register!(r, self;
+        common::register_fields!(r, self;
             events_repeated: "Room messages dropped because this gateway had passed them on already",
             gap_repairs: "Gaps in a room's messages, or lost broker links, repaired from Redis",
             gap_messages_repaired: "Messages delivered by gap repair",
