@@ -18,13 +18,14 @@
 use std::time::Duration;
 
 use common::amqp::{
-    confirmed_channel, connect, consume, consuming_channel, persistent_json_properties,
+    confirmed_channel, connect, consume, consuming_channel, declare_expiring_queue,
+    persistent_json_properties,
 };
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, Consumer, ExchangeKind};
 use proto::amqp::{room_key, shard_key, Actor, Command, CommandBody, Names};
 use proto::client::{ModAction, Moderate};
@@ -131,16 +132,8 @@ pub async fn open(settings: &BotSettings) -> Result<Link, OpenError> {
             .exchange_declare(exchange.into(), kind, passive, FieldTable::default())
             .await?;
     }
-    let mut args = FieldTable::default();
-    args.insert("x-expires".into(), AMQPValue::LongInt(EVENTS_EXPIRE_MS));
-    args.insert("x-max-length".into(), AMQPValue::LongInt(EVENTS_MAX_LENGTH));
-    setup
-        .queue_declare(
-            queues.events.clone().into(),
-            QueueDeclareOptions::durable(),
-            args,
-        )
-        .await?;
+    let (expires, max_length) = (EVENTS_EXPIRE_MS, Some(EVENTS_MAX_LENGTH));
+    declare_expiring_queue(&setup, &queues.events, expires, max_length).await?;
     for key in event_bindings(&settings.rooms) {
         setup
             .queue_bind(

@@ -101,6 +101,25 @@ impl Nodes {
     }
 }
 
+/// Declares a durable queue that the broker deletes once it has had no consumer for
+/// `expires_ms` (`x-expires`), and that keeps at most `max_length` messages, dropping
+/// the oldest (`x-max-length`), when given.
+pub async fn declare_expiring_queue(
+    ch: &Channel,
+    name: &str,
+    expires_ms: i32,
+    max_length: Option<i32>,
+) -> Result<(), lapin::Error> {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongInt(expires_ms));
+    if let Some(max_length) = max_length {
+        args.insert("x-max-length".into(), AMQPValue::LongInt(max_length));
+    }
+    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+        .await?;
+    Ok(())
+}
+
 /// A new channel with publisher confirms on, for publishes that count only once the
 /// broker confirms them.
 pub async fn confirmed_channel(conn: &Connection) -> Result<Channel, lapin::Error> {

@@ -14,14 +14,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use common::amqp::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeleteOptions,
 };
-use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
+use common::amqp::lapin::types::ShortString;
 use common::amqp::lapin::{Channel, Confirmation, Connection};
 use common::amqp::{
-    check_topology, confirmed_channel, consume, consuming_channel, persistent_json_properties,
-    Nodes,
+    check_topology, confirmed_channel, consume, consuming_channel, declare_expiring_queue,
+    persistent_json_properties, Nodes,
 };
 use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
@@ -248,16 +247,8 @@ impl Broker {
                 .queue_delete(self.queue.clone().into(), QueueDeleteOptions::default())
                 .await?;
         }
-        let mut args = FieldTable::default();
         // The queue outlives a short broker blip but not a dead gateway.
-        args.insert("x-expires".into(), AMQPValue::LongInt(30_000));
-        control
-            .queue_declare(
-                self.queue.clone().into(),
-                QueueDeclareOptions::durable(),
-                args,
-            )
-            .await?;
+        declare_expiring_queue(&control, &self.queue, 30_000, None).await?;
         self.started.store(true, Ordering::Release);
         let publish = confirmed_channel(conn).await?;
         let consuming = consuming_channel(conn, self.settings.amqp.prefetch).await?;
