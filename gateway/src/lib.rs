@@ -24,6 +24,11 @@
 //!   and the users it holds, which user events are addressed by.
 //! - [`repair`]: where each room stands, and reading a gap from the room's history.
 //! - [`retention`]: rooms with a local member keep their keys in Redis.
+//!
+//! Layers call inward only: no module reaches into its parent's private items; a child
+//! gets what it needs as arguments or from a sibling (the connection's loop hands its
+//! outlet to the checks in `connection/frames.rs`, which answer with an action).
+//! Reconnect loops (broker link, liveness) run under [`common::supervise`].
 
 pub mod accept;
 pub mod broker;
