@@ -17,12 +17,15 @@
 
 use std::time::Duration;
 
-use common::amqp::{connect, persistent_json_properties};
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+use common::amqp::{
+    confirmed_channel, connect, consume, consuming_channel, declare_expiring_queue,
+    persistent_json_properties,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection, Consumer, ExchangeKind};
 use proto::amqp::{room_key, shard_key, Actor, Command, CommandBody, Names};
 use proto::client::{ModAction, Moderate};
@@ -130,16 +133,8 @@ pub async fn open(settings: &BotSettings) -> Result<Link, OpenError> {
             .exchange_declare(exchange.into(), kind, passive, FieldTable::default())
             .await?;
     }
-    let mut args = FieldTable::default();
-    args.insert("x-expires".into(), AMQPValue::LongInt(EVENTS_EXPIRE_MS));
-    args.insert("x-max-length".into(), AMQPValue::LongInt(EVENTS_MAX_LENGTH));
-    setup
-        .queue_declare(
-            queues.events.clone().into(),
-            QueueDeclareOptions::durable(),
-            args,
-        )
-        .await?;
+    let (expires, max_length) = (EVENTS_EXPIRE_MS, Some(EVENTS_MAX_LENGTH));
+    declare_expiring_queue(&setup, &queues.events, expires, max_length).await?;
     for key in event_bindings(&settings.rooms) {
         setup
             .queue_bind(
@@ -163,36 +158,25 @@ pub async fn open(settings: &BotSettings) -> Result<Link, OpenError> {
         )
         .await?;
 
-    let publish = connection.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let consume = connection.create_channel().await?;
-    consume
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
-        .await?;
-    let events = consume
-        .basic_consume(
-            queues.events.clone().into(),
-            format!("{}-consumer", queues.events).into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let publish = confirmed_channel(&connection).await?;
+    let consuming = consuming_channel(&connection, settings.prefetch).await?;
+    let events_tag = format!("{}-consumer", queues.events);
+    let events = consume(
+        &consuming,
+        &queues.events,
+        &events_tag,
+        BasicConsumeOptions::default(),
+    )
+    .await?;
     // Answers only say how a command went; they are logged, so nothing is lost by
     // letting the broker forget them as it sends them.
-    let replies = consume
-        .basic_consume(
-            queues.replies.clone().into(),
-            format!("{}-consumer", queues.replies).into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let forget_on_send = BasicConsumeOptions {
+        no_ack: true,
+        exclusive: true,
+        ..Default::default()
+    };
+    let replies_tag = format!("{}-consumer", queues.replies);
+    let replies = consume(&consuming, &queues.replies, &replies_tag, forget_on_send).await?;
     let _closed = setup.close(200, "OK".into()).await;
 
     let commands = Commands {

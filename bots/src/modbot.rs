@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use common::amqp::Backoff;
+use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
@@ -20,7 +20,7 @@ use proto::client::Moderate;
 use proto::server::{Message, ServerBody};
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{self, Commands, Link, SendError};
+use crate::link::{self, Commands, Link, OpenError, SendError};
 use crate::moderator::Moderator;
 use crate::settings::BotSettings;
 
@@ -32,7 +32,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why one connection's session ended (it is retried).
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub enum SessionError {
+    #[error("setting up the bot's queues: {0}")]
+    Open(#[from] OpenError),
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("sending a command: {0}")]
@@ -60,42 +62,9 @@ impl ModBot {
     /// Connects and consumes until `shutdown`, reconnecting with backoff whenever the
     /// connection cannot be set up or is lost.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new(
-            Duration::from_millis(self.settings.backoff_min_ms),
-            Duration::from_millis(self.settings.backoff_max_ms),
-        );
-        loop {
-            let opened = tokio::select! {
-                () = shutdown.cancelled() => return,
-                opened = link::open(&self.settings) => opened,
-            };
-            match opened {
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "cannot set up the bot's queues (is the Warren stack up, and may this account use `{}.bot.{}.*`?)",
-                    self.settings.prefix,
-                    self.settings.name,
-                ),
-                Ok(link) => {
-                    backoff.reset();
-                    tracing::info!(
-                        bot = %self.settings.name,
-                        login = %self.settings.login(),
-                        prefix = %self.settings.prefix,
-                        "consuming room events"
-                    );
-                    match self.consume(link, &shutdown).await {
-                        Ok(()) => return,
-                        Err(e) => tracing::warn!(error = %e, "connection lost; reconnecting"),
-                    }
-                }
-            }
-            let wait = backoff.next();
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
+        let backoff =
+            Backoff::from_millis(self.settings.backoff_min_ms, self.settings.backoff_max_ms);
+        supervise(&mut self, backoff, &shutdown).await;
     }
 
     /// One connection: events and replies until shutdown (`Ok`) or a failure (`Err`).
@@ -141,6 +110,38 @@ impl ModBot {
             return Err(SessionError::AckLost);
         }
         Ok(())
+    }
+}
+
+impl Supervised for ModBot {
+    type Error = SessionError;
+
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), SessionError> {
+        let shutdown = attempt.shutdown();
+        let link = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            opened = link::open(&self.settings) => opened?,
+        };
+        attempt.healthy();
+        tracing::info!(
+            bot = %self.settings.name,
+            login = %self.settings.login(),
+            prefix = %self.settings.prefix,
+            "consuming room events"
+        );
+        self.consume(link, shutdown).await
+    }
+
+    fn failed(&mut self, error: SessionError, _wait: Duration) {
+        match error {
+            SessionError::Open(e) => tracing::warn!(
+                error = %e,
+                "cannot set up the bot's queues (is the Warren stack up, and may this account use `{}.bot.{}.*`?)",
+                self.settings.prefix,
+                self.settings.name,
+            ),
+            e => tracing::warn!(error = %e, "connection lost; reconnecting"),
+        }
     }
 }
 

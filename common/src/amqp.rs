@@ -5,21 +5,26 @@
 //! configure (so neither declare nor delete) the shared exchanges and queues. A gateway
 //! therefore waits for a dispatcher, or for the deployment's definitions, to have created
 //! it, and never publishes into an exchange with no queue behind it.
-//! Reconnecting is each service's own loop: connect, declare, consume until the
-//! connection fails, wait [`Backoff::next`], start again.
+//! Reconnecting is [`crate::supervise`]'s: connect, declare, consume until the
+//! connection fails, wait with backoff, start again.
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use proto::amqp::Names;
 use proto::topology::{self, topology, Arg};
 
 use crate::settings::QueueType;
-use rand::Rng;
 
 pub use lapin;
+
+/// Where the reconnect backoff lives now; kept here for the callers that still name it so.
+pub use crate::supervise::Backoff;
 
 /// Connects with a connection name that shows in the RabbitMQ console.
 pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, lapin::Error> {
@@ -95,6 +100,57 @@ impl Nodes {
     pub fn is_empty(&self) -> bool {
         self.urls.is_empty()
     }
+}
+
+/// Declares a durable queue that the broker deletes once it has had no consumer for
+/// `expires_ms` (`x-expires`), and that keeps at most `max_length` messages, dropping
+/// the oldest (`x-max-length`), when given.
+pub async fn declare_expiring_queue(
+    ch: &Channel,
+    name: &str,
+    expires_ms: i32,
+    max_length: Option<i32>,
+) -> Result<(), lapin::Error> {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongInt(expires_ms));
+    if let Some(max_length) = max_length {
+        args.insert("x-max-length".into(), AMQPValue::LongInt(max_length));
+    }
+    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+        .await?;
+    Ok(())
+}
+
+/// A new channel with publisher confirms on, for publishes that count only once the
+/// broker confirms them.
+pub async fn confirmed_channel(conn: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// A new channel that holds at most `prefetch` unacked deliveries, for consuming.
+pub async fn consuming_channel(conn: &Connection, prefetch: u16) -> Result<Channel, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Starts consuming `queue` on `channel` under the consumer tag `tag` (shown in the
+/// RabbitMQ console).
+pub async fn consume(
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+    options: BasicConsumeOptions,
+) -> Result<Consumer, lapin::Error> {
+    channel
+        .basic_consume(queue.into(), tag.into(), options, FieldTable::default())
+        .await
 }
 
 /// Declares the exchanges, queues and bindings every deployment has, as the contract
@@ -223,65 +279,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Capped exponential backoff with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
-    }
-
-    /// The next wait: a random time up to `min * 2^attempt`, capped at `max`, never
-    /// below `min`.
-    // Not an Iterator: a backoff never ends, and `reset` has no iterator meaning.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Duration {
-        let factor = 1u64 << self.attempt.min(20);
-        self.attempt = self.attempt.saturating_add(1);
-        let cap = (self.min.as_millis() as u64)
-            .saturating_mul(factor)
-            .min(self.max.as_millis() as u64);
-        let floor = self.min.as_millis() as u64;
-        let ms = if cap > floor {
-            rand::rng().random_range(floor..=cap)
-        } else {
-            floor
-        };
-        Duration::from_millis(ms)
-    }
-
-    /// Called once a connection is up again.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_within_bounds() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        for _ in 0..50 {
-            let d = b.next();
-            assert!(
-                d >= Duration::from_millis(100) && d <= Duration::from_millis(1000),
-                "{d:?}"
-            );
-        }
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn login_is_read_from_the_url() {

@@ -1,14 +1,14 @@
 //! Mechanisms every Warren service shares, and no chat rules.
 //!
 //! - [`settings`]: typed configuration, defaults → file → `WARREN__*` environment.
-//! - [`amqp`]: connecting to RabbitMQ, declaring the shared topology, publish properties,
-//!   and the reconnect backoff.
+//! - [`amqp`]: connecting to RabbitMQ, declaring the shared topology, publish properties.
+//! - [`supervise`]: running a link again after each failure, with backoff.
 //! - [`store`]: the Redis connection, to one Redis or a Redis Cluster (both reconnect by
 //!   themselves), and the key names the services share.
 //! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
 //! - [`telemetry`]: tracing set-up (text or JSON).
 //! - [`metrics`]: Prometheus registry rendering and shared histogram shapes.
-//! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future, and running a service until then.
 //! - [`listen`]: a listener bound here, or handed over already bound by a launcher.
 
 pub mod amqp;
@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 
 pub use settings::Settings;

@@ -14,16 +14,32 @@ pub const LISTEN_FD: &str = "WARREN_LISTEN_FD";
 /// A gateway's operations listener handed over.
 pub const OPS_LISTEN_FD: &str = "WARREN_OPS_LISTEN_FD";
 
+/// A listener that could not be bound (or taken over).
+#[derive(Debug, thiserror::Error)]
+#[error("listening on {addr}: {source}")]
+pub struct ListenError {
+    pub addr: String,
+    pub source: std::io::Error,
+}
+
 /// The listener the descriptor named by `handed_over` holds if that variable is set,
-/// else a new one bound to `addr`.
-pub async fn bind(addr: &str, handed_over: &str) -> std::io::Result<TcpListener> {
-    let Ok(fd) = std::env::var(handed_over) else {
-        return TcpListener::bind(addr).await;
+/// else a new one bound to `addr` (`host:port`; port 0 picks a free one).
+pub async fn bind(addr: &str, handed_over: &str) -> Result<TcpListener, ListenError> {
+    let error = |source| ListenError {
+        addr: addr.to_owned(),
+        source,
     };
+    match std::env::var(handed_over) {
+        Ok(fd) => take_over(handed_over, &fd).map_err(error),
+        Err(_) => TcpListener::bind(addr).await.map_err(error),
+    }
+}
+
+fn take_over(variable: &str, fd: &str) -> std::io::Result<TcpListener> {
     let fd: RawFd = fd.trim().parse().map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("{handed_over}={fd} is not a descriptor number"),
+            format!("{variable}={fd} is not a descriptor number"),
         )
     })?;
     // SAFETY: the process that started this one put a bound TCP listener at `fd` and

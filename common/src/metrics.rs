@@ -25,6 +25,15 @@ pub fn latency_histogram() -> Histogram {
     ))
 }
 
+/// Registers each named field of `$metrics` in `$registry` under the field's own name,
+/// with its help text: `register_fields!(registry, metrics; commands: "Commands handled",)`.
+#[macro_export]
+macro_rules! register_fields {
+    ($registry:expr, $metrics:expr; $($field:ident: $help:literal,)*) => {
+        $($registry.register(stringify!($field), $help, $metrics.$field.clone());)*
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

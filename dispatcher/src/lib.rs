@@ -77,11 +77,8 @@ use tokio_util::sync::CancellationToken;
 pub enum DispatcherError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("listening on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] common::listen::ListenError),
 }
 
 /// The smallest dedup window the protocol promises, seconds.
@@ -95,9 +92,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let ops = if addr.is_empty() {
         None
     } else {
-        let listener = common::listen::bind(&addr, common::listen::LISTEN_FD)
-            .await
-            .map_err(|source| DispatcherError::Listen { addr, source })?;
+        let listener = common::listen::bind(&addr, common::listen::LISTEN_FD).await?;
         Some(tokio::spawn(ops_listener::serve_health_and_metrics(
             listener,
             metrics.clone(),

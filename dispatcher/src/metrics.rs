@@ -68,55 +68,17 @@ impl DispatcherMetrics {
             redis_up: AtomicBool::new(false),
         };
         let r = &mut m.registry;
-        r.register(
-            "commands",
-            "Commands handled, by kind and outcome",
-            m.commands.clone(),
-        );
-        r.register(
-            "publish_confirm_seconds",
-            "Event or reply publish to broker confirm",
-            m.publish_confirm_seconds.clone(),
-        );
-        r.register(
-            "redis_seconds",
-            "Redis round trips",
-            m.redis_seconds.clone(),
-        );
-        r.register(
-            "command_seconds",
-            "Command delivery to ack",
-            m.command_seconds.clone(),
-        );
-        r.register(
-            "retries",
-            "Commands retried after a transient failure",
-            m.retries.clone(),
-        );
-        r.register(
-            "shard_active",
-            "1 while this dispatcher is the active consumer of the shard",
-            m.shard_active.clone(),
-        );
-        r.register(
-            "shards_assigned",
-            "Shards the roster assigns to this dispatcher",
-            m.shards_assigned.clone(),
-        );
-        r.register(
-            "dispatchers",
-            "Live dispatchers in the roster",
-            m.dispatchers.clone(),
-        );
-        r.register(
-            "store_refusals",
-            "Commands answered unavailable because Redis refused a write",
-            m.store_refusals.clone(),
-        );
-        r.register(
-            "handovers",
-            "Shards handed over to another dispatcher",
-            m.handovers.clone(),
+        common::register_fields!(r, m;
+            commands: "Commands handled, by kind and outcome",
+            publish_confirm_seconds: "Event or reply publish to broker confirm",
+            redis_seconds: "Redis round trips",
+            command_seconds: "Command delivery to ack",
+            retries: "Commands retried after a transient failure",
+            shard_active: "1 while this dispatcher is the active consumer of the shard",
+            shards_assigned: "Shards the roster assigns to this dispatcher",
+            dispatchers: "Live dispatchers in the roster",
+            store_refusals: "Commands answered unavailable because Redis refused a write",
+            handovers: "Shards handed over to another dispatcher",
         );
         m
     }

@@ -16,10 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::{declare_topology, Backoff, Nodes};
+use common::amqp::{confirmed_channel, consume, consuming_channel, declare_topology, Nodes};
+use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicConsumeOptions;
 use lapin::{Channel, Connection};
 use proto::amqp::Names;
 use tokio::sync::watch;
@@ -90,35 +90,22 @@ impl Supervisor {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(
-            Duration::from_millis(self.settings.amqp.backoff_min_ms),
-            Duration::from_millis(self.settings.amqp.backoff_max_ms),
-        )
+        let amqp = &self.settings.amqp;
+        Backoff::from_millis(amqp.backoff_min_ms, amqp.backoff_max_ms)
     }
 
     /// Serves until `shutdown`, reconnecting after every failure.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = self.backoff();
-        while !shutdown.is_cancelled() {
-            match self.serve(&shutdown, &mut backoff).await {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(error = %e, "dispatcher disconnected"),
-            }
-            let wait = backoff.next();
-            tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting");
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
+        let backoff = self.backoff();
+        supervise(&mut Connections(&mut self), backoff, &shutdown).await;
         tracing::info!("dispatcher stopped");
     }
 
     /// One connection's life. `Ok` only when it ended because of `shutdown`.
-    async fn serve(
+    async fn connection_life(
         &mut self,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        attempt: &mut Attempt<'_>,
     ) -> Result<(), LinkError> {
         let connecting = async {
             let store = self.store().await?;
@@ -135,7 +122,7 @@ impl Supervisor {
         let mut balancing = None;
         let (result, publish) = match self.start(&connection, store, &stop, &mut shards).await {
             Ok((publish, shared, balancer)) => {
-                backoff.reset();
+                attempt.healthy();
                 self.metrics.set_amqp_up(true);
                 tracing::info!(shards = self.settings.amqp.shards, node, prefix = %self.names.prefix(), "dispatcher consuming");
                 balancing = Some(tokio::spawn(balancer.run(stop.clone())));
@@ -216,10 +203,7 @@ impl Supervisor {
         declare_topology(&setup, &self.names, amqp.shards, amqp.command_queue_type).await?;
         setup.close(200, "OK".into()).await?;
 
-        let publish = connection.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let publish = confirmed_channel(connection).await?;
         let rooms = &self.settings.rooms;
         let touched = match (
             rooms.idle_expiry(),
@@ -277,21 +261,10 @@ impl Supervisor {
         shared: &ShardContext,
         shards: &mut Shards,
     ) -> Result<(), LinkError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(self.settings.amqp.prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                self.names.commands_queue(index).into(),
-                format!("dispatcher-{}-{index}", self.instance).into(),
-                BasicConsumeOptions {
-                    no_ack: false,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let channel = consuming_channel(connection, self.settings.amqp.prefetch).await?;
+        let queue = self.names.commands_queue(index);
+        let tag = format!("dispatcher-{}-{index}", self.instance);
+        let consumer = consume(&channel, &queue, &tag, BasicConsumeOptions::default()).await?;
         let shard = Shard::new(index, channel, consumer, shared.clone());
         shards.spawn(async move { (index, shard.run().await) });
         Ok(())
@@ -322,6 +295,23 @@ impl Supervisor {
                 Err(e) => return Err(LinkError::Shard(u32::MAX, format!("task failed: {e}"))),
             }
         }
+    }
+}
+
+/// One connection's life after another, for [`supervise`].
+struct Connections<'a>(&'a mut Supervisor);
+
+impl Supervised for Connections<'_> {
+    type Error = LinkError;
+
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), LinkError> {
+        let shutdown = attempt.shutdown();
+        self.0.connection_life(shutdown, attempt).await
+    }
+
+    fn failed(&mut self, error: LinkError, wait: Duration) {
+        tracing::warn!(error = %error, "dispatcher disconnected");
+        tracing::info!(wait_ms = wait.as_millis() as u64, "reconnecting");
     }
 }
 

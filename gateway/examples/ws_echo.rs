@@ -2,7 +2,7 @@
 //! (`scripts/autobahn.sh` runs Autobahn|Testsuite's `fuzzingclient` against it).
 //!
 //! Everything a client's bytes meet is the gateway's own: the accept loop and HTTP/1.1
-//! connections ([`warren_gateway::server::serve`]), the upgrade as `http.rs` makes it
+//! connections ([`warren_gateway::accept::run`]), the upgrade as `upgrade.rs` makes it
 //! (`warp::ws()` checks the request, the socket is taken back from hyper with what was
 //! read past the handshake, [`ws::deflate::negotiate`] answers the permessage-deflate
 //! offers), and [`ws::Decoder`], which is what the gateway's `ws::Reader` runs on the
@@ -39,8 +39,8 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use warren_gateway::accept::{self, HttpLimits};
 use warren_gateway::metrics::GatewayMetrics;
-use warren_gateway::server::{self, HttpLimits};
 use warren_gateway::ws::frame::{self, OpCode};
 use warren_gateway::ws::{self, Decoder, Incoming, ReadError};
 
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         max_pending: 1024,
         max_pending_per_source: 0,
     };
-    server::serve(
+    accept::run(
         listener,
         route,
         limits,

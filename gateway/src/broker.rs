@@ -9,23 +9,24 @@
 //! while it is down [`Broker::publish`] answers `Unavailable` at once and `/readyz`
 //! says 503. Binding changes go through one task, the binder (`binder.rs`).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use common::amqp::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeleteOptions,
 };
-use common::amqp::lapin::types::{AMQPValue, FieldTable, ShortString};
+use common::amqp::lapin::types::ShortString;
 use common::amqp::lapin::{Channel, Confirmation, Connection};
-use common::amqp::{check_topology, persistent_json_properties, Backoff, Nodes};
+use common::amqp::{
+    check_topology, confirmed_channel, consume, consuming_channel, declare_expiring_queue,
+    persistent_json_properties, Nodes,
+};
+use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
 use futures_util::StreamExt;
 use proto::amqp::{shard_key, Command, Names};
 use proto::ids::shard_of;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::Deliverer;
@@ -35,8 +36,8 @@ use crate::repair::{History, Marks};
 
 mod binder;
 
-pub use binder::{BindKey, BinderInbox};
-use binder::{BindOp, BIND_CHANNELS};
+use binder::BIND_CHANNELS;
+pub use binder::{BindKey, BinderInbox, Bindings};
 
 /// The broker could not take the command or binding now; the client may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,17 +53,8 @@ enum LinkError {
     Lost(&'static str),
 }
 
-#[derive(Clone)]
-struct Link {
-    publish: Channel,
-    /// The binder's channels, [`BIND_CHANNELS`] of them; the first also checked the
-    /// topology and declared the gateway's queue.
-    control: Arc<[Channel]>,
-}
-
 pub struct Broker {
     settings: Arc<Settings>,
-    gateway_id: String,
     names: Names,
     queue: String,
     login: String,
@@ -70,16 +62,13 @@ pub struct Broker {
     metrics: Arc<GatewayMetrics>,
     /// Where each room with local members stands (gap repair).
     pub marks: Arc<Marks>,
-    link: RwLock<Option<Link>>,
+    /// The queue's bindings, kept equal to local membership by the binder.
+    pub bindings: Arc<Bindings>,
+    /// The confirm-mode channel commands are published on, while the link is up.
+    publish: RwLock<Option<Channel>>,
     ready: AtomicBool,
     /// This process has declared its queue once (the first time it deletes it first).
     started: AtomicBool,
-    bound: Mutex<HashSet<String>>,
-    /// Binds sent but not confirmed: they may exist on the broker (see `binder.rs`).
-    in_doubt: Mutex<HashSet<String>>,
-    binder: mpsc::Sender<BindOp>,
-    /// Counts binding changes, to take the control channels in turn.
-    next_channel: AtomicUsize,
 }
 
 impl Broker {
@@ -91,25 +80,29 @@ impl Broker {
         metrics: Arc<GatewayMetrics>,
     ) -> (Arc<Broker>, BinderInbox) {
         let names = Names::new(settings.amqp.prefix.clone());
-        let (tx, rx) = mpsc::channel(4096);
+        let queue = names.gateway_queue(gateway_id);
+        let marks = Arc::new(Marks::default());
+        let (bindings, inbox) = Bindings::new(
+            gateway_id,
+            &queue,
+            names.events_exchange(),
+            index.clone(),
+            marks.clone(),
+        );
         let broker = Broker {
-            gateway_id: gateway_id.to_owned(),
-            queue: names.gateway_queue(gateway_id),
+            queue,
             login: settings.amqp.login(),
             names,
             settings,
             index,
             metrics,
-            marks: Arc::new(Marks::default()),
-            link: RwLock::new(None),
+            marks,
+            bindings: Arc::new(bindings),
+            publish: RwLock::new(None),
             ready: AtomicBool::new(false),
             started: AtomicBool::new(false),
-            bound: Mutex::new(HashSet::new()),
-            in_doubt: Mutex::new(HashSet::new()),
-            binder: tx,
-            next_channel: AtomicUsize::new(0),
         };
-        (Arc::new(broker), BinderInbox(rx))
+        (Arc::new(broker), inbox)
     }
 
     /// Connected, topology found, bindings restored.
@@ -123,32 +116,42 @@ impl Broker {
 
     /// How many routing keys this gateway's queue is bound to (for `/stats`).
     pub fn binding_count(&self) -> usize {
-        self.bound_set().len()
+        self.bindings.count()
     }
 
     /// The routing keys bound to this gateway's queue right now.
     pub fn bindings(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.bound_set().iter().cloned().collect();
-        keys.sort();
-        keys
+        self.bindings.keys()
     }
 
-    fn bound_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.bound.lock().unwrap_or_else(|p| p.into_inner())
+    /// Makes the binding of `key` follow local membership now, and waits until it does.
+    pub async fn ensure(&self, key: BindKey) -> Result<(), Unavailable> {
+        self.bindings.ensure(key).await
     }
 
-    fn current(&self) -> Option<Link> {
-        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Asks for `key`'s binding to follow local membership, without waiting.
+    pub async fn release(&self, key: BindKey) {
+        self.bindings.release(key).await
     }
 
-    fn set_link(&self, link: Option<Link>) {
-        *self.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+    fn publish_channel(&self) -> Option<Channel> {
+        self.publish
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The channels of a new link (publish, control), or none when it is lost.
+    fn set_link(&self, link: Option<(Channel, Arc<[Channel]>)>) {
+        let (publish, control) = link.unzip();
+        *self.publish.write().unwrap_or_else(|p| p.into_inner()) = publish;
+        self.bindings.set_channels(control);
     }
 
     /// Publishes a command to its shard, persistent and mandatory, and waits for the
     /// broker's confirm. Only a confirmed, routed command counts as accepted.
     pub async fn publish(&self, command: &Command, correlation: &str) -> Result<(), Unavailable> {
-        let link = self.current().ok_or(Unavailable)?;
+        let publish = self.publish_channel().ok_or(Unavailable)?;
         let body = serde_json::to_vec(command).map_err(|_| Unavailable)?;
         let shard = shard_of(&command.room(), self.settings.amqp.shards);
         let props = persistent_json_properties(command.body.kind())
@@ -162,7 +165,7 @@ impl Broker {
         let wait = Duration::from_millis(self.settings.gateway.publish_timeout_ms);
         let started = std::time::Instant::now();
         let confirmed = tokio::time::timeout(wait, async {
-            link.publish
+            publish
                 .basic_publish(
                     self.names.commands_exchange().into(),
                     shard_key(shard).into(),
@@ -203,72 +206,33 @@ impl Broker {
     /// Keeps a connection to RabbitMQ until `shutdown`, reconnecting with backoff.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let a = &self.settings.amqp;
-        let mut backoff = Backoff::new(
-            Duration::from_millis(a.backoff_min_ms),
-            Duration::from_millis(a.backoff_max_ms),
-        );
+        let backoff = Backoff::from_millis(a.backoff_min_ms, a.backoff_max_ms);
         let history = History::new(&self.settings.redis);
-        let mut deliverer = Deliverer::new(
+        let deliverer = Deliverer::new(
             self.index.clone(),
             self.metrics.clone(),
             self.marks.clone(),
             history,
             self.queue.clone(),
         );
-        let mut nodes = Nodes::new(&a.addresses());
-        let mut links = 0u64;
-        while !shutdown.is_cancelled() {
-            match self
-                .serve(&shutdown, &mut nodes, &mut backoff, &mut deliverer, links)
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(error = %e, "broker connection lost"),
-            }
-            links += 1;
-            self.ready.store(false, Ordering::Release);
-            self.set_link(None);
-            // `bound` stays: those bindings may still exist on the broker, and the
-            // resync after the reconnect removes the ones no longer wanted.
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next()) => {}
-                _ = shutdown.cancelled() => {}
-            }
-        }
+        let mut link = LinkLife {
+            nodes: Nodes::new(&a.addresses()),
+            broker: &self,
+            deliverer,
+        };
+        supervise(&mut link, backoff, &shutdown).await;
         self.ready.store(false, Ordering::Release);
         self.set_link(None);
     }
 
-    /// One connection's life. `lost` counts the links lost before this one: after a loss,
-    /// every room is read up to date from Redis before new events are consumed.
-    async fn serve(
-        &self,
-        shutdown: &CancellationToken,
-        nodes: &mut Nodes,
-        backoff: &mut Backoff,
-        deliverer: &mut Deliverer,
-        lost: u64,
-    ) -> Result<(), LinkError> {
-        let name = format!("warren-gateway {}", self.queue);
-        let (conn, node) = nodes.connect(&name).await?;
-        if nodes.len() > 1 {
-            tracing::info!(node, "connected to broker node");
-        }
-        let result = self
-            .serve_connection(&conn, shutdown, backoff, deliverer, lost > 0)
-            .await;
-        if conn.status().connected() {
-            // Best effort: the broker drops the connection's state either way.
-            conn.close(200, "gateway stopping".into()).await.ok();
-        }
-        result
-    }
-
-    async fn serve_connection(
+    /// Sets up the gateway's side of a new connection, then consumes until `shutdown` or
+    /// a failure. After a lost link (`after_loss`), every room is read up to date from
+    /// Redis before new events are consumed.
+    async fn consume_on(
         &self,
         conn: &Connection,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        attempt: &mut Attempt<'_>,
         deliverer: &mut Deliverer,
         after_loss: bool,
     ) -> Result<(), LinkError> {
@@ -283,46 +247,24 @@ impl Broker {
                 .queue_delete(self.queue.clone().into(), QueueDeleteOptions::default())
                 .await?;
         }
-        let mut args = FieldTable::default();
         // The queue outlives a short broker blip but not a dead gateway.
-        args.insert("x-expires".into(), AMQPValue::LongInt(30_000));
-        control
-            .queue_declare(
-                self.queue.clone().into(),
-                QueueDeclareOptions::durable(),
-                args,
-            )
-            .await?;
+        declare_expiring_queue(&control, &self.queue, 30_000, None).await?;
         self.started.store(true, Ordering::Release);
-        let publish = conn.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let consume = conn.create_channel().await?;
-        consume
-            .basic_qos(self.settings.amqp.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = consume
-            .basic_consume(
-                self.queue.clone().into(),
-                format!("{}-consumer", self.queue).into(),
-                BasicConsumeOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let publish = confirmed_channel(conn).await?;
+        let consuming = consuming_channel(conn, self.settings.amqp.prefetch).await?;
+        let exclusive = BasicConsumeOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        let tag = format!("{}-consumer", self.queue);
+        let mut consumer = consume(&consuming, &self.queue, &tag, exclusive).await?;
         let mut control = vec![control];
         while control.len() < BIND_CHANNELS {
             control.push(conn.create_channel().await?);
         }
-        self.set_link(Some(Link {
-            publish,
-            control: control.into(),
-        }));
-        let (tx, rx) = oneshot::channel();
-        if self.binder.send(BindOp::Resync(tx)).await.is_err() || !matches!(rx.await, Ok(Ok(()))) {
+        // The first control channel also checked the topology and declared the queue.
+        self.set_link(Some((publish, control.into())));
+        if self.bindings.restore().await.is_err() {
             return Err(LinkError::Lost("restoring bindings failed"));
         }
         if after_loss {
@@ -331,7 +273,7 @@ impl Broker {
             deliverer.repair_all().await;
         }
         self.ready.store(true, Ordering::Release);
-        backoff.reset();
+        attempt.healthy();
         tracing::info!(queue = %self.queue, "connected to the broker");
         loop {
             tokio::select! {
@@ -347,5 +289,43 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// One broker connection's life after another, for [`supervise`].
+struct LinkLife<'a> {
+    broker: &'a Broker,
+    nodes: Nodes,
+    deliverer: Deliverer,
+}
+
+impl Supervised for LinkLife<'_> {
+    type Error = LinkError;
+
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), LinkError> {
+        let shutdown = attempt.shutdown();
+        let name = format!("warren-gateway {}", self.broker.queue);
+        let (conn, node) = self.nodes.connect(&name).await?;
+        if self.nodes.len() > 1 {
+            tracing::info!(node, "connected to broker node");
+        }
+        let after_loss = attempt.restarts() > 0;
+        let result = self
+            .broker
+            .consume_on(&conn, shutdown, attempt, &mut self.deliverer, after_loss)
+            .await;
+        if conn.status().connected() {
+            // Best effort: the broker drops the connection's state either way.
+            conn.close(200, "gateway stopping".into()).await.ok();
+        }
+        result
+    }
+
+    fn failed(&mut self, error: LinkError, _wait: Duration) {
+        tracing::warn!(error = %error, "broker connection lost");
+        self.broker.ready.store(false, Ordering::Release);
+        self.broker.set_link(None);
+        // `bound` stays: those bindings may still exist on the broker, and the resync
+        // after the reconnect removes the ones no longer wanted.
     }
 }

@@ -4,12 +4,13 @@
 //! [`outlet`]: the task's own frames and queued events, and events the delivery loop
 //! writes straight to an idle socket (fan-out without a wake per member).
 //!
-//! The outlet also holds the per-room join filter that makes "history + live" gap-free:
-//! the connection registers in the room index *before* its join goes out, so the room's
-//! events queue up behind a `Joining` state; when `joined` arrives (with the room's
-//! latest seq) the task writes it, then only the held and later events whose seq is
-//! greater, in the same epoch ([`filter`]). The same filter drops duplicate deliveries
-//! after a dispatcher failover, and starts over when a room's history restarts.
+//! The outlet also holds the per-room state ([`rooms`]) that makes "history + live"
+//! gap-free: the connection registers in the room index *before* its join goes out, so
+//! the room's events queue up behind a `Joining` state; when `joined` arrives (with the
+//! room's latest seq) the task writes it, then only the held and later events whose seq
+//! is greater, in the same epoch ([`filter`]). The same filter drops duplicate
+//! deliveries after a dispatcher failover, and starts over when a room's history
+//! restarts.
 //!
 //! Liveness: the task pings the client every `gateway.ping_interval_s` and closes the
 //! connection (1001, "idle timeout") when nothing at all — no frame, no pong — arrived
@@ -19,90 +20,49 @@
 //! what was queued for it, and finds its close frame right after what was already on
 //! its way if it reads again within `gateway.close_timeout_s`.
 //!
-//! Its submodules: [`frames`] reads what the client sends (frame budget, size, type,
-//! JSON, ids), [`forward`] turns what passed into commands for the dispatchers, and
-//! [`outlet`] is the way out.
+//! The loop owns the connection's state and calls inward: [`frames`] checks what the
+//! client sends (frame budget, size, type, JSON, ids) and returns an [`Action`] the loop
+//! carries out; [`forward`] turns what passed into commands for the dispatchers and
+//! keeps their publishes in flight; [`mailbox`] is what the rest of the gateway hands
+//! the connection (its bounded queue and handle); [`outlet`] is the way out; [`action`]
+//! holds the actions and the [`Ending`] that stops the loop.
 //!
 //! With `gateway.write_coalesce_ms` set, a batch is written that long after its first
 //! frame, so a busy connection sends several frames per system call.
 
+mod action;
 mod filter;
 mod forward;
 mod frames;
+pub mod mailbox;
 pub mod outlet;
+mod rooms;
 
-pub use outlet::{Direct, Outlet};
-use outlet::{Out, RoomState};
-
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::auth::Claims;
-use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
 use proto::codes::close;
 use proto::server::{ServerBody, ServerFrame, UserRef, Welcome};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{ConnHandle, Outbound, ReplyOut};
-use crate::limits::{FrameBudget, Strikes, TokenBucket};
+use crate::caps::ConnectionSlot;
 use crate::metrics::{Code, Kind};
+use crate::state::Gateway;
 use crate::ws;
-use crate::{Admission, Gateway};
-use filter::SeqFilter;
-
-use forward::Done;
+use action::{Action, Ending};
+use forward::{Done, Forwarder};
+use frames::InboundChecks;
+use mailbox::{ConnHandle, Outbound, ReplyOut};
+use outlet::{Out, Outlet};
+use rooms::Offered;
 
 /// Outbound messages written per flush.
 const BATCH: usize = 64;
 /// At least one turn in this many polls every branch, however busy the queue.
 const FAIR_EVERY: u32 = 16;
-
-/// rustc's FxHash, for a connection's own rooms: looked up once per delivery, where
-/// SipHash cost more than the rest of the lookup. The map holds at most
-/// `gateway.max_rooms_per_connection` keys of one client, so there is no table for an
-/// attacker to flood.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FxBuild;
-
-pub struct FxHasher(u64);
-
-impl std::hash::BuildHasher for FxBuild {
-    type Hasher = FxHasher;
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher(0)
-    }
-}
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.add(u64::from(b));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
 
 /// What woke one turn of a connection's loop.
 enum Turn {
@@ -120,55 +80,30 @@ enum Turn {
     Coalesced,
 }
 
-/// Why the loop stopped, and what to tell the client.
-struct Ending {
-    code: Option<u16>,
-    reason: &'static str,
-}
-
-impl Ending {
-    fn close(code: u16, reason: &'static str) -> Ending {
-        Ending {
-            code: Some(code),
-            reason,
-        }
-    }
-
-    /// The TCP connection is gone or unusable: no close frame.
-    fn gone(reason: &'static str) -> Ending {
-        Ending { code: None, reason }
-    }
-}
-
+/// One connection's state, owned by its task: the loop reads the socket and the
+/// mailbox, asks [`frames`] what each inbound frame calls for, and does it.
 struct Connection {
     gw: Arc<Gateway>,
-    session: Arc<str>,
-    claims: Claims,
-    name: String,
     handle: ConnHandle,
     outlet: Arc<Outlet>,
-    pending_joins: HashMap<String, String>,
-    inflight: FuturesUnordered<BoxFuture<'static, Done>>,
-    /// `send`, `dm` and `typing`.
-    bucket: TokenBucket,
-    /// Every inbound frame.
-    budget: FrameBudget,
-    strikes: Strikes,
+    /// Who the connection is, and its commands on their way.
+    forwarder: Forwarder,
+    checks: InboundChecks,
     /// When the client last sent anything (a frame, a ping, a pong).
     last_heard: Instant,
 }
 
-/// Runs one connection until it closes. `admission` holds its place under the
-/// connection caps until it ends.
+/// Runs one connection until it closes. `slot` holds its place under the connection
+/// caps until it ends.
 ///
 /// Built outside the `async` block so that the task holds one copy of the connection's
 /// state (an `async fn` keeps its arguments beside what they are moved into): this
 /// future is most of an idle connection's memory.
-pub fn serve(
+pub fn run(
     gw: Arc<Gateway>,
     (mut reader, writer): (ws::Reader, ws::Writer),
     claims: Claims,
-    admission: Admission,
+    slot: ConnectionSlot,
 ) -> impl std::future::Future<Output = ()> {
     let session: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let (tx, rx) = mpsc::channel(gw.settings.gateway.outbound_queue.max(1));
@@ -180,25 +115,19 @@ pub fn serve(
         outlet: Some(outlet.clone()),
     };
     let mut conn = Connection {
-        bucket: TokenBucket::new(g.sends_per_sec, g.burst),
-        budget: FrameBudget::for_gateway(g),
-        name: claims.display_name(),
+        checks: InboundChecks::new(g),
+        forwarder: Forwarder::new(gw.clone(), session, claims),
         gw: gw.clone(),
-        session,
-        claims,
         handle,
         outlet,
-        pending_joins: HashMap::new(),
-        inflight: FuturesUnordered::new(),
-        strikes: Strikes::default(),
         last_heard: Instant::now(),
     };
     async move {
         conn.live(&mut reader, rx).await;
         drop(reader);
         // Boxed: its state would otherwise sit in every idle connection's task.
-        Box::pin(conn.cleanup()).await;
-        drop(admission);
+        Box::pin(conn.forwarder.cleanup(&conn.outlet)).await;
+        drop(slot);
     }
 }
 
@@ -208,15 +137,16 @@ impl Connection {
         let gw = self.gw.clone();
         gw.metrics.connections.inc();
         gw.metrics.connections_opened.inc();
+        let user = &self.forwarder.claims.sub;
         gw.index
-            .add_session(&self.session, &self.claims.sub, self.handle.clone());
+            .add_session(&self.forwarder.session, user, self.handle.clone());
         // Redis says this gateway holds the user before the welcome, so a user event
         // sent from then on names this gateway in its `CC`; no broker operation.
-        let ending = if gw.presence.hold(&self.claims.sub).await.is_err() {
+        let ending = if gw.liveness.hold(user).await.is_err() {
             Ending::close(close::INTERNAL, "store unavailable")
         } else {
             self.push(&self.welcome());
-            self.run(reader, rx).await
+            self.event_loop(reader, rx).await
         };
         // Counted when decided, not when the close frame is out: a slow consumer's may
         // wait for it up to the close timeout.
@@ -247,7 +177,7 @@ impl Connection {
                 .await
                 .is_err()
             {
-                tracing::debug!(session = %self.session, "close frame not written in time; dropping");
+                tracing::debug!(session = %self.forwarder.session, "close frame not written in time; dropping");
             }
         }
         self.count_bytes();
@@ -283,10 +213,10 @@ impl Connection {
     fn welcome(&self) -> ServerFrame {
         ServerFrame::new(ServerBody::Welcome(Welcome {
             user: UserRef {
-                id: self.claims.sub.clone(),
-                name: self.name.clone(),
+                id: self.forwarder.claims.sub.clone(),
+                name: self.forwarder.name.clone(),
             },
-            session: self.session.to_string(),
+            session: self.forwarder.session.to_string(),
             gateway: self.gw.id.clone(),
             limits: self.gw.limits,
         }))
@@ -342,7 +272,11 @@ impl Connection {
         outlet::report(&self.gw.metrics, counts);
     }
 
-    async fn run(&mut self, reader: &mut ws::Reader, mut rx: mpsc::Receiver<Outbound>) -> Ending {
+    async fn event_loop(
+        &mut self,
+        reader: &mut ws::Reader,
+        mut rx: mpsc::Receiver<Outbound>,
+    ) -> Ending {
         let g = &self.gw.settings.gateway;
         let idle = Duration::from_secs(g.idle_timeout_s.max(1));
         let every = Duration::from_secs(g.ping_interval_s.max(1));
@@ -351,8 +285,10 @@ impl Connection {
         // Made once, not on every turn: each turn is one event under fan-out, and
         // registering timers and waiters anew every time was a quarter of the gateway's
         // instructions (callgrind, BENCHMARKS.md).
-        let expiry =
-            tokio::time::sleep_until(token_deadline(&self.claims, self.gw.settings.auth.leeway_s));
+        let expiry = tokio::time::sleep_until(token_deadline(
+            &self.forwarder.claims,
+            self.gw.settings.auth.leeway_s,
+        ));
         let idle_check = tokio::time::sleep_until(self.last_heard + idle);
         let slow = self.handle.slow.clone().cancelled_owned();
         let shutdown = self.gw.shutdown.clone().cancelled_owned();
@@ -386,7 +322,7 @@ impl Connection {
                 _ = &mut expiry => Turn::Expired,
                 _ = &mut idle_check => Turn::IdleCheck,
                 _ = pings.tick() => Turn::Ping,
-                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => Turn::Finished(done),
+                Some(done) = self.forwarder.next_done(), if self.forwarder.has_inflight() => Turn::Finished(done),
                 frame = reader.next() => Turn::Frame(frame),
                 // A fairness turn polls everything but the queue once, without waiting.
                 _ = std::future::ready(()), if fair => Turn::Nothing,
@@ -413,7 +349,11 @@ impl Connection {
                     idle_check.as_mut().reset(deadline);
                 }
                 Turn::Ping => self.outlet.lock().batch.ping(),
-                Turn::Finished(done) => self.finished(done),
+                Turn::Finished(done) => {
+                    if let Some(answer) = self.forwarder.finished(done, &self.outlet) {
+                        self.push(&answer);
+                    }
+                }
                 Turn::Outbound(None) => return Ending::gone("queue closed"),
                 Turn::Outbound(Some(out)) => {
                     self.outbound(out);
@@ -425,15 +365,39 @@ impl Connection {
                     }
                 }
                 Turn::Frame(Ok(msg)) => {
+                    self.last_heard = Instant::now();
+                    let action = self.checks.inbound(msg, &self.outlet, &self.gw.metrics);
                     // The error that explains the close is in the batch, before the
                     // close frame: the two go out together, within the close timeout.
-                    if let Some(ending) = self.inbound(msg) {
+                    if let Some(ending) = self.act(action) {
                         return ending;
                     }
                 }
                 Turn::Frame(Err(e)) => return frames::read_error(e),
             }
         }
+    }
+
+    /// Does what the checks on an inbound frame called for. Returns an ending when the
+    /// connection must close.
+    fn act(&mut self, action: Action) -> Option<Ending> {
+        match action {
+            Action::Nothing => {}
+            Action::Answer(frame) => self.push(&frame),
+            Action::AnswerAndClose(frame, ending) => {
+                self.push(&frame);
+                return Some(ending);
+            }
+            Action::Pong(payload) => self.outlet.lock().batch.pong(&payload),
+            Action::Join(reference, join) => {
+                self.forwarder
+                    .join(reference, join, &self.outlet, &self.handle)
+            }
+            Action::Leave(reference, room) => self.forwarder.leave(reference, room, &self.outlet),
+            Action::Forward(reference, body) => self.forwarder.forward(reference, body, None),
+            Action::Close(ending) => return Some(ending),
+        }
+        None
     }
 
     /// Something for this connection from the broker side, taken into the batch under
@@ -446,7 +410,7 @@ impl Connection {
         };
         outlet.dequeued();
         if let Some(room) = leave {
-            self.drop_room(&room);
+            self.forwarder.drop_room(&room, &outlet);
         }
     }
 
@@ -457,7 +421,7 @@ impl Connection {
             Outbound::Flush => None,
             Outbound::Event(event) if event.kicked => {
                 // Removed from the room by a moderator: stop delivering it, then say so.
-                if out.rooms.contains_key(&*event.room) {
+                if out.rooms.contains(&event.room) {
                     out.batch.shared(&event.text);
                     Some(event.room.to_string())
                 } else {
@@ -465,58 +429,27 @@ impl Connection {
                 }
             }
             Outbound::Event(event) => {
-                let write = match out.rooms.get_mut(&*event.room) {
-                    Some(RoomState::Joining { held, .. }) => {
-                        if held.len() >= self.gw.settings.gateway.outbound_queue {
-                            self.handle.slow.cancel();
-                        } else {
-                            held.push(event.clone());
-                        }
-                        false
-                    }
-                    Some(RoomState::Joined { filter }) => {
-                        filter.admit(event.seq, event.epoch.as_ref())
-                    }
-                    None => event.via_user,
-                };
-                if write {
-                    out.batch.shared(&event.text);
+                let max_held = self.gw.settings.gateway.outbound_queue;
+                match out.rooms.offer(&event, max_held) {
+                    Offered::Write => out.batch.shared(&event.text),
+                    Offered::Skip => {}
+                    Offered::Overflow => self.handle.slow.cancel(),
                 }
                 None
             }
             Outbound::Reply(reply) => {
                 let ReplyOut { correlation, frame } = *reply;
-                let join_room = correlation.and_then(|c| self.pending_joins.remove(&c));
+                let join_room = self.forwarder.answered_join(correlation);
+                self.push_into(out, &frame);
                 match (join_room, &frame.body) {
                     (Some(room), ServerBody::Joined(joined)) => {
-                        let mut filter = SeqFilter::at(joined.seq, &joined.epoch);
-                        self.push_into(out, &frame);
-                        match out.rooms.remove(&room) {
-                            Some(RoomState::Joining { held, .. }) => {
-                                for event in held {
-                                    if filter.admit(event.seq, event.epoch.as_ref()) {
-                                        out.batch.shared(&event.text);
-                                    }
-                                }
-                                out.rooms.insert(room, RoomState::Joined { filter });
-                            }
-                            // A second answer to a repeated join: the filter stands.
-                            Some(joined) => {
-                                out.rooms.insert(room, joined);
-                            }
-                            // Left before the answer came.
-                            None => {}
+                        for event in out.rooms.joined(room, joined.seq, &joined.epoch) {
+                            out.batch.shared(&event.text);
                         }
                         None
                     }
-                    (Some(room), ServerBody::Error(_)) => {
-                        self.push_into(out, &frame);
-                        Some(room)
-                    }
-                    _ => {
-                        self.push_into(out, &frame);
-                        None
-                    }
+                    (Some(room), ServerBody::Error(_)) => Some(room),
+                    _ => None,
                 }
             }
         }

@@ -20,7 +20,8 @@ use proto::amqp::{
 };
 use proto::server::{Ack, Message, ServerBody, ServerFrame};
 
-use crate::index::{EventOut, Index, Outbound, ReplyOut};
+use crate::connection::mailbox::{EventOut, Outbound, ReplyOut};
+use crate::index::Index;
 use crate::metrics::{GatewayMetrics, Kind};
 use crate::repair::{History, Marks, Verdict};
 use crate::ws::{Counts, Shared};

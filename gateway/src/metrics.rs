@@ -127,131 +127,33 @@ impl GatewayMetrics {
 
     fn register(mut self) -> Self {
         let r = &mut self.registry;
-        r.register(
-            "events_repeated",
-            "Room messages dropped because this gateway had passed them on already",
-            self.events_repeated.clone(),
-        );
-        r.register(
-            "gap_repairs",
-            "Gaps in a room's messages, or lost broker links, repaired from Redis",
-            self.gap_repairs.clone(),
-        );
-        r.register(
-            "gap_messages_repaired",
-            "Messages delivered by gap repair",
-            self.gap_messages_repaired.clone(),
-        );
-        r.register(
-            "gap_repairs_failed",
-            "Gap repairs that could not read Redis",
-            self.gap_repairs_failed.clone(),
-        );
-        r.register(
-            "connections",
-            "Open WebSocket connections",
-            self.connections.clone(),
-        );
-        r.register(
-            "connections_opened",
-            "WebSocket connections opened",
-            self.connections_opened.clone(),
-        );
-        r.register(
-            "connections_closed",
-            "WebSocket connections closed, by close code",
-            self.connections_closed.clone(),
-        );
-        r.register(
-            "frames_in",
-            "Client frames read, by type",
-            self.frames_in.clone(),
-        );
-        r.register(
-            "frames_out",
-            "Frames handed to connections, by type",
-            self.frames_out.clone(),
-        );
-        r.register("errors", "Error frames sent, by code", self.errors.clone());
-        r.register(
-            "slow_consumers",
-            "Connections closed because their outbound queue overflowed",
-            self.slow_consumers.clone(),
-        );
-        r.register(
-            "refusals",
-            "Upgrade requests refused, by error",
-            self.refusals.clone(),
-        );
-        r.register(
-            "user_cap_unchecked",
-            "Handshakes let through unchecked by the per-user cap (Redis did not answer)",
-            self.user_cap_unchecked.clone(),
-        );
-        r.register(
-            "frames_refused",
-            "Inbound frames refused by the per-connection frame budget",
-            self.frames_refused.clone(),
-        );
-        r.register(
-            "idle_timeouts",
-            "Connections closed after idle_timeout_s without a frame or pong",
-            self.idle_timeouts.clone(),
-        );
-        r.register(
-            "handshake_timeouts",
-            "TCP connections dropped for not sending a request head in time",
-            self.handshake_timeouts.clone(),
-        );
-        r.register(
-            "handshakes_dropped",
-            "TCP connections dropped at accept over max_pending_handshakes",
-            self.handshakes_dropped.clone(),
-        );
-        r.register(
-            "handshakes_dropped_per_ip",
-            "TCP connections dropped at accept over max_pending_handshakes_per_ip",
-            self.handshakes_dropped_per_ip.clone(),
-        );
-        r.register(
-            "deliveries",
-            "AMQP deliveries consumed",
-            self.deliveries.clone(),
-        );
-        r.register(
-            "commands",
-            "Commands published, by outcome",
-            self.commands.clone(),
-        );
-        r.register(
-            "event_delay_seconds",
-            "Message timestamp to delivery at this gateway",
-            self.event_delay_seconds.clone(),
-        );
-        r.register(
-            "publish_confirm_seconds",
-            "Command publish to broker confirm",
-            self.publish_confirm_seconds.clone(),
-        );
-        r.register(
-            "deflate_connections",
-            "Connections that negotiated permessage-deflate",
-            self.deflate_connections.clone(),
-        );
-        r.register(
-            "ws_payload_bytes_out",
-            "WebSocket payload bytes written, after compression",
-            self.ws_payload_bytes_out.clone(),
-        );
-        r.register(
-            "ws_deflate_bytes_saved",
-            "Payload bytes permessage-deflate kept off the wire",
-            self.ws_deflate_bytes_saved.clone(),
-        );
-        r.register(
-            "deflate_event_compressions",
-            "Events compressed (once each, for every member that agreed permessage-deflate)",
-            self.deflate_event_compressions.clone(),
+        common::register_fields!(r, self;
+            events_repeated: "Room messages dropped because this gateway had passed them on already",
+            gap_repairs: "Gaps in a room's messages, or lost broker links, repaired from Redis",
+            gap_messages_repaired: "Messages delivered by gap repair",
+            gap_repairs_failed: "Gap repairs that could not read Redis",
+            connections: "Open WebSocket connections",
+            connections_opened: "WebSocket connections opened",
+            connections_closed: "WebSocket connections closed, by close code",
+            frames_in: "Client frames read, by type",
+            frames_out: "Frames handed to connections, by type",
+            errors: "Error frames sent, by code",
+            slow_consumers: "Connections closed because their outbound queue overflowed",
+            refusals: "Upgrade requests refused, by error",
+            user_cap_unchecked: "Handshakes let through unchecked by the per-user cap (Redis did not answer)",
+            frames_refused: "Inbound frames refused by the per-connection frame budget",
+            idle_timeouts: "Connections closed after idle_timeout_s without a frame or pong",
+            handshake_timeouts: "TCP connections dropped for not sending a request head in time",
+            handshakes_dropped: "TCP connections dropped at accept over max_pending_handshakes",
+            handshakes_dropped_per_ip: "TCP connections dropped at accept over max_pending_handshakes_per_ip",
+            deliveries: "AMQP deliveries consumed",
+            commands: "Commands published, by outcome",
+            event_delay_seconds: "Message timestamp to delivery at this gateway",
+            publish_confirm_seconds: "Command publish to broker confirm",
+            deflate_connections: "Connections that negotiated permessage-deflate",
+            ws_payload_bytes_out: "WebSocket payload bytes written, after compression",
+            ws_deflate_bytes_saved: "Payload bytes permessage-deflate kept off the wire",
+            deflate_event_compressions: "Events compressed (once each, for every member that agreed permessage-deflate)",
         );
         self
     }

@@ -186,29 +186,32 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Verdict::{Gap, Next, Seen};
 
-    fn e(s: &str) -> Arc<str> {
-        Arc::from(s)
+    /// What `marks` says of each seq of `epoch` in room "r", in turn.
+    fn judged(marks: &Marks, epoch: &str, seqs: &[u64]) -> Vec<Verdict> {
+        let epoch: Arc<str> = Arc::from(epoch);
+        seqs.iter()
+            .map(|&seq| marks.judge("r", &epoch, seq))
+            .collect()
     }
 
     #[test]
     fn the_next_seq_passes_and_a_repeat_is_dropped() {
         let marks = Marks::default();
         marks.joined("r", "a", 5);
-        assert_eq!(marks.judge("r", &e("a"), 6), Verdict::Next);
-        assert_eq!(marks.judge("r", &e("a"), 6), Verdict::Seen);
-        assert_eq!(marks.judge("r", &e("a"), 3), Verdict::Seen);
-        assert_eq!(marks.judge("r", &e("a"), 7), Verdict::Next);
+        assert_eq!(judged(&marks, "a", &[6, 6, 3, 7]), [Next, Seen, Seen, Next]);
     }
 
     #[test]
     fn a_skip_is_a_gap_from_the_mark() {
         let marks = Marks::default();
         marks.joined("r", "a", 5);
-        assert_eq!(marks.judge("r", &e("a"), 9), Verdict::Gap { after: 5 });
         // The late ones are then dropped: the repair delivered them.
-        assert_eq!(marks.judge("r", &e("a"), 7), Verdict::Seen);
-        assert_eq!(marks.judge("r", &e("a"), 10), Verdict::Next);
+        assert_eq!(
+            judged(&marks, "a", &[9, 7, 10]),
+            [Gap { after: 5 }, Seen, Next]
+        );
     }
 
     #[test]
@@ -216,14 +219,13 @@ mod tests {
         let marks = Marks::default();
         marks.joined("r", "a", 5);
         marks.joined("r", "a", 8);
-        assert_eq!(marks.judge("r", &e("a"), 9), Verdict::Gap { after: 5 });
-        assert_eq!(marks.judge("r", &e("b"), 1), Verdict::Next);
-        assert_eq!(marks.judge("r", &e("b"), 2), Verdict::Next);
+        assert_eq!(judged(&marks, "a", &[9]), [Gap { after: 5 }]);
+        assert_eq!(judged(&marks, "b", &[1, 2]), [Next, Next]);
         assert!(marks.advance("r", "b", 4));
         assert!(!marks.advance("r", "b", 3));
         marks.forget("r");
         assert!(marks.is_empty());
         // Unmarked: the first event seen starts the mark.
-        assert_eq!(marks.judge("r", &e("b"), 40), Verdict::Next);
+        assert_eq!(judged(&marks, "b", &[40]), [Next]);
     }
 }

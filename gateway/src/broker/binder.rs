@@ -20,24 +20,27 @@
 //!
 //! Users need no binding: user-addressed events reach this gateway through its own key
 //! [`BindKey::Own`] (`gw.<id>`), which the dispatcher names in the event's `CC` header
-//! for the gateways that hold the user (see `presence.rs`). It is wanted for as long as
+//! for the gateways that hold the user (see `liveness.rs`). It is wanted for as long as
 //! the gateway runs, so the resync after every (re)connect binds it before the gateway
 //! says it is ready, and sessions opening and closing never reach the broker. It is
 //! kept in the same bookkeeping as every other key (a resync re-applies it).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use common::amqp::lapin::options::QueueBindOptions;
 use common::amqp::lapin::types::FieldTable;
+use common::amqp::lapin::Channel;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use proto::amqp::{gateway_key, room_binding};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, Unavailable};
+use super::Unavailable;
+use crate::index::Index;
+use crate::repair::Marks;
 
 /// Control channels the binder spreads binding changes over, and so the most changes
 /// on the broker at once. Bind + unbind on a durable queue, measured with a throwaway
@@ -45,7 +48,7 @@ use super::{Broker, Unavailable};
 /// changes/s, whether one or 32 are in flight on it; 8 channels 1,400–1,700; 32
 /// channels 2,000–3,400; 128 about the same as 32 when the gateway drives them (about
 /// 1,250 sessions/s either way: RabbitMQ's CPU is the limit).
-pub(super) const BIND_CHANNELS: usize = 32;
+pub const BIND_CHANNELS: usize = 32;
 
 /// What a binding follows: a room's local members, or the gateway itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,13 +70,13 @@ impl BindKey {
 
 type Reply = oneshot::Sender<Result<(), Unavailable>>;
 
-pub(super) enum BindOp {
+enum BindOp {
     Reconcile(BindKey, Option<Reply>),
     Resync(Reply),
 }
 
-/// The receiving end of the binder's queue, handed to [`Broker::run_binder`].
-pub struct BinderInbox(pub(super) mpsc::Receiver<BindOp>);
+/// The receiving end of the binder's queue, handed to [`Bindings::run`].
+pub struct BinderInbox(mpsc::Receiver<BindOp>);
 
 /// A binding change: bind (`true`) or unbind `routing_key`.
 struct Change {
@@ -81,7 +84,89 @@ struct Change {
     bind: bool,
 }
 
-impl Broker {
+/// The gateway queue's bindings: what is bound, what is in doubt, and the channels
+/// changes go out on while the broker link is up.
+pub struct Bindings {
+    gateway_id: String,
+    queue: String,
+    exchange: String,
+    index: Arc<Index>,
+    /// Where each room with local members stands (gap repair).
+    marks: Arc<Marks>,
+    /// The link's control channels, [`BIND_CHANNELS`] of them; none while it is down.
+    channels: RwLock<Option<Arc<[Channel]>>>,
+    bound: Mutex<HashSet<String>>,
+    /// Binds sent but not confirmed: they may exist on the broker.
+    in_doubt: Mutex<HashSet<String>>,
+    binder: mpsc::Sender<BindOp>,
+    /// Counts binding changes, to take the control channels in turn.
+    next_channel: AtomicUsize,
+}
+
+impl Bindings {
+    /// The bindings of `queue` to `exchange`, and the receiver their binder task drains.
+    pub fn new(
+        gateway_id: &str,
+        queue: &str,
+        exchange: String,
+        index: Arc<Index>,
+        marks: Arc<Marks>,
+    ) -> (Bindings, BinderInbox) {
+        let (tx, rx) = mpsc::channel(4096);
+        let bindings = Bindings {
+            gateway_id: gateway_id.to_owned(),
+            queue: queue.to_owned(),
+            exchange,
+            index,
+            marks,
+            channels: RwLock::new(None),
+            bound: Mutex::new(HashSet::new()),
+            in_doubt: Mutex::new(HashSet::new()),
+            binder: tx,
+            next_channel: AtomicUsize::new(0),
+        };
+        (bindings, BinderInbox(rx))
+    }
+
+    /// How many routing keys the queue is bound to.
+    pub fn count(&self) -> usize {
+        self.bound_set().len()
+    }
+
+    /// The routing keys bound to the queue right now, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.bound_set().iter().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The control channels of a new link, or none when it is lost.
+    pub fn set_channels(&self, channels: Option<Arc<[Channel]>>) {
+        *self.channels.write().unwrap_or_else(|p| p.into_inner()) = channels;
+    }
+
+    fn channels(&self) -> Option<Arc<[Channel]>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn bound_set(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After a (re)connect, through the binder: every wanted key bound again and the
+    /// stale ones unbound ([`Bindings::resync`]).
+    pub async fn restore(&self) -> Result<(), Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.binder
+            .send(BindOp::Resync(tx))
+            .await
+            .map_err(|_| Unavailable)?;
+        rx.await.map_err(|_| Unavailable)?
+    }
+
     /// Makes the binding of `key` follow local membership now, and waits until it does.
     pub async fn ensure(&self, key: BindKey) -> Result<(), Unavailable> {
         let (tx, rx) = oneshot::channel();
@@ -134,7 +219,7 @@ impl Broker {
         }
     }
 
-    fn in_doubt_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn in_doubt_set(&self) -> MutexGuard<'_, HashSet<String>> {
         self.in_doubt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -142,14 +227,14 @@ impl Broker {
     /// call takes the next control channel in turn.
     async fn apply(&self, change: Change) -> Result<(), Unavailable> {
         let Change { routing_key, bind } = change;
-        let link = self.current().ok_or(Unavailable)?;
+        let control = self.channels().ok_or(Unavailable)?;
         if bind {
             // Until confirmed, even if this future is dropped on the way.
             self.in_doubt_set().insert(routing_key.clone());
         }
         let turn = self.next_channel.fetch_add(1, Ordering::Relaxed);
-        let channel = &link.control[turn % link.control.len()];
-        let (queue, exchange) = (self.queue.clone(), self.names.events_exchange());
+        let channel = &control[turn % control.len()];
+        let (queue, exchange) = (self.queue.clone(), self.exchange.clone());
         let result = if bind {
             channel
                 .queue_bind(
@@ -219,7 +304,7 @@ impl Broker {
 
     /// The binder: takes every request as it comes and applies up to [`BIND_CHANNELS`]
     /// changes at once, each asker answered when its key's change is confirmed.
-    pub async fn run_binder(self: Arc<Self>, mut inbox: BinderInbox, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, mut inbox: BinderInbox, shutdown: CancellationToken) {
         let mut binder = Binder::new(&self);
         loop {
             tokio::select! {
@@ -241,7 +326,7 @@ impl Broker {
 
 /// The binder task's state: the changes on the broker and who waits for each.
 struct Binder<'a> {
-    broker: &'a Broker,
+    bindings: &'a Bindings,
     /// Changes in flight, each ending with its key and outcome.
     changes: FuturesUnordered<BoxFuture<'a, (BindKey, Result<(), Unavailable>)>>,
     /// For each key with a change in flight, the askers that change answers.
@@ -252,9 +337,9 @@ struct Binder<'a> {
 }
 
 impl<'a> Binder<'a> {
-    fn new(broker: &'a Broker) -> Self {
+    fn new(bindings: &'a Bindings) -> Self {
         Binder {
-            broker,
+            bindings,
             changes: FuturesUnordered::new(),
             waiting: HashMap::new(),
             again: HashMap::new(),
@@ -271,14 +356,14 @@ impl<'a> Binder<'a> {
 
     /// Starts the change `key` needs now, or answers at once when it needs none.
     fn start(&mut self, key: BindKey, replies: Vec<Reply>) {
-        let Some(change) = self.broker.change_for(&key) else {
+        let Some(change) = self.bindings.change_for(&key) else {
             answer(replies, Ok(()));
             return;
         };
-        let broker = self.broker;
+        let bindings = self.bindings;
         let landing = key.clone();
         self.changes.push(Box::pin(
-            async move { (landing, broker.apply(change).await) },
+            async move { (landing, bindings.apply(change).await) },
         ));
         self.waiting.insert(key, replies);
     }

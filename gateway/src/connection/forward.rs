@@ -3,22 +3,24 @@
 //! in the connection's own set of in-flight futures, so a slow broker never blocks the
 //! socket and a refused publish becomes an `unavailable` error with the frame's `ref`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::auth::Claims;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use proto::amqp::{Actor, Command, CommandBody, ConnRef};
 use proto::codes::ErrorCode;
+use proto::server::ServerFrame;
 
-use super::filter::SeqFilter;
-use super::{Connection, RoomState};
-
-impl Connection {
-    /// Whether this connection is in `room` (joined or joining).
-    pub(super) fn in_room(&self, room: &str) -> bool {
-        self.outlet.lock().rooms.contains_key(room)
-    }
-}
+use super::mailbox::ConnHandle;
+use super::outlet::Outlet;
 use crate::broker::BindKey;
+use crate::state::Gateway;
 
 /// How an in-flight command ended.
-pub(super) enum Done {
+pub(crate) enum Done {
     Accepted,
     Refused {
         reference: Option<String>,
@@ -27,34 +29,60 @@ pub(super) enum Done {
     },
 }
 
-impl Connection {
-    pub(super) fn join(&mut self, reference: Option<String>, join: proto::client::Join) {
-        let room = join.room.clone();
-        {
-            let mut out = self.outlet.lock();
-            let filter = match out.rooms.get(&room) {
-                Some(RoomState::Joined { filter }) | Some(RoomState::Joining { filter, .. }) => {
-                    filter.clone()
-                }
-                None => SeqFilter::default(),
-            };
-            out.rooms.insert(
-                room.clone(),
-                RoomState::Joining {
-                    held: Vec::new(),
-                    filter,
-                },
-            );
+/// A connection's commands: who they are sent as, the joins waiting for their answer,
+/// and the publishes in flight.
+pub(crate) struct Forwarder {
+    gw: Arc<Gateway>,
+    pub(crate) session: Arc<str>,
+    pub(crate) claims: Claims,
+    pub(crate) name: String,
+    /// Joins by the correlation id of their command, until the answer comes.
+    pending_joins: HashMap<String, String>,
+    inflight: FuturesUnordered<BoxFuture<'static, Done>>,
+}
+
+impl Forwarder {
+    pub(crate) fn new(gw: Arc<Gateway>, session: Arc<str>, claims: Claims) -> Self {
+        Forwarder {
+            gw,
+            session,
+            name: claims.display_name(),
+            claims,
+            pending_joins: HashMap::new(),
+            inflight: FuturesUnordered::new(),
         }
+    }
+
+    pub(crate) fn has_inflight(&self) -> bool {
+        !self.inflight.is_empty()
+    }
+
+    /// The next in-flight command to end (None when none is in flight).
+    pub(crate) async fn next_done(&mut self) -> Option<Done> {
+        self.inflight.next().await
+    }
+
+    /// The room a reply answers, when it answers a join of this connection.
+    pub(crate) fn answered_join(&mut self, correlation: Option<String>) -> Option<String> {
+        correlation.and_then(|c| self.pending_joins.remove(&c))
+    }
+
+    pub(crate) fn join(
+        &mut self,
+        reference: Option<String>,
+        join: proto::client::Join,
+        outlet: &Outlet,
+        handle: &ConnHandle,
+    ) {
+        let room = join.room.clone();
+        outlet.lock().rooms.start_joining(&room);
         // Registered before the join goes out: events from now on are held, none lost.
-        self.gw
-            .index
-            .join(&room, &self.session, self.handle.clone());
+        self.gw.index.join(&room, &self.session, handle.clone());
         self.forward(reference, CommandBody::Join(join), Some(room));
     }
 
-    pub(super) fn leave(&mut self, reference: Option<String>, room: String) {
-        let was_member = self.outlet.lock().rooms.remove(&room).is_some();
+    pub(crate) fn leave(&mut self, reference: Option<String>, room: String, outlet: &Outlet) {
+        let was_member = outlet.lock().rooms.remove(&room);
         if was_member {
             self.gw.index.leave(&room, &self.session);
         }
@@ -75,7 +103,7 @@ impl Connection {
 
     /// The command for `body`, acting as the token's user: identity never comes from
     /// the frame.
-    pub(super) fn command_for(&self, reference: Option<String>, body: CommandBody) -> Command {
+    fn command_for(&self, reference: Option<String>, body: CommandBody) -> Command {
         Command {
             v: proto::BODY_VERSION,
             body,
@@ -94,7 +122,7 @@ impl Connection {
     }
 
     /// Publishes a command in the background; its answer comes back as a reply.
-    pub(super) fn forward(
+    pub(crate) fn forward(
         &mut self,
         reference: Option<String>,
         body: CommandBody,
@@ -126,28 +154,31 @@ impl Connection {
         }));
     }
 
-    pub(super) fn finished(&mut self, done: Done) {
-        if let Done::Refused {
+    /// A command's publish ended: a refused one is answered `unavailable` (returned,
+    /// for the connection to write), and a refused join forgets its room.
+    pub(crate) fn finished(&mut self, done: Done, outlet: &Outlet) -> Option<ServerFrame> {
+        let Done::Refused {
             reference,
             correlation,
             join_room,
         } = done
-        {
-            self.pending_joins.remove(&correlation);
-            if let Some(room) = join_room {
-                self.drop_room(&room);
-            }
-            self.refuse(
-                reference,
-                ErrorCode::Unavailable,
-                "the broker is unavailable; retry",
-            );
+        else {
+            return None;
+        };
+        self.pending_joins.remove(&correlation);
+        if let Some(room) = join_room {
+            self.drop_room(&room, outlet);
         }
+        Some(ServerFrame::error(
+            reference,
+            ErrorCode::Unavailable,
+            "the broker is unavailable; retry",
+        ))
     }
 
-    /// Forgets a room locally (a refused join) and lets its binding follow.
-    pub(super) fn drop_room(&mut self, room: &str) {
-        let removed = self.outlet.lock().rooms.remove(room).is_some();
+    /// Forgets a room locally (a refused join, a kick) and lets its binding follow.
+    pub(crate) fn drop_room(&mut self, room: &str, outlet: &Outlet) {
+        let removed = outlet.lock().rooms.remove(room);
         if removed {
             self.gw.index.leave(room, &self.session);
             let broker = self.gw.broker.clone();
@@ -160,15 +191,9 @@ impl Connection {
     }
 
     /// Leaves every room (locally and at the dispatcher) and forgets the connection.
-    pub(super) async fn cleanup(self) {
+    pub(crate) async fn cleanup(self, outlet: &Outlet) {
         let gw = self.gw.clone();
-        let rooms: Vec<String> = self
-            .outlet
-            .lock()
-            .rooms
-            .drain()
-            .map(|(room, _)| room)
-            .collect();
+        let rooms = outlet.lock().rooms.drain();
         for room in &rooms {
             gw.index.leave(room, &self.session);
         }
@@ -177,7 +202,7 @@ impl Connection {
             gw.broker.release(BindKey::Room(room.clone())).await;
         }
         if last {
-            gw.presence.release(&self.claims.sub).await;
+            gw.liveness.release(&self.claims.sub).await;
         }
         // Tell the dispatchers, so presence does not keep a ghost; in the background,
         // tracked, so shutdown waits for it.

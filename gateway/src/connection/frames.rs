@@ -16,26 +16,54 @@
 
 use std::time::Instant;
 
+use common::settings::GatewaySettings;
 use proto::client::{ClientBody, ClientFrame};
 use proto::codes::{close, ErrorCode};
 use proto::ids::{check_text, validate_message_id, validate_room, validate_user};
 use proto::server::{ServerBody, ServerFrame};
 
-use super::{Connection, Ending};
-use crate::limits::Verdict;
-use crate::metrics::Kind;
+use super::action::{Action, Ending};
+use super::outlet::Outlet;
+use crate::limits::{FrameBudget, Strikes, TokenBucket, Verdict};
+use crate::metrics::{GatewayMetrics, Kind};
 use crate::ws::{Incoming, ReadError};
 
 use proto::codes::close::{INVALID_PAYLOAD, PROTOCOL_ERROR};
 
-impl Connection {
-    /// One message from the client. Returns an ending when the connection must close.
-    pub(super) fn inbound(&mut self, msg: Incoming) -> Option<Ending> {
-        self.last_heard = tokio::time::Instant::now();
+/// The checks on what one client sends, with what they remember: its budgets and
+/// strikes. Each frame becomes an [`Action`] for the connection's loop.
+pub(crate) struct InboundChecks {
+    /// `send`, `dm` and `typing`.
+    bucket: TokenBucket,
+    /// Every inbound frame.
+    budget: FrameBudget,
+    strikes: Strikes,
+    max_text_bytes: usize,
+    max_rooms: usize,
+}
+
+impl InboundChecks {
+    pub(crate) fn new(g: &GatewaySettings) -> Self {
+        InboundChecks {
+            bucket: TokenBucket::new(g.sends_per_sec, g.burst),
+            budget: FrameBudget::for_gateway(g),
+            strikes: Strikes::default(),
+            max_text_bytes: g.max_text_bytes,
+            max_rooms: g.max_rooms_per_connection,
+        }
+    }
+
+    /// One message from the client. `outlet` says which rooms the connection is in.
+    pub(crate) fn inbound(
+        &mut self,
+        msg: Incoming,
+        outlet: &Outlet,
+        metrics: &GatewayMetrics,
+    ) -> Action {
         match msg {
-            Incoming::Close(_) => return Some(Ending::close(close::NORMAL, "bye")),
+            Incoming::Close(_) => return Action::Close(Ending::close(close::NORMAL, "bye")),
             Incoming::Binary => {
-                return Some(Ending::close(
+                return Action::Close(Ending::close(
                     close::UNSUPPORTED,
                     "binary frames are not supported",
                 ))
@@ -45,121 +73,101 @@ impl Connection {
         match self.budget.charge(Instant::now()) {
             Verdict::Read => {}
             Verdict::Refuse => {
-                self.gw.metrics.frames_refused.inc();
+                metrics.frames_refused.inc();
                 if matches!(msg, Incoming::Text(_)) {
-                    self.refuse(None, ErrorCode::RateLimited, "too many frames; slow down");
+                    return refuse(None, ErrorCode::RateLimited, "too many frames; slow down");
                 }
-                return None;
+                return Action::Nothing;
             }
             Verdict::Flood => {
-                self.gw.metrics.frames_refused.inc();
-                return Some(Ending::close(close::POLICY, "too many frames"));
+                metrics.frames_refused.inc();
+                return Action::Close(Ending::close(close::POLICY, "too many frames"));
             }
         }
         let text = match msg {
             Incoming::Text(text) => text,
-            Incoming::Ping(payload) => {
-                self.outlet.lock().batch.pong(&payload);
-                return None;
-            }
+            Incoming::Ping(payload) => return Action::Pong(payload),
             // Pongs only prove liveness.
-            _ => return None,
+            _ => return Action::Nothing,
         };
         match ClientFrame::parse(&text) {
             Ok(frame) => {
                 let kind = Kind::of(frame.body.type_name());
-                self.gw.metrics.frames_in.get_or_create(&kind).inc();
-                self.command(frame);
-                None
+                metrics.frames_in.get_or_create(&kind).inc();
+                self.command(frame, outlet)
             }
             Err(e) => {
-                self.gw
-                    .metrics
-                    .frames_in
-                    .get_or_create(&Kind::of("invalid"))
-                    .inc();
+                metrics.frames_in.get_or_create(&Kind::of("invalid")).inc();
                 // A type this gateway does not know is a newer client's, not a bad
                 // frame: answered, never counted towards the 1008 close.
                 let unknown = e.code == ErrorCode::UnknownType;
-                self.push(&ServerFrame::error(e.reference, e.code, e.message));
-                if unknown {
-                    None
-                } else {
-                    self.strike()
+                let answer = ServerFrame::error(e.reference, e.code, e.message);
+                if !unknown && self.strikes.strike(Instant::now()) {
+                    let ending = Ending::close(close::POLICY, "too many bad frames");
+                    return Action::AnswerAndClose(answer, ending);
                 }
+                Action::Answer(answer)
             }
         }
     }
 
-    fn strike(&mut self) -> Option<Ending> {
-        if self.strikes.strike(Instant::now()) {
-            return Some(Ending::close(close::POLICY, "too many bad frames"));
-        }
-        None
-    }
-
-    /// A well-formed client frame: checks what the gateway can check alone, then
-    /// forwards it as a command.
-    fn command(&mut self, frame: ClientFrame) {
+    /// A well-formed client frame: checks what the gateway can check alone, then says
+    /// how to forward it as a command.
+    fn command(&mut self, frame: ClientFrame, outlet: &Outlet) -> Action {
         let reference = frame.reference.clone();
         if let Err(why) = check_ids(&frame) {
-            return self.refuse(reference, ErrorCode::BadRequest, &why);
+            return refuse(reference, ErrorCode::BadRequest, &why);
         }
+        let in_room = |room: &str| outlet.lock().rooms.contains(room);
         let body = match frame.body {
             ClientBody::Ping(_) => {
-                self.push(&ServerFrame::answer(
+                return Action::Answer(ServerFrame::answer(
                     reference,
                     ServerBody::Pong(Default::default()),
                 ));
-                return;
             }
             ClientBody::Join(join) => {
-                let max = self.gw.settings.gateway.max_rooms_per_connection;
-                let full = {
-                    let out = self.outlet.lock();
-                    !out.rooms.contains_key(&join.room) && out.rooms.len() >= max
-                };
-                if full {
-                    return self.refuse(
+                if outlet.lock().rooms.full_for(&join.room, self.max_rooms) {
+                    return refuse(
                         reference,
                         ErrorCode::Forbidden,
                         "room limit reached for this connection",
                     );
                 }
-                return self.join(reference, join);
+                return Action::Join(reference, join);
             }
-            ClientBody::Leave(leave) => return self.leave(reference, leave.room),
+            ClientBody::Leave(leave) => return Action::Leave(reference, leave.room),
             ClientBody::Send(_) | ClientBody::Dm(_) if reference.as_deref() == Some("") => {
                 // An empty `ref` would make every later send a duplicate for 10 minutes.
-                return self.refuse(reference, ErrorCode::BadRequest, "ref must not be empty");
+                return refuse(reference, ErrorCode::BadRequest, "ref must not be empty");
             }
             ClientBody::Send(send) => {
                 if let Err((code, why)) = self.check_text(&send.text) {
-                    return self.refuse(reference, code, why);
+                    return refuse(reference, code, why);
                 }
-                if !self.in_room(&send.room) {
-                    return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
+                if !in_room(&send.room) {
+                    return refuse(reference, ErrorCode::NotJoined, "join the room first");
                 }
                 if !self.bucket.take(Instant::now()) {
-                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
+                    return refuse(reference, ErrorCode::RateLimited, "slow down");
                 }
                 proto::amqp::CommandBody::Send(send)
             }
             ClientBody::Dm(dm) => {
                 if let Err((code, why)) = self.check_text(&dm.text) {
-                    return self.refuse(reference, code, why);
+                    return refuse(reference, code, why);
                 }
                 if !self.bucket.take(Instant::now()) {
-                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
+                    return refuse(reference, ErrorCode::RateLimited, "slow down");
                 }
                 proto::amqp::CommandBody::Dm(dm)
             }
             ClientBody::Typing(t) => {
-                if !self.in_room(&t.room) {
-                    return self.refuse(reference, ErrorCode::NotJoined, "join the room first");
+                if !in_room(&t.room) {
+                    return refuse(reference, ErrorCode::NotJoined, "join the room first");
                 }
                 if !self.bucket.take(Instant::now()) {
-                    return self.refuse(reference, ErrorCode::RateLimited, "slow down");
+                    return refuse(reference, ErrorCode::RateLimited, "slow down");
                 }
                 proto::amqp::CommandBody::Typing(t)
             }
@@ -167,17 +175,17 @@ impl Connection {
             ClientBody::Presence(p) => proto::amqp::CommandBody::Presence(p),
             ClientBody::Moderate(m) => proto::amqp::CommandBody::Moderate(m),
         };
-        self.forward(reference, body, None);
+        Action::Forward(reference, body)
     }
 
     fn check_text(&self, text: &str) -> Result<(), (ErrorCode, &'static str)> {
-        check_text(text, self.gw.settings.gateway.max_text_bytes)
-            .map_err(|e| (e.code(), e.message()))
+        check_text(text, self.max_text_bytes).map_err(|e| (e.code(), e.message()))
     }
+}
 
-    pub(super) fn refuse(&mut self, reference: Option<String>, code: ErrorCode, why: &str) {
-        self.push(&ServerFrame::error(reference, code, why));
-    }
+/// An error answer with the frame's `ref`.
+fn refuse(reference: Option<String>, code: ErrorCode, why: &str) -> Action {
+    Action::Answer(ServerFrame::error(reference, code, why))
 }
 
 /// Every id a frame carries, checked against its alphabet before it can become part of
@@ -202,7 +210,7 @@ fn check_ids(frame: &ClientFrame) -> Result<(), String> {
 }
 
 /// The close code for an error the WebSocket layer reported while reading.
-pub(super) fn read_error(e: ReadError) -> Ending {
+pub(crate) fn read_error(e: ReadError) -> Ending {
     match e {
         ReadError::TooBig => Ending::close(close::TOO_BIG, "message larger than max_frame_bytes"),
         ReadError::Invalid(why) => Ending::close(INVALID_PAYLOAD, why),

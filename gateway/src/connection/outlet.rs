@@ -1,5 +1,6 @@
 //! A connection's way out: its socket's write half, the frames waiting for it, and its
-//! per-room state, shared by the connection's task and the gateway's delivery loop.
+//! per-room state ([`super::rooms`]), shared by the connection's task and the gateway's
+//! delivery loop.
 //!
 //! Fan-out without a wake per member: when nothing is queued for a connection and its
 //! batch is empty, the delivery loop writes an event straight to the socket (one
@@ -14,35 +15,21 @@
 //! event through its queue. With `gateway.write_coalesce_ms` set, every event takes the
 //! queue, so the task can gather a connection's frames into one write.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::net::tcp::OwnedWriteHalf;
 
-use super::filter::SeqFilter;
-use super::FxBuild;
-use crate::index::EventOut;
+use super::mailbox::EventOut;
+use super::rooms::{RoomState, Rooms};
 use crate::metrics::GatewayMetrics;
 use crate::ws::{self, Batch, Counts};
 
-/// A connection's state in one room.
-pub(super) enum RoomState {
-    /// Join sent; events held until `joined` tells where history ends.
-    Joining {
-        held: Vec<std::sync::Arc<EventOut>>,
-        filter: SeqFilter,
-    },
-    Joined {
-        filter: SeqFilter,
-    },
-}
-
 /// What the lock guards.
-pub(super) struct Out {
-    pub(super) batch: Batch,
-    pub(super) rooms: HashMap<String, RoomState, FxBuild>,
+pub(crate) struct Out {
+    pub(crate) batch: Batch,
+    pub(crate) rooms: Rooms,
 }
 
 pub struct Outlet {
@@ -68,19 +55,19 @@ pub enum Direct {
 }
 
 impl Outlet {
-    pub(super) fn new(writer: ws::Writer, direct: bool) -> Outlet {
+    pub(crate) fn new(writer: ws::Writer, direct: bool) -> Outlet {
         Outlet {
             io: writer.io,
             queued: AtomicUsize::new(0),
             direct,
             out: Mutex::new(Out {
                 batch: writer.batch,
-                rooms: HashMap::default(),
+                rooms: Rooms::default(),
             }),
         }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Out> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Out> {
         // Every update under this lock is a whole step (a frame appended, a room
         // inserted), so a panic cannot leave it half done: poisoning is safe to ignore.
         self.out.lock().unwrap_or_else(|p| p.into_inner())
@@ -112,7 +99,7 @@ impl Outlet {
         if self.queued.load(Ordering::Acquire) != 0 || !out.batch.is_empty() {
             return Direct::Queue;
         }
-        match out.rooms.get_mut(&*event.room) {
+        match out.rooms.get_mut(&event.room) {
             Some(RoomState::Joined { filter }) => {
                 if !filter.admit(event.seq, event.epoch.as_ref()) {
                     return Direct::Filtered;
@@ -132,12 +119,12 @@ impl Outlet {
     }
 
     /// Writes as much of the batch as the socket takes now: true when all of it went.
-    pub(super) fn try_flush(&self) -> io::Result<bool> {
+    pub(crate) fn try_flush(&self) -> io::Result<bool> {
         self.lock().batch.try_flush(&self.io)
     }
 
     /// Writes the whole batch, waiting for the socket as needed. Cancel-safe.
-    pub(super) async fn flush(&self) -> io::Result<()> {
+    pub(crate) async fn flush(&self) -> io::Result<()> {
         loop {
             if self.try_flush()? {
                 return Ok(());
@@ -146,7 +133,7 @@ impl Outlet {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lock().batch.is_empty()
     }
 }

@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::amqp::Backoff;
 use common::store::redis;
 use common::store::RedisConnection;
+use common::supervise::{supervise, Attempt, Backoff, Supervised};
 use common::Settings;
 use proto::keys::Keys;
 use tokio::sync::{mpsc, oneshot};
@@ -65,22 +65,22 @@ type Answer = oneshot::Sender<Result<(), Unavailable>>;
 struct Follow(String, Option<Answer>);
 
 /// The handle connections use. Cloning the `Arc` is the only copy.
-pub struct Registry {
+pub struct Liveness {
     tx: mpsc::Sender<Follow>,
     pub health: StoreHealth,
 }
 
 /// The receiving end, handed to [`run`].
-pub struct RegistryInbox(mpsc::Receiver<Follow>);
+pub struct LivenessInbox(mpsc::Receiver<Follow>);
 
-impl Registry {
-    pub fn new() -> (Arc<Registry>, RegistryInbox) {
+impl Liveness {
+    pub fn new() -> (Arc<Liveness>, LivenessInbox) {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let registry = Registry {
+        let liveness = Liveness {
             tx,
             health: StoreHealth::default(),
         };
-        (Arc::new(registry), RegistryInbox(rx))
+        (Arc::new(liveness), LivenessInbox(rx))
     }
 
     /// Makes Redis say this gateway holds `user` (who has a connection in the index
@@ -97,7 +97,7 @@ impl Registry {
     /// Asks for `user`'s entry to follow the index (after a close), without waiting.
     pub async fn release(&self, user: &str) {
         if self.tx.send(Follow(user.to_owned(), None)).await.is_err() {
-            tracing::debug!("registry stopped; the entry expires with the gateway's");
+            tracing::debug!("liveness task stopped; the entry expires with the gateway's");
         }
     }
 }
@@ -106,81 +106,92 @@ impl Registry {
 pub async fn run(
     settings: Arc<Settings>,
     gateway_id: String,
-    registry: Arc<Registry>,
+    liveness: Arc<Liveness>,
     index: Arc<Index>,
-    mut inbox: RegistryInbox,
+    inbox: LivenessInbox,
     shutdown: CancellationToken,
 ) {
-    let mut state = State::new(&settings, &gateway_id, registry.clone(), index);
+    let state = State::new(&settings, &gateway_id, liveness.clone(), index);
     let every = Duration::from_secs(settings.presence.renew_s.clamp(1, state.ttl_s));
     let mut renew = tokio::time::interval(every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let a = &settings.amqp;
-    let mut backoff = Backoff::new(
-        Duration::from_millis(a.backoff_min_ms),
-        Duration::from_millis(a.backoff_max_ms),
-    );
-    let mut conn: Option<RedisConnection> = None;
-    while !shutdown.is_cancelled() {
-        let Some(c) = conn.as_mut() else {
-            match common::store::connect(&settings.redis).await {
-                Ok(mut c) => {
-                    // This run starts from an empty set: a previous run under the same
-                    // id may have left one (killed before its entries expired).
-                    match state.clear(&mut c).await {
-                        Ok(()) => {
-                            conn = Some(c);
-                            backoff.reset();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "Redis refused this gateway's registration");
-                            state.refuse_waiting(&mut inbox);
-                            tokio::select! {
-                                _ = tokio::time::sleep(backoff.next()) => {}
-                                _ = shutdown.cancelled() => {}
-                            }
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    registry.health.set(false);
-                    tracing::warn!(error = %e, "Redis unreachable; presence not renewed");
-                    state.refuse_waiting(&mut inbox);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next()) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    continue;
-                }
+    let backoff = Backoff::from_millis(a.backoff_min_ms, a.backoff_max_ms);
+    let mut registration = Registration {
+        settings: &settings,
+        state,
+        inbox,
+        renew,
+    };
+    supervise(&mut registration, backoff, &shutdown).await;
+    liveness.health.set(false);
+}
+
+/// Why this gateway could not register in Redis (it tries again after a wait).
+#[derive(Debug, thiserror::Error)]
+enum RegistrationError {
+    #[error("{0}")]
+    Unreachable(redis::RedisError),
+    #[error("{0}")]
+    Refused(redis::RedisError),
+}
+
+/// The liveness task's state across Redis connections, for [`supervise`]. Once
+/// connected it stays connected: the connection reconnects by itself.
+struct Registration<'a> {
+    settings: &'a Settings,
+    state: State,
+    inbox: LivenessInbox,
+    renew: tokio::time::Interval,
+}
+
+impl Supervised for Registration<'_> {
+    type Error = RegistrationError;
+
+    async fn run_once(&mut self, attempt: &mut Attempt<'_>) -> Result<(), RegistrationError> {
+        let shutdown = attempt.shutdown();
+        let mut c = common::store::connect(&self.settings.redis)
+            .await
+            .map_err(RegistrationError::Unreachable)?;
+        // This run starts from an empty set: a previous run under the same id may have
+        // left one (killed before its entries expired).
+        self.state
+            .clear(&mut c)
+            .await
+            .map_err(RegistrationError::Refused)?;
+        attempt.healthy();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.renew.tick() => self.state.renew(&mut c).await,
+                first = self.inbox.0.recv() => match first {
+                    Some(first) => self.state.apply(&mut c, first, &mut self.inbox).await,
+                    None => break,
+                },
             }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = renew.tick() => state.renew(c).await,
-            first = inbox.0.recv() => match first {
-                Some(first) => state.apply(c, first, &mut inbox).await,
-                None => break,
-            },
         }
+        self.state.liveness.health.set(false);
+        self.state.remove(&mut c).await;
+        Ok(())
     }
-    registry.health.set(false);
-    if let Some(mut c) = conn {
-        let removed: redis::RedisResult<()> = redis::pipe()
-            .del(&state.alive)
-            .del(&state.users)
-            .zrem(&state.gateways, &state.id)
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = removed {
-            tracing::warn!(error = %e, "presence keys not removed; they expire on their own");
+
+    fn failed(&mut self, error: RegistrationError, _wait: Duration) {
+        match &error {
+            RegistrationError::Unreachable(e) => {
+                self.state.liveness.health.set(false);
+                tracing::warn!(error = %e, "Redis unreachable; presence not renewed");
+            }
+            RegistrationError::Refused(e) => {
+                tracing::warn!(error = %e, "Redis refused this gateway's registration");
+            }
         }
+        self.state.refuse_waiting(&mut self.inbox);
     }
 }
 
 /// What the task knows: its keys, and whether the set must be written whole again.
 struct State {
-    registry: Arc<Registry>,
+    liveness: Arc<Liveness>,
     index: Arc<Index>,
     id: String,
     alive: String,
@@ -194,10 +205,10 @@ struct State {
 }
 
 impl State {
-    fn new(settings: &Settings, id: &str, registry: Arc<Registry>, index: Arc<Index>) -> State {
+    fn new(settings: &Settings, id: &str, liveness: Arc<Liveness>, index: Arc<Index>) -> State {
         let keys = Keys::new(settings.redis.prefix.as_str());
         State {
-            registry,
+            liveness,
             index,
             id: id.to_owned(),
             alive: keys.gateway_alive(id),
@@ -232,7 +243,7 @@ impl State {
             .await;
         match renewed {
             Ok(((), (), kept)) => {
-                self.registry.health.set(true);
+                self.liveness.health.set(true);
                 let held = self.index.users();
                 if (!kept || self.resync) && !held.is_empty() {
                     if !self.resync {
@@ -251,7 +262,7 @@ impl State {
                 }
             }
             Err(e) => {
-                self.registry.health.set(false);
+                self.liveness.health.set(false);
                 self.resync = true;
                 tracing::warn!(error = %e, "renewing presence failed");
             }
@@ -259,7 +270,7 @@ impl State {
     }
 
     /// Applies `first` and every request queued behind it, in one pipeline.
-    async fn apply(&mut self, c: &mut RedisConnection, first: Follow, inbox: &mut RegistryInbox) {
+    async fn apply(&mut self, c: &mut RedisConnection, first: Follow, inbox: &mut LivenessInbox) {
         let mut asked = vec![first];
         while asked.len() < BATCH {
             match inbox.0.try_recv() {
@@ -305,8 +316,21 @@ impl State {
         }
     }
 
+    /// Removes this gateway's keys (on a clean stop): its users are gone at once.
+    async fn remove(&self, c: &mut RedisConnection) {
+        let removed: redis::RedisResult<()> = redis::pipe()
+            .del(&self.alive)
+            .del(&self.users)
+            .zrem(&self.gateways, &self.id)
+            .query_async(c)
+            .await;
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "presence keys not removed; they expire on their own");
+        }
+    }
+
     /// While Redis is unreachable, nobody waits: new sessions are refused.
-    fn refuse_waiting(&mut self, inbox: &mut RegistryInbox) {
+    fn refuse_waiting(&mut self, inbox: &mut LivenessInbox) {
         self.resync = true;
         while let Ok(Follow(_, answer)) = inbox.0.try_recv() {
             if let Some(answer) = answer {

@@ -13,7 +13,7 @@
 //! WebSocket upgrade is an HTTP/1.1 affair and the operator endpoints need nothing more.
 //!
 //! Shutdown: when `shutdown` is cancelled the listener closes, every HTTP connection is
-//! told to finish its request in flight and not keep alive, and [`serve`] returns when
+//! told to finish its request in flight and not keep alive, and [`run`] returns when
 //! they are all gone (the caller bounds the wait with the grace period).
 
 use std::collections::HashMap;
@@ -50,16 +50,25 @@ pub struct HttpLimits {
     pub max_pending_per_source: usize,
 }
 
+/// The routes an accept loop serves: a warp filter that answers every request.
+pub trait Routes:
+    Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static
+{
+}
+
+impl<F> Routes for F where
+    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static
+{
+}
+
 /// Accepts connections on `listener` and serves `routes` on each until `shutdown`.
-pub async fn serve<F>(
+pub async fn run(
     listener: TcpListener,
-    routes: F,
+    routes: impl Routes,
     limits: HttpLimits,
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
-) where
-    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
-{
+) {
     let pending = Arc::new(Semaphore::new(limits.max_pending.max(1)));
     let sources = Sources::new(limits.max_pending_per_source);
     let connections = TaskTracker::new();
@@ -87,7 +96,7 @@ pub async fn serve<F>(
             drop(stream);
             continue;
         };
-        let connection = serve_one(
+        let connection = http_phase(
             stream,
             routes.clone(),
             limits,
@@ -173,15 +182,13 @@ fn source_of(ip: IpAddr) -> IpAddr {
 }
 
 /// One connection's HTTP phase: requests until it upgrades, closes, or times out.
-async fn serve_one<F>(
+async fn http_phase(
     stream: TcpStream,
-    routes: F,
+    routes: impl Routes,
     limits: HttpLimits,
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
-) where
-    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
-{
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
@@ -229,24 +236,21 @@ mod tests {
         SocketAddr::new(ip.parse().unwrap(), 40_000)
     }
 
+    /// Whether a place is free for each address, in turn (the places taken are kept).
+    fn takes(sources: &Sources, ips: &[&str]) -> (Vec<bool>, Vec<Place>) {
+        let taken: Vec<Option<Place>> = ips.iter().map(|ip| sources.take(peer(ip))).collect();
+        let free = taken.iter().map(Option::is_some).collect();
+        (free, taken.into_iter().flatten().collect())
+    }
+
     #[test]
     fn each_source_has_its_own_pending_places() {
         let sources = Sources::new(2);
-        let a = [
-            sources.take(peer("10.0.0.1")),
-            sources.take(peer("10.0.0.1")),
-        ];
-        assert!(a.iter().all(Option::is_some));
-        assert!(
-            sources.take(peer("10.0.0.1")).is_none(),
-            "a third from one address"
-        );
-        assert!(
-            sources.take(peer("::ffff:10.0.0.1")).is_none(),
-            "IPv4-mapped"
-        );
-        let b = sources.take(peer("10.0.0.2"));
-        assert!(b.is_some(), "another address");
+        // Two from one address, not a third (IPv4-mapped is the same); another address.
+        let (free, a) = takes(&sources, &["10.0.0.1", "10.0.0.1", "10.0.0.1"]);
+        assert_eq!(free, [true, true, false]);
+        let (free, b) = takes(&sources, &["::ffff:10.0.0.1", "10.0.0.2"]);
+        assert_eq!(free, [false, true]);
         drop(a);
         assert!(sources.take(peer("10.0.0.1")).is_some(), "places come back");
         drop(b);
@@ -256,16 +260,10 @@ mod tests {
     #[test]
     fn ipv6_sources_are_64_bit_prefixes() {
         let sources = Sources::new(1);
-        let one = sources.take(peer("2001:db8:1:2::1"));
-        assert!(one.is_some());
-        assert!(
-            sources.take(peer("2001:db8:1:2:ffff::9")).is_none(),
-            "same /64"
-        );
-        assert!(
-            sources.take(peer("2001:db8:1:3::1")).is_some(),
-            "another /64"
-        );
+        // The same /64, then another.
+        let ips = ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:3::1"];
+        let (free, _taken) = takes(&sources, &ips);
+        assert_eq!(free, [true, false, true]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::Gateway;
+use crate::state::Gateway;
 
 /// Only this origin, plus WebSockets to any host (behind a load balancer the socket's
 /// host is the page's, but a deployment may put the API on a sibling name).
@@ -53,52 +53,27 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
+/// An [`Asset`] for a file under `web/`, compiled in.
+macro_rules! asset {
+    ($path:literal, $file:literal, $content_type:expr) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_str!(concat!("../../web/", $file)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: HTML,
-        body: include_str!("../../web/index.html"),
-    },
-    Asset {
-        path: "/style.css",
-        content_type: CSS,
-        body: include_str!("../../web/style.css"),
-    },
-    Asset {
-        path: "/favicon.svg",
-        content_type: SVG,
-        body: include_str!("../../web/favicon.svg"),
-    },
-    Asset {
-        path: "/app.js",
-        content_type: JS,
-        body: include_str!("../../web/app.js"),
-    },
-    Asset {
-        path: "/auth.js",
-        content_type: JS,
-        body: include_str!("../../web/auth.js"),
-    },
-    Asset {
-        path: "/chat.js",
-        content_type: JS,
-        body: include_str!("../../web/chat.js"),
-    },
-    Asset {
-        path: "/connection.js",
-        content_type: JS,
-        body: include_str!("../../web/connection.js"),
-    },
-    Asset {
-        path: "/state.js",
-        content_type: JS,
-        body: include_str!("../../web/state.js"),
-    },
-    Asset {
-        path: "/ui.js",
-        content_type: JS,
-        body: include_str!("../../web/ui.js"),
-    },
+    asset!("/", "index.html", HTML),
+    asset!("/style.css", "style.css", CSS),
+    asset!("/favicon.svg", "favicon.svg", SVG),
+    asset!("/app.js", "app.js", JS),
+    asset!("/auth.js", "auth.js", JS),
+    asset!("/chat.js", "chat.js", JS),
+    asset!("/connection.js", "connection.js", JS),
+    asset!("/state.js", "state.js", JS),
+    asset!("/ui.js", "ui.js", JS),
 ];
 
 /// The web client's routes: the assets (GET) and `POST /dev/token`.
@@ -114,7 +89,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
             std::future::ready(asset(path.as_str()).ok_or_else(warp::reject::not_found))
         })
         .and(warp::get())
-        .map(|asset: &'static Asset| serve(asset));
+        .map(|asset: &'static Asset| asset_response(asset));
     let settings = gw.settings.clone();
     let dev_token = warp::path!("dev" / "token")
         .and(warp::post())
@@ -144,7 +119,7 @@ fn asset(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
 }
 
-fn serve(asset: &Asset) -> Response {
+fn asset_response(asset: &Asset) -> Response {
     let mut response = Response::new(asset.body.into());
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static(asset.content_type));
@@ -470,7 +445,7 @@ mod tests {
             ("/style.css", CSS),
             ("/favicon.svg", SVG),
         ] {
-            let response = serve(asset(path).unwrap());
+            let response = asset_response(asset(path).unwrap());
             let headers = response.headers();
             assert_eq!(headers["content-type"], content_type);
             assert_eq!(headers["cache-control"], "no-cache");

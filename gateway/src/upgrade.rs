@@ -1,8 +1,7 @@
-//! The gateway's HTTP side. The public listener ([`routes`]) serves `/ws`, with every
-//! refusal made before the upgrade, and the web client; the operations listener
-//! ([`ops_routes`], `gateway.ops_listen`, loopback by default) serves `/healthz`,
-//! `/readyz`, `/metrics` and `/stats`, so none of them is reachable through the
-//! public port or a load balancer in front of it.
+//! The public listener's routes ([`routes`]): `/ws`, with every refusal made before
+//! the upgrade, and the web client ([`crate::web_client`]). The operations endpoints
+//! are on a listener of their own ([`crate::ops`]), so none of them is reachable
+//! through the public port or a load balancer in front of it.
 
 use std::sync::Arc;
 
@@ -17,24 +16,26 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::{connection, ws, Gateway};
+use crate::caps::ConnectionSlot;
+use crate::state::Gateway;
+use crate::{connection, ws};
 
 /// A refusal made before the upgrade: a status and a JSON body `{error, message}`.
-struct Refusal {
+struct HandshakeRefusal {
     status: StatusCode,
     error: &'static str,
     message: &'static str,
 }
 
-fn refuse(status: StatusCode, error: &'static str, message: &'static str) -> Refusal {
-    Refusal {
+fn refuse(status: StatusCode, error: &'static str, message: &'static str) -> HandshakeRefusal {
+    HandshakeRefusal {
         status,
         error,
         message,
     }
 }
 
-impl Refusal {
+impl HandshakeRefusal {
     /// Counts the refusal, then answers it.
     fn counted(self, gw: &Gateway) -> Response {
         let code = crate::metrics::Code::of(self.error);
@@ -77,57 +78,8 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
                 .into_response(),
             }
         });
-    let web = crate::web::routes(gw_for_web);
+    let web = crate::web_client::routes(gw_for_web);
     upgrade.or(not_upgrade).unify().or(web).unify()
-}
-
-/// The operations listener's routes: `/healthz`, `/readyz`, `/metrics` and `/stats`
-/// (counts only: no user id or room name ever leaves through it).
-pub fn ops_routes(
-    gw: Arc<Gateway>,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let with_gw = warp::any().map(move || gw.clone());
-    let healthz = warp::path!("healthz")
-        .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
-    let readyz = warp::path!("readyz")
-        .and(with_gw.clone())
-        .map(|gw: Arc<Gateway>| {
-            if gw.is_ready() {
-                warp::reply::with_status("ready", StatusCode::OK).into_response()
-            } else {
-                warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
-                    .into_response()
-            }
-        });
-    let metrics = warp::path!("metrics")
-        .and(with_gw.clone())
-        .map(|gw: Arc<Gateway>| {
-            warp::http::Response::builder()
-                .header("content-type", common::metrics::CONTENT_TYPE)
-                .body(gw.metrics.render().into())
-                .unwrap_or_default()
-        });
-    let stats = warp::path!("stats").and(with_gw).map(|gw: Arc<Gateway>| {
-        let counts = gw.index.counts();
-        warp::reply::json(&json!({
-            "gateway": gw.id,
-            "connections": counts.connections,
-            "rooms": counts.rooms,
-            "users": counts.users,
-            "bindings": gw.broker.binding_count(),
-            "ready": gw.is_ready(),
-            // Every task of the runtime: about one per connection plus a fixed few.
-            "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-        }))
-        .into_response()
-    });
-    healthz
-        .or(readyz)
-        .unify()
-        .or(stats)
-        .unify()
-        .or(metrics)
-        .unify()
 }
 
 /// Answers a valid upgrade request (`warp::ws()` checked its headers) with `101` and
@@ -142,14 +94,14 @@ async fn upgrade(
     _validated: warp::ws::Ws,
     gw: Arc<Gateway>,
 ) -> Response {
-    let (claims, mut admission) = match admit(&gw, &headers, &query) {
+    let (claims, mut slot) = match admit(&gw, &headers, &query) {
         Ok(ok) => ok,
         Err(refusal) => return refusal.counted(&gw),
     };
     // The user's connections on every gateway (a round trip to Redis), after the checks
     // that cost nothing.
     match gw.user_cap.claim(&claims.sub).await {
-        Ok(place) => admission.place = place,
+        Ok(place) => slot.place = place,
         Err(()) => {
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -193,7 +145,7 @@ async fn upgrade(
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
         };
-        // The gateway's accept loop serves plain TCP (server.rs): take the socket back,
+        // The gateway's accept loop serves plain TCP (`accept.rs`): take the socket back,
         // with whatever the client sent right behind its handshake.
         let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
             return tracing::error!("upgraded connection is not a TCP stream");
@@ -202,7 +154,7 @@ async fn upgrade(
             gw.metrics.deflate_connections.inc();
         }
         let socket = ws::split(parts.io.into_inner(), parts.read_buf, config);
-        connection::serve(gw, socket, claims, admission).await;
+        connection::run(gw, socket, claims, slot).await;
     });
     let mut response = Response::new(Default::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -229,7 +181,7 @@ fn admit(
     gw: &Gateway,
     headers: &HeaderMap,
     query: &str,
-) -> Result<(common::auth::Claims, crate::Admission), Refusal> {
+) -> Result<(common::auth::Claims, ConnectionSlot), HandshakeRefusal> {
     if let Some(origin) = headers.get("origin") {
         let allowed = origin
             .to_str()
@@ -265,14 +217,14 @@ fn admit(
             "gateway not ready",
         ));
     }
-    let admission = gw.caps.admit(&claims.sub).ok_or_else(|| {
+    let slot = gw.caps.admit(&claims.sub).ok_or_else(|| {
         refuse(
             StatusCode::TOO_MANY_REQUESTS,
             refusal::TOO_MANY_CONNECTIONS,
             "connection limit reached",
         )
     })?;
-    Ok((claims, admission))
+    Ok((claims, slot))
 }
 
 /// The token from `Authorization: Bearer`, else `?token=`, else the `warren_token` cookie.
