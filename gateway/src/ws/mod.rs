@@ -31,8 +31,8 @@ use bytes::Bytes;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
-pub use ws_codec::{deflate, frame, DecodeError, Decoder, Incoming};
 pub use write::{Batch, Counts, Shared, Writer};
+pub use ws_codec::{deflate, frame, DecodeError, Decoder, Incoming};
 
 /// What the connection negotiated and may receive.
 #[derive(Debug, Clone, Copy)]
