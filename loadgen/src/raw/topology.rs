@@ -92,32 +92,26 @@ pub(super) async fn delete_all(
 ) -> Value {
     let mut errors = Vec::new();
     let (mut q, mut x) = (0, 0);
-    for name in queues {
+    let objects = (queues.iter().map(|name| ("queue", name)))
+        .chain(exchanges.iter().map(|name| ("exchange", name)));
+    for (kind, name) in objects {
         let result = async {
             let ch = conn.create_channel().await?;
-            ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await?;
+            if kind == "queue" {
+                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+            } else {
+                ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await?;
+            }
             let _ = ch.close(200, "done".into()).await;
             Ok::<_, lapin::Error>(())
         }
         .await;
         match result {
-            Ok(()) => q += 1,
-            Err(e) => errors.push(format!("queue {name}: {e}")),
-        }
-    }
-    for name in exchanges {
-        let result = async {
-            let ch = conn.create_channel().await?;
-            ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                .await?;
-            let _ = ch.close(200, "done".into()).await;
-            Ok::<_, lapin::Error>(())
-        }
-        .await;
-        match result {
+            Ok(()) if kind == "queue" => q += 1,
             Ok(()) => x += 1,
-            Err(e) => errors.push(format!("exchange {name}: {e}")),
+            Err(e) => errors.push(format!("{kind} {name}: {e}")),
         }
     }
     json!({"queues": q, "exchanges": x, "errors": errors})
