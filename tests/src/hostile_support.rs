@@ -26,13 +26,16 @@ const MAX_HEAD: usize = 64 * 1024;
 /// The largest server frame a raw client accepts (a test never needs more).
 const MAX_FRAME: usize = 16 << 20;
 
+/// The opcodes' four bits, as a raw frame carries them.
 pub mod opcode {
-    pub const CONTINUATION: u8 = 0x0;
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
+    use ws_codec::frame::OpCode;
+
+    pub const CONTINUATION: u8 = OpCode::Continuation.bits();
+    pub const TEXT: u8 = OpCode::Text.bits();
+    pub const BINARY: u8 = OpCode::Binary.bits();
+    pub const CLOSE: u8 = OpCode::Close.bits();
+    pub const PING: u8 = OpCode::Ping.bits();
+    pub const PONG: u8 = OpCode::Pong.bits();
 }
 
 /// One frame as it travelled.
@@ -226,16 +229,24 @@ impl RawWs {
     /// Reads until the server's close frame (its code) or the end of the connection
     /// (`None`), within `timeout`; panics when neither comes.
     pub async fn closed_with(&mut self, timeout: Duration) -> Option<u16> {
+        match self.close_within(timeout).await {
+            RawRead::Frame(f) => f.close_code(),
+            RawRead::Eof => None,
+            RawRead::Timeout => panic!("raw client: not closed within {timeout:?}"),
+        }
+    }
+
+    /// Reads, skipping other frames, until the server's close frame (`Frame`), the end
+    /// of the connection (`Eof`) or `timeout` (`Timeout`).
+    pub async fn close_within(&mut self, timeout: Duration) -> RawRead {
         let deadline = Instant::now() + timeout;
         loop {
             match self
                 .read_frame(deadline.saturating_duration_since(Instant::now()))
                 .await
             {
-                RawRead::Frame(f) if f.opcode == opcode::CLOSE => return f.close_code(),
-                RawRead::Frame(_) => continue,
-                RawRead::Eof => return None,
-                RawRead::Timeout => panic!("raw client: not closed within {timeout:?}"),
+                RawRead::Frame(f) if f.opcode != opcode::CLOSE => continue,
+                other => return other,
             }
         }
     }

@@ -39,7 +39,7 @@ impl OpCode {
 
     /// The four bits on the wire.
     #[inline]
-    pub fn bits(self) -> u8 {
+    pub const fn bits(self) -> u8 {
         match self {
             OpCode::Continuation => 0x0,
             OpCode::Text => 0x1,

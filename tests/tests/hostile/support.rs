@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-use warren_tests::hostile_support::{metrics, opcode, sample, RawRead, RawWs};
+use warren_tests::hostile_support::{metrics, sample, RawRead, RawWs};
 use warren_tests::{eventually, Connect, Stack, StackOptions};
 
 /// How long a close or an answer may take to arrive.
@@ -106,16 +105,9 @@ pub async fn assert_answered(ws: &mut RawWs, want: &str, what: &str) {
 /// The code of the close frame that arrives within `within`, other frames skipped;
 /// `None` when none does.
 pub async fn close_within(ws: &mut RawWs, within: Duration) -> Option<u16> {
-    let deadline = Instant::now() + within;
-    loop {
-        match ws
-            .read_frame(deadline.saturating_duration_since(Instant::now()))
-            .await
-        {
-            RawRead::Frame(f) if f.opcode == opcode::CLOSE => return f.close_code(),
-            RawRead::Frame(_) => {}
-            RawRead::Eof | RawRead::Timeout => return None,
-        }
+    match ws.close_within(within).await {
+        RawRead::Frame(f) => f.close_code(),
+        RawRead::Eof | RawRead::Timeout => None,
     }
 }
 
