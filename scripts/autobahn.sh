@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Autobahn|Testsuite's fuzzingclient against an echo server built on the
 # gateway's WebSocket layer (gateway/examples/ws_echo.rs: the gateway's own upgrade,
-# permessage-deflate answer and decoder) and fails on any case the suite calls FAILED
-# or NON-STRICT.
+# and the permessage-deflate answer and decoder of the codec crate, ws-codec/) and
+# fails on any case the suite calls FAILED or NON-STRICT.
 #
 #   1. python 2.7  the suite is Python 2 code: it installs on Python 3 but does not
 #                  import. Without a Python 2.7 (pyenv's 2.7.x, or python2.7 on PATH)

@@ -8,8 +8,8 @@
 #   client_frame   arbitrary bytes through proto::client::ClientFrame::parse
 #   command        arbitrary bytes through serde_json::from_slice::<proto::amqp::Command>
 #                  and warren_dispatcher::intake::read
-#   ws_decoder     arbitrary bytes, cut into reads, through the gateway's WebSocket
-#                  decoder (warren_gateway::ws::Decoder), compression on or off
+#   ws_decoder     arbitrary bytes, cut into reads, through the WebSocket decoder the
+#                  gateway runs (warren-ws-codec's Decoder), compression on or off
 #
 # Not part of CI (scripts/test.sh): it is slow by design and needs a sanitizer build.
 # cargo-fuzz passes nightly-only compiler flags; RUSTC_BOOTSTRAP=1 lets a stable

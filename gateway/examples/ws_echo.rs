@@ -5,30 +5,26 @@
 //! connections ([`warren_gateway::accept::run`]), the upgrade as `upgrade.rs` makes it
 //! (`warp::ws()` checks the request, the socket is taken back from hyper with what was
 //! read past the handshake, [`ws::deflate::negotiate`] answers the permessage-deflate
-//! offers), and [`ws::Decoder`], which is what the gateway's `ws::Reader` runs on the
-//! bytes it reads: framing, fragmentation, control frames, UTF-8, inflating and size
+//! offers), and [`Decoder`] (the `warren-ws-codec` crate), which is what the gateway's
+//! `ws::Reader` runs on the bytes it reads: framing, fragmentation, control frames, UTF-8, inflating and size
 //! limits are judged there, and a refusal closes with the code the gateway's connection
 //! task uses (1002, 1007, 1009). Replies are framed with [`ws::frame::header`] and
 //! compressed with [`ws::deflate::compress`] when that makes them smaller, as the
 //! gateway's `Batch` does.
 //!
-//! Binary messages take an example-only path. The chat refuses binary (1003) and the
-//! layer hands back no binary payload, so [`BinaryTap`] keeps a copy of each binary
-//! message from the same bytes the decoder reads; the decoder still decides whether and
-//! when a binary message is whole, and only then is the copy echoed.
+//! The chat refuses binary (1003) and its decoder drops binary payloads; this one keeps
+//! them ([`Decoder::keep_binary`]) to echo them.
 //!
 //! Usage: `cargo run -p warren-gateway --example ws_echo -- [ADDR]` (default
 //! `127.0.0.1:9001`; port 0 picks a free one). Prints `listening on ADDR` once bound.
 //! SIGTERM or SIGINT stops it.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::{Decompress, FlushDecompress, Status};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use proto::codes::close;
@@ -42,7 +38,7 @@ use warp::{Filter, Reply};
 use warren_gateway::accept::{self, HttpLimits};
 use warren_gateway::metrics::GatewayMetrics;
 use warren_gateway::ws::frame::{self, OpCode};
-use warren_gateway::ws::{self, Decoder, Incoming, ReadError};
+use warren_gateway::ws::{self, DecodeError, Decoder, Incoming};
 
 /// The largest message, after decompression. Autobahn's largest (9.1.6, 9.2.6) is
 /// 16 MiB; the gateway's own limit (`gateway.max_frame_bytes`) is far smaller.
@@ -53,8 +49,6 @@ const READ_CHUNK: usize = 64 << 10;
 
 /// How long a close frame (with the replies before it) may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-const TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -117,11 +111,7 @@ fn upgrade(
     };
     let offers = headers.get_all("sec-websocket-extensions");
     let extensions = ws::deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()));
-    let config = ws::Config {
-        max_message: MAX_MESSAGE,
-        deflate: extensions.is_some(),
-        deflate_min: 0,
-    };
+    let deflate = extensions.is_some();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -130,7 +120,7 @@ fn upgrade(
         let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
             return eprintln!("ws_echo: upgraded connection is not a TCP stream");
         };
-        echo(parts.io.into_inner(), parts.read_buf, config).await;
+        echo(parts.io.into_inner(), parts.read_buf, deflate).await;
     });
     let mut response = Response::new(Default::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -149,11 +139,10 @@ fn upgrade(
 /// One connection: every whole message goes back as it came, until the client closes
 /// (answered with 1000, as the gateway answers), the decoder refuses something
 /// (answered with the gateway's code for it), or the socket ends.
-async fn echo(stream: TcpStream, early: Bytes, config: ws::Config) {
-    let mut decoder = Decoder::new(config);
-    let mut tap = BinaryTap::default();
+async fn echo(stream: TcpStream, early: Bytes, deflate: bool) {
+    let mut decoder = Decoder::new(MAX_MESSAGE, deflate);
+    decoder.keep_binary();
     decoder.feed(&early);
-    tap.feed(&early);
     let mut out = Vec::new();
     let mut chunk = vec![0; READ_CHUNK];
     let ending = loop {
@@ -166,22 +155,18 @@ async fn echo(stream: TcpStream, early: Bytes, config: ws::Config) {
                 }
                 match read(&stream, &mut chunk).await {
                     Ok(0) | Err(_) => break None,
-                    Ok(n) => {
-                        decoder.feed(&chunk[..n]);
-                        tap.feed(&chunk[..n]);
-                    }
+                    Ok(n) => decoder.feed(&chunk[..n]),
                 }
                 continue;
             }
             Err(e) => break refusal(e),
         };
         match incoming {
-            Incoming::Text(text) => reply(&mut out, OpCode::Text, text.as_bytes(), config.deflate),
-            Incoming::Binary => match tap.take() {
-                Some(payload) => reply(&mut out, OpCode::Binary, &payload, config.deflate),
-                // The decoder accepted a message the tap could not follow.
-                None => break Some((close::INTERNAL, "binary payload lost")),
-            },
+            Incoming::Text(text) => reply(&mut out, OpCode::Text, text.as_bytes(), deflate),
+            Incoming::Binary => {
+                let payload = decoder.take_binary();
+                reply(&mut out, OpCode::Binary, &payload, deflate);
+            }
             Incoming::Ping(payload) => reply(&mut out, OpCode::Pong, &payload, false),
             Incoming::Pong => {}
             Incoming::Close(_) => break Some((close::NORMAL, "bye")),
@@ -196,15 +181,13 @@ async fn echo(stream: TcpStream, early: Bytes, config: ws::Config) {
     }
 }
 
-/// The close the gateway's connection task sends for a read error; `None` when the
-/// client is gone.
-fn refusal(e: ReadError) -> Option<(u16, &'static str)> {
-    match e {
-        ReadError::Protocol(why) => Some((close::PROTOCOL_ERROR, why)),
-        ReadError::Invalid(why) => Some((close::INVALID_PAYLOAD, why)),
-        ReadError::TooBig => Some((close::TOO_BIG, "message too big")),
-        ReadError::Gone(_) => None,
-    }
+/// The close the gateway's connection task sends for a refusal.
+fn refusal(e: DecodeError) -> Option<(u16, &'static str)> {
+    Some(match e {
+        DecodeError::Protocol(why) => (close::PROTOCOL_ERROR, why),
+        DecodeError::Invalid(why) => (close::INVALID_PAYLOAD, why),
+        DecodeError::TooBig => (close::TOO_BIG, "message too big"),
+    })
 }
 
 /// Queues one frame; a data frame compressed when permessage-deflate was agreed and
@@ -244,104 +227,4 @@ async fn write_all(stream: &TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     }
     out.clear();
     Ok(())
-}
-
-/// Binary messages' payloads, taken from the bytes the decoder reads. It trusts the
-/// decoder to refuse what is malformed: it only cuts frames, unmasks, gathers a binary
-/// message's fragments and inflates them, and stops following once it meets a header
-/// it cannot read (the decoder refuses that header too).
-#[derive(Default)]
-struct BinaryTap {
-    buf: Vec<u8>,
-    /// The binary message in progress: its payload so far, and whether it is compressed.
-    current: Option<(Vec<u8>, bool)>,
-    /// Binary messages whose last frame has arrived, oldest first.
-    whole: VecDeque<Vec<u8>>,
-    lost: bool,
-}
-
-impl BinaryTap {
-    fn feed(&mut self, bytes: &[u8]) {
-        if self.lost {
-            return;
-        }
-        self.buf.extend_from_slice(bytes);
-        let mut pos = 0;
-        loop {
-            let (head, at) = match frame::parse_header(&self.buf[pos..]) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => break,
-                Err(_) => {
-                    self.lost = true;
-                    break;
-                }
-            };
-            let Ok(len) = usize::try_from(head.len) else {
-                self.lost = true;
-                break;
-            };
-            if self.buf.len() - pos - at < len {
-                break;
-            }
-            let start = pos + at;
-            pos = start + len;
-            let payload = &mut self.buf[start..pos];
-            match head.opcode {
-                OpCode::Binary => {
-                    frame::unmask(payload, head.mask);
-                    self.current = Some((payload.to_vec(), head.rsv1));
-                }
-                OpCode::Continuation => {
-                    if let Some((message, _)) = self.current.as_mut() {
-                        frame::unmask(payload, head.mask);
-                        message.extend_from_slice(payload);
-                    }
-                }
-                // A text message, or a control frame between fragments.
-                _ => continue,
-            }
-            if head.fin {
-                if let Some((message, compressed)) = self.current.take() {
-                    let message = if compressed {
-                        inflate(&message)
-                    } else {
-                        Some(message)
-                    };
-                    match message {
-                        Some(message) => self.whole.push_back(message),
-                        None => self.lost = true,
-                    }
-                }
-            }
-        }
-        self.buf.drain(..pos);
-    }
-
-    /// The oldest whole binary message.
-    fn take(&mut self) -> Option<Vec<u8>> {
-        self.whole.pop_front()
-    }
-}
-
-/// Inflates one permessage-deflate payload (RFC 7692 §7.2.2: the sender dropped the
-/// sync flush's `00 00 FF FF`). `None` when it is not a deflate stream or inflates past
-/// [`MAX_MESSAGE`]; the decoder, which inflates the same bytes, refuses it then.
-fn inflate(payload: &[u8]) -> Option<Vec<u8>> {
-    let mut d = Decompress::new(false);
-    let input = [payload, &TAIL[..]].concat();
-    let mut out = Vec::with_capacity(payload.len() * 4 + 64);
-    loop {
-        let read = d.total_in() as usize;
-        let status = d
-            .decompress_vec(&input[read..], &mut out, FlushDecompress::Sync)
-            .ok()?;
-        let done = d.total_in() as usize == input.len() && out.len() < out.capacity();
-        if status == Status::StreamEnd || done {
-            return Some(out);
-        }
-        if out.len() > MAX_MESSAGE {
-            return None;
-        }
-        out.reserve(out.capacity());
-    }
 }

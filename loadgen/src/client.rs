@@ -44,6 +44,20 @@ pub struct Dial {
     pub bytes: Arc<inflate::Counters>,
 }
 
+impl Dial {
+    /// A dial with the system's receive buffer and no compression.
+    pub fn plain(url: &str, source_ip: Option<IpAddr>, timeout: Duration) -> Dial {
+        Dial {
+            url: url.to_owned(),
+            source_ip,
+            timeout,
+            recv_buffer: None,
+            deflate: false,
+            bytes: Default::default(),
+        }
+    }
+}
+
 /// Why a connection attempt failed, as a short key for counting (`http_429`,
 /// `io_ConnectionRefused`, `timeout`, ...).
 #[derive(Debug)]

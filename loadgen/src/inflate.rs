@@ -17,6 +17,10 @@
 //! not once per member. A message fragmented over several frames keeps a decompressor
 //! of its own until its last frame.
 //!
+//! Frames are read and written, offers made and answers read, and messages inflated
+//! with the codec the gateway runs (`warren-ws-codec`); what is here is the adapter and
+//! the memory of recent messages.
+//!
 //! Bounded: a frame longer than [`MAX_FRAME`] on the wire, or a message that inflates to
 //! more than that, fails the read (`InvalidData`). Cancel-safe: everything read from
 //! the socket and not yet handed on lives in the struct, so a dropped read loses
@@ -31,9 +35,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use flate2::{Decompress, FlushDecompress, Status};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use ws_codec::deflate::{self, InflateError, Inflater};
+use ws_codec::frame;
 
 /// The longest frame accepted on the wire, and the longest message after inflating.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -41,12 +46,8 @@ pub const MAX_FRAME: usize = 16 << 20;
 /// The longest HTTP response head accepted before the frames start.
 const MAX_HEAD: usize = 16 << 10;
 
-/// The four bytes a sync flush ends with, which the sender drops (RFC 7692 §7.2.1).
-const TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
-
-/// What the client offers: no parameter it would have to honour when sending (it
-/// sends nothing compressed), `client_max_window_bits` so a server may pick any window.
-pub const OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// What the client offers (it sends nothing compressed).
+pub const OFFER: &str = deflate::CLIENT_OFFER;
 
 /// Byte counts of a run's connections (after each response head).
 #[derive(Debug, Default)]
@@ -284,12 +285,7 @@ fn agrees(head: &[u8]) -> bool {
         let Some((name, value)) = line.split_once(':') else {
             return false;
         };
-        name.trim().eq_ignore_ascii_case("sec-websocket-extensions")
-            && value.split(',').any(|ext| {
-                ext.split(';')
-                    .next()
-                    .is_some_and(|n| n.trim().eq_ignore_ascii_case("permessage-deflate"))
-            })
+        name.trim().eq_ignore_ascii_case("sec-websocket-extensions") && deflate::agreed(value)
     })
 }
 
@@ -314,7 +310,6 @@ const RECENT_MAX: usize = 4 << 10;
 /// of the way of what it measures (inflating a chat event costs it about 2 µs). The
 /// memory is enough for every event in flight when a thousand members join at once.
 struct Whole {
-    d: Decompress,
     /// compressed → inflated.
     recent: HashMap<Vec<u8>, Vec<u8>>,
     /// The keys of `recent`, oldest first (forgotten in that order).
@@ -324,7 +319,6 @@ struct Whole {
 
 thread_local! {
     static WHOLE: RefCell<Whole> = RefCell::new(Whole {
-        d: Decompress::new(false),
         recent: HashMap::new(),
         order: VecDeque::new(),
         bytes: 0,
@@ -341,10 +335,8 @@ impl Whole {
             out.extend_from_slice(plain);
             return Ok(false);
         }
-        let mut plain = Vec::with_capacity(payload.len() * 3 + 64);
-        self.d.reset(false);
-        inflate(&mut self.d, payload, &mut plain, MAX_FRAME)?;
-        inflate(&mut self.d, &TAIL, &mut plain, MAX_FRAME)?;
+        let mut plain = Vec::new();
+        deflate::decompress(payload, &mut plain, MAX_FRAME).map_err(inflate_error)?;
         out.reserve(plain.len() + 10);
         write_header(out, first, plain.len());
         out.extend_from_slice(&plain);
@@ -374,7 +366,7 @@ pub struct Rewriter {
     phase: Phase,
     /// In a compressed message fragmented over frames: its own decompressor, and how
     /// many bytes it has inflated to so far.
-    fragmented: Option<(Box<Decompress>, usize)>,
+    fragmented: Option<(Box<Inflater>, usize)>,
 }
 
 #[derive(Default)]
@@ -398,39 +390,9 @@ struct Compressed {
     len: usize,
 }
 
-/// A frame header: (FIN/RSV/opcode byte, masked, payload length, header length), or
-/// `None` when `b` does not hold all of it yet.
-fn parse_header(b: &[u8]) -> Option<(u8, bool, u64, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let masked = b[1] & 0x80 != 0;
-    let (len, mut at) = match b[1] & 0x7F {
-        126 => (
-            u64::from(u16::from_be_bytes(b.get(2..4)?.try_into().ok()?)),
-            4,
-        ),
-        127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?), 10),
-        n => (u64::from(n), 2),
-    };
-    if masked {
-        at += 4;
-    }
-    (b.len() >= at).then_some((b[0], masked, len, at))
-}
-
 /// A server frame header (unmasked) for `len` payload bytes.
 fn write_header(out: &mut Vec<u8>, first: u8, len: usize) {
-    out.push(first);
-    if len < 126 {
-        out.push(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    frame::write_header(out, first, None, len);
 }
 
 impl Rewriter {
@@ -465,10 +427,11 @@ impl Rewriter {
                     let had = self.pending.len();
                     let n = (14 - had).min(input.len());
                     self.pending.extend_from_slice(&input[..n]);
-                    let Some((first, masked, len, at)) = parse_header(&self.pending) else {
+                    let Some((header, at)) = frame::read_header(&self.pending) else {
                         input = &input[n..];
                         continue;
                     };
+                    let (first, masked, len) = (header.first, header.mask.is_some(), header.len);
                     // Only the header's bytes are used; the rest stays in `input`.
                     input = &input[at - had..];
                     self.pending.truncate(at);
@@ -532,19 +495,20 @@ impl Rewriter {
         } else {
             let mut plain = Vec::with_capacity(payload.len() * 3 + 64);
             if c.starts {
-                self.fragmented = Some((Box::new(Decompress::new(false)), 0));
+                self.fragmented = Some((Box::default(), 0));
             }
-            let Some((d, so_far)) = self.fragmented.as_mut() else {
+            let Some((inflater, so_far)) = self.fragmented.as_mut() else {
                 return Err(invalid("continuation without a compressed message"));
             };
             let limit = MAX_FRAME - *so_far;
-            inflate(d, &payload, &mut plain, limit)?;
-            if c.fin {
-                inflate(d, &TAIL, &mut plain, limit)?;
-            }
+            inflater
+                .push(&payload, &mut plain, limit)
+                .map_err(inflate_error)?;
             *so_far += plain.len();
             if c.fin {
-                self.fragmented = None;
+                if let Some((inflater, _)) = self.fragmented.take() {
+                    inflater.finish(&mut plain, limit).map_err(inflate_error)?;
+                }
             }
             out.reserve(plain.len() + 10);
             write_header(out, c.first, plain.len());
@@ -561,52 +525,20 @@ impl Rewriter {
     }
 }
 
-/// Inflates all of `input` into `out` (growing it), failing past `limit` bytes of
-/// output or on data that does not inflate.
-fn inflate(
-    d: &mut Decompress,
-    mut input: &[u8],
-    out: &mut Vec<u8>,
-    limit: usize,
-) -> io::Result<()> {
-    loop {
-        if out.capacity() - out.len() < 256 {
-            out.reserve((input.len() * 4).clamp(1024, 1 << 20));
-        }
-        let (in_before, out_before) = (d.total_in(), out.len());
-        let status = d
-            .decompress_vec(input, out, FlushDecompress::Sync)
-            .map_err(|e| invalid(&format!("bad compressed data: {e}")))?;
-        let used = (d.total_in() - in_before) as usize;
-        input = &input[used..];
-        if out.len() > limit {
-            return Err(invalid("message inflates past 16 MiB"));
-        }
-        let room_left = out.len() < out.capacity();
-        match status {
-            Status::StreamEnd => return Ok(()),
-            _ if input.is_empty() && room_left => return Ok(()),
-            _ if used == 0 && out.len() == out_before && room_left => {
-                return Err(invalid("compressed data makes no progress"));
-            }
-            _ => {}
-        }
+fn inflate_error(e: InflateError) -> io::Error {
+    match e {
+        InflateError::TooBig => invalid("message inflates past 16 MiB"),
+        InflateError::Corrupt => invalid("bad compressed data"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::{Compress, Compression, FlushCompress};
 
-    /// Raw deflate of `data` with a sync flush, the tail removed (what Warren sends).
+    /// What Warren sends: a raw deflate stream, its sync flush's tail removed.
     fn deflate(data: &[u8]) -> Vec<u8> {
-        let mut c = Compress::new(Compression::default(), false);
-        let mut out = Vec::with_capacity(data.len() + 64);
-        c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
-        assert!(out.ends_with(&TAIL));
-        out.truncate(out.len() - 4);
-        out
+        deflate::compress(data).unwrap()
     }
 
     /// A server frame: FIN, RSV1 and opcode as given, unmasked.
@@ -658,14 +590,12 @@ mod tests {
         let packed = deflate(&m);
         let (a, rest) = packed.split_at(packed.len() / 3);
         let (b, c) = rest.split_at(rest.len() / 2);
-        let mut d = Decompress::new(false);
-        let mut pa = Vec::new();
-        inflate(&mut d, a, &mut pa, MAX_FRAME).unwrap();
-        let mut pb = Vec::new();
-        inflate(&mut d, b, &mut pb, MAX_FRAME).unwrap();
-        let mut pc = Vec::new();
-        inflate(&mut d, c, &mut pc, MAX_FRAME).unwrap();
-        inflate(&mut d, &TAIL, &mut pc, MAX_FRAME).unwrap();
+        let mut d = Inflater::default();
+        let (mut pa, mut pb, mut pc) = (Vec::new(), Vec::new(), Vec::new());
+        d.push(a, &mut pa, MAX_FRAME).unwrap();
+        d.push(b, &mut pb, MAX_FRAME).unwrap();
+        d.push(c, &mut pc, MAX_FRAME).unwrap();
+        d.finish(&mut pc, MAX_FRAME).unwrap();
         assert_eq!([&pa[..], &pb[..], &pc[..]].concat(), m);
         both(frame(false, true, 1, a), frame(false, false, 1, &pa));
         both(frame(true, false, 9, b""), frame(true, false, 9, b""));

@@ -1,8 +1,9 @@
 //! The servers' own counters over the measurement window (`--window-metrics URL,...`):
 //! each URL's Prometheus text is read when the window opens and when it closes, and the
 //! report has what every unlabelled `*_total` counter grew by in between, summed over
-//! the URLs (and each counter's value at the end). [`StatsWatch`] (`connect
-//! --stats-url`) reads a gateway's `/stats` all through a run instead.
+//! the URLs (and each counter's value at the end). A [`Poller`] reads one URL all
+//! through a run instead: [`StatsWatch`] (`connect --stats-url`) a gateway's `/stats`,
+//! `chat::stalled::Watch` its `/metrics`.
 //!
 //! One HTTP/1.0 GET per URL, on a blocking thread so that no reader task waits.
 
@@ -108,7 +109,11 @@ impl Scrape {
 
 /// The address and GET request of `http://ip:port/path` (`default_path` when it has
 /// none); errors name `option`.
-fn target(url: &str, option: &str, default_path: &str) -> Result<(SocketAddr, String), Error> {
+pub(crate) fn target(
+    url: &str,
+    option: &str,
+    default_path: &str,
+) -> Result<(SocketAddr, String), Error> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| Error::from(format!("{option} {url}: http:// only")))?;
@@ -152,44 +157,23 @@ impl StatsLog {
 /// Reads a gateway's `/stats` every `every` on its own thread until stopped: how few
 /// and how many broker bindings it had (`bindings`) and the most connections it held
 /// while a run opened and closed sessions.
-pub struct StatsWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<StatsLog>>,
-}
+pub struct StatsWatch(Poller<StatsLog>);
 
 impl StatsWatch {
     pub fn start(url: &str, every: Duration) -> Result<StatsWatch, Error> {
         let (addr, request) = target(url, "--stats-url", "/stats")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("stats-watch".into())
-            .spawn(move || {
-                let mut log = StatsLog::default();
-                // At least one reading, even when stopped at once.
-                loop {
-                    if let Err(e) = get(addr, &request).and_then(|body| log.add(&body)) {
-                        log.failures += 1;
-                        log.first_error.get_or_insert(e);
-                    }
-                    if flag.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    std::thread::sleep(every);
-                }
-                log
-            })
-            .map_err(|e| Error::from(format!("stats watcher thread: {e}")))?;
-        Ok(StatsWatch {
-            stop,
-            thread: Some(thread),
-        })
+        let poller = Poller::start("stats-watch", every, move |log: &mut StatsLog| {
+            if let Err(e) = get(addr, &request).and_then(|body| log.add(&body)) {
+                log.failures += 1;
+                log.first_error.get_or_insert(e);
+            }
+        })?;
+        Ok(StatsWatch(poller))
     }
 
     /// Stops the watcher (after one last reading) and reports.
-    pub fn stop(mut self) -> Value {
-        self.stop.store(true, Ordering::Relaxed);
-        let Some(log) = self.thread.take().and_then(|t| t.join().ok()) else {
+    pub fn stop(self) -> Value {
+        let Some(log) = self.0.stop() else {
             return json!({"error": "stats watcher panicked"});
         };
         json!({
@@ -203,7 +187,50 @@ impl StatsWatch {
     }
 }
 
-impl Drop for StatsWatch {
+/// A log kept by a thread of its own that takes a reading every so often until stopped:
+/// at least one, and one more once stopped.
+pub struct Poller<L> {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<L>>,
+}
+
+impl<L: Default + Send + 'static> Poller<L> {
+    /// Starts the thread `name`, which calls `read` on its log every `every`.
+    pub fn start(
+        name: &str,
+        every: Duration,
+        mut read: impl FnMut(&mut L) + Send + 'static,
+    ) -> Result<Poller<L>, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut log = L::default();
+                loop {
+                    read(&mut log);
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(every);
+                }
+                log
+            })
+            .map_err(|e| Error::from(format!("{name} thread: {e}")))?;
+        Ok(Poller {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread after its next reading; its log, unless it panicked.
+    pub fn stop(mut self) -> Option<L> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl<L> Drop for Poller<L> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }

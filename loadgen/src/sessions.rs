@@ -38,14 +38,7 @@ pub fn idle(args: &Args) -> Result<Job, Error> {
         let closed = Arc::new(Count::default());
         let opened: Vec<Result<Ws, DialError>> = futures_util::stream::iter(0..conns)
             .map(|i| {
-                let dial = Dial {
-                    url: urls[i % urls.len()].clone(),
-                    source_ip: client::pick_ip(&ips, i),
-                    timeout,
-                    recv_buffer: None,
-                    deflate: false,
-                    bytes: Default::default(),
-                };
+                let dial = Dial::plain(&urls[i % urls.len()], client::pick_ip(&ips, i), timeout);
                 let user = format!("i{run_id}-{i}");
                 let secret = secret.clone();
                 async move {
@@ -118,14 +111,11 @@ pub fn connect(args: &Args) -> Result<Job, Error> {
             workers.push(tokio::spawn(async move {
                 let mut n = 0usize;
                 while now_ns() < window.end_ns {
-                    let dial = Dial {
-                        url: urls[(w + n) % urls.len()].clone(),
-                        source_ip: client::pick_ip(&ips, w + n * concurrency),
+                    let dial = Dial::plain(
+                        &urls[(w + n) % urls.len()],
+                        client::pick_ip(&ips, w + n * concurrency),
                         timeout,
-                        recv_buffer: None,
-                        deflate: false,
-                        bytes: Default::default(),
-                    };
+                    );
                     let user = format!("c{run_id}-{w}-{n}");
                     n += 1;
                     let started = now_ns();
@@ -226,14 +216,7 @@ pub fn crowd(args: &Args) -> Result<Job, Error> {
         let closed = Arc::new(Count::default());
         let attempts = futures_util::stream::iter(0..users)
             .map(|i| {
-                let dial = Dial {
-                    url: urls[i % urls.len()].clone(),
-                    source_ip: client::pick_ip(&ips, i),
-                    timeout,
-                    recv_buffer: None,
-                    deflate: false,
-                    bytes: Default::default(),
-                };
+                let dial = Dial::plain(&urls[i % urls.len()], client::pick_ip(&ips, i), timeout);
                 let user = format!("w{run_id}-{i}");
                 let (secret, room, closed) = (secret.clone(), room.clone(), closed.clone());
                 async move {

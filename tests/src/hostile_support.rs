@@ -1,8 +1,9 @@
 //! Tools for the hostile-input tests: a raw WebSocket client that can break the rules a
 //! library would not let it break (reserved bits, fragments, invalid UTF-8, never
-//! reading), the gateway's `/metrics` as numbers, its resident memory, RSA keys made
-//! with the `openssl` CLI, and the check every hostile test ends with: the gateway
-//! still serves a well-behaved client.
+//! reading), its frames built and read with the codec the gateway runs (`ws-codec`);
+//! the gateway's `/metrics` as numbers, its resident memory, RSA keys made with the
+//! `openssl` CLI, and the check every hostile test ends with: the gateway still serves
+//! a well-behaved client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +15,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use ws_codec::frame;
 
 use crate::connect::Connect;
 use crate::Stack;
@@ -24,13 +26,16 @@ const MAX_HEAD: usize = 64 * 1024;
 /// The largest server frame a raw client accepts (a test never needs more).
 const MAX_FRAME: usize = 16 << 20;
 
+/// The opcodes' four bits, as a raw frame carries them.
 pub mod opcode {
-    pub const CONTINUATION: u8 = 0x0;
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
+    use ws_codec::frame::OpCode;
+
+    pub const CONTINUATION: u8 = OpCode::Continuation.bits();
+    pub const TEXT: u8 = OpCode::Text.bits();
+    pub const BINARY: u8 = OpCode::Binary.bits();
+    pub const CLOSE: u8 = OpCode::Close.bits();
+    pub const PING: u8 = OpCode::Ping.bits();
+    pub const PONG: u8 = OpCode::Pong.bits();
 }
 
 /// One frame as it travelled.
@@ -64,37 +69,15 @@ impl RawFrame {
     }
 }
 
-/// The four bytes that end a sync flush, which permessage-deflate leaves off the wire.
-const DEFLATE_TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
-
 /// `data` as one permessage-deflate message, with no context from earlier messages.
 pub fn deflate(data: &[u8]) -> Vec<u8> {
-    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
-    let mut out = Vec::with_capacity(data.len() + 64);
-    loop {
-        let read = c.total_in() as usize;
-        c.compress_vec(&data[read..], &mut out, flate2::FlushCompress::Sync)
-            .expect("deflate");
-        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
-            break;
-        }
-        out.reserve(out.capacity());
-    }
-    assert!(
-        out.ends_with(&DEFLATE_TAIL),
-        "a sync flush ends with 00 00 ff ff"
-    );
-    out.truncate(out.len() - DEFLATE_TAIL.len());
-    out
+    ws_codec::deflate::compress(data).expect("deflate")
 }
 
-/// One permessage-deflate message's payload, inflated.
+/// One permessage-deflate message's payload, inflated (as much of it as inflates).
 pub fn inflate(data: &[u8]) -> Vec<u8> {
-    let mut input = data.to_vec();
-    input.extend_from_slice(&DEFLATE_TAIL);
     let mut out = Vec::new();
-    let mut decoder = flate2::read::DeflateDecoder::new(&input[..]);
-    std::io::Read::read_to_end(&mut decoder, &mut out).ok();
+    ws_codec::deflate::decompress(data, &mut out, MAX_FRAME).ok();
     out
 }
 
@@ -246,16 +229,24 @@ impl RawWs {
     /// Reads until the server's close frame (its code) or the end of the connection
     /// (`None`), within `timeout`; panics when neither comes.
     pub async fn closed_with(&mut self, timeout: Duration) -> Option<u16> {
+        match self.close_within(timeout).await {
+            RawRead::Frame(f) => f.close_code(),
+            RawRead::Eof => None,
+            RawRead::Timeout => panic!("raw client: not closed within {timeout:?}"),
+        }
+    }
+
+    /// Reads, skipping other frames, until the server's close frame (`Frame`), the end
+    /// of the connection (`Eof`) or `timeout` (`Timeout`).
+    pub async fn close_within(&mut self, timeout: Duration) -> RawRead {
         let deadline = Instant::now() + timeout;
         loop {
             match self
                 .read_frame(deadline.saturating_duration_since(Instant::now()))
                 .await
             {
-                RawRead::Frame(f) if f.opcode == opcode::CLOSE => return f.close_code(),
-                RawRead::Frame(_) => continue,
-                RawRead::Eof => return None,
-                RawRead::Timeout => panic!("raw client: not closed within {timeout:?}"),
+                RawRead::Frame(f) if f.opcode != opcode::CLOSE => continue,
+                other => return other,
             }
         }
     }
@@ -287,7 +278,8 @@ pub async fn connect_from(from: IpAddr, addr: SocketAddr) -> anyhow::Result<TcpS
         .context("connect")
 }
 
-/// A client frame: masked, as RFC 6455 requires of clients.
+/// A client frame: masked, as RFC 6455 requires of clients, with whatever FIN, RSV1
+/// and opcode bits the test asks for.
 pub fn encode_client_frame(
     fin: bool,
     rsv1: bool,
@@ -295,45 +287,22 @@ pub fn encode_client_frame(
     payload: &[u8],
     mask: [u8; 4],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push((u8::from(fin) << 7) | (u8::from(rsv1) << 6) | (opcode & 0x0f));
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let first = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | (opcode & 0x0f);
+    let mut out = Vec::new();
+    frame::client_frame(&mut out, first, payload, mask);
     out
 }
 
 /// One unmasked server frame from the front of `buf` and the bytes it took, or `None`
 /// while more bytes are needed.
 pub fn decode_server_frame(buf: &[u8]) -> anyhow::Result<Option<(RawFrame, usize)>> {
-    if buf.len() < 2 {
+    let Some((header, at)) = frame::read_header(buf) else {
         return Ok(None);
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let rsv1 = buf[0] & 0x40 != 0;
-    let opcode = buf[0] & 0x0f;
-    if buf[1] & 0x80 != 0 {
+    };
+    if header.mask.is_some() {
         bail!("server frames must not be masked");
     }
-    let (len, at) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-        127 if buf.len() >= 10 => {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(&buf[2..10]);
-            (usize::try_from(u64::from_be_bytes(n))?, 10)
-        }
-        126 | 127 => return Ok(None),
-        n => (usize::from(n), 2),
-    };
+    let len = usize::try_from(header.len)?;
     if len > MAX_FRAME {
         bail!("server frame of {len} bytes");
     }
@@ -341,9 +310,9 @@ pub fn decode_server_frame(buf: &[u8]) -> anyhow::Result<Option<(RawFrame, usize
         return Ok(None);
     }
     let frame = RawFrame {
-        fin,
-        rsv1,
-        opcode,
+        fin: header.fin(),
+        rsv1: header.rsv1(),
+        opcode: header.opcode(),
         payload: buf[at..at + len].to_vec(),
     };
     Ok(Some((frame, at + len)))

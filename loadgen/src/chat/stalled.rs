@@ -11,10 +11,6 @@
 //! code 1013, `slow_consumers_total`), to within the scrape interval, and whether it
 //! cut off anyone else.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -25,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::client::Ws;
 use crate::frames::{self, Inbound};
 use crate::measure::{now_ns, parse_payload};
+use crate::scrape::{get, target, Poller};
 
 /// Reading a stalled member's leftovers stops when nothing arrives for this long (the
 /// connection is then reported `open`)...
@@ -180,68 +177,43 @@ struct WatchLog {
 
 /// Scrapes a gateway's `/metrics` every `every` on its own thread until stopped.
 pub struct Watch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<WatchLog>>,
+    poller: Poller<WatchLog>,
     every: Duration,
 }
 
 impl Watch {
     /// `url` is `http://host:port/path`, host an IP address.
     pub fn start(url: &str, every: Duration) -> Result<Watch, crate::Error> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| crate::Error::from(format!("--metrics-url {url}: http:// only")))?;
-        let (host, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/metrics"),
-        };
-        let addr: SocketAddr = host
-            .parse()
-            .map_err(|e| crate::Error::from(format!("--metrics-url {url}: {e}")))?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("metrics-watch".into())
-            .spawn(move || {
-                let mut log = WatchLog::default();
-                while !flag.load(Ordering::Relaxed) {
-                    let at = now_ns();
-                    match crate::scrape::get(addr, &request).and_then(|body| counters(&body)) {
-                        Ok(c) => {
-                            log.scrapes += 1;
-                            if let Some(prev) = log.last {
-                                if c.closed_1013 > prev.closed_1013 {
-                                    log.rises.push((at, c.closed_1013 - prev.closed_1013));
-                                }
-                            }
-                            log.first.get_or_insert(c);
-                            log.last = Some(c);
-                        }
-                        Err(e) => {
-                            log.failures += 1;
-                            log.first_error.get_or_insert(e);
+        let (addr, request) = target(url, "--metrics-url", "/metrics")?;
+        let poller = Poller::start("metrics-watch", every, move |log: &mut WatchLog| {
+            let at = now_ns();
+            match get(addr, &request).and_then(|body| counters(&body)) {
+                Ok(c) => {
+                    log.scrapes += 1;
+                    if let Some(prev) = log.last {
+                        if c.closed_1013 > prev.closed_1013 {
+                            log.rises.push((at, c.closed_1013 - prev.closed_1013));
                         }
                     }
-                    std::thread::sleep(every);
+                    log.first.get_or_insert(c);
+                    log.last = Some(c);
                 }
-                log
-            })
-            .map_err(|e| crate::Error::from(format!("metrics watcher thread: {e}")))?;
-        Ok(Watch {
-            stop,
-            thread: Some(thread),
-            every,
-        })
+                Err(e) => {
+                    log.failures += 1;
+                    log.first_error.get_or_insert(e);
+                }
+            }
+        })?;
+        Ok(Watch { poller, every })
     }
 
     /// Stops the watcher (after one more scrape) and reports, times relative to
     /// `traffic_ns` (senders started) and `window_ns` (the window opened).
-    pub fn stop(mut self, traffic_ns: u64, window_ns: u64) -> Value {
+    pub fn stop(self, traffic_ns: u64, window_ns: u64) -> Value {
         // One more scrape after everything else, so a late cut is counted.
         std::thread::sleep(self.every);
-        self.stop.store(true, Ordering::Relaxed);
-        let Some(log) = self.thread.take().and_then(|t| t.join().ok()) else {
+        let every = self.every;
+        let Some(log) = self.poller.stop() else {
             return json!({"error": "metrics watcher panicked"});
         };
         let secs = |from: u64, ns: u64| ((ns as f64 - from as f64) / 1e6).round() / 1e3;
@@ -254,18 +226,12 @@ impl Watch {
             "scrapes": log.scrapes,
             "scrape_failures": log.failures,
             "first_error": log.first_error,
-            "interval_ms": self.every.as_millis() as u64,
+            "interval_ms": every.as_millis() as u64,
             "closed_1013": delta(|c| c.closed_1013),
             "slow_consumers": delta(|c| c.slow_consumers),
             "closed_1013_at_s": log.rises.iter().take(LISTED).map(|(at, _)| secs(traffic_ns, *at)).collect::<Vec<_>>(),
             "closed_1013_at_window_s": log.rises.iter().take(LISTED).map(|(at, _)| secs(window_ns, *at)).collect::<Vec<_>>(),
         })
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -36,52 +36,46 @@ impl Names {
 /// queue; a durable topic exchange; the consumer's durable queue that expires 30 s after
 /// its last consumer, bound to every room's messages.
 pub(super) async fn declare(ch: &Channel, names: &Names) -> Result<(), Error> {
+    let mut single_active = FieldTable::default();
+    single_active.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    declare_bound(
+        ch,
+        (&names.commands_exchange, ExchangeKind::Direct),
+        (&names.commands_queue, single_active),
+        "shard.0",
+    )
+    .await?;
+    let mut expires = FieldTable::default();
+    expires.insert("x-expires".into(), AMQPValue::LongInt(30_000));
+    declare_bound(
+        ch,
+        (&names.events, ExchangeKind::Topic),
+        (&names.gateway_queue, expires),
+        "room.#",
+    )
+    .await
+}
+
+/// A durable exchange, a durable queue with `args`, and the queue bound to the exchange
+/// by `key`.
+async fn declare_bound(
+    ch: &Channel,
+    (exchange, kind): (&str, ExchangeKind),
+    (queue, args): (&str, FieldTable),
+    key: &str,
+) -> Result<(), Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(
-        names.commands_exchange.as_str().into(),
-        ExchangeKind::Direct,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    let mut args = FieldTable::default();
-    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    ch.queue_declare(
-        names.commands_queue.as_str().into(),
-        QueueDeclareOptions::durable(),
-        args,
-    )
-    .await?;
+    ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default())
+        .await?;
+    ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await?;
     ch.queue_bind(
-        names.commands_queue.as_str().into(),
-        names.commands_exchange.as_str().into(),
-        "shard.0".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        names.events.as_str().into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    let mut args = FieldTable::default();
-    args.insert("x-expires".into(), AMQPValue::LongInt(30_000));
-    ch.queue_declare(
-        names.gateway_queue.as_str().into(),
-        QueueDeclareOptions::durable(),
-        args,
-    )
-    .await?;
-    ch.queue_bind(
-        names.gateway_queue.as_str().into(),
-        names.events.as_str().into(),
-        "room.#".into(),
+        queue.into(),
+        exchange.into(),
+        key.into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
@@ -98,32 +92,26 @@ pub(super) async fn delete_all(
 ) -> Value {
     let mut errors = Vec::new();
     let (mut q, mut x) = (0, 0);
-    for name in queues {
+    let objects = (queues.iter().map(|name| ("queue", name)))
+        .chain(exchanges.iter().map(|name| ("exchange", name)));
+    for (kind, name) in objects {
         let result = async {
             let ch = conn.create_channel().await?;
-            ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await?;
+            if kind == "queue" {
+                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+            } else {
+                ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await?;
+            }
             let _ = ch.close(200, "done".into()).await;
             Ok::<_, lapin::Error>(())
         }
         .await;
         match result {
-            Ok(()) => q += 1,
-            Err(e) => errors.push(format!("queue {name}: {e}")),
-        }
-    }
-    for name in exchanges {
-        let result = async {
-            let ch = conn.create_channel().await?;
-            ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                .await?;
-            let _ = ch.close(200, "done".into()).await;
-            Ok::<_, lapin::Error>(())
-        }
-        .await;
-        match result {
+            Ok(()) if kind == "queue" => q += 1,
             Ok(()) => x += 1,
-            Err(e) => errors.push(format!("exchange {name}: {e}")),
+            Err(e) => errors.push(format!("{kind} {name}: {e}")),
         }
     }
     json!({"queues": q, "exchanges": x, "errors": errors})

@@ -1,10 +1,10 @@
 //! permessage-deflate (RFC 7692), as Warren uses it.
 //!
-//! Negotiation always answers `server_no_context_takeover; client_no_context_takeover`,
+//! A server's negotiation ([`negotiate`]) always answers `server_no_context_takeover; client_no_context_takeover`,
 //! which the RFC lets a server add to any offer it accepts. Then every message, in
 //! either direction, is a deflate stream of its own:
 //! - the gateway compresses an event **once**, and the same compressed bytes go to every
-//!   member that negotiated the extension ([`super::Shared`]);
+//!   member that negotiated the extension (the gateway's `ws::Shared`);
 //! - nothing is kept per connection between messages: one compressor and one
 //!   decompressor per thread do the work, so an idle connection costs no deflate
 //!   state (zlib's window alone is 32 KiB, four times the idle budget per connection).
@@ -15,6 +15,10 @@
 //! An offer that asks the server for a window smaller than 15 bits is declined (the
 //! event's one compressed form could not honour it); the next offer, or no compression,
 //! is used instead.
+//!
+//! A client (the load generator, the tests) offers [`CLIENT_OFFER`], reads the answer
+//! with [`agreed`], and inflates what it receives with the same [`decompress`] and
+//! [`Inflater`].
 
 use std::cell::RefCell;
 
@@ -27,6 +31,19 @@ const ACCEPT_15: &str = "permessage-deflate; server_no_context_takeover; \
 
 /// The four bytes a sync flush ends with, which the sender drops (RFC 7692 §7.2.1).
 const TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
+
+/// What a client that sends nothing compressed offers: no parameter it would have to
+/// honour when sending, and `client_max_window_bits` so that a server may pick any window.
+pub const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// Whether a server's `Sec-WebSocket-Extensions` answer agreed permessage-deflate.
+pub fn agreed(answer: &str) -> bool {
+    answer.split(',').any(|ext| {
+        ext.split(';')
+            .next()
+            .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
+    })
+}
 
 /// Picks the first acceptable permessage-deflate offer among the values of every
 /// `Sec-WebSocket-Extensions` header; returns the response header's value.
@@ -305,6 +322,15 @@ mod tests {
         ] {
             assert_eq!(negotiate([offer]), None, "{offer}");
         }
+    }
+
+    #[test]
+    fn a_client_reads_the_answer() {
+        assert_eq!(negotiate([CLIENT_OFFER]), Some(ACCEPT));
+        assert!(agreed(ACCEPT));
+        assert!(agreed("x-other, Permessage-Deflate"));
+        assert!(!agreed("x-webkit-deflate-frame"));
+        assert!(!agreed(""));
     }
 
     #[test]
