@@ -217,7 +217,8 @@ loadgen_as_server() {
 }
 
 # Resident memory of $1 in KiB.
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Fails (prints nothing) when the process is gone.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 # A number from a gateway's /stats ($1: its operations URL, $2: the field), or null.
 stats_field() {

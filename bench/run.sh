@@ -394,9 +394,18 @@ seed_cases() {
   local count=${IDLE_COUNTS%% *}
   for ((run = 1; run <= RUNS; run++)); do
     log "idle (seed) $count connections, run $run/$RUNS"
-    start_seed
-    idle_run seed_idle "$run" "$count" "$SEED_PID" "$SEED_URL" seed
-    stop_pid "$SEED_PID"
+    # The seed program may die under 10,000 connections: a run it did not live through
+    # is not recorded, and is tried again (three times at most).
+    local attempt
+    for attempt in 1 2 3; do
+      start_seed
+      if idle_run seed_idle "$run" "$count" "$SEED_PID" "$SEED_URL" seed; then
+        stop_pid "$SEED_PID"
+        break
+      fi
+      log "seed program died during the idle run (attempt $attempt, see $LOGS/seed.log)"
+      stop_pid "$SEED_PID"
+    done
   done
 }
 
@@ -408,7 +417,7 @@ idle_run() {
   [ "$flavor" = seed ] && flags=(--seed true) || flags=(--secret "$SECRET")
   procs=$(((count + per - 1) / per))
   sleep 1
-  before=$(rss_kib "$pid")
+  before=$(rss_kib "$pid") || return 1
   left=$count
   for ((i = 0; i < procs; i++)); do
     n=$((left / (procs - i)))
@@ -431,7 +440,7 @@ idle_run() {
     sleep 0.1
   done
   sleep "$IDLE_HOLD"
-  after=$(rss_kib "$pid")
+  after=$(rss_kib "$pid") || after=
   conns=0
   for i in "${!files[@]}"; do
     n=$(sed -n 's/^ready connected=\([0-9]*\).*/\1/p' "${files[i]}.err" | head -n1)
@@ -442,6 +451,7 @@ idle_run() {
   if [ "$flavor" = warren ]; then seen=$(stats_field "$GATEWAY_HTTP" connections); fi
   for p in "${lg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${lg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$after" ] || return 1 # the server died under the load: no figure
   out=$(printf '{"ok":%s,"mode":"idle","conns":%s,"connected":%s,"processes":%s}' \
     "$([ "$conns" -eq "$count" ] && echo true || echo false)" "$count" "$conns" "$procs")
   record "$case" "$run" "{\"rss_before_kib\":$before,\"rss_after_kib\":$after,\"server_connections\":$seen}" "$out"

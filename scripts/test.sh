@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
 # Runs Warren's whole test suite against a real RabbitMQ and Redis on this
-# machine (installed and started if needed by scripts/ensure-services.sh):
+# machine, in twelve steps; it stops at the first that fails, with a non-zero exit
+# status, and says which passed before it:
 #
-#   1. services      scripts/ensure-services.sh
-#   2. build         cargo build --workspace --bins  (the cross-service tests
-#                    spawn target/debug/warren-gateway etc.)
-#   3. unit tests    cargo test --workspace --exclude warren-tests
-#   4. e2e tests     cargo test -p warren-tests --test e2e
-#   5. fault tests   cargo test -p warren-tests --test faults -- --test-threads=1
-#                    (only if tests/tests/faults.rs exists; these restart the
-#                    shared broker and store, so they run alone)
-#   6. cluster tests cargo test -p warren-tests --test cluster_rabbitmq --test
-#                    cluster_redis -- --test-threads=1: each starts its own 3-node
-#                    RabbitMQ cluster or 6-node Redis Cluster (scripts/rabbitmq-cluster.sh,
-#                    scripts/redis-cluster.sh) on ports of its own, and stops it; alone, last
-#   7. services      scripts/ensure-services.sh, to leave them running
-#
-# Stops at the first failing step, with a non-zero exit status.
+#   1. services          scripts/ensure-services.sh (installs and starts RabbitMQ and
+#                        Redis if missing, creates the accounts)
+#   2. build             cargo build --workspace --bins (the cross-service tests and
+#                        the launcher, warren-stack, run target/debug/warren-*)
+#   3. unit tests        cargo test --workspace --exclude warren-tests (every crate's
+#                        own tests, the dispatcher's in-process suites and the
+#                        launcher's, which start stacks of their own)
+#   4. python env        scripts/python-env.sh (.local/venv with pika and websockets:
+#                        the Python bot and client that some e2e tests run)
+#   5. e2e tests         cargo test -p warren-tests --test e2e --test rooms ...: the
+#                        cross-service tests, each on a stack with its own prefix
+#   6. browser tests     scripts/test-browser.sh (headless Chromium, playwright-core)
+#   7. websocket         scripts/autobahn.sh (Autobahn|Testsuite against the gateway's
+#      conformance       WebSocket layer)
+#   8. loadgen smoke     bench/run.sh --smoke (one tiny fan-out through the launcher)
+#   9. deploy files      scripts/validate-deploy.sh (docker-compose config, haproxy -c,
+#                        and the Rust agreement test against proto)
+#  10. fault tests       cargo test -p warren-tests --test faults -- --test-threads=1
+#                        (they kill processes and restart the shared broker and store,
+#                        so they run alone)
+#  11. cluster tests     cargo test -p warren-tests --test cluster_rabbitmq --test
+#                        cluster_redis -- --test-threads=1: each starts its own 3-node
+#                        RabbitMQ cluster or 6-node Redis Cluster on ports of its own
+#                        (scripts/rabbitmq-cluster.sh, scripts/redis-cluster.sh) and
+#                        stops it; alone, last
+#  12. services          scripts/ensure-services.sh again, to leave them running
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
