@@ -162,7 +162,7 @@ def fanout_table(rows):
             "lost": lost,
         }
     out.append(
-        f"| seed program, published in the issue | 100,000 | ≈ {PUBLISHED['seed_cpu_us']} µs | | 0.70 | "
+        f"| seed program, as published | 100,000 | ≈ {PUBLISHED['seed_cpu_us']} µs | | 0.70 | "
         f"{PUBLISHED['seed_latency']} | | |"
     )
     out.append("")
@@ -221,7 +221,7 @@ def idle_table(rows):
             f"| {name} | {fmt(conns)} ({fmt(opened)}) | {fmt(before, 1)} → {fmt(after, 1)} MiB | "
             f"**{fmt(med(kib), 1)} KiB**{rng(kib)} | {target} | {v} |"
         )
-    out.append(f"| seed program, published in the issue | 10,000 | | {PUBLISHED['seed_idle_kib']} KiB | | |")
+    out.append(f"| seed program, as published | 10,000 | | {PUBLISHED['seed_idle_kib']} KiB | | |")
     out.append("")
     return out
 
@@ -276,7 +276,7 @@ def pipeline_table(rows, goals):
         "pipeline_budget_max", "pipeline_budget_1000", "messages_delivered_per_s")
     row("raw lapin path, persistent + confirms on both hops", "raw_max", "raw_1000", "delivered_per_s")
     row("raw lapin path, transient, no confirms", "raw_transient_max", None, "delivered_per_s")
-    out.append(f"| raw path, published in the issue | {PUBLISHED['raw_persistent']:,} persistent, "
+    out.append(f"| raw path, as published | {PUBLISHED['raw_persistent']:,} persistent, "
                f"{PUBLISHED['raw_transient']:,} transient | {PUBLISHED['raw_1000']} | | |")
     out.append("")
     w, raw = fig.get("pipeline_max"), fig.get("raw_max")
@@ -915,7 +915,7 @@ def stalled(rows, machine_path):
     if 0 in per_reader and 1 in per_reader and per_reader[0]:
         ratio = per_reader[1] / per_reader[0]
         within = abs(1 - ratio) <= 0.10
-        out.append("| acceptance 3 | figure | target | verdict |")
+        out.append("| slow-consumer promise | figure | target | verdict |")
         out.append("| --- | --- | --- | --- |")
         out.append(f"| others' delivery rate, 1 stalled / 0 stalled | {fmt(per_reader[1], 1)} / "
                    f"{fmt(per_reader[0], 1)} msgs/s per reader = **{ratio:.3f}** | within 10 % | "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# Warren's benchmark matrix (issues 6 and 14), one command from a clean clone:
+# Warren's benchmark matrix, one command from a clean clone:
 #
 #   bench/run.sh                 full matrix, 3 runs per case, medians -> BENCHMARKS.md
 #   bench/run.sh --quick         short runs, 1 each, summary on stdout (BENCHMARKS.md kept)
@@ -15,7 +15,7 @@
 #                                restart: RabbitMQ's app stopped and started during a
 #                                pipeline run - it stops the machine's broker, so never
 #                                while anyone else uses it
-#   bench/run.sh --stalled       slow consumer (issue 5): 200-member room, 0 vs 1 stalled
+#   bench/run.sh --stalled       slow consumer: 200-member room, 0 vs 1 stalled
 #                                reader, alternately, 3 runs each -> target/bench/<stamp>/stalled.md
 #
 # Other options: --runs N, --profile debug|release (default release), --no-build,
@@ -76,7 +76,7 @@ esac
 has_case() { [[ ",$CASES," == *",$1,"* ]]; }
 
 # ---- durations and sizes per mode ----------------------------------------------------
-# The crowd's size (issue 14: 19,000); smaller for a trial, e.g. CROWD_USERS=1000.
+# The crowd's size (the target's: 19,000); smaller for a trial, e.g. CROWD_USERS=1000.
 CROWD_USERS=${CROWD_USERS:-19000}
 # The broker restart: stopped RESTART_AT s into a RESTART_S s window, back 5 s later.
 RESTART_S=40 RESTART_AT=5
@@ -289,7 +289,7 @@ pipeline_runs() {
   done
 }
 
-# Write coalescing (issue 14): the same fan-out against gateways that gather each
+# Write coalescing: the same fan-out against gateways that gather each
 # connection's writes for 20 ms (WARREN__GATEWAY__WRITE_COALESCE_MS=20), on a stack of
 # its own so that the fanout case keeps the default (0).
 coalesce_cases() {
@@ -320,7 +320,7 @@ pipeline_variant() {
 
 # The pipeline again with dispatcher.publish_in_room_order = false: a command's
 # publishes go at once instead of waiting for the earlier ones of its room to be
-# confirmed (gateways repair any order from Redis). Issue 14 asks for both.
+# confirmed (gateways repair any order from Redis). Both are measured.
 unordered_cases() {
   DISPATCHER_EXTRA_ENV=("WARREN__DISPATCHER__PUBLISH_IN_ROOM_ORDER=false")
   pipeline_variant pipeline_unordered "Warren, publishes not held in room order" u
@@ -328,15 +328,15 @@ unordered_cases() {
 
 # The pipeline again with quorum command queues (amqp.command_queue_type = quorum) on
 # the machine's one node: what the Raft log costs a command before any replica does
-# (issue 10 asks for both types measured to choose the default).
+# (both types measured, to choose the default).
 quorum_cases() {
   DISPATCHER_EXTRA_ENV=("WARREN__AMQP__COMMAND_QUEUE_TYPE=quorum")
   GATEWAY_EXTRA_ENV=("WARREN__AMQP__COMMAND_QUEUE_TYPE=quorum")
   pipeline_variant pipeline_quorum "Warren, quorum command queues" q
 }
 
-# The pipeline again with the per-user send budget checked on every send (issue 13,
-# item 5: one token bucket per user in Redis), set too large to refuse anything, so that
+# The pipeline again with the per-user send budget checked on every send
+# (one token bucket per user in Redis), set too large to refuse anything, so that
 # only its cost shows; the other cases run with it off, like the per-connection limits.
 budget_cases() {
   DISPATCHER_EXTRA_ENV=("WARREN__DISPATCHER__USER_SENDS_PER_SEC=1000000"
@@ -494,7 +494,7 @@ connect_cases() {
   stop_stack
 }
 
-# A crowd (issue 14): CROWD_USERS users connect and join one room through two gateways,
+# A crowd: CROWD_USERS users connect and join one room through two gateways,
 # one load generator process per gateway (at most 9,500 users each, from source
 # addresses of their own), all starting at the same instant. Each process's JSON line
 # is recorded as a part of the run; report.py adds them up.
@@ -546,7 +546,7 @@ crowd_run() {
   done
 }
 
-# A broker restart (issue 14) during a 200-room pipeline at 500 msg/s over two gateways:
+# A broker restart during a 200-room pipeline at 500 msg/s over two gateways:
 # RabbitMQ's application is stopped RESTART_AT s into the window and started again 5 s
 # later. loadgen keeps every WebSocket open, sends refused and unanswered messages again
 # with the same ref, and checks that each member got every acked message once, in seq
@@ -595,7 +595,7 @@ restart_cases() {
   stop_stack
 }
 
-# Slow consumer (issue 5, acceptance 3): one room of 200 members on one gateway (190
+# Slow consumer (the promise: the others within 10 %): one room of 200 members on one gateway (190
 # receivers + 10 senders × 20 msg/s, 4,000-byte texts: 200 msg/s, 40,000 deliveries/s,
 # about 170 MB/s of frames), with 0 and then 1 of the receivers stalled (SO_RCVBUF 4 KiB,
 # never read after its join); the two alternate so that drift hits both alike. Each run

@@ -72,7 +72,7 @@ readonly VIRTUALENV=virtualenv==16.7.12
 # (x.12-x.18: 16 KiB to 128 KiB in 256 B to 32 KiB fragments). Kept: 16 B to 16 KiB
 # whole (x.1-x.7), 8 KiB in 256 B fragments (x.11), all of 13.3 and 13.5 (declined
 # offers, no time), and 12.2.9 and 12.2.14, the 64 KiB pictures whose compression came
-# out truncated before #13.0. Together: 419 cases, about 110 s of cases here.
+# out truncated before the sync-flush fix. Together: 419 cases, about 110 s of cases here.
 EXCLUDE=()
 for sub in 12.1 12.2 12.3 12.4 12.5 13.1 13.2 13.4 13.6 13.7; do
     for n in 8 9 10 12 13 14 15 16 17 18; do
