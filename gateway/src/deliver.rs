@@ -24,7 +24,7 @@ use crate::connection::mailbox::{EventOut, Outbound, ReplyOut};
 use crate::index::Index;
 use crate::metrics::{GatewayMetrics, Kind};
 use crate::repair::{History, Marks, Verdict};
-use crate::ws::{Counts, Shared};
+use crate::ws::{Counts, SharedPayload};
 
 /// Every this many deliveries, marks of rooms without local members are dropped.
 const SWEEP_EVERY: u64 = 4096;
@@ -208,7 +208,7 @@ impl Deliverer {
             _ => (None, None),
         };
         let room: Arc<str> = body.room().into();
-        let text = Shared::from(body.into_frame().to_json());
+        let text = SharedPayload::from(body.into_frame().to_json());
         let make = |via_user| {
             Arc::new(EventOut {
                 room,

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::outlet::{Direct, Outlet};
-use crate::ws::{self, Shared};
+use crate::ws::{self, SharedPayload};
 
 /// What the gateway hands a connection's task: one pointer, so a connection's queue
 /// costs little while it is empty (its first block of slots is allocated up front).
@@ -32,7 +32,7 @@ pub struct EventOut {
     pub seq: Option<u64>,
     pub epoch: Option<Arc<str>>,
     /// The frame: shared bytes, compressed at most once.
-    pub text: Shared,
+    pub text: SharedPayload,
     /// Delivered through the user's binding (a direct message), not the room's.
     pub via_user: bool,
     /// This user was removed from the room (kick or ban): the connection leaves it.

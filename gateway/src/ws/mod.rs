@@ -10,7 +10,7 @@
 //! - **idle memory**: an idle connection holds no buffer at all — the reader allocates
 //!   when bytes arrive and frees when they are consumed, the writer frees after each
 //!   flush — where tungstenite keeps a read and a write buffer per connection;
-//! - **fan-out CPU**: one event's bytes are shared ([`Shared`]); writing them is one
+//! - **fan-out CPU**: one event's bytes are shared ([`SharedPayload`]); writing them is one
 //!   header and one copy into the batch that a single `write` sends.
 //!
 //! [`Reader`] and [`Writer`] are the two halves of one TCP connection. The reader is the
@@ -31,7 +31,7 @@ use bytes::Bytes;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
-pub use write::{Batch, Counts, Shared, Writer};
+pub use write::{Batch, Counts, SharedPayload, Writer};
 pub use ws_codec::{deflate, frame, DecodeError, Decoder, Incoming};
 
 /// What the connection negotiated and may receive.

@@ -1,5 +1,5 @@
 //! The write half of a connection: the frames waiting to go out ([`Batch`]) and the
-//! socket they go to, and an event's payload shared by every member ([`Shared`]),
+//! socket they go to, and an event's payload shared by every member ([`SharedPayload`]),
 //! compressed at most once for all of them.
 
 use std::io::{self, IoSlice};
@@ -15,18 +15,18 @@ use super::Config;
 /// A text frame's payload shared by every connection it goes to, with its compressed
 /// form made at most once, by the first connection that wants it.
 #[derive(Debug, Clone)]
-pub struct Shared(Arc<SharedInner>);
+pub struct SharedPayload(Arc<PayloadInner>);
 
 #[derive(Debug)]
-struct SharedInner {
+struct PayloadInner {
     text: Bytes,
     /// `None` when compressing does not make it smaller.
     deflated: OnceLock<Option<Bytes>>,
 }
 
-impl Shared {
-    pub fn new(text: impl Into<Bytes>) -> Shared {
-        Shared(Arc::new(SharedInner {
+impl SharedPayload {
+    pub fn new(text: impl Into<Bytes>) -> SharedPayload {
+        SharedPayload(Arc::new(PayloadInner {
             text: text.into(),
             deflated: OnceLock::new(),
         }))
@@ -47,15 +47,15 @@ impl Shared {
     }
 }
 
-impl From<String> for Shared {
-    fn from(s: String) -> Shared {
-        Shared::new(s)
+impl From<String> for SharedPayload {
+    fn from(s: String) -> SharedPayload {
+        SharedPayload::new(s)
     }
 }
 
-impl From<&'static str> for Shared {
-    fn from(s: &'static str) -> Shared {
-        Shared::new(Bytes::from_static(s.as_bytes()))
+impl From<&'static str> for SharedPayload {
+    fn from(s: &'static str) -> SharedPayload {
+        SharedPayload::new(Bytes::from_static(s.as_bytes()))
     }
 }
 
@@ -122,7 +122,7 @@ impl Batch {
 
     /// An event's shared payload and whether it is compressed: compressed (once, for
     /// everybody) where negotiated and worth it.
-    fn payload_of<'a>(&mut self, text: &'a Shared) -> (&'a [u8], bool) {
+    fn payload_of<'a>(&mut self, text: &'a SharedPayload) -> (&'a [u8], bool) {
         let plain = text.as_bytes();
         if self.config.deflate && plain.len() >= self.config.deflate_min {
             let (packed, made) = text.deflated();
@@ -136,7 +136,7 @@ impl Batch {
     }
 
     /// An event's shared text, queued in the batch.
-    pub fn shared(&mut self, text: &Shared) {
+    pub fn shared(&mut self, text: &SharedPayload) {
         let (payload, compressed) = self.payload_of(text);
         self.frame(OpCode::Text, compressed, payload);
     }
@@ -145,7 +145,11 @@ impl Batch {
     /// vectored write, with no copy into the batch; whatever the socket does not take
     /// goes into the batch. Only for an empty batch (frames must not overtake each
     /// other). True when all of it went.
-    pub fn write_shared_now(&mut self, io: &OwnedWriteHalf, text: &Shared) -> io::Result<bool> {
+    pub fn write_shared_now(
+        &mut self,
+        io: &OwnedWriteHalf,
+        text: &SharedPayload,
+    ) -> io::Result<bool> {
         debug_assert!(self.is_empty(), "a direct write would overtake the batch");
         let (payload, compressed) = self.payload_of(text);
         let (head, n) = frame::header_bytes(OpCode::Text, compressed, payload.len());

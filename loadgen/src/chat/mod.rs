@@ -115,7 +115,7 @@ struct SenderStats {
 }
 
 /// Counters shared by all tasks of a run.
-struct Shared {
+struct RunCounters {
     window: Window,
     latency: Latency,
     ack_latency: Latency,
@@ -206,7 +206,7 @@ pub async fn run(plan: Plan) -> Result<serde_json::Map<String, Value>, crate::Er
     };
     let traffic_ns = now_ns();
     let window = Window::after(plan.warmup, plan.duration);
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(RunCounters {
         window,
         latency: Latency::default(),
         ack_latency: Latency::default(),

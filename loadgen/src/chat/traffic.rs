@@ -13,7 +13,7 @@ use tokio::time::{interval, interval_at, sleep_until, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::retry::{Refusal, RESEND_TICK};
-use super::{Flavor, Pace, Shared};
+use super::{Flavor, Pace, RunCounters};
 use crate::client::Ws;
 use crate::frames::{self, Inbound};
 use crate::measure::{now_ns, parse_payload, payload, Window};
@@ -28,7 +28,7 @@ pub(super) async fn hold(sink: SplitSink<Ws, Message>) {
 /// connection's place among the readers, `me` its sender tag when it sends.
 pub(super) async fn read(
     mut stream: SplitStream<Ws>,
-    shared: Arc<Shared>,
+    shared: Arc<RunCounters>,
     flavor: Flavor,
     (slot, me): (usize, Option<usize>),
     credits: Option<Arc<Semaphore>>,
@@ -117,7 +117,7 @@ pub(super) async fn read(
 /// The sending half of a sending member.
 pub(super) struct Writer {
     pub(super) sink: SplitSink<Ws, Message>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<RunCounters>,
     pub(super) flavor: Flavor,
     pub(super) tag: usize,
     pub(super) room: String,
