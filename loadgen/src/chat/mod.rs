@@ -20,6 +20,7 @@
 //! the same `ref`, and loss is checked member by member, `seq` by `seq` (`retry`): what a
 //! broker restart during a run must not break.
 
+mod counters;
 mod retry;
 mod stalled;
 #[cfg(test)]
@@ -41,6 +42,7 @@ use tokio::time::{sleep, sleep_until};
 use crate::client::{self, Dial, DialError, Ws};
 use crate::inflate;
 use crate::measure::{drain, now_ns, rate, Count, CpuProbe, Errors, Latency, Window};
+use counters::{RunCounters, SenderStats};
 use traffic::{hold, read, Writer};
 
 /// Which server the members speak to.
@@ -102,38 +104,6 @@ pub struct Plan {
     /// Print `ready connected=N` on stderr when the traffic starts (for a script that
     /// acts during the run).
     pub ready_line: bool,
-}
-
-/// What one sending member did.
-#[derive(Default)]
-struct SenderStats {
-    sent: Count,
-    acked: Count,
-    refused: Count,
-    /// Deliveries of this sender's messages (to anyone).
-    delivered: Count,
-}
-
-/// Counters shared by all tasks of a run.
-struct RunCounters {
-    window: Window,
-    latency: Latency,
-    ack_latency: Latency,
-    delivered: Count,
-    delivered_in_window: Count,
-    /// Senders' own copies arriving in the window: messages delivered, not deliveries.
-    own_in_window: Count,
-    sent_in_window: Count,
-    acked_in_window: Count,
-    server_errors: Errors,
-    closed: Count,
-    senders: Vec<SenderStats>,
-    /// Messages each reading connection got in the window.
-    per_reader: Vec<Count>,
-    /// Deliveries in each second of the window.
-    by_second: Vec<Count>,
-    /// With `--retry`: pending sends and what each member got.
-    track: Option<retry::Tracker>,
 }
 
 /// Connects every member of `plan`, runs the traffic and returns the report (without

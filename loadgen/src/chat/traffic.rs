@@ -12,8 +12,9 @@ use tokio::sync::Semaphore;
 use tokio::time::{interval, interval_at, sleep_until, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::counters::RunCounters;
 use super::retry::{Refusal, RESEND_TICK};
-use super::{Flavor, Pace, RunCounters};
+use super::{Flavor, Pace};
 use crate::client::Ws;
 use crate::frames::{self, Inbound};
 use crate::measure::{now_ns, parse_payload, payload, Window};

@@ -26,11 +26,9 @@ use crate::args::Args;
 use crate::measure::{drain as drain_wait, now_ns, rate, Count, CpuProbe, Latency, Window};
 use crate::{Error, Job};
 use roles::{consume, publish, relay, Pacing};
-use topology::{declare, delete_all, Names};
+use topology::{declare, delete_all, Names, DEFAULT_AMQP};
 
 pub use topology::cleanup;
-
-const DEFAULT_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[derive(Default)]
 pub(super) struct Counters {

@@ -10,9 +10,11 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{json, Value};
 
-use super::DEFAULT_AMQP;
 use crate::args::Args;
 use crate::{Error, Job};
+
+/// The broker the raw path talks to unless `--amqp` names another.
+pub(super) const DEFAULT_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 pub(super) struct Names {
     pub(super) commands_exchange: String,
