@@ -15,6 +15,7 @@ use proto::ids::shard_of;
 use serde_json::json;
 use warren_tests::accounts::Permissions;
 use warren_tests::bots::{bot_account, next_json, AmqpAs, Published};
+use warren_tests::crowd::members;
 use warren_tests::faults_support::checks;
 use warren_tests::private_redis::PrivateRedis;
 use warren_tests::rooms_support::assert_error;
@@ -127,19 +128,11 @@ async fn burst(client: &mut Client, room: &str, n: usize, label: &str) -> (usize
 async fn a_users_send_budget_holds_across_gateways() {
     // Each connection may send as much as it likes; the user may send 10 at once (and
     // 1 a second after).
-    let stack = Stack::start(
-        StackOptions::new(2, 1)
-            .env("WARREN__DISPATCHER__USER_SENDS_PER_SEC", "1")
-            .env("WARREN__DISPATCHER__USER_SEND_BURST", "10"),
-    )
-    .await;
+    let settings = "dispatcher.user_sends_per_sec=1 dispatcher.user_send_burst=10";
+    let stack = Stack::start(StackOptions::new(2, 1).settings(settings)).await;
     let room = "budget";
-    let mut on0 = stack.connect(0, "alice").await;
-    let mut on1 = stack.connect(1, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    for c in [&mut on0, &mut on1, &mut bob] {
-        c.join(room).await;
-    }
+    let [mut on0, mut on1, mut bob] =
+        members(&stack, room, [(0, "alice"), (1, "alice"), (1, "bob")]).await;
     let (acked0, limited0) = burst(&mut on0, room, 8, "gw0").await;
     let (acked1, limited1) = burst(&mut on1, room, 8, "gw1").await;
     let acked = acked0 + acked1;
@@ -164,12 +157,8 @@ async fn a_users_send_budget_holds_across_gateways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bots_commands_have_a_budget() {
-    let stack = Stack::start(
-        StackOptions::new(1, 1)
-            .env("WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC", "1")
-            .env("WARREN__DISPATCHER__BOT_COMMAND_BURST", "5"),
-    )
-    .await;
+    let settings = "dispatcher.bot_commands_per_sec=1 dispatcher.bot_command_burst=5";
+    let stack = Stack::start(StackOptions::new(1, 1).settings(settings)).await;
     let bot = bot_account(&Permissions::bot(stack.prefix(), "budget")).await;
     let room = "botroom";
     let replies_queue = format!("{}.bot.budget.replies", stack.prefix());
@@ -231,13 +220,8 @@ async fn connect_eventually(stack: &Stack, i: usize, token: &str, label: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_connections_are_capped_across_gateways() {
-    let mut stack = Stack::start(
-        StackOptions::new(2, 1)
-            .env("WARREN__GATEWAY__MAX_USER_CONNECTIONS", "3")
-            .env("WARREN__PRESENCE__TTL_S", "3")
-            .env("WARREN__PRESENCE__RENEW_S", "1"),
-    )
-    .await;
+    let settings = "gateway.max_user_connections=3 presence.ttl_s=3 presence.renew_s=1";
+    let mut stack = Stack::start(StackOptions::new(2, 1).settings(settings)).await;
     let token = stack.token("alice");
     let on0a = stack.connect(0, "alice").await;
     let on0b = stack.connect(0, "alice").await;

@@ -91,12 +91,8 @@ async fn a_token_is_refused_in_its_exp_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iss_and_aud_must_match_when_configured() {
-    let stack = Stack::start(
-        StackOptions::new(1, 1)
-            .env("WARREN__AUTH__ISSUER", "https://id.warren.test")
-            .env("WARREN__AUTH__AUDIENCE", "warren"),
-    )
-    .await;
+    let settings = "auth.issuer=https://id.warren.test auth.audience=warren";
+    let stack = Stack::start(StackOptions::new(1, 1).settings(settings)).await;
     let right = Claims::new("alice").issuer("https://id.warren.test");
     let right_aud = Claims::new("alice").audience(json!("warren"));
     let token = |claims: Claims| stack.token_with(&claims);
