@@ -137,12 +137,7 @@ async fn warren_runs_on_a_rabbitmq_cluster_and_survives_its_nodes_stopping() {
         )
         .await;
     assert_eq!(shown["id"], acked["id"], "bob got the acked message");
-    let texts: Vec<String> = bob
-        .full_history(room)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = bob.history_texts(room).await;
     assert_eq!(
         texts,
         ["node 1 is back"],

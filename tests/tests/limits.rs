@@ -69,7 +69,7 @@ async fn a_full_store_answers_unavailable_and_counts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_creates_at_most_so_many_rooms_an_hour() {
     let stack =
-        Stack::start(StackOptions::new(1, 1).env("WARREN__ROOMS__MAX_CREATED_PER_HOUR", "3")).await;
+        Stack::start(StackOptions::new(1, 1).settings("rooms.max_created_per_hour=3")).await;
     let mut alice = stack.connect(0, "alice").await;
     let mut bob = stack.connect(0, "bob").await;
     for room in ["made1", "made2", "made3"] {
@@ -270,8 +270,7 @@ async fn keys_of(stack: &Stack, room: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
-    let stack =
-        Stack::start(StackOptions::new(1, 1).env("WARREN__ROOMS__IDLE_EXPIRY_S", "3")).await;
+    let stack = Stack::start(StackOptions::new(1, 1).settings("rooms.idle_expiry_s=3")).await;
     let mut alice = stack.connect(0, "alice").await;
     let mut bob = stack.connect(0, "bob").await;
     let first = alice.join("fleeting").await;
@@ -304,12 +303,7 @@ async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
             "kept lost its {part}: {kept:?}"
         );
     }
-    let texts: Vec<String> = bob
-        .full_history("kept")
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = bob.history_texts("kept").await;
     assert_eq!(texts, ["still here"]);
 
     // Joining `fleeting` again creates it anew: a new epoch, no history, a new owner.
@@ -319,36 +313,28 @@ async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
     assert_eq!(again.role, proto::client::Role::Owner);
 }
 
+/// Sends `to` the dms `hello <i>` for each `i` of `numbers`, each acked.
+async fn dm_acked(from: &mut Client, to: &str, numbers: std::ops::Range<u32>) {
+    for i in numbers {
+        let answer = from.dm(to, &format!("hello {i}")).await;
+        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dm_its_recipient_never_opened_keeps_only_its_last_hundred_messages() {
     let stack = Stack::start(StackOptions::new(1, 1)).await;
     let room = "dm:alice:ghost";
     let mut alice = stack.connect(0, "alice").await;
-    for i in 0..105 {
-        let answer = alice.dm("ghost", &format!("hello {i}")).await;
-        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
-    }
-    let kept: Vec<u64> = alice
-        .full_history(room)
-        .await
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    dm_acked(&mut alice, "ghost", 0..105).await;
+    let kept = alice.history_seqs(room).await;
     assert_eq!(kept, (6..=105).collect::<Vec<u64>>(), "the last 100 of 105");
 
     // Once ghost opens the conversation, it keeps its whole history again.
     let mut ghost = stack.connect(0, "ghost").await;
     ghost.join(room).await;
-    for i in 105..110 {
-        let answer = alice.dm("ghost", &format!("hello {i}")).await;
-        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
-    }
-    let kept: Vec<u64> = ghost
-        .full_history(room)
-        .await
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    dm_acked(&mut alice, "ghost", 105..110).await;
+    let kept = ghost.history_seqs(room).await;
     assert_eq!(
         kept,
         (6..=110).collect::<Vec<u64>>(),
