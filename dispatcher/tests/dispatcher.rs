@@ -219,15 +219,8 @@ async fn a_malformed_command_is_dead_lettered_with_its_reason() {
         );
 
         // The shard goes on: the next command is answered.
-        let c = h
-            .send(&Harness::command(
-                "erin",
-                Some("j"),
-                join("after", None, None),
-            ))
-            .await;
         assert!(matches!(
-            h.reply(&c).await.frame.body,
+            ask(h, "erin", Some("j"), join("after", None, None)).await,
             ServerBody::Joined(_)
         ));
     })
