@@ -43,6 +43,12 @@ def runs(rows, case):
     return [r for r in rows if r["case"] == case]
 
 
+def results(rows, case):
+    """A case's results, and those of its runs that went through."""
+    rs = [r["result"] for r in runs(rows, case)]
+    return rs, [r for r in rs if r.get("ok")]
+
+
 def ok_runs(rows, case):
     return [r for r in runs(rows, case) if r["result"].get("ok")]
 
@@ -98,6 +104,18 @@ def lat(result, q):
     return (result.get("latency") or {}).get(q)
 
 
+def latencies(good):
+    """The runs' median p50 / p90 / p99 / max latency, in ms."""
+    return " / ".join(fmt(med([lat(r, q) for r in good]), 1)
+                      for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+
+
+def cost_split(good):
+    """The runs' median µs a delivery costs the gateways / dispatcher / RabbitMQ / Redis."""
+    return " / ".join(fmt(med([per_delivery_us(r, labels) for r in good]), 2)
+                      for labels in (("gw0", "gw1"), ("d0",), ("rabbitmq",), ("redis",)))
+
+
 # ---- tables -------------------------------------------------------------------------
 
 
@@ -122,8 +140,7 @@ def fanout_table(rows):
     figures = {}
     for case, name in (("fanout", "Warren (2 gateways + 1 dispatcher + RabbitMQ + Redis)"),
                        ("seed_fanout", "seed program (measured here)")):
-        rs = [r["result"] for r in runs(rows, case)]
-        good = [r for r in rs if r.get("ok")]
+        rs, good = results(rows, case)
         if not rs:
             continue
         if not good:
@@ -131,11 +148,7 @@ def fanout_table(rows):
             continue
         us = [per_delivery_us(r) for r in good]
         if case == "fanout":
-            split = " / ".join(
-                f"{fmt(med([per_delivery_us(r, labels) for r in good]), 2)}"
-                for labels in (("gw0", "gw1"), ("d0",), ("rabbitmq",), ("redis",))
-            )
-            split = f"gateways / dispatcher / RabbitMQ / Redis: {split} µs"
+            split = f"gateways / dispatcher / RabbitMQ / Redis: {cost_split(good)} µs"
         else:
             split = "one process"
         cores = [cpu_server(r) / r["window_s"] for r in good]
@@ -143,8 +156,7 @@ def fanout_table(rows):
         lost = max(r.get("lost", 0) for r in good)
         expected = med([r.get("expected_deliveries") for r in good])
         drain = max(r.get("drain_s", 0) for r in good)
-        lats = " / ".join(fmt(med([lat(r, q) for r in good]), 1)
-                          for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+        lats = latencies(good)
         note = ""
         crashes = sum(r.get("extra", {}).get("seed_crashes", 0) for r in runs(rows, case))
         if crashes:
@@ -681,18 +693,14 @@ def compression_table(rows):
     fig = {}
     for side in ("on", "off"):
         case = f"deflate_{side}"
-        rs = [r["result"] for r in runs(rows, case)]
-        good = [r for r in rs if r.get("ok")]
+        rs, good = results(rows, case)
         if not rs:
             continue
         if not good:
             out.append(f"| {side} | failed: {rs[0].get('error', '?')} | | | | | | | | |")
             continue
         us = [per_delivery_us(r) for r in good]
-        split = " / ".join(
-            f"{fmt(med([per_delivery_us(r, labels) for r in good]), 2)}"
-            for labels in (("gw0", "gw1"), ("d0",), ("rabbitmq",), ("redis",))
-        )
+        split = cost_split(good)
         payload = [per_delivery(r, window_counter(r, BYTES_OUT)) for r in good]
         wire = [per_delivery(r, r.get("wire_bytes_in_window")) for r in good]
         agreed = [r.get("agreed_connections", 0) for r in good]
@@ -702,8 +710,7 @@ def compression_table(rows):
         lg = [(r.get("cpu_s") or {}).get("loadgen", 0) / r["window_s"] for r in good]
         lost = max(r.get("lost", 0) for r in good)
         expected = med([r.get("expected_deliveries") for r in good])
-        lats = " / ".join(fmt(med([lat(r, q) for r in good]), 1)
-                          for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+        lats = latencies(good)
         out.append(
             f"| {side} | {agreed_txt} | {fmt(med([r['deliveries_per_s'] for r in good]))} | "
             f"**{fmt(med(payload), 1)} B**{rng(payload)} | {fmt(med(wire), 1)} B | "
@@ -869,8 +876,7 @@ def stalled(rows, machine_path):
     p99 = {}
     ok_all = True
     for n in (0, 1):
-        rs = [r["result"] for r in runs(rows, f"stalled_{n}")]
-        good = [r for r in rs if r.get("ok")]
+        rs, good = results(rows, f"stalled_{n}")
         if not rs:
             continue
         if not good:
@@ -882,8 +888,7 @@ def stalled(rows, machine_path):
         pr = [r.get("per_reader_msgs_per_s") for r in good]
         per_reader[n] = med(pr)
         p99[n] = med([lat(r, "p99_ms") for r in good])
-        lats = " / ".join(fmt(med([lat(r, q) for r in good]), 1)
-                          for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+        lats = latencies(good)
         worst = [min(r.get("deliveries_by_second") or [0]) for r in good]
         worst_run = max(good, key=lambda r: r.get("lost", 0))
         cores = [cpu_server(r) / r["window_s"] for r in good]

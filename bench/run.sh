@@ -220,7 +220,7 @@ chat_fanout_runs() {
   local case=$1 extra=$2 label=$3 tag=$4 run out
   for ((run = 1; run <= RUNS; run++)); do
     log "$label, run $run/$RUNS"
-    out=$(warren_fanout "$URL0,$URL1" "$(cpu_pids "gw0=$GW0,gw1=$GW1,d0=$D0")" \
+    out=$(warren_fanout "$URL0,$URL1" "$(chat_pids)" \
       "$PREFIX-$tag$run" || true)
     record "$case" "$run" "$extra" "$out"
   done
@@ -228,12 +228,10 @@ chat_fanout_runs() {
 
 # Fan-out, compression and pipeline share one stack: 1 dispatcher + 2 gateways.
 warren_chat_cases() {
-  local prefix gw0 gw1 pids run out side
-  new_prefix
+  local prefix pids run out side
+  start_chat_stack
   prefix=$PREFIX
-  start_chat_stack "$prefix"
-  local d0=$D0 url0=$URL0 url1=$URL1 http0=$HTTP0 http1=$HTTP1
-  gw0=$GW0 gw1=$GW1
+  local url0=$URL0 url1=$URL1 http0=$HTTP0 http1=$HTTP1
   if has_case fanout; then
     chat_fanout_runs fanout '{}' "fanout (Warren)" ""
   fi
@@ -250,7 +248,7 @@ warren_chat_cases() {
         log "fanout with compression $side, run $run/$RUNS"
         local -a flags=()
         [ "$side" = on ] && flags=(--deflate)
-        pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
+        pids=$(chat_pids)
         out=$(warren_fanout "$url0,$url1" "$pids" "$prefix-z$side$run" "${flags[@]}" \
           --window-metrics "$http0/metrics,$http1/metrics" || true)
         record "deflate_$side" "$run" '{}' "$out"
@@ -259,15 +257,21 @@ warren_chat_cases() {
     done
   fi
   if has_case pipeline; then
-    pipeline_runs pipeline "Warren" "$url0,$url1" "$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")" "$prefix"
+    pipeline_runs pipeline "Warren" "$url0,$url1" "$(chat_pids)" "$prefix"
   fi
   stop_stack
 }
 
-# Starts one dispatcher and two gateways under prefix $1 (with DISPATCHER_EXTRA_ENV and
-# GATEWAY_EXTRA_ENV as the caller set them); sets D0, GW0, GW1, URL0, URL1, HTTP0, HTTP1.
+# Starts one dispatcher and two gateways under a fresh PREFIX (with DISPATCHER_EXTRA_ENV
+# and GATEWAY_EXTRA_ENV as the caller set them); sets D0, GW0, GW1, URL0, URL1, HTTP0, HTTP1.
 start_chat_stack() {
-  start_stack "$1" 1 2
+  new_prefix
+  start_stack "$PREFIX" 1 2
+}
+
+# The --cpu-pids of the stack start_chat_stack started last.
+chat_pids() {
+  cpu_pids "gw0=$GW0,gw1=$GW1,d0=$D0"
 }
 
 # RUNS pipeline runs against the gateways $3 (comma separated), each at the most
@@ -293,11 +297,8 @@ pipeline_runs() {
 # connection's writes for 20 ms (WARREN__GATEWAY__WRITE_COALESCE_MS=20), on a stack of
 # its own so that the fanout case keeps the default (0).
 coalesce_cases() {
-  local prefix
-  new_prefix
-  prefix=$PREFIX
   GATEWAY_EXTRA_ENV=("WARREN__GATEWAY__WRITE_COALESCE_MS=20")
-  start_chat_stack "$prefix"
+  start_chat_stack
   GATEWAY_EXTRA_ENV=()
   chat_fanout_runs coalesce '{"write_coalesce_ms":20}' "fanout with 20 ms write coalescing" k
   stop_stack
@@ -308,12 +309,11 @@ coalesce_cases() {
 # once it runs): $1 the case, $2 its label in the log, $3 the run ids' suffix.
 pipeline_variant() {
   local case=$1 label=$2 suffix=$3 prefix
-  new_prefix
+  start_chat_stack
   prefix=$PREFIX
-  start_chat_stack "$prefix"
   DISPATCHER_EXTRA_ENV=()
   GATEWAY_EXTRA_ENV=()
-  pipeline_runs "$case" "$label" "$URL0,$URL1" "$(cpu_pids "gw0=$GW0,gw1=$GW1,d0=$D0")" \
+  pipeline_runs "$case" "$label" "$URL0,$URL1" "$(chat_pids)" \
     "$prefix-$suffix"
   stop_stack
 }
@@ -499,15 +499,11 @@ connect_cases() {
 # addresses of their own), all starting at the same instant. Each process's JSON line
 # is recorded as a part of the run; report.py adds them up.
 crowd_cases() {
-  local prefix gw0 gw1 d0 url0 url1 pids run
-  new_prefix
-  prefix=$PREFIX
-  start_chat_stack "$prefix"
-  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
+  local run
+  start_chat_stack
   for ((run = 1; run <= RUNS; run++)); do
     log "crowd: $CROWD_USERS users join one room, run $run/$RUNS"
-    pids=$(cpu_pids "gw0=$gw0,gw1=$gw1,d0=$d0")
-    crowd_run "$run" "$pids" "crowd-$prefix-$run" "$url0" "$url1"
+    crowd_run "$run" "$(chat_pids)" "crowd-$PREFIX-$run" "$URL0" "$URL1"
     sleep 2
   done
   stop_stack
@@ -554,19 +550,16 @@ crowd_run() {
 # reads at the end) to the first ack after it. This stops the machine's RabbitMQ: never
 # run it while anyone else uses that broker.
 restart_cases() {
-  local prefix gw0 gw1 d0 url0 url1 run file lg t stopped back out
-  new_prefix
-  prefix=$PREFIX
-  start_chat_stack "$prefix"
-  d0=$D0 gw0=$GW0 gw1=$GW1 url0=$URL0 url1=$URL1
+  local run file lg t stopped back out
+  start_chat_stack
   for ((run = 1; run <= RUNS; run++)); do
     log "broker restart during a 200-room pipeline at 500 msg/s, run $run/$RUNS"
     file=$OUT/restart-$run
     rm -f "$file.back"
-    taskset -c "$LOADGEN_CPU" "$LOADGEN" pipeline --url "$url0,$url1" --secret "$SECRET" \
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" pipeline --url "$URL0,$URL1" --secret "$SECRET" \
       --rooms 200 --rate 500 --warmup "$WARMUP" --duration "$RESTART_S" --drain 10 \
       --drain-max 120 --retry --ready-line --broker-back-file "$file.back" \
-      --run-id "$prefix-b$run" --timeout 400 >"$file.json" 2>"$file.err" &
+      --run-id "$PREFIX-b$run" --timeout 400 >"$file.json" 2>"$file.err" &
     lg=$!
     STARTED_PIDS+=("$lg")
     for ((t = 0; t < 1200; t++)); do

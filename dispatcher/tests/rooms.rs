@@ -10,7 +10,7 @@ use proto::client::{History, Join, ModAction, Moderate, Role, RoomOnly, Send};
 use proto::codes::ErrorCode;
 use proto::keys::Keys;
 use proto::server::{MemberChange, ServerBody};
-use support::Harness;
+use support::{with_configured_harness, with_harness, Harness};
 
 fn join(room: &str) -> CommandBody {
     CommandBody::Join(Join {
@@ -92,9 +92,9 @@ fn act(m: Moderate) -> CommandBody {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
-    let harness = Harness::start(&["room.club.moderation", "room.club.member", "user.bob.#"]).await;
-    harness
-        .run(async |h| {
+    with_harness(
+        &["room.club.moderation", "room.club.member", "user.bob.#"],
+        async |h| {
             expect_joined(h, "alice", "club").await;
             expect_joined(h, "bob", "club").await;
             h.event("member").await;
@@ -222,8 +222,9 @@ async fn mute_kick_ban_and_delete_change_the_room_and_tell_it() {
                 redis::Value::Int(0)
             );
             expect_code(h, "alice", act(delete), ErrorCode::BadRequest).await;
-        })
-        .await;
+        },
+    )
+    .await;
 }
 
 const ROOMS: &str = r#"
@@ -243,63 +244,61 @@ owners = ["olga"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_rooms_roles_and_grants() {
-    let harness = Harness::start_with(&[], Some(ROOMS)).await;
-    harness
-        .run(async |h| {
-            expect_forbidden(h, "pat", join("staff")).await;
-            let meta = Keys::new(h.prefix.as_str()).meta("staff");
-            assert_eq!(
-                h.redis(&["HGET", &meta, "visibility"]).await,
-                redis::Value::BulkString(b"private".to_vec())
-            );
-            let grant = |user: &str, role: Role| Moderate {
-                role: Some(role),
-                ..moderate("staff", ModAction::Grant, user)
-            };
-            let revoke = |user: &str, role: Role| Moderate {
-                action: ModAction::Revoke,
-                ..grant(user, role)
-            };
-            expect_forbidden(h, "pat", act(grant("pat", Role::Member))).await;
-            expect_ack(h, "mod", act(grant("pat", Role::Member))).await;
-            assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
-            expect_forbidden(h, "mod", act(grant("pat", Role::Moderator))).await;
-            expect_forbidden(h, "olga", act(grant("pat", Role::Owner))).await;
-            expect_ack(h, "olga", act(grant("pat", Role::Moderator))).await;
-            assert_eq!(expect_joined(h, "pat", "staff").await, Role::Moderator);
-            expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "olga"))).await;
-            expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "mod"))).await;
-            expect_ack(h, "olga", act(revoke("pat", Role::Moderator))).await;
-            assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
-            expect_ack(h, "mod", act(revoke("pat", Role::Member))).await;
-            expect_forbidden(h, "pat", join("staff")).await;
+    with_configured_harness(&[], ROOMS, async |h| {
+        expect_forbidden(h, "pat", join("staff")).await;
+        let meta = Keys::new(h.prefix.as_str()).meta("staff");
+        assert_eq!(
+            h.redis(&["HGET", &meta, "visibility"]).await,
+            redis::Value::BulkString(b"private".to_vec())
+        );
+        let grant = |user: &str, role: Role| Moderate {
+            role: Some(role),
+            ..moderate("staff", ModAction::Grant, user)
+        };
+        let revoke = |user: &str, role: Role| Moderate {
+            action: ModAction::Revoke,
+            ..grant(user, role)
+        };
+        expect_forbidden(h, "pat", act(grant("pat", Role::Member))).await;
+        expect_ack(h, "mod", act(grant("pat", Role::Member))).await;
+        assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
+        expect_forbidden(h, "mod", act(grant("pat", Role::Moderator))).await;
+        expect_forbidden(h, "olga", act(grant("pat", Role::Owner))).await;
+        expect_ack(h, "olga", act(grant("pat", Role::Moderator))).await;
+        assert_eq!(expect_joined(h, "pat", "staff").await, Role::Moderator);
+        expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "olga"))).await;
+        expect_forbidden(h, "pat", act(moderate("staff", ModAction::Mute, "mod"))).await;
+        expect_ack(h, "olga", act(revoke("pat", Role::Moderator))).await;
+        assert_eq!(expect_joined(h, "pat", "staff").await, Role::Member);
+        expect_ack(h, "mod", act(revoke("pat", Role::Member))).await;
+        expect_forbidden(h, "pat", join("staff")).await;
 
-            // The room's own history limit, with its index trimmed alongside.
-            for i in 0..5 {
-                expect_ack(h, "olga", send("staff", &format!("m{i}"))).await;
-            }
-            let keys = Keys::new(h.prefix.as_str());
-            let key = |part: &str| keys.room("staff", part);
-            assert_eq!(
-                h.redis(&["ZCARD", &key("history")]).await,
-                redis::Value::Int(3)
-            );
-            assert_eq!(h.redis(&["HLEN", &key("ids")]).await, redis::Value::Int(3));
-            assert_eq!(
-                h.redis(&["GET", &key("floor")]).await,
-                redis::Value::BulkString(b"2".to_vec())
-            );
+        // The room's own history limit, with its index trimmed alongside.
+        for i in 0..5 {
+            expect_ack(h, "olga", send("staff", &format!("m{i}"))).await;
+        }
+        let keys = Keys::new(h.prefix.as_str());
+        let key = |part: &str| keys.room("staff", part);
+        assert_eq!(
+            h.redis(&["ZCARD", &key("history")]).await,
+            redis::Value::Int(3)
+        );
+        assert_eq!(h.redis(&["HLEN", &key("ids")]).await, redis::Value::Int(3));
+        assert_eq!(
+            h.redis(&["GET", &key("floor")]).await,
+            redis::Value::BulkString(b"2".to_vec())
+        );
 
-            match ask(h, "olga", join("staff")).await {
-                ServerBody::Joined(j) => assert_eq!(j.history.len(), 2, "{j:?}"),
-                other => panic!("{other:?}"),
-            }
+        match ask(h, "olga", join("staff")).await {
+            ServerBody::Joined(j) => assert_eq!(j.history.len(), 2, "{j:?}"),
+            other => panic!("{other:?}"),
+        }
 
-            assert_eq!(expect_joined(h, "pat", "news").await, Role::Member);
-            expect_forbidden(h, "pat", send("news", "hi")).await;
-            expect_ack(h, "olga", send("news", "announcement")).await;
-        })
-        .await;
+        assert_eq!(expect_joined(h, "pat", "news").await, Role::Member);
+        expect_forbidden(h, "pat", send("news", "hi")).await;
+        expect_ack(h, "olga", send("news", "announcement")).await;
+    })
+    .await;
 }
 
 /// Redis restarted without its data (or was flushed) while the dispatcher stayed
@@ -307,19 +306,17 @@ async fn configured_rooms_roles_and_grants() {
 /// whoever joins first. Found by the fault suite (`redis_data_loss_gives_rooms_a_new_epoch`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_room_lost_by_the_store_is_written_again_before_anyone_joins() {
-    let harness = Harness::start_with(&[], Some(ROOMS)).await;
-    harness
-        .run(async |h| {
-            expect_forbidden(h, "pat", join("staff")).await;
-            let keys = Keys::new(h.prefix.as_str());
-            for part in ["meta", "roles"] {
-                h.redis(&["DEL", &keys.room("staff", part)]).await;
-            }
-            expect_forbidden(h, "pat", join("staff")).await;
-            assert_eq!(expect_joined(h, "olga", "staff").await, Role::Owner);
-            assert_eq!(expect_joined(h, "mod", "staff").await, Role::Moderator);
-        })
-        .await;
+    with_configured_harness(&[], ROOMS, async |h| {
+        expect_forbidden(h, "pat", join("staff")).await;
+        let keys = Keys::new(h.prefix.as_str());
+        for part in ["meta", "roles"] {
+            h.redis(&["DEL", &keys.room("staff", part)]).await;
+        }
+        expect_forbidden(h, "pat", join("staff")).await;
+        assert_eq!(expect_joined(h, "olga", "staff").await, Role::Owner);
+        assert_eq!(expect_joined(h, "mod", "staff").await, Role::Moderator);
+    })
+    .await;
 }
 
 fn on_gateway(mut cmd: Command, gateway: &str) -> Command {
@@ -333,98 +330,94 @@ fn on_gateway(mut cmd: Command, gateway: &str) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_of_a_gateway_that_stopped_renewing_is_dropped() {
-    let harness = Harness::start(&["room.hall.member"]).await;
-    harness
-        .run(async |h| {
-            let alive = |gw: &str| Keys::new(h.prefix.as_str()).gateway_alive(gw);
-            let (alive_a, alive_b) = (alive("gw-a"), alive("gw-b"));
-            h.redis(&["SET", &alive_a, "boot-1", "EX", "60"]).await;
-            h.redis(&["SET", &alive_b, "boot-1", "EX", "60"]).await;
-            for (user, gw) in [("alice", "gw-a"), ("bob", "gw-b"), ("carol", "gw-b")] {
-                let c = h
-                    .send(&on_gateway(Harness::command(user, None, join("hall")), gw))
-                    .await;
-                let ServerBody::Joined(joined) = h.reply(&c).await.frame.body else {
-                    panic!()
-                };
-                assert!(joined.members.iter().any(|m| m.id == user));
-                h.event("member").await;
-            }
-            // carol also has a session on gw-a: she stays when gw-b dies.
+    with_harness(&["room.hall.member"], async |h| {
+        let alive = |gw: &str| Keys::new(h.prefix.as_str()).gateway_alive(gw);
+        let (alive_a, alive_b) = (alive("gw-a"), alive("gw-b"));
+        h.redis(&["SET", &alive_a, "boot-1", "EX", "60"]).await;
+        h.redis(&["SET", &alive_b, "boot-1", "EX", "60"]).await;
+        for (user, gw) in [("alice", "gw-a"), ("bob", "gw-b"), ("carol", "gw-b")] {
             let c = h
-                .send(&on_gateway(
-                    Harness::command("carol", None, join("hall")),
-                    "gw-a",
-                ))
-                .await;
-            h.reply(&c).await;
-
-            h.redis(&["DEL", &alive_b]).await;
-            let presence = CommandBody::Presence(RoomOnly {
-                room: "hall".into(),
-            });
-            let c = h
-                .send(&on_gateway(
-                    Harness::command("alice", None, presence),
-                    "gw-a",
-                ))
-                .await;
-            let ServerBody::Presence(p) = h.reply(&c).await.frame.body else {
-                panic!()
-            };
-            let ids: Vec<&str> = p.members.iter().map(|m| m.id.as_str()).collect();
-            assert_eq!(ids, ["alice", "carol"]);
-            expect_left(h, "bob").await;
-            let key = Keys::new(h.prefix.as_str()).presence("hall");
-            assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(2));
-
-            // gw-a crashes and comes back under the same id with a fresh key value: the
-            // entries of its former life are ghosts, gone at the next read.
-            h.redis(&["SET", &alive_a, "boot-2", "EX", "60"]).await;
-            let c = h
-                .send(&on_gateway(
-                    Harness::command("dave", None, join("hall")),
-                    "gw-a",
-                ))
+                .send(&on_gateway(Harness::command(user, None, join("hall")), gw))
                 .await;
             let ServerBody::Joined(joined) = h.reply(&c).await.frame.body else {
                 panic!()
             };
-            let ids: Vec<&str> = joined.members.iter().map(|m| m.id.as_str()).collect();
-            assert_eq!(ids, ["dave"]);
-            assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(1));
-        })
-        .await;
+            assert!(joined.members.iter().any(|m| m.id == user));
+            h.event("member").await;
+        }
+        // carol also has a session on gw-a: she stays when gw-b dies.
+        let c = h
+            .send(&on_gateway(
+                Harness::command("carol", None, join("hall")),
+                "gw-a",
+            ))
+            .await;
+        h.reply(&c).await;
+
+        h.redis(&["DEL", &alive_b]).await;
+        let presence = CommandBody::Presence(RoomOnly {
+            room: "hall".into(),
+        });
+        let c = h
+            .send(&on_gateway(
+                Harness::command("alice", None, presence),
+                "gw-a",
+            ))
+            .await;
+        let ServerBody::Presence(p) = h.reply(&c).await.frame.body else {
+            panic!()
+        };
+        let ids: Vec<&str> = p.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["alice", "carol"]);
+        expect_left(h, "bob").await;
+        let key = Keys::new(h.prefix.as_str()).presence("hall");
+        assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(2));
+
+        // gw-a crashes and comes back under the same id with a fresh key value: the
+        // entries of its former life are ghosts, gone at the next read.
+        h.redis(&["SET", &alive_a, "boot-2", "EX", "60"]).await;
+        let c = h
+            .send(&on_gateway(
+                Harness::command("dave", None, join("hall")),
+                "gw-a",
+            ))
+            .await;
+        let ServerBody::Joined(joined) = h.reply(&c).await.frame.body else {
+            panic!()
+        };
+        let ids: Vec<&str> = joined.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["dave"]);
+        assert_eq!(h.redis(&["HLEN", &key]).await, redis::Value::Int(1));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_without_ref_are_deduplicated_on_their_message_id_and_dm_typing_reaches_users() {
-    let harness = Harness::start(&["user.carol.typing"]).await;
-    harness
-        .run(async |h| {
-            expect_joined(h, "dave", "den").await;
-            let cmd = Harness::command("dave", None, send("den", "once"));
-            let mut acks = Vec::new();
-            for _ in 0..2 {
-                let c = h.send_with_id(&cmd, "mid-1").await;
-                let ServerBody::Ack(ack) = h.reply(&c).await.frame.body else {
-                    panic!()
-                };
-                acks.push(ack);
-            }
-            assert_eq!(acks[0], acks[1]);
-            let c = h.send_with_id(&cmd, "mid-2").await;
+    with_harness(&["user.carol.typing"], async |h| {
+        expect_joined(h, "dave", "den").await;
+        let cmd = Harness::command("dave", None, send("den", "once"));
+        let mut acks = Vec::new();
+        for _ in 0..2 {
+            let c = h.send_with_id(&cmd, "mid-1").await;
             let ServerBody::Ack(ack) = h.reply(&c).await.frame.body else {
                 panic!()
             };
-            assert_eq!(ack.seq, Some(2));
+            acks.push(ack);
+        }
+        assert_eq!(acks[0], acks[1]);
+        let c = h.send_with_id(&cmd, "mid-2").await;
+        let ServerBody::Ack(ack) = h.reply(&c).await.frame.body else {
+            panic!()
+        };
+        assert_eq!(ack.seq, Some(2));
 
-            let typing = CommandBody::Typing(RoomOnly {
-                room: "dm:carol:dave".into(),
-            });
-            h.send(&Harness::command("dave", None, typing)).await;
-            let (key, _) = h.event("typing").await;
-            assert_eq!(key, "user.carol.typing");
-        })
-        .await;
+        let typing = CommandBody::Typing(RoomOnly {
+            room: "dm:carol:dave".into(),
+        });
+        h.send(&Harness::command("dave", None, typing)).await;
+        let (key, _) = h.event("typing").await;
+        assert_eq!(key, "user.carol.typing");
+    })
+    .await;
 }

@@ -18,6 +18,13 @@ use tokio::process::Command;
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What [`Admin`] deletes.
+#[derive(Debug, Clone, Copy)]
+enum Object {
+    Queue,
+    Exchange,
+}
+
 /// An AMQP connection for looking at and removing a stack's objects.
 pub struct Admin {
     conn: Connection,
@@ -58,23 +65,33 @@ impl Admin {
 
     /// Deletes `queue`; a queue that is already gone is fine.
     pub async fn delete_queue(&self, queue: &str) -> anyhow::Result<()> {
-        let deleted = on_fresh_channel(&self.conn, |channel| async move {
-            let options = QueueDeleteOptions::default();
-            channel.queue_delete(queue.into(), options).await
-        })
-        .await?;
-        unless_not_found(deleted, || format!("delete queue {queue}"))?;
-        Ok(())
+        self.delete(Object::Queue, queue).await
     }
 
     /// Deletes `exchange`; one that is already gone is fine.
     pub async fn delete_exchange(&self, exchange: &str) -> anyhow::Result<()> {
+        self.delete(Object::Exchange, exchange).await
+    }
+
+    async fn delete(&self, object: Object, name: &str) -> anyhow::Result<()> {
         let deleted = on_fresh_channel(&self.conn, |channel| async move {
-            let options = ExchangeDeleteOptions::default();
-            channel.exchange_delete(exchange.into(), options).await
+            match object {
+                Object::Queue => {
+                    let options = QueueDeleteOptions::default();
+                    channel.queue_delete(name.into(), options).await.map(drop)
+                }
+                Object::Exchange => {
+                    let options = ExchangeDeleteOptions::default();
+                    channel.exchange_delete(name.into(), options).await
+                }
+            }
         })
         .await?;
-        unless_not_found(deleted, || format!("delete exchange {exchange}"))?;
+        let noun = match object {
+            Object::Queue => "queue",
+            Object::Exchange => "exchange",
+        };
+        unless_not_found(deleted, || format!("delete {noun} {name}"))?;
         Ok(())
     }
 
@@ -264,21 +281,22 @@ struct Named {
 
 /// Names of queues that start with `<prefix>.`.
 pub async fn queues_under(prefix: &str) -> anyhow::Result<Vec<String>> {
-    let all: Vec<Named> = rabbitmqctl_json(&["list_queues", "name"]).await?;
-    Ok(all
-        .into_iter()
-        .map(|q| q.name)
-        .filter(|n| n.starts_with(&format!("{prefix}.")))
-        .collect())
+    names_under("list_queues", prefix).await
 }
 
 /// Names of exchanges that start with `<prefix>.`.
 pub async fn exchanges_under(prefix: &str) -> anyhow::Result<Vec<String>> {
-    let all: Vec<Named> = rabbitmqctl_json(&["list_exchanges", "name"]).await?;
+    names_under("list_exchanges", prefix).await
+}
+
+/// The names `rabbitmqctl <list>` reports that start with `<prefix>.`.
+async fn names_under(list: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let all: Vec<Named> = rabbitmqctl_json(&[list, "name"]).await?;
+    let under = format!("{prefix}.");
     Ok(all
         .into_iter()
-        .map(|q| q.name)
-        .filter(|n| n.starts_with(&format!("{prefix}.")))
+        .map(|o| o.name)
+        .filter(|n| n.starts_with(&under))
         .collect())
 }
 

@@ -130,6 +130,23 @@ impl StackOptions {
         self
     }
 
+    /// Adds settings written `name=value` and separated by spaces, each named as in the
+    /// settings file: `"dispatcher.user_sends_per_sec=1 dispatcher.user_send_burst=10"`
+    /// sets `WARREN__DISPATCHER__USER_SENDS_PER_SEC` and `WARREN__DISPATCHER__USER_SEND_BURST`.
+    /// A value with a space in it goes through [`StackOptions::env`].
+    ///
+    /// # Panics
+    /// On a setting without `=`: a mistake in the caller's code.
+    pub fn settings(mut self, settings: &str) -> StackOptions {
+        for setting in settings.split_whitespace() {
+            let Some((name, value)) = setting.split_once('=') else {
+                panic!("setting {setting:?} is not name=value");
+            };
+            self = self.env(&setting_variable(name), value);
+        }
+        self
+    }
+
     /// The last value `env` gives `key`.
     fn setting(&self, key: &str) -> Option<&str> {
         self.env
@@ -138,6 +155,12 @@ impl StackOptions {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The environment variable that sets a setting: `WARREN__` and its dotted name in upper
+/// case with `__` for each dot.
+pub fn setting_variable(name: &str) -> String {
+    format!("WARREN__{}", name.replace('.', "__").to_uppercase())
 }
 
 /// A fresh prefix, `<tag>-<8 hex>`.

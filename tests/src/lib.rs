@@ -87,3 +87,8 @@ pub fn is_message_in(room: &str) -> impl Fn(&Value) -> bool + '_ {
 pub fn is_message_with_id(id: &str) -> impl Fn(&Value) -> bool + '_ {
     move |v| v["type"] == "message" && v["id"] == id
 }
+
+/// Matches a `message` event with this text.
+pub fn is_message_with_text(text: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |v| v["type"] == "message" && v["text"] == text
+}

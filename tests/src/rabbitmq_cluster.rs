@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use crate::process::succeeded;
+
 pub struct RabbitCluster {
     base: u16,
     dir: PathBuf,
@@ -24,18 +26,8 @@ impl RabbitCluster {
             dir,
             urls: Vec::new(),
         };
-        let stale = cluster.script(&["stop"]);
-        assert!(
-            stale.status.success(),
-            "rabbitmq-cluster.sh stop: {}",
-            String::from_utf8_lossy(&stale.stderr)
-        );
-        let started = cluster.script(&["start"]);
-        assert!(
-            started.status.success(),
-            "rabbitmq-cluster.sh start: {}",
-            String::from_utf8_lossy(&started.stderr)
-        );
+        succeeded("rabbitmq-cluster.sh stop", cluster.script(&["stop"]));
+        let started = succeeded("rabbitmq-cluster.sh start", cluster.script(&["start"]));
         let stdout = String::from_utf8_lossy(&started.stdout);
         let last = stdout.lines().last().unwrap_or_default();
         cluster.urls = last.split(',').map(str::to_owned).collect();
@@ -107,11 +99,7 @@ impl RabbitCluster {
             .output()
             .await
             .expect("run rabbitmq-cluster.sh");
-        assert!(
-            out.status.success(),
-            "rabbitmq-cluster.sh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&format!("rabbitmq-cluster.sh {args:?}"), out);
     }
 
     fn common_args(&self) -> Vec<String> {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::Instant;
 
+use crate::process::succeeded;
+
 /// The nodes a cluster has, on `base .. base + NODES`.
 const NODES: u16 = 6;
 const ANSWER: Duration = Duration::from_secs(5);
@@ -32,18 +34,8 @@ impl RedisCluster {
             dir,
             seeds: String::new(),
         };
-        let stale = cluster.script("stop");
-        assert!(
-            stale.status.success(),
-            "redis-cluster.sh stop: {}",
-            String::from_utf8_lossy(&stale.stderr)
-        );
-        let started = cluster.script("start");
-        assert!(
-            started.status.success(),
-            "redis-cluster.sh start: {}",
-            String::from_utf8_lossy(&started.stderr)
-        );
+        succeeded("redis-cluster.sh stop", cluster.script("stop"));
+        let started = succeeded("redis-cluster.sh start", cluster.script("start"));
         cluster.seeds = String::from_utf8_lossy(&started.stdout).trim().to_owned();
         assert!(
             cluster.seeds.starts_with("redis://"),

@@ -137,6 +137,18 @@ impl Client {
         )
     }
 
+    /// The texts of the room's whole kept history, oldest first.
+    pub async fn history_texts(&mut self, room: &str) -> Vec<String> {
+        let history = self.full_history(room).await;
+        history.into_iter().map(|m| m.text).collect()
+    }
+
+    /// The seqs of the room's whole kept history, ascending.
+    pub async fn history_seqs(&mut self, room: &str) -> Vec<u64> {
+        let history = self.full_history(room).await;
+        history.iter().map(|m| m.seq).collect()
+    }
+
     /// `ping` with `reference`; returns the answer.
     pub async fn ping(&mut self, reference: &str) -> Value {
         self.send_frame(json!({"type": "ping", "ref": reference}))

@@ -21,7 +21,7 @@ use warren_tests::bots::{
 use warren_tests::broker::{bindings_to, AMQP_URL};
 use warren_tests::client::{message_of, Client};
 use warren_tests::crowd::members;
-use warren_tests::{eventually, Stack, StackOptions};
+use warren_tests::{eventually, is_message_with_text, Stack, StackOptions};
 
 const FRAME_WAIT: Duration = Duration::from_secs(15);
 /// How long a bot process may take to bind its queue.
@@ -40,8 +40,12 @@ fn route(stack: &Stack, room: &str) -> String {
     shard_key(shard_of(room, stack.shards()))
 }
 
-/// Waits until `queue` is bound to the stack's events exchange with `key`.
-async fn wait_bound(stack: &Stack, queue: &str, key: &str, bot: &mut BotProcess) {
+/// Waits until bot `name`'s events queue is bound to the stack's events exchange for the
+/// messages of `room`.
+async fn wait_bound(stack: &Stack, name: &str, room: &str, bot: &mut BotProcess) {
+    let queue = stack.names().bot_queue(name, "events");
+    let key = room_key(room, "message");
+    let (queue, key) = (queue.as_str(), key.as_str());
     let events = stack.names().events_exchange();
     eventually(&format!("{queue} bound to {key}"), BOT_READY, || {
         let alive = bot.alive();
@@ -134,10 +138,7 @@ async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
 
     for member in [&mut alice, &mut bob] {
         let event = member
-            .recv_until(
-                |v| v["type"] == "message" && v["text"] == "I am alice, honest",
-                FRAME_WAIT,
-            )
+            .recv_until(is_message_with_text("I am alice, honest"), FRAME_WAIT)
             .await;
         let m = message_of(&event).expect("a message");
         assert_eq!(m.from.id, login, "{}: {event}", member.label);
@@ -286,10 +287,7 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
     let answer = alice.answer("lp-dm").await;
     assert_eq!(answer["type"], "ack", "{answer}");
     let dm = bob
-        .recv_until(
-            |v| v["type"] == "message" && v["text"] == "psst",
-            FRAME_WAIT,
-        )
+        .recv_until(is_message_with_text("psst"), FRAME_WAIT)
         .await;
     assert_eq!(dm["from"]["id"], "alice", "{dm}");
     let dm_room = dm["room"].as_str().expect("the dm's room").to_owned();
@@ -613,13 +611,7 @@ async fn moderation_bot_deletes_listed_words_and_mutes_repeat_offenders() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let mut modbot = BotProcess::start(&prefix, name, &modbot_binary(), &[], &env);
-    wait_bound(
-        &stack,
-        &Names::new(&prefix).bot_queue(name, "events"),
-        &room_key(room, "message"),
-        &mut modbot,
-    )
-    .await;
+    wait_bound(&stack, name, room, &mut modbot).await;
 
     let mut bob = stack.connect(1, "bob").await;
     bob.join(room).await;
@@ -698,22 +690,13 @@ async fn python_echo_bot_answers_ping_with_pong() {
         room.into(),
     ];
     let mut echo = BotProcess::start(&prefix, name, &python, &args, &[]);
-    wait_bound(
-        &stack,
-        &Names::new(&prefix).bot_queue(name, "events"),
-        &room_key(room, "message"),
-        &mut echo,
-    )
-    .await;
+    wait_bound(&stack, name, room, &mut echo).await;
 
     let [mut alice, mut bob] = members(&stack, room, [(0, "alice"), (1, "bob")]).await;
     alice.send_acked(room, "!ping").await;
     for member in [&mut alice, &mut bob] {
         let pong = member
-            .recv_until(
-                |v| v["type"] == "message" && v["text"] == "pong",
-                FRAME_WAIT,
-            )
+            .recv_until(is_message_with_text("pong"), FRAME_WAIT)
             .await;
         let m = message_of(&pong).expect("a message");
         assert_eq!(m.from.id, bot.login, "{}: {pong}", member.label);

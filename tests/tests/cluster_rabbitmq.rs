@@ -20,7 +20,7 @@ use warren_tests::faults_support::streams::{acked_reaches, RoomStream};
 use warren_tests::faults_support::Controls;
 use warren_tests::rabbitmq_cluster::RabbitCluster;
 use warren_tests::rooms_support::assert_error;
-use warren_tests::{properties, Stack, StackOptions};
+use warren_tests::{is_message_with_text, properties, Stack, StackOptions};
 
 const BASE_PORT: u16 = 5691;
 /// The bound on sends resuming after the leading node stops.
@@ -132,17 +132,12 @@ async fn warren_runs_on_a_rabbitmq_cluster_and_survives_its_nodes_stopping() {
     };
     let shown = bob
         .recv_until(
-            |v| v["type"] == "message" && v["text"] == "node 1 is back",
+            is_message_with_text("node 1 is back"),
             Duration::from_secs(30),
         )
         .await;
     assert_eq!(shown["id"], acked["id"], "bob got the acked message");
-    let texts: Vec<String> = bob
-        .full_history(room)
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = bob.history_texts(room).await;
     assert_eq!(
         texts,
         ["node 1 is back"],

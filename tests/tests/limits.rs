@@ -15,6 +15,7 @@ use proto::ids::shard_of;
 use serde_json::json;
 use warren_tests::accounts::Permissions;
 use warren_tests::bots::{bot_account, next_json, AmqpAs, Published};
+use warren_tests::crowd::members;
 use warren_tests::faults_support::checks;
 use warren_tests::private_redis::PrivateRedis;
 use warren_tests::rooms_support::assert_error;
@@ -68,7 +69,7 @@ async fn a_full_store_answers_unavailable_and_counts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_creates_at_most_so_many_rooms_an_hour() {
     let stack =
-        Stack::start(StackOptions::new(1, 1).env("WARREN__ROOMS__MAX_CREATED_PER_HOUR", "3")).await;
+        Stack::start(StackOptions::new(1, 1).settings("rooms.max_created_per_hour=3")).await;
     let mut alice = stack.connect(0, "alice").await;
     let mut bob = stack.connect(0, "bob").await;
     for room in ["made1", "made2", "made3"] {
@@ -127,19 +128,11 @@ async fn burst(client: &mut Client, room: &str, n: usize, label: &str) -> (usize
 async fn a_users_send_budget_holds_across_gateways() {
     // Each connection may send as much as it likes; the user may send 10 at once (and
     // 1 a second after).
-    let stack = Stack::start(
-        StackOptions::new(2, 1)
-            .env("WARREN__DISPATCHER__USER_SENDS_PER_SEC", "1")
-            .env("WARREN__DISPATCHER__USER_SEND_BURST", "10"),
-    )
-    .await;
+    let settings = "dispatcher.user_sends_per_sec=1 dispatcher.user_send_burst=10";
+    let stack = Stack::start(StackOptions::new(2, 1).settings(settings)).await;
     let room = "budget";
-    let mut on0 = stack.connect(0, "alice").await;
-    let mut on1 = stack.connect(1, "alice").await;
-    let mut bob = stack.connect(1, "bob").await;
-    for c in [&mut on0, &mut on1, &mut bob] {
-        c.join(room).await;
-    }
+    let [mut on0, mut on1, mut bob] =
+        members(&stack, room, [(0, "alice"), (1, "alice"), (1, "bob")]).await;
     let (acked0, limited0) = burst(&mut on0, room, 8, "gw0").await;
     let (acked1, limited1) = burst(&mut on1, room, 8, "gw1").await;
     let acked = acked0 + acked1;
@@ -164,12 +157,8 @@ async fn a_users_send_budget_holds_across_gateways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bots_commands_have_a_budget() {
-    let stack = Stack::start(
-        StackOptions::new(1, 1)
-            .env("WARREN__DISPATCHER__BOT_COMMANDS_PER_SEC", "1")
-            .env("WARREN__DISPATCHER__BOT_COMMAND_BURST", "5"),
-    )
-    .await;
+    let settings = "dispatcher.bot_commands_per_sec=1 dispatcher.bot_command_burst=5";
+    let stack = Stack::start(StackOptions::new(1, 1).settings(settings)).await;
     let bot = bot_account(&Permissions::bot(stack.prefix(), "budget")).await;
     let room = "botroom";
     let replies_queue = format!("{}.bot.budget.replies", stack.prefix());
@@ -231,13 +220,8 @@ async fn connect_eventually(stack: &Stack, i: usize, token: &str, label: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_connections_are_capped_across_gateways() {
-    let mut stack = Stack::start(
-        StackOptions::new(2, 1)
-            .env("WARREN__GATEWAY__MAX_USER_CONNECTIONS", "3")
-            .env("WARREN__PRESENCE__TTL_S", "3")
-            .env("WARREN__PRESENCE__RENEW_S", "1"),
-    )
-    .await;
+    let settings = "gateway.max_user_connections=3 presence.ttl_s=3 presence.renew_s=1";
+    let mut stack = Stack::start(StackOptions::new(2, 1).settings(settings)).await;
     let token = stack.token("alice");
     let on0a = stack.connect(0, "alice").await;
     let on0b = stack.connect(0, "alice").await;
@@ -286,8 +270,7 @@ async fn keys_of(stack: &Stack, room: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
-    let stack =
-        Stack::start(StackOptions::new(1, 1).env("WARREN__ROOMS__IDLE_EXPIRY_S", "3")).await;
+    let stack = Stack::start(StackOptions::new(1, 1).settings("rooms.idle_expiry_s=3")).await;
     let mut alice = stack.connect(0, "alice").await;
     let mut bob = stack.connect(0, "bob").await;
     let first = alice.join("fleeting").await;
@@ -320,12 +303,7 @@ async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
             "kept lost its {part}: {kept:?}"
         );
     }
-    let texts: Vec<String> = bob
-        .full_history("kept")
-        .await
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let texts = bob.history_texts("kept").await;
     assert_eq!(texts, ["still here"]);
 
     // Joining `fleeting` again creates it anew: a new epoch, no history, a new owner.
@@ -335,36 +313,28 @@ async fn a_room_nobody_uses_expires_whole_and_one_with_a_member_stays() {
     assert_eq!(again.role, proto::client::Role::Owner);
 }
 
+/// Sends `to` the dms `hello <i>` for each `i` of `numbers`, each acked.
+async fn dm_acked(from: &mut Client, to: &str, numbers: std::ops::Range<u32>) {
+    for i in numbers {
+        let answer = from.dm(to, &format!("hello {i}")).await;
+        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dm_its_recipient_never_opened_keeps_only_its_last_hundred_messages() {
     let stack = Stack::start(StackOptions::new(1, 1)).await;
     let room = "dm:alice:ghost";
     let mut alice = stack.connect(0, "alice").await;
-    for i in 0..105 {
-        let answer = alice.dm("ghost", &format!("hello {i}")).await;
-        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
-    }
-    let kept: Vec<u64> = alice
-        .full_history(room)
-        .await
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    dm_acked(&mut alice, "ghost", 0..105).await;
+    let kept = alice.history_seqs(room).await;
     assert_eq!(kept, (6..=105).collect::<Vec<u64>>(), "the last 100 of 105");
 
     // Once ghost opens the conversation, it keeps its whole history again.
     let mut ghost = stack.connect(0, "ghost").await;
     ghost.join(room).await;
-    for i in 105..110 {
-        let answer = alice.dm("ghost", &format!("hello {i}")).await;
-        assert_eq!(answer["type"], "ack", "dm {i}: {answer}");
-    }
-    let kept: Vec<u64> = ghost
-        .full_history(room)
-        .await
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    dm_acked(&mut alice, "ghost", 105..110).await;
+    let kept = ghost.history_seqs(room).await;
     assert_eq!(
         kept,
         (6..=110).collect::<Vec<u64>>(),

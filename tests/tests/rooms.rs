@@ -11,7 +11,9 @@ use warren_tests::crowd::members;
 use warren_tests::rooms_support::{
     assert_ack, assert_error, is_kicked, is_member_event, is_moderation, is_typing,
 };
-use warren_tests::{is_message_in, is_message_with_id, Claims, Connect, Stack, StackOptions};
+use warren_tests::{
+    is_message_in, is_message_with_id, Claims, Client, Connect, Stack, StackOptions,
+};
 
 /// The bound on waiting for one expected frame.
 const FRAME_WAIT: Duration = Duration::from_secs(15);
@@ -30,6 +32,14 @@ announce = true
 owners = ["olga"]
 moderators = ["mo"]
 "#;
+
+/// Each of `clients` is told it was put out of `room`, for `reason`.
+async fn assert_kicked(clients: [&mut Client; 2], room: &str, reason: &str) {
+    for client in clients {
+        let kicked = client.recv_until(is_kicked(room), FRAME_WAIT).await;
+        assert_eq!(kicked["reason"], reason, "{}: {kicked}", client.label);
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_room_needs_a_grant_and_announce_room_needs_a_moderator() {
@@ -182,10 +192,7 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
             "kick",
         )
         .await;
-    for bob in [&mut bob0, &mut bob1] {
-        let kicked = bob.recv_until(is_kicked("arena"), FRAME_WAIT).await;
-        assert_eq!(kicked["reason"], "kicked", "{}: {kicked}", bob.label);
-    }
+    assert_kicked([&mut bob0, &mut bob1], "arena", "kicked").await;
     let kick = alice
         .recv_until(is_moderation("arena", "kick"), FRAME_WAIT)
         .await;
@@ -210,10 +217,7 @@ async fn kick_and_ban_reach_the_target_on_every_gateway() {
     bob1.join("arena").await;
     let ban = json!({"room": "arena", "action": "ban", "user": "bob", "reason": "trolling"});
     alice.moderate_acked(ban, "ban").await;
-    for bob in [&mut bob0, &mut bob1] {
-        let kicked = bob.recv_until(is_kicked("arena"), FRAME_WAIT).await;
-        assert_eq!(kicked["reason"], "trolling", "{}: {kicked}", bob.label);
-    }
+    assert_kicked([&mut bob0, &mut bob1], "arena", "trolling").await;
     let event = alice
         .recv_until(is_moderation("arena", "ban"), FRAME_WAIT)
         .await;

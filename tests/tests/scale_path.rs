@@ -294,12 +294,8 @@ async fn coalesced_writes_deliver_everything_in_order() {
 /// out; `presence` still lists everybody.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_rooms_joined_carries_a_sample_and_the_total() {
-    let stack = Stack::start(
-        StackOptions::new(1, 1)
-            .env("WARREN__PRESENCE__MAX_EVENT_MEMBERS", "3")
-            .env("WARREN__PRESENCE__MAX_JOIN_MEMBERS", "2"),
-    )
-    .await;
+    let settings = "presence.max_event_members=3 presence.max_join_members=2";
+    let stack = Stack::start(StackOptions::new(1, 1).settings(settings)).await;
     let room = "stadium";
     let mut first = stack.connect(0, "u0").await;
     let small = first.join(room).await;

@@ -73,7 +73,7 @@ async fn a_token_is_refused_before_its_nbf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_refused_in_its_exp_second() {
-    let stack = Stack::start(StackOptions::new(1, 1).env("WARREN__AUTH__LEEWAY_S", "0")).await;
+    let stack = Stack::start(StackOptions::new(1, 1).settings("auth.leeway_s=0")).await;
     // Start at the beginning of a second, so that the handshake is made in the second
     // the token expires in (the old check accepted it there, and only there).
     let into_second = SystemTime::now()
@@ -91,12 +91,8 @@ async fn a_token_is_refused_in_its_exp_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iss_and_aud_must_match_when_configured() {
-    let stack = Stack::start(
-        StackOptions::new(1, 1)
-            .env("WARREN__AUTH__ISSUER", "https://id.warren.test")
-            .env("WARREN__AUTH__AUDIENCE", "warren"),
-    )
-    .await;
+    let settings = "auth.issuer=https://id.warren.test auth.audience=warren";
+    let stack = Stack::start(StackOptions::new(1, 1).settings(settings)).await;
     let right = Claims::new("alice").issuer("https://id.warren.test");
     let right_aud = Claims::new("alice").audience(json!("warren"));
     let token = |claims: Claims| stack.token_with(&claims);
@@ -150,8 +146,7 @@ async fn aud_is_not_checked_when_no_audience_is_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_valid_longer_than_the_maximum_lifetime_is_refused() {
-    let stack =
-        Stack::start(StackOptions::new(1, 1).env("WARREN__AUTH__MAX_LIFETIME_S", "3600")).await;
+    let stack = Stack::start(StackOptions::new(1, 1).settings("auth.max_lifetime_s=3600")).await;
     let now = now_s();
     let token = |claims: Claims| stack.token_with(&claims);
     assert_verdicts(

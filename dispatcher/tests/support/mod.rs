@@ -60,6 +60,23 @@ pub struct Harness {
 /// The fake gateway's id (its commands' `conn.gateway`).
 pub const GATEWAY: &str = "gw-test";
 
+/// Starts a [`Harness`] bound to `bindings` and runs `body` in it ([`Harness::run`]).
+pub async fn with_harness(bindings: &[&str], body: impl AsyncFnOnce(&mut Harness)) {
+    Harness::start(bindings).await.run(body).await;
+}
+
+/// As [`with_harness`], with `config` (TOML) as the dispatcher's settings file.
+pub async fn with_configured_harness(
+    bindings: &[&str],
+    config: &str,
+    body: impl AsyncFnOnce(&mut Harness),
+) {
+    Harness::start_with(bindings, Some(config))
+        .await
+        .run(body)
+        .await;
+}
+
 impl Harness {
     /// Starts a dispatcher and a fake gateway whose event queue is bound to `bindings`.
     pub async fn start(bindings: &[&str]) -> Harness {
