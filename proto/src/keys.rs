@@ -207,23 +207,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_lifetime_part_has_its_method() {
-        let (k, r) = (Keys::new("w"), "r");
-        let by_method = [
-            k.meta(r),
-            k.roles(r),
-            k.seq(r),
-            k.epoch(r),
-            k.history(r),
-            k.presence(r),
-            k.ids(r),
-            k.floor(r),
-            k.joined(r),
-        ];
-        assert_eq!(by_method, k.room_lifetime(r));
-    }
-
-    #[test]
     fn keys_follow_the_documented_layout() {
         let k = Keys::new("w");
         assert_eq!(k.meta("general"), "w:room:{general}:meta");
