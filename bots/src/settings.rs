@@ -9,8 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::settings::{LogSettings, Secret};
-use config::{Config, Environment, File, FileFormat};
+use common::settings::{layered, LogSettings, Secret};
 use proto::ids::{validate_room, validate_user, MAX_ID_LEN};
 use serde::Deserialize;
 
@@ -83,20 +82,8 @@ impl BotSettings {
         file: Option<&str>,
         env: Option<HashMap<String, String>>,
     ) -> Result<BotSettings, SettingsError> {
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        if let Some(path) = file {
-            builder = builder.add_source(File::new(path, FileFormat::Toml));
-        }
-        let mut environment = Environment::with_prefix("WARREN_BOT")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("words")
-            .with_list_parse_key("rooms");
-        if let Some(vars) = env {
-            environment = environment.source(Some(vars));
-        }
-        let settings: BotSettings = builder.add_source(environment).build()?.try_deserialize()?;
+        let settings: BotSettings =
+            layered(DEFAULTS, file, "WARREN_BOT", &["words", "rooms"], env)?;
         settings.check()?;
         Ok(settings)
     }
@@ -193,6 +180,14 @@ mod tests {
         )
     }
 
+    /// Each of `values` for `key`, on an otherwise valid bot, is refused.
+    fn assert_refused(key: &str, values: &[&str]) {
+        for value in values {
+            let r = BotSettings::load_from(None, env(&[("WARREN_BOT__WORDS", "x"), (key, value)]));
+            assert!(r.is_err(), "{key}={value:?} accepted");
+        }
+    }
+
     #[test]
     fn environment_configures_the_bot() {
         let s = BotSettings::load_from(
@@ -228,13 +223,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.rooms, vec!["a", "b-2"]);
         // A wildcard would bind every room, dm rooms included: never a room id.
-        for rooms in ["", "*", "#", "a.b", "Upper"] {
-            let r = BotSettings::load_from(
-                None,
-                env(&[("WARREN_BOT__WORDS", "x"), ("WARREN_BOT__ROOMS", rooms)]),
-            );
-            assert!(r.is_err(), "rooms {rooms:?} accepted");
-        }
+        assert_refused("WARREN_BOT__ROOMS", &["", "*", "#", "a.b", "Upper"]);
     }
 
     #[test]
@@ -245,13 +234,7 @@ mod tests {
 
     #[test]
     fn names_must_fit_in_queue_names() {
-        for name in ["", "a.b", "Mod", "a*"] {
-            let r = BotSettings::load_from(
-                None,
-                env(&[("WARREN_BOT__WORDS", "x"), ("WARREN_BOT__NAME", name)]),
-            );
-            assert!(r.is_err(), "{name:?} accepted");
-        }
+        assert_refused("WARREN_BOT__NAME", &["", "a.b", "Mod", "a*"]);
     }
 
     #[test]

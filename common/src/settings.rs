@@ -329,6 +329,33 @@ pub fn config_arg() -> Option<String> {
     args.next()
 }
 
+/// Settings layered the way every Warren process layers its own: the TOML `defaults`,
+/// then `file` if given, then `<PREFIX>__<KEY>` environment variables (the process's,
+/// or `env`), the keys in `lists` read as comma-separated lists.
+pub fn layered<T: serde::de::DeserializeOwned>(
+    defaults: &str,
+    file: Option<&str>,
+    prefix: &str,
+    lists: &[&str],
+    env: Option<std::collections::HashMap<String, String>>,
+) -> Result<T, config::ConfigError> {
+    let mut builder = Config::builder().add_source(File::from_str(defaults, FileFormat::Toml));
+    if let Some(path) = file {
+        builder = builder.add_source(File::new(path, FileFormat::Toml));
+    }
+    let mut environment = Environment::with_prefix(prefix)
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",");
+    for key in lists {
+        environment = environment.with_list_parse_key(key);
+    }
+    if let Some(vars) = env {
+        environment = environment.source(Some(vars));
+    }
+    builder.add_source(environment).build()?.try_deserialize()
+}
+
 impl Settings {
     /// Defaults, then `file` if given, then the process environment.
     pub fn load(file: Option<&str>) -> Result<Settings, SettingsError> {
@@ -340,24 +367,19 @@ impl Settings {
         file: Option<&str>,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Settings, SettingsError> {
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        if let Some(path) = file {
-            builder = builder.add_source(File::new(path, FileFormat::Toml));
-        }
-        let mut environment = Environment::with_prefix("WARREN")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("gateway.allowed_origins")
-            .with_list_parse_key("amqp.gateway_accounts")
-            .with_list_parse_key("amqp.urls")
-            .with_list_parse_key("redis.cluster_nodes")
-            .with_list_parse_key("auth.secrets");
-        if let Some(vars) = env {
-            environment = environment.source(Some(vars));
-        }
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
-        Ok(settings)
+        Ok(layered(
+            DEFAULTS,
+            file,
+            "WARREN",
+            &[
+                "gateway.allowed_origins",
+                "amqp.gateway_accounts",
+                "amqp.urls",
+                "redis.cluster_nodes",
+                "auth.secrets",
+            ],
+            env,
+        )?)
     }
 
     /// Reads `--config FILE` from the command line, then loads.

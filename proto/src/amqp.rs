@@ -295,7 +295,6 @@ pub const REPLY_KIND: &str = "reply";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::Author;
     use serde_json::json;
 
     #[test]
@@ -383,19 +382,7 @@ mod tests {
 
     #[test]
     fn event_body_is_the_frame_plus_v_and_kind() {
-        let m = Message {
-            room: "general".into(),
-            id: "i".into(),
-            seq: 1,
-            epoch: "e".into(),
-            from: Author {
-                id: "a".into(),
-                name: "A".into(),
-                bot: false,
-            },
-            text: "t".into(),
-            ts: 5,
-        };
+        let m = crate::server::tests::msg();
         let ev = Event {
             v: 1,
             body: EventBody::Message(m.clone()),
@@ -403,7 +390,7 @@ mod tests {
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["kind"], "message");
         assert_eq!(v["v"], 1);
-        assert_eq!(v["seq"], 1);
+        assert_eq!(v["seq"], m.seq);
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back.body.into_frame().body, ServerBody::Message(m));
     }

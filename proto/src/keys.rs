@@ -24,6 +24,19 @@ pub const ROOM_LIFETIME: [&str; 9] = [
     "meta", "roles", "seq", "epoch", "history", "presence", "ids", "floor", "joined",
 ];
 
+/// One method per part of a room that has no more to it than its name: `$name(room)` is
+/// `<prefix>:room:{<room>}:<part>`.
+macro_rules! room_parts {
+    ($($(#[$doc:meta])* $name:ident => $part:literal,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self, room: &str) -> String {
+                self.room(room, $part)
+            }
+        )*
+    };
+}
+
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
         Keys {
@@ -46,36 +59,28 @@ impl Keys {
         ROOM_LIFETIME.map(|part| self.room(room, part))
     }
 
-    /// Hash: `visibility` (public|private), `announce` (0|1), `created` (unix ms), and
-    /// for rooms from configuration optional `history_limit` and `history_on_join`.
-    pub fn meta(&self, room: &str) -> String {
-        self.room(room, "meta")
-    }
-
-    /// Hash: user → owner|moderator|member.
-    pub fn roles(&self, room: &str) -> String {
-        self.room(room, "roles")
-    }
-
-    /// Counter: the latest seq.
-    pub fn seq(&self, room: &str) -> String {
-        self.room(room, "seq")
-    }
-
-    /// String: the current epoch, created with `SET NX`.
-    pub fn epoch(&self, room: &str) -> String {
-        self.room(room, "epoch")
-    }
-
-    /// Sorted set: score = seq, member = the stored message's JSON. The dispatcher
-    /// appends; gateways read ranges of it to repair a gap in a room's events.
-    pub fn history(&self, room: &str) -> String {
-        self.room(room, "history")
-    }
-
-    /// Hash: session → `{id, name, gateway}` JSON.
-    pub fn presence(&self, room: &str) -> String {
-        self.room(room, "presence")
+    room_parts! {
+        /// Hash: `visibility` (public|private), `announce` (0|1), `created` (unix ms), and
+        /// for rooms from configuration optional `history_limit` and `history_on_join`.
+        meta => "meta",
+        /// Hash: user → owner|moderator|member.
+        roles => "roles",
+        /// Counter: the latest seq.
+        seq => "seq",
+        /// String: the current epoch, created with `SET NX`.
+        epoch => "epoch",
+        /// Sorted set: score = seq, member = the stored message's JSON. The dispatcher
+        /// appends; gateways read ranges of it to repair a gap in a room's events.
+        history => "history",
+        /// Hash: session → `{id, name, gateway}` JSON.
+        presence => "presence",
+        /// Hash: message id → seq, for every message in history (trimmed with it).
+        ids => "ids",
+        /// Set: in a dm room, which of its two users have joined it at least once.
+        joined => "joined",
+        /// String: the highest seq trimmed from history (absent: none yet). A message with
+        /// a seq above it that is missing from history was deleted, not lost.
+        floor => "floor",
     }
 
     /// Exists while `user` is muted in `room` (its expiry is the mute's end; none for a
@@ -87,22 +92,6 @@ impl Keys {
     /// Exists while `user` is banned from `room`, like a mute.
     pub fn ban(&self, room: &str, user: &str) -> String {
         self.room(room, &format!("ban:{user}"))
-    }
-
-    /// Hash: message id → seq, for every message in history (trimmed with it).
-    pub fn ids(&self, room: &str) -> String {
-        self.room(room, "ids")
-    }
-
-    /// Set: in a dm room, which of its two users have joined it at least once.
-    pub fn joined(&self, room: &str) -> String {
-        self.room(room, "joined")
-    }
-
-    /// String: the highest seq trimmed from history (absent: none yet). A message with
-    /// a seq above it that is missing from history was deleted, not lost.
-    pub fn floor(&self, room: &str) -> String {
-        self.room(room, "floor")
     }
 
     /// String: the message first stored for this dedup identity, with an expiry. Under

@@ -244,11 +244,12 @@ pub struct ErrorBody {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn msg() -> Message {
+    /// A message of room `general`, for this crate's tests.
+    pub(crate) fn msg() -> Message {
         Message {
             room: "general".into(),
             id: "0190f0f0-0000-7000-8000-000000000000".into(),

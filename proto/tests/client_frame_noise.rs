@@ -7,6 +7,11 @@ use warren_proto::client::ClientFrame;
 use warren_proto::codes::ErrorCode;
 use warren_proto::ids::MAX_REF_LEN;
 
+/// The property, shared with the fuzz target (`fuzz/fuzz_targets/client_frame.rs`).
+#[path = "support/client_frame_property.rs"]
+mod property;
+use property::check;
+
 /// Frames that parse, to mutate from.
 const SEEDS: &[&str] = &[
     r#"{"type":"join","room":"general","since":4,"epoch":"e1","ref":"r1"}"#,
@@ -98,30 +103,6 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
                 input.splice(at..at, noise);
             }
             _ => input.extend_from_slice(b"\"x\":1}"),
-        }
-    }
-}
-
-fn check(text: &str) {
-    match ClientFrame::parse(text) {
-        Ok(frame) => {
-            assert!(frame
-                .reference
-                .as_ref()
-                .is_none_or(|r| r.len() <= MAX_REF_LEN));
-            let again = serde_json::to_string(&frame).expect("a parsed frame serialises");
-            let back = ClientFrame::parse(&again)
-                .unwrap_or_else(|e| panic!("round trip of {text:?} failed: {e:?}"));
-            assert_eq!(back, frame, "round trip of {text:?}");
-        }
-        Err(e) => {
-            assert!(
-                matches!(e.code, ErrorCode::BadRequest | ErrorCode::UnknownType),
-                "{text:?}: {:?}",
-                e.code
-            );
-            assert!(e.reference.as_ref().is_none_or(|r| r.len() <= MAX_REF_LEN));
-            assert!(!e.message.is_empty());
         }
     }
 }
