@@ -395,6 +395,27 @@ pub async fn assert_still_serves(stack: &Stack, i: usize, user: &str) {
 
 // ---- keys and tokens ------------------------------------------------------------
 
+/// A token must connect on gateway 0 as `user`.
+pub async fn assert_connects_as(stack: &Stack, what: &str, token: &str, user: &str) {
+    let client = stack
+        .connect_with(0, &Connect::token(token), what)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(client.welcome.user.id, user, "{what}");
+    client.close().await;
+}
+
+/// A forged token must be refused at the handshake with 401 `unauthorized`.
+pub async fn assert_unauthorized(stack: &Stack, what: &str, token: &str) {
+    let answer = stack.handshake(0, &Connect::token(token)).await;
+    assert_eq!(answer.status, 401, "{what}: {}", answer.text());
+    assert_eq!(
+        answer.json().expect("JSON body")["error"],
+        "unauthorized",
+        "{what}"
+    );
+}
+
 /// `<target>/test-logs`, where stacks write their logs and tests their keys.
 pub fn test_logs_dir() -> PathBuf {
     crate::process::target_dir().join("test-logs")

@@ -32,6 +32,7 @@
 pub mod accounts;
 pub mod bots;
 pub mod client;
+mod cluster_script;
 pub mod connect;
 pub mod crowd;
 pub mod faults_support;

@@ -4,14 +4,10 @@
 //! test panics. It also stops and starts single nodes, as a fault test does, and says
 //! which node leads a queue.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-use crate::process::succeeded;
+use crate::cluster_script::ClusterScript;
 
 pub struct RabbitCluster {
-    base: u16,
-    dir: PathBuf,
+    script: ClusterScript,
     urls: Vec<String>,
 }
 
@@ -20,22 +16,14 @@ impl RabbitCluster {
     /// distribution 20000 above), after stopping whatever an interrupted earlier run
     /// left there; blocks until node 1 sees all three running (the script bounds it).
     pub fn start(base: u16) -> RabbitCluster {
-        let dir = std::env::temp_dir().join(format!("warren-test-rabbitmq-cluster-{base}"));
-        let mut cluster = RabbitCluster {
-            base,
-            dir,
-            urls: Vec::new(),
-        };
-        succeeded("rabbitmq-cluster.sh stop", cluster.script(&["stop"]));
-        let started = succeeded("rabbitmq-cluster.sh start", cluster.script(&["start"]));
-        let stdout = String::from_utf8_lossy(&started.stdout);
+        let (script, stdout) = ClusterScript::start("rabbitmq-cluster.sh", base);
         let last = stdout.lines().last().unwrap_or_default();
-        cluster.urls = last.split(',').map(str::to_owned).collect();
+        let urls: Vec<String> = last.split(',').map(str::to_owned).collect();
         assert!(
-            cluster.urls.len() == 3 && cluster.urls.iter().all(|u| u.starts_with("amqp://")),
+            urls.len() == 3 && urls.iter().all(|u| u.starts_with("amqp://")),
             "rabbitmq-cluster.sh printed no URLs: {stdout:?}"
         );
-        cluster
+        RabbitCluster { script, urls }
     }
 
     /// Node `n`'s (1-3) AMQP URL.
@@ -55,17 +43,17 @@ impl RabbitCluster {
 
     /// Node `n`'s Erlang node name, as `rabbitmqctl -n` takes it.
     pub fn node_name(&self, n: usize) -> String {
-        format!("warren-c{n}-{}@localhost", self.base)
+        format!("warren-c{n}-{}@localhost", self.script.base())
     }
 
     /// Stops node `n` whole (`rabbitmqctl stop`), as an operator or a host failure would.
     pub async fn stop_node(&self, n: usize) {
-        self.script_async(&["stop-node", &n.to_string()]).await;
+        self.script.run_async(&["stop-node", &n.to_string()]).await;
     }
 
     /// Starts node `n` again and waits until it runs in the cluster.
     pub async fn start_node(&self, n: usize) {
-        self.script_async(&["start-node", &n.to_string()]).await;
+        self.script.run_async(&["start-node", &n.to_string()]).await;
     }
 
     /// The node (1-3) that leads quorum queue `queue`, from `rabbitmqctl list_queues`
@@ -90,52 +78,4 @@ impl RabbitCluster {
         })?;
         (1..=3).find(|&n| leader == self.node_name(n))
     }
-
-    async fn script_async(&self, args: &[&str]) {
-        let out = tokio::process::Command::new("bash")
-            .arg(script())
-            .args(self.common_args())
-            .args(args)
-            .output()
-            .await
-            .expect("run rabbitmq-cluster.sh");
-        succeeded(&format!("rabbitmq-cluster.sh {args:?}"), out);
-    }
-
-    fn common_args(&self) -> Vec<String> {
-        vec![
-            "--dir".into(),
-            self.dir.display().to_string(),
-            "--port".into(),
-            self.base.to_string(),
-        ]
-    }
-
-    fn script(&self, args: &[&str]) -> Output {
-        Command::new("bash")
-            .arg(script())
-            .args(self.common_args())
-            .args(args)
-            .output()
-            .expect("run rabbitmq-cluster.sh")
-    }
-}
-
-impl Drop for RabbitCluster {
-    fn drop(&mut self) {
-        let stopped = self.script(&["stop"]);
-        if !stopped.status.success() {
-            eprintln!(
-                "rabbitmq-cluster.sh stop failed: {}",
-                String::from_utf8_lossy(&stopped.stderr)
-            );
-        }
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("scripts")
-        .join("rabbitmq-cluster.sh")
 }

@@ -4,22 +4,19 @@
 //! also while a test panics. It also answers what a failover test asks: which master
 //! serves a key, and stopping a node as an operator would.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
 
-use crate::process::succeeded;
+use crate::cluster_script::ClusterScript;
 
 /// The nodes a cluster has, on `base .. base + NODES`.
 const NODES: u16 = 6;
 const ANSWER: Duration = Duration::from_secs(5);
 
 pub struct RedisCluster {
-    base: u16,
-    dir: PathBuf,
+    script: ClusterScript,
     seeds: String,
 }
 
@@ -28,21 +25,13 @@ impl RedisCluster {
     /// stopping whatever an interrupted earlier run left there. Blocks until every node
     /// reports `cluster_state:ok` (the script bounds that wait).
     pub fn start(base: u16) -> RedisCluster {
-        let dir = std::env::temp_dir().join(format!("warren-test-redis-cluster-{base}"));
-        let mut cluster = RedisCluster {
-            base,
-            dir,
-            seeds: String::new(),
-        };
-        succeeded("redis-cluster.sh stop", cluster.script("stop"));
-        let started = succeeded("redis-cluster.sh start", cluster.script("start"));
-        cluster.seeds = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+        let (script, stdout) = ClusterScript::start("redis-cluster.sh", base);
+        let seeds = stdout.trim().to_owned();
         assert!(
-            cluster.seeds.starts_with("redis://"),
-            "redis-cluster.sh printed no seeds: {:?}",
-            cluster.seeds
+            seeds.starts_with("redis://"),
+            "redis-cluster.sh printed no seeds: {seeds:?}"
         );
-        cluster
+        RedisCluster { script, seeds }
     }
 
     /// The seed URLs, comma-separated, as `WARREN__REDIS__CLUSTER_NODES` takes them.
@@ -75,7 +64,7 @@ impl RedisCluster {
     /// one). Returns how many nodes were flushed.
     pub async fn flush_scripts(&self) -> anyhow::Result<usize> {
         let mut flushed = 0;
-        for port in self.base..self.base + NODES {
+        for port in self.script.base()..self.script.base() + NODES {
             if let Ok(mut con) = connection(port).await {
                 let _: () = query(&mut con, redis::cmd("SCRIPT").arg("FLUSH")).await?;
                 flushed += 1;
@@ -113,40 +102,13 @@ impl RedisCluster {
     }
 
     async fn any_live_node(&self) -> anyhow::Result<u16> {
-        for port in self.base..self.base + NODES {
+        for port in self.script.base()..self.script.base() + NODES {
             if connection(port).await.is_ok() {
                 return Ok(port);
             }
         }
-        anyhow::bail!("no node of the cluster on {} answers", self.base)
+        anyhow::bail!("no node of the cluster on {} answers", self.script.base())
     }
-
-    fn script(&self, action: &str) -> Output {
-        Command::new("bash")
-            .arg(script_path())
-            .args([action, "--dir"])
-            .arg(&self.dir)
-            .args(["--port", &self.base.to_string()])
-            .output()
-            .unwrap_or_else(|e| panic!("run redis-cluster.sh {action}: {e}"))
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        let stopped = self.script("stop");
-        if !stopped.status.success() {
-            eprintln!(
-                "redis-cluster.sh stop --dir {}: {}",
-                self.dir.display(),
-                String::from_utf8_lossy(&stopped.stderr)
-            );
-        }
-    }
-}
-
-fn script_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-cluster.sh")
 }
 
 async fn connection(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {

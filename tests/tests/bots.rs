@@ -85,7 +85,7 @@ fn is_moderation(action: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["type"] == "moderation" && v["action"] == action
 }
 
-// ---- acceptance 8: trust is by AMQP account ------------------------------------------
+// ---- trust is by AMQP account -------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
@@ -178,7 +178,7 @@ async fn a_bot_account_acts_as_itself_whatever_actor_it_claims() {
     amqp.close().await;
 }
 
-// ---- the accounts' permissions, for real (#13.3) -------------------------------------
+// ---- the accounts' permissions, for real --------------------------------------------
 
 /// `Err` carrying the broker's refusal, for what a publish came to.
 fn published(p: Published) -> Result<(), String> {
@@ -490,7 +490,7 @@ async fn every_account_has_only_the_permissions_its_role_needs() {
     as_dispatcher.close().await;
 }
 
-// ---- acceptance 10: dead letters -----------------------------------------------------
+// ---- dead letters -------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_commands_land_in_the_dead_queue_with_a_reason() {
@@ -562,7 +562,7 @@ async fn malformed_commands_land_in_the_dead_queue_with_a_reason() {
     admin.close().await;
 }
 
-// ---- acceptance 9: the bots ----------------------------------------------------------
+// ---- the bots -----------------------------------------------------------------------
 
 /// Grants `user` moderator in `room` as `owner`, who must own it.
 async fn grant_moderator(owner: &mut Client, room: &str, user: &str) {

@@ -1,4 +1,4 @@
-//! Warren on a 3-node RabbitMQ cluster with quorum command queues (issue #10): the core
+//! Warren on a 3-node RabbitMQ cluster with quorum command queues: the core
 //! end-to-end properties, then the node that leads the command queues stopped under a
 //! stream of sends, then the gateways' node stopped and started.
 //!
@@ -23,7 +23,7 @@ use warren_tests::rooms_support::assert_error;
 use warren_tests::{is_message_with_text, properties, Stack, StackOptions};
 
 const BASE_PORT: u16 = 5691;
-/// The issue's bound on sends resuming after the leading node stops.
+/// How soon sends must resume after the leading node stops.
 const RESUME: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,14 +51,14 @@ async fn warren_runs_on_a_rabbitmq_cluster_and_survives_its_nodes_stopping() {
         "{shard0} is a quorum queue led by node 3, whose connection declared it"
     );
 
-    // Acceptance 3: the core properties, on the cluster.
+    // The core properties, on the cluster.
     properties::message_reaches_members_on_both_gateways(&stack).await;
     properties::thousand_messages_from_five_senders_arrive_once_in_order(&stack).await;
     properties::reconnect_with_since_recovers_exactly_the_missed_messages(&stack).await;
     properties::resend_with_same_ref_is_acked_once_and_stored_once(&stack).await;
     properties::from_is_the_token_user_even_when_the_frame_claims_another(&stack).await;
 
-    // Acceptance 4: node 3 (every command queue's leader, the dispatchers' node) stops
+    // Node 3 (every command queue's leader, the dispatchers' node) stops
     // under a stream of sends, and comes back.
     const ROOMS: usize = 4;
     const PER_PHASE: usize = 40;

@@ -1,4 +1,4 @@
-//! Warren on Redis Cluster (issue #10): the core end-to-end properties against a local
+//! Warren on Redis Cluster: the core end-to-end properties against a local
 //! cluster of three masters with a replica each, and a master stopping under a stream
 //! of sends.
 //!

@@ -125,6 +125,31 @@ async fn drive_crowd(
         .collect()
 }
 
+/// A fault test's crowd under way: [`drive_crowd`] on a stack of its own, started once
+/// the test has the services to itself (`fault` names it to the other runs), and past
+/// its first 100 acks.
+struct UnderWay {
+    stack: Stack,
+    controls: Controls,
+    running: Vec<Driving>,
+    /// The acks counted when the first 100 were in.
+    before: usize,
+}
+
+async fn crowd_under_way(fault: &str, senders: usize, each: usize) -> UnderWay {
+    services::wait_until_alone(fault).await;
+    let stack = Stack::start(options()).await;
+    let controls = Controls::default();
+    let running = drive_crowd(&stack, &controls, senders, each).await;
+    let before = acked_reaches(&controls, 100).await;
+    UnderWay {
+        stack,
+        controls,
+        running,
+        before,
+    }
+}
+
 /// `senders` members with `each` sends and `readers` readers, alternating gateways 0
 /// and 1, all joined before any of them sends.
 async fn crowd(
@@ -287,12 +312,12 @@ async fn broker_connection_cut_is_survived() {
     const SENDERS: usize = 4;
     const EACH: usize = 80;
     let total = SENDERS * EACH;
-    services::wait_until_alone("broker connection cut").await;
-    let stack = Stack::start(options()).await;
-    let controls = Controls::default();
-    let running = drive_crowd(&stack, &controls, SENDERS, EACH).await;
-
-    let before = acked_reaches(&controls, 100).await;
+    let UnderWay {
+        stack,
+        running,
+        before,
+        ..
+    } = crowd_under_way("broker connection cut", SENDERS, EACH).await;
     let cut_at = Instant::now();
     services::cut_broker_connections("warren fault test").await;
     // Each process logs a fresh link when it is back.
@@ -335,12 +360,12 @@ async fn redis_restart_under_traffic_keeps_acked_messages() {
     const SENDERS: usize = 4;
     const EACH: usize = 80;
     let total = SENDERS * EACH;
-    services::wait_until_alone("redis restart").await;
-    let stack = Stack::start(options()).await;
-    let controls = Controls::default();
-    let running = drive_crowd(&stack, &controls, SENDERS, EACH).await;
-
-    let before = acked_reaches(&controls, 100).await;
+    let UnderWay {
+        stack,
+        controls,
+        running,
+        before,
+    } = crowd_under_way("redis restart", SENDERS, EACH).await;
     let outage = RedisOutage::begin(Restart::KeepingData).await;
     // Acks already on their way may still land; after that, none while Redis is down.
     tokio::time::sleep(Duration::from_secs(1)).await;

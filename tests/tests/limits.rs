@@ -1,4 +1,4 @@
-//! Limits that hold per user, and a bounded store (issue #13, items 4 and 5): a Redis
+//! Limits that hold per user, and a bounded store: a Redis
 //! that refuses writes (full at `maxmemory` with `noeviction`) makes commands answer
 //! `unavailable`, counted in `/metrics`, never a crash or a silent drop; one user creates
 //! at most so many rooms (dm conversations included) an hour; a user's sends share one

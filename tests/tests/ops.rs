@@ -1,4 +1,4 @@
-//! Running Warren like a product (issue 4): graceful shutdown and metrics, with real
+//! Running Warren like a product: graceful shutdown and metrics, with real
 //! processes against real RabbitMQ and Redis.
 //!
 //! Run `cargo build --workspace --bins` and `scripts/python-env.sh` first.

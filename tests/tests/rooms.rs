@@ -1,4 +1,4 @@
-//! Rooms with rules, end to end (issue 3, acceptance items 1–7): two gateways, two
+//! Rooms with rules, end to end: two gateways, two
 //! dispatchers, real RabbitMQ and Redis, clients over WebSocket.
 //!
 //! Run `cargo build --workspace --bins` first; the harness starts those binaries.

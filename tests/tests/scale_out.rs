@@ -1,4 +1,4 @@
-//! Dispatchers share the shards (issue #10): with D dispatchers alive, each is the active
+//! Dispatchers share the shards: with D dispatchers alive, each is the active
 //! consumer of ⌊S/D⌋ or ⌈S/D⌉ shards within 15 s of one joining or leaving; one SIGKILLed
 //! under a stream of sends leaves nothing acked lost, doubled or out of order; and a
 //! command on the wrong shard is dead-lettered, never applied.
@@ -21,7 +21,7 @@ use warren_tests::faults_support::streams::{acked_reaches, RoomStream};
 use warren_tests::faults_support::Controls;
 use warren_tests::{Stack, StackOptions};
 
-/// The issue's bound on settling after a dispatcher joins or leaves.
+/// How soon the shards must settle after a dispatcher joins or leaves.
 const SETTLE: Duration = Duration::from_secs(15);
 /// Bound on a wait for acks to reach a count.
 const PROGRESS: Duration = Duration::from_secs(90);

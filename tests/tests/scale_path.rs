@@ -1,4 +1,4 @@
-//! The message path at broker speed (issue 14): sessions without bindings, user events
+//! The message path at broker speed: sessions without bindings, user events
 //! addressed through `CC`, the `ack` produced from the event, and gateways that repair
 //! gaps in a room's events from Redis. Real gateway and dispatcher processes against
 //! the machine's RabbitMQ and Redis.

@@ -1,4 +1,4 @@
-//! Safe by default (issue 13): what a deployment must never expose, with real gateway
+//! Safe by default: what a deployment must never expose, with real gateway
 //! and dispatcher processes against real RabbitMQ and Redis. Each test here failed on
 //! the code before its fix.
 //!
@@ -14,7 +14,7 @@ use warren_tests::{Stack, StackOptions};
 const DEV_SECRET: &str = "warren-dev-secret-insecure";
 const EXIT_WAIT: Duration = Duration::from_secs(15);
 
-/// Item 1: a gateway whose public listener is not loopback refuses to start with the
+/// A gateway whose public listener is not loopback refuses to start with the
 /// development secret or with `/dev/token`, unless the loudly named setting says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_refuses_development_auth_off_loopback() {
@@ -60,7 +60,7 @@ async fn a_gateway_refuses_development_auth_off_loopback() {
     assert_eq!(stack.ops_get(demo, "/readyz").await.status, 200);
 }
 
-/// Item 2: the operations endpoints are not on the public port, `/stats` gives counts
+/// The operations endpoints are not on the public port, `/stats` gives counts
 /// and no names, and `/dev/token` answers only loopback or allowed hosts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_endpoints_are_private_and_tell_no_names() {
@@ -106,7 +106,8 @@ async fn operations_endpoints_are_private_and_tell_no_names() {
     carol.close().await;
 }
 
-/// Contract loose ends (#13 items 11, 12 and 14), each against the running stack.
+/// Corners of the client contract (unknown types, `since` without `epoch`, `history`
+/// with `limit: 0`, a muted user's `typing`), each against the running stack.
 mod contract {
     use std::time::Duration;
 
@@ -116,7 +117,7 @@ mod contract {
     use warren_tests::rooms_support::{assert_ack, is_typing};
     use warren_tests::{Stack, StackOptions};
 
-    /// Item 12: an unknown `type` is answered `unknown_type` and never counts towards
+    /// An unknown `type` is answered `unknown_type` and never counts towards
     /// the bad-frame close (three malformed frames within 10 s close with 1008).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unknown_types_are_answered_and_keep_the_connection() {
@@ -138,8 +139,8 @@ mod contract {
         );
     }
 
-    /// Item 11: `join` with `since` but without `epoch` recovers in the room's current
-    /// epoch; item 14: `history` with `limit: 0` returns no message.
+    /// `join` with `since` but without `epoch` recovers in the room's current epoch;
+    /// `history` with `limit: 0` returns no message.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn since_without_epoch_recovers_and_a_zero_limit_returns_nothing() {
         let stack = Stack::start(StackOptions::new(1, 1)).await;
@@ -166,7 +167,7 @@ mod contract {
         assert!(!page.complete, "older messages exist");
     }
 
-    /// Item 14: a muted user's `typing` is dropped, as its sends are refused.
+    /// A muted user's `typing` is dropped, as its sends are refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_muted_users_typing_is_dropped() {
         let stack = Stack::start(StackOptions::new(1, 1)).await;
@@ -194,7 +195,7 @@ mod contract {
     }
 }
 
-/// Item 6: dedup is keyed on `(room, user, ref)`: a `ref` reused in another room is
+/// Dedup is keyed on `(room, user, ref)`: a `ref` reused in another room is
 /// another send, stored and delivered; an empty `ref` is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ref_is_deduplicated_per_room_and_an_empty_ref_is_refused() {

@@ -27,7 +27,7 @@ async fn a_compressed_frame_without_an_agreed_extension_closes_with_1002() {
         } else {
             (&[], "true")
         };
-        let stack = one_gateway(&[("GATEWAY__COMPRESSION", compression)]).await;
+        let stack = one_gateway(&format!("gateway.compression={compression}")).await;
         let mut ws = raw_welcomed(&stack, "zipper", offer).await;
         assert_eq!(ws.header("sec-websocket-extensions"), None, "{what}");
         send_frames(&mut ws, &[(true, true, TEXT, &bomb)])
@@ -40,7 +40,7 @@ async fn a_compressed_frame_without_an_agreed_extension_closes_with_1002() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_frames_that_inflate_past_max_frame_bytes_close_with_1009() {
-    let stack = one_gateway(&[]).await;
+    let stack = one_gateway("").await;
     let max = 65_536;
 
     // 10 MiB of spaces in a send: about 10 KB on the wire, far under max_frame_bytes,

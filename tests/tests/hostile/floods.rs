@@ -22,11 +22,7 @@ use crate::support::{
 async fn ten_thousand_joins_stop_at_the_room_cap_and_the_connection_stays_usable() {
     const CAP: usize = 50;
     const JOINS: usize = 10_000;
-    let stack = one_gateway(&[
-        ("GATEWAY__MAX_ROOMS_PER_CONNECTION", &CAP.to_string()),
-        ("GATEWAY__FRAMES_PER_SEC", "1000000"),
-        ("GATEWAY__FRAMES_BURST", "1000000"),
-    ])
+    let stack = one_gateway(&format!("gateway.max_rooms_per_connection={CAP} gateway.frames_per_sec=1000000 gateway.frames_burst=1000000"))
     .await;
     let rss_before = rss_kib_of_listener(stack.gateway_addr(0)).expect("gateway RSS");
     let mut c = stack.connect(0, "joiner").await;
@@ -247,11 +243,7 @@ async fn ping_floods_are_budgeted_and_a_sustained_flood_closes_with_1008() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_caps_answer_429_and_the_gateway_keeps_serving() {
-    let stack = one_gateway(&[
-        ("GATEWAY__MAX_CONNECTIONS_PER_USER", "2"),
-        ("GATEWAY__MAX_CONNECTIONS", "4"),
-    ])
-    .await;
+    let stack = one_gateway("gateway.max_connections_per_user=2 gateway.max_connections=4").await;
     let refused = |r: Result<warren_tests::Client, ConnectError>, what: &str| match r {
         Err(ConnectError::Refused { status, body }) => {
             assert_eq!(status, 429, "{what}: {body}");

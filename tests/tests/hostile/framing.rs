@@ -15,7 +15,7 @@ use opcode::{CONTINUATION, TEXT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frames_and_messages_close_with_1009() {
-    let stack = one_gateway(&[("GATEWAY__MAX_FRAME_BYTES", "4096")]).await;
+    let stack = one_gateway("gateway.max_frame_bytes=4096").await;
 
     let mut big = stack.connect(0, "big").await;
     big.send_text(&format!(
@@ -50,7 +50,7 @@ async fn oversized_frames_and_messages_close_with_1009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_invalid_utf8_and_malformed_frames_get_their_codes() {
-    let stack = one_gateway(&[]).await;
+    let stack = one_gateway("").await;
 
     let mut binary = stack.connect(0, "binary").await;
     binary.send_ws(WsMessage::binary(vec![0x7b, 0x7d])).await;
@@ -114,7 +114,7 @@ async fn binary_invalid_utf8_and_malformed_frames_get_their_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_closes_with_1007_at_its_first_byte_not_at_the_end_of_the_message() {
-    let stack = one_gateway(&[]).await;
+    let stack = one_gateway("").await;
     let start = b"{\"type\":\"ping\",\"ref\":\"";
 
     // Each case: a connection (compressed or not), the frames it sends, and what they are.

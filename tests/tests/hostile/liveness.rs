@@ -24,11 +24,7 @@ async fn dropped_within(s: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_are_closed_after_the_idle_timeout() {
-    let stack = one_gateway(&[
-        ("GATEWAY__PING_INTERVAL_S", "1"),
-        ("GATEWAY__IDLE_TIMEOUT_S", "3"),
-    ])
-    .await;
+    let stack = one_gateway("gateway.ping_interval_s=1 gateway.idle_timeout_s=3").await;
     let mut live = stack.connect(0, "live").await;
     // Completes the handshake, then never reads nor answers a ping.
     let mut silent = raw(&stack, "silent", None).await;
@@ -61,11 +57,7 @@ async fn half_open_connections_are_closed_after_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_handshakes_are_dropped_and_pending_ones_are_capped() {
-    let stack = one_gateway(&[
-        ("GATEWAY__HANDSHAKE_TIMEOUT_S", "2"),
-        ("GATEWAY__MAX_PENDING_HANDSHAKES", "8"),
-    ])
-    .await;
+    let stack = one_gateway("gateway.handshake_timeout_s=2 gateway.max_pending_handshakes=8").await;
     let addr = stack.gateway_addr(0);
 
     // One header byte a second: dropped at the deadline, not served forever.
@@ -142,11 +134,8 @@ async fn slowloris_handshakes_are_dropped_and_pending_ones_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_every_pending_handshake() {
     const PER_IP: usize = 4;
-    let stack = one_gateway(&[
-        ("GATEWAY__MAX_PENDING_HANDSHAKES_PER_IP", "4"),
-        ("GATEWAY__HANDSHAKE_TIMEOUT_S", "20"),
-    ])
-    .await;
+    let stack =
+        one_gateway("gateway.max_pending_handshakes_per_ip=4 gateway.handshake_timeout_s=20").await;
     let addr = stack.gateway_addr(0);
     let here: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let elsewhere: std::net::IpAddr = "127.0.0.2".parse().unwrap();

@@ -35,11 +35,9 @@ async fn a_stalled_reader_in_a_200_member_room_is_cut_off_and_the_others_keep_re
     const READERS: usize = 199;
     const MAX_MESSAGES: usize = 1000;
     const AFTER_CUT: usize = 20;
-    let stack = one_gateway(&[
-        ("GATEWAY__OUTBOUND_QUEUE", "32"),
-        ("GATEWAY__MAX_TEXT_BYTES", "16384"),
-        ("PRESENCE__MAX_EVENT_MEMBERS", "10"),
-    ])
+    let stack = one_gateway(
+        "gateway.outbound_queue=32 gateway.max_text_bytes=16384 presence.max_event_members=10",
+    )
     .await;
     let mut readers = Vec::new();
     for i in 0..READERS {
@@ -129,11 +127,9 @@ async fn a_stalled_reader_in_a_200_member_room_is_cut_off_and_the_others_keep_re
 async fn a_reader_cut_off_for_not_reading_finds_1013_when_it_reads_again() {
     const ROOM: &str = "backlog";
     const MAX_MESSAGES: usize = 1000;
-    let stack = one_gateway(&[
-        ("GATEWAY__OUTBOUND_QUEUE", "32"),
-        ("GATEWAY__MAX_TEXT_BYTES", "16384"),
-        ("GATEWAY__CLOSE_TIMEOUT_S", "30"),
-    ])
+    let stack = one_gateway(
+        "gateway.outbound_queue=32 gateway.max_text_bytes=16384 gateway.close_timeout_s=30",
+    )
     .await;
     let mut slow = raw_joined(&stack, "paused", ROOM).await;
     let mut sender = stack.connect(0, "talker").await;

@@ -34,15 +34,10 @@ pub fn budgeted(options: StackOptions) -> StackOptions {
         .env("WARREN__GATEWAY__FRAMES_BURST", "500")
 }
 
-/// A stack of one gateway and one dispatcher with these settings (`SECTION__KEY`, set
-/// as `WARREN__SECTION__KEY`).
-pub async fn one_gateway(settings: &[(&str, &str)]) -> Stack {
-    let options = settings
-        .iter()
-        .fold(StackOptions::new(1, 1), |options, (key, value)| {
-            options.env(&format!("WARREN__{key}"), value)
-        });
-    Stack::start(options).await
+/// A stack of one gateway and one dispatcher with these settings, as
+/// [`StackOptions::settings`] takes them (`"gateway.outbound_queue=32 ..."`).
+pub async fn one_gateway(settings: &str) -> Stack {
+    Stack::start(StackOptions::new(1, 1).settings(settings)).await
 }
 
 /// A raw connection for `user` on gateway 0, past its `welcome`.
