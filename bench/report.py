@@ -49,6 +49,15 @@ def results(rows, case):
     return rs, [r for r in rs if r.get("ok")]
 
 
+def good_or_failed_row(rows, case, label, columns, out):
+    """The results of a case's runs that went through. When the case ran but none went
+    through, a row of `columns` cells saying why goes to `out` instead."""
+    rs, good = results(rows, case)
+    if rs and not good:
+        out.append(f"| {label} | failed: {rs[0].get('error', '?')} |" + " |" * (columns - 2))
+    return good
+
+
 def ok_runs(rows, case):
     return [r for r in runs(rows, case) if r["result"].get("ok")]
 
@@ -140,11 +149,8 @@ def fanout_table(rows):
     figures = {}
     for case, name in (("fanout", "Warren (2 gateways + 1 dispatcher + RabbitMQ + Redis)"),
                        ("seed_fanout", "seed program (measured here)")):
-        rs, good = results(rows, case)
-        if not rs:
-            continue
+        good = good_or_failed_row(rows, case, name, 8, out)
         if not good:
-            out.append(f"| {name} | failed: {rs[0].get('error', '?')} | | | | | | |")
             continue
         us = [per_delivery_us(r) for r in good]
         if case == "fanout":
@@ -693,11 +699,8 @@ def compression_table(rows):
     fig = {}
     for side in ("on", "off"):
         case = f"deflate_{side}"
-        rs, good = results(rows, case)
-        if not rs:
-            continue
+        good = good_or_failed_row(rows, case, side, 10, out)
         if not good:
-            out.append(f"| {side} | failed: {rs[0].get('error', '?')} | | | | | | | | |")
             continue
         us = [per_delivery_us(r) for r in good]
         split = cost_split(good)

@@ -60,14 +60,12 @@ pub fn idle(args: &Args) -> Result<Job, Error> {
                 Err(e) => errors.add(&e.0),
             }
         }
-        let connected = tasks.len();
-        eprintln!("ready connected={connected} failed={}", errors.total());
-        let still_open = hold_then_drop(&tasks, connected, &closed, hold).await;
-        let mut out = serde_json::Map::new();
-        out.insert("ok".into(), json!(connected == conns));
-        out.insert("conns".into(), json!(conns));
-        out.insert("connected".into(), json!(connected));
-        out.insert("still_open_after_hold".into(), json!(still_open));
+        let held = Held {
+            line: "ready",
+            wanted: ("conns", conns),
+            got: "connected",
+        };
+        let mut out = held.hold_then_drop(&tasks, &errors, &closed, hold).await;
         out.insert("connect_errors".into(), errors.to_json());
         out.insert(
             "connect_s".into(),
@@ -258,13 +256,12 @@ pub fn crowd(args: &Args) -> Result<Job, Error> {
                 .sum(),
             _ => 0,
         };
-        let joined = joined_at.len();
-        eprintln!("crowd joined={joined} failed={}", errors.total());
-        let still_open = hold_then_drop(&tasks, joined, &closed, hold).await;
-        let mut out = serde_json::Map::new();
-        out.insert("ok".into(), json!(joined == users));
-        out.insert("users".into(), json!(users));
-        out.insert("joined".into(), json!(joined));
+        let held = Held {
+            line: "crowd",
+            wanted: ("users", users),
+            got: "joined",
+        };
+        let mut out = held.hold_then_drop(&tasks, &errors, &closed, hold).await;
         out.insert("failed".into(), json!(errors.total()));
         out.insert("timeouts".into(), json!(timeouts));
         out.insert("errors".into(), errors.to_json());
@@ -279,7 +276,6 @@ pub fn crowd(args: &Args) -> Result<Job, Error> {
         );
         out.insert("joined_by_second".into(), json!(by_second));
         out.insert("join_latency".into(), latency.summary());
-        out.insert("still_open_after_hold".into(), json!(still_open));
         out.insert("cpu_s".into(), cpu.delta(&before, &after));
         Ok(out)
     }))
@@ -297,20 +293,42 @@ async fn member(dial: &Dial, secret: &str, user: &str, room: &str) -> Result<Ws,
     }
 }
 
-/// Keeps the `open` connections read by `tasks` for `hold`, then drops them; returns
-/// how many were still open (the server closed none of them meanwhile).
-async fn hold_then_drop(
-    tasks: &[tokio::task::JoinHandle<()>],
-    open: usize,
-    closed: &Count,
-    hold: Duration,
-) -> u64 {
-    tokio::time::sleep(hold).await;
-    let still_open = open as u64 - closed.get();
-    for t in tasks {
-        t.abort();
+/// How a job that holds sessions open names them in its report: its stderr line's
+/// first word, the key and number of sessions it wanted, and the key of those that
+/// got in.
+struct Held {
+    line: &'static str,
+    wanted: (&'static str, usize),
+    got: &'static str,
+}
+
+impl Held {
+    /// Says `<line> <got>=N failed=M` on stderr, keeps the connections read by `tasks`
+    /// (the N that got in) for `hold`, then drops them. Returns the report's counts:
+    /// `ok` (all wanted got in), wanted, got, and how many were still open after the
+    /// hold (the server closed none of them meanwhile).
+    async fn hold_then_drop(
+        &self,
+        tasks: &[JoinHandle<()>],
+        errors: &Errors,
+        closed: &Count,
+        hold: Duration,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let (wanted_key, wanted) = self.wanted;
+        let got = tasks.len();
+        eprintln!("{} {}={got} failed={}", self.line, self.got, errors.total());
+        tokio::time::sleep(hold).await;
+        let still_open = got as u64 - closed.get();
+        for t in tasks {
+            t.abort();
+        }
+        let mut out = serde_json::Map::new();
+        out.insert("ok".into(), json!(got == wanted));
+        out.insert(wanted_key.into(), json!(wanted));
+        out.insert(self.got.into(), json!(got));
+        out.insert("still_open_after_hold".into(), json!(still_open));
+        out
     }
-    still_open
 }
 
 /// Reads (which answers the gateway's pings) until the connection closes.

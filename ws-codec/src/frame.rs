@@ -386,35 +386,26 @@ mod tests {
         }
     }
 
+    /// One uncompressed frame through `a`, without permessage-deflate.
+    fn plain(a: &mut Assembly, fin: bool, opcode: OpCode) -> Result<Step, Violation> {
+        a.step(&h(fin, false, opcode), false)
+    }
+
     #[test]
     fn fragments_assemble_by_the_rules() {
         let mut a = Assembly::default();
+        assert_eq!(plain(&mut a, false, OpCode::Text), Ok(Step::Start));
+        assert_eq!(plain(&mut a, true, OpCode::Ping), Ok(Step::Control));
         assert_eq!(
-            a.step(&h(false, false, OpCode::Text), false),
-            Ok(Step::Start)
-        );
-        assert_eq!(
-            a.step(&h(true, false, OpCode::Ping), false),
-            Ok(Step::Control)
-        );
-        assert_eq!(
-            a.step(&h(false, false, OpCode::Continuation), false),
+            plain(&mut a, false, OpCode::Continuation),
             Ok(Step::Continue)
         );
-        assert!(a.step(&h(true, false, OpCode::Text), false).is_err());
+        assert!(plain(&mut a, true, OpCode::Text).is_err());
         let mut a = Assembly::default();
-        assert_eq!(
-            a.step(&h(false, false, OpCode::Text), false),
-            Ok(Step::Start)
-        );
-        assert_eq!(
-            a.step(&h(true, false, OpCode::Continuation), false),
-            Ok(Step::Finish)
-        );
+        assert_eq!(plain(&mut a, false, OpCode::Text), Ok(Step::Start));
+        assert_eq!(plain(&mut a, true, OpCode::Continuation), Ok(Step::Finish));
         assert!(!a.in_message);
-        assert!(a
-            .step(&h(true, false, OpCode::Continuation), false)
-            .is_err());
+        assert!(plain(&mut a, true, OpCode::Continuation).is_err());
     }
 
     #[test]

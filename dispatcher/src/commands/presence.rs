@@ -201,15 +201,20 @@ mod tests {
         assert!(!has_other_session(&entries, "carol", "s1"));
     }
 
+    /// Sessions on two gateways (bob on both) and a bot's, which has none.
+    fn two_gateways_and_a_bot() -> Vec<(String, PresenceEntry)> {
+        vec![
+            on("g1", "s1", "alice", "A"),
+            on("g2", "s2", "bob", "B"),
+            on("g1", "s3", "bob", "B"),
+            on("g2", "s4", "carol", "C"),
+            on("", "amqp:bot", "bot", "bot"),
+        ]
+    }
+
     #[test]
     fn gateways_are_listed_once_and_bots_have_none() {
-        let entries = vec![
-            on("g1", "s1", "a", "A"),
-            on("g2", "s2", "b", "B"),
-            on("g2", "s3", "c", "C"),
-            on("", "amqp:bot", "bot", "bot"),
-        ];
-        assert_eq!(gateways(&entries), vec!["g1", "g2"]);
+        assert_eq!(gateways(&two_gateways_and_a_bot()), vec!["g1", "g2"]);
     }
 
     #[test]
@@ -235,13 +240,7 @@ mod tests {
 
     #[test]
     fn a_dead_gateway_takes_its_sessions_and_only_users_left_with_none_depart() {
-        let entries = vec![
-            on("g1", "s1", "alice", "A"),
-            on("g2", "s2", "bob", "B"),
-            on("g1", "s3", "bob", "B"),
-            on("g2", "s4", "carol", "C"),
-            on("", "amqp:bot", "bot", "bot"),
-        ];
+        let entries = two_gateways_and_a_bot();
         let (live, dead) = split_dead(entries.clone(), |e| e.gateway != "g2");
         assert_eq!(dead, vec!["s2", "s4"]);
         assert_eq!(ids(&members(&live)), vec!["alice", "bob", "bot"]);
