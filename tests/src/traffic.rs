@@ -338,22 +338,14 @@ pub fn assert_gapless(who: &str, seqs: impl IntoIterator<Item = u64>, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::server::Author;
 
+    /// A stored message of room `r` as it comes off the wire (only `seq` and `id` vary).
     fn msg(seq: u64) -> Message {
-        Message {
-            room: "r".into(),
-            id: format!("id{seq}"),
-            seq,
-            epoch: "e".into(),
-            from: Author {
-                id: "a".into(),
-                name: "A".into(),
-                bot: false,
-            },
-            text: "t".into(),
-            ts: 0,
-        }
+        serde_json::from_value(serde_json::json!({
+            "room": "r", "id": format!("id{seq}"), "seq": seq, "epoch": "e",
+            "from": {"id": "a", "name": "A", "bot": false}, "text": "t", "ts": 0
+        }))
+        .expect("a message as the gateway sends it")
     }
 
     fn expected(n: u64) -> BTreeMap<u64, String> {
