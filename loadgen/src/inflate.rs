@@ -705,33 +705,27 @@ mod tests {
         assert_eq!(head_end(b"", b"HTTP/1.1 101 x\r\n"), None);
     }
 
-    /// A reader that hands out its bytes in pieces of the given sizes, in turn, and
-    /// is not ready every other time it is asked.
-    struct Pieces {
-        data: Vec<u8>,
-        at: usize,
-        sizes: Vec<usize>,
-        reads: usize,
-    }
-
-    impl AsyncRead for Pieces {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let this = self.get_mut();
-            this.reads += 1;
-            if this.reads.is_multiple_of(2) {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+    /// `data` as a socket might hand it out: in pieces of the given sizes, in turn, each
+    /// after a poll that is not ready yet.
+    fn pieces(data: &[u8], sizes: &[usize]) -> impl AsyncRead + Unpin {
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        for &size in sizes.iter().cycle() {
+            if at == data.len() {
+                break;
             }
-            let size = this.sizes[(this.reads / 2) % this.sizes.len()];
-            let n = size.min(buf.remaining()).min(this.data.len() - this.at);
-            buf.put_slice(&this.data[this.at..this.at + n]);
-            this.at += n;
-            Poll::Ready(Ok(()))
+            let n = size.min(data.len() - at);
+            chunks.push(io::Result::Ok(bytes::Bytes::copy_from_slice(
+                &data[at..at + n],
+            )));
+            at += n;
         }
+        let not_ready_first =
+            futures_util::StreamExt::then(futures_util::stream::iter(chunks), |chunk| async move {
+                tokio::task::yield_now().await;
+                chunk
+            });
+        tokio_util::io::StreamReader::new(Box::pin(not_ready_first))
     }
 
     async fn read_all<S: AsyncRead + Unpin>(mut s: S, chunk: usize) -> io::Result<Vec<u8>> {
@@ -760,12 +754,7 @@ mod tests {
             let data = [head, &wire[..]].concat();
             for (sizes, chunk) in [(vec![1], 4096), (vec![7, 300, 2], 100), (vec![1 << 20], 3)] {
                 let counters = Arc::new(Counters::default());
-                let src = Pieces {
-                    data: data.clone(),
-                    at: 0,
-                    sizes,
-                    reads: 0,
-                };
+                let src = pieces(&data, &sizes);
                 let got = read_all(Inflate::new(src, offered, counters.clone()), chunk)
                     .await
                     .unwrap();

@@ -183,20 +183,41 @@ pub async fn send_stream(client: &mut Client, plan: &Plan) -> SenderReport {
         let now = Instant::now();
         for (&i, (due, tries)) in in_flight.iter_mut() {
             if *due <= now {
-                assert!(
-                    *tries < plan.max_tries,
-                    "{}: {} got no ack after {tries} sends",
-                    plan.label,
-                    plan.reference(i)
-                );
-                client
-                    .send(&plan.room, &plan.text(i), &plan.reference(i))
-                    .await;
+                let (text, reference) = (plan.text(i), plan.reference(i));
+                let retry = Retry::new(&plan.label, *tries, plan.max_tries);
+                retry.send(client, &plan.room, &text, &reference).await;
                 *due = now + plan.retry_after;
                 *tries += 1;
                 report.resent += 1;
             }
         }
+    }
+}
+
+/// One more send of a message that got no answer yet, as the protocol's retry rule has
+/// it (the same `ref`), after `tries` sends; fails once `max_tries` sends went unanswered.
+pub struct Retry<'a> {
+    label: &'a str,
+    tries: u32,
+    max_tries: u32,
+}
+
+impl<'a> Retry<'a> {
+    pub fn new(label: &'a str, tries: u32, max_tries: u32) -> Retry<'a> {
+        Retry {
+            label,
+            tries,
+            max_tries,
+        }
+    }
+
+    pub async fn send(&self, client: &mut Client, room: &str, text: &str, reference: &str) {
+        let (label, tries) = (self.label, self.tries);
+        assert!(
+            tries < self.max_tries,
+            "{label}: {reference} got no answer after {tries} sends"
+        );
+        client.send(room, text, reference).await;
     }
 }
 
@@ -467,6 +488,17 @@ impl RoomTraffic {
     /// First acks so far, all senders together.
     pub fn acked(&self) -> usize {
         self.progress.load(Ordering::SeqCst)
+    }
+
+    /// The acks so far, read right after `fault`: fails when every send had been acked
+    /// already, since then no send crossed the fault and the test proved nothing.
+    pub fn acked_at(&self, fault: &str) -> usize {
+        let at = self.acked();
+        assert!(
+            at < self.total,
+            "every send was acked before {fault}: nothing crossed it"
+        );
+        at
     }
 
     /// Waits (up to 120 s) until the first acks reach `n`; returns the count then.

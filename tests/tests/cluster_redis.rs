@@ -69,10 +69,6 @@ async fn core_properties_hold_on_redis_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_messages_survive_a_master_failover() {
     const ROOM: &str = "failover";
-    const SENDERS: usize = 3;
-    const EACH: usize = 200;
-    const TOTAL: usize = SENDERS * EACH;
-    const STOP_AFTER_ACKS: usize = 150;
     let _turn = ONE_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start(BASE_PORT);
     let stack = Stack::start(on(&cluster)).await;
@@ -86,18 +82,13 @@ async fn acked_messages_survive_a_master_failover() {
         "the master at {master} has a replica ready to take over"
     );
 
-    let traffic = RoomTraffic::start(&stack, ROOM, SENDERS, EACH).await;
-    traffic
-        .wait_acks(STOP_AFTER_ACKS, "senders reach the stop point")
-        .await;
+    // Three senders, 200 messages each; the master stops after the first 150 acks.
+    let traffic = RoomTraffic::start(&stack, ROOM, 3, 200).await;
+    traffic.wait_acks(150, "senders reach the stop point").await;
     let before = traffic.acked();
     cluster.shut_down(master).await.expect("the master stops");
-    let at_stop = traffic.acked();
+    let at_stop = traffic.acked_at("the master stopped");
     eprintln!("stopped the master at {master} after {before}..={at_stop} acks");
-    assert!(
-        at_stop < TOTAL,
-        "every send was acked before the master stopped: nothing crossed the failover"
-    );
     let (c, k) = (&cluster, key.as_str());
     let promoted = eventually(
         "a replica serves the room's slot",

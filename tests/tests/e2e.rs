@@ -116,15 +116,10 @@ properties_on_a_default_stack!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {
     const ROOM: &str = "handover";
-    const EACH: usize = 100;
-    const SENDERS: usize = 3;
-    const TOTAL: usize = EACH * SENDERS;
-    const KILL_AFTER_ACKS: usize = 100;
     let mut stack = Stack::start(StackOptions::default()).await;
-    let traffic = RoomTraffic::start(&stack, ROOM, SENDERS, EACH).await;
-    let reached = traffic
-        .wait_acks(KILL_AFTER_ACKS, "senders reach the kill point")
-        .await;
+    // Three senders, 100 messages each; the kill comes after the first 100 acks.
+    let traffic = RoomTraffic::start(&stack, ROOM, 3, 100).await;
+    let reached = traffic.wait_acks(100, "senders reach the kill point").await;
     // The dispatcher active on the room's shard (the two share the shards out), so that
     // the kill forces a failover.
     let shard = proto::ids::shard_of(ROOM, stack.shards());
@@ -134,13 +129,9 @@ async fn killed_dispatcher_hands_over_and_nothing_acked_is_lost() {
         0
     };
     stack.kill_dispatcher(active).await;
-    let at_kill = traffic.acked();
+    let at_kill = traffic.acked_at("the kill");
     eprintln!(
         "killed dispatcher {active} (active on shard {shard}) after {reached}..={at_kill} acks"
-    );
-    assert!(
-        at_kill < TOTAL,
-        "every send was acked before the kill: nothing was handed over"
     );
 
     let summary = traffic.finish().await;

@@ -284,41 +284,46 @@ async fn an_identity_providers_jwks_keys_are_accepted_and_other_keys_refused() {
     let public_pem = EncodingKey::from_secret(&rsa_public);
     let no_kid = jsonwebtoken::Header::new(Algorithm::RS256);
 
-    assert_verdicts(
-        &stack,
-        &[
-            (
-                Accepted,
-                "RS256 by kid",
-                signed(Algorithm::RS256, "idp-rsa-1", &rsa),
-            ),
-            (
-                Accepted,
-                "EdDSA by kid",
-                signed(Algorithm::EdDSA, "idp-ed-1", &ed),
-            ),
-            (
-                Refused,
-                "RS256 signed by another key under the provider's kid",
-                signed(Algorithm::RS256, "idp-rsa-1", &attacker),
-            ),
-            (
-                Refused,
-                "RS256 under the Ed25519 key's kid",
-                signed(Algorithm::RS256, "idp-ed-1", &rsa),
-            ),
-            (
-                Refused,
-                "HS256 keyed with the provider's public key PEM",
-                signed(Algorithm::HS256, "idp-rsa-1", &public_pem),
-            ),
-            (
-                Refused,
-                "the provider's key without a kid",
-                warren_tests::hostile_support::sign_with(&no_kid, &claims, &rsa),
-            ),
-        ],
-    )
-    .await;
+    // Signed with (algorithm, kid, key): the provider's own keys pass; another key under
+    // its kid, a kid of the other algorithm's key, or its public key as an HMAC secret do
+    // not.
+    let by_kid = [
+        (
+            Accepted,
+            "RS256 by kid",
+            Algorithm::RS256,
+            "idp-rsa-1",
+            &rsa,
+        ),
+        (Accepted, "EdDSA by kid", Algorithm::EdDSA, "idp-ed-1", &ed),
+        (
+            Refused,
+            "another RSA key, the provider's kid",
+            Algorithm::RS256,
+            "idp-rsa-1",
+            &attacker,
+        ),
+        (
+            Refused,
+            "RS256 under the Ed25519 kid",
+            Algorithm::RS256,
+            "idp-ed-1",
+            &rsa,
+        ),
+        (
+            Refused,
+            "HS256 keyed with the public PEM",
+            Algorithm::HS256,
+            "idp-rsa-1",
+            &public_pem,
+        ),
+    ];
+    let mut cases: Vec<(Verdict, &str, String)> = by_kid
+        .into_iter()
+        .map(|(verdict, what, algorithm, kid, key)| (verdict, what, signed(algorithm, kid, key)))
+        .collect();
+    let no_kid = warren_tests::hostile_support::sign_with(&no_kid, &claims, &rsa);
+    cases.push((Refused, "the provider's key without a kid", no_kid));
+    assert_verdicts(&stack, &cases).await;
     std::fs::remove_file(&jwks).ok();
 }

@@ -16,7 +16,7 @@ use proto::server::Message;
 use tokio::time::Instant;
 
 use crate::client::{ack_of, message_of, Acked, Client, Recv};
-use crate::traffic::SenderReport;
+use crate::traffic::{Retry, SenderReport};
 
 /// Shared knobs between a test and the members it drives.
 #[derive(Clone, Default)]
@@ -324,15 +324,9 @@ impl Member {
             .collect();
         for i in due {
             let tries = self.in_flight[&i].1;
-            assert!(
-                tries < self.max_tries,
-                "{}: {} got no answer after {tries} sends",
-                self.label,
-                self.reference(i)
-            );
-            client
-                .send(&self.room, &self.text(i), &self.reference(i))
-                .await;
+            let (text, reference) = (self.text(i), self.reference(i));
+            let retry = Retry::new(&self.label, tries, self.max_tries);
+            retry.send(client, &self.room, &text, &reference).await;
             self.in_flight
                 .insert(i, (Instant::now() + self.retry_after, tries + 1));
             self.resent += 1;
