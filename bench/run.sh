@@ -464,7 +464,10 @@ warren_idle_cases() {
       log "idle (Warren) $count connections, run $run/$RUNS"
       new_prefix
       prefix=$PREFIX
-      start_stack "$prefix" 0 1
+      # One dispatcher beside the gateway: it declares the shared topology, without
+      # which the gateway is never ready (it declares nothing shared itself); it sits
+      # idle, and only the gateway's memory is measured.
+      start_stack "$prefix" 1 1
       idle_run "idle_$count" "$run" "$count" "$GATEWAY_PID" "$GATEWAY_URL" warren
       stop_stack
     done
@@ -478,7 +481,9 @@ connect_cases() {
   local prefix run out pids before after
   new_prefix
   prefix=$PREFIX
-  start_stack "$prefix" 0 1
+  # One dispatcher for the shared topology (see warren_idle_cases); a session never
+  # reaches it, and only the gateway's CPU is counted.
+  start_stack "$prefix" 1 1
   for ((run = 1; run <= RUNS; run++)); do
     log "connect (Warren) run $run/$RUNS"
     pids=$(cpu_pids "gw0=$GATEWAY_PID")
