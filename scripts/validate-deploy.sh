@@ -8,7 +8,8 @@
 #                  rejects unknown keys, bad value types, unset variables and references
 #                  to undefined services, networks or volumes. Any warning is a failure.
 #                  Without any one of the secrets the rendering must fail (safe by
-#                  default).
+#                  default). With --profile observability both render too and have
+#                  the services prometheus and grafana.
 #   2. haproxy     `haproxy -c` on deploy/haproxy.cfg. The gateway host names resolve
 #                  only inside compose (`init-addr libc,none`): those warnings are the
 #                  only ones accepted.
@@ -33,8 +34,8 @@
 # Missing tools (docker-compose, haproxy, shellcheck; promtool from Debian's
 # `prometheus` package) are installed with apt-get, as root or through sudo, and
 # kubernetes-validate into .local/venv by scripts/python-env.sh; with --no-install
-# the script fails instead. Runs every check,
-# prints each problem, and exits non-zero if any failed.
+# the script fails instead. Runs every check, prints each problem, and exits non-zero
+# if any failed.
 #
 # Usage: scripts/validate-deploy.sh [--no-install]
 set -euo pipefail
