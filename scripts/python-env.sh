@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes the Python environment the bot tests use: a virtualenv in .local/venv
-# with bots/python/requirements.txt installed (pika, for bots/python/echo_bot.py).
+# with tests/requirements.txt installed (pika for bots/python/echo_bot.py, the
+# test tools, kubernetes-validate for scripts/validate-deploy.sh).
 #
 # Idempotent and quick when nothing changed: the venv is reused, and pip runs
 # only when requirements.txt differs from what was last installed (its hash is
@@ -28,7 +29,7 @@ want=$(cat "$REQUIREMENTS" bots/python/requirements.txt | sha256sum | cut -d' ' 
 
 # Fast path: the venv exists, was made from this requirements file, and works.
 if [[ -x $VENV/bin/python && -f $STAMP && $(<"$STAMP") == "$want" ]] &&
-    "$VENV/bin/python" -c 'import pika, prometheus_client, websockets' 2>/dev/null; then
+    "$VENV/bin/python" -c 'import pika, prometheus_client, websockets, kubernetes_validate' 2>/dev/null; then
     log "ok: $VENV is up to date"
     exit 0
 fi
@@ -49,6 +50,6 @@ fi
 log "installing $REQUIREMENTS into $VENV"
 timeout "$PIP_TIMEOUT_S" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     -r "$REQUIREMENTS" >&2 || die "pip install -r $REQUIREMENTS failed"
-"$VENV/bin/python" -c 'import pika, prometheus_client, websockets' || die "pika, prometheus_client or websockets does not import after the install"
+"$VENV/bin/python" -c 'import pika, prometheus_client, websockets, kubernetes_validate' || die "pika, prometheus_client, websockets or kubernetes_validate does not import after the install"
 printf '%s\n' "$want" >"$STAMP"
 log "ok: $VENV ($("$VENV/bin/python" --version 2>&1), pika $("$VENV/bin/python" -c 'import pika; print(pika.__version__)'))"

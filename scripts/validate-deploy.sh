@@ -8,21 +8,34 @@
 #                  rejects unknown keys, bad value types, unset variables and references
 #                  to undefined services, networks or volumes. Any warning is a failure.
 #                  Without any one of the secrets the rendering must fail (safe by
-#                  default).
+#                  default). With --profile observability both render too and have
+#                  the services prometheus and grafana.
 #   2. haproxy     `haproxy -c` on deploy/haproxy.cfg. The gateway host names resolve
 #                  only inside compose (`init-addr libc,none`): those warnings are the
 #                  only ones accepted.
 #   3. probe       bash -n and shellcheck on the health probe the Dockerfile writes
 #                  into the image; hadolint on the Dockerfile when it is installed.
-#   4. agreement   `cargo test -p warren-tests --test deploy_agreement`: compose,
+#   4. prometheus  `promtool check config` on deploy/prometheus/prometheus*.yml (which
+#                  also checks the rule files they load), `promtool check rules` and
+#                  `promtool test rules` (deploy/prometheus/tests/: which alerts fire on
+#                  given series, and which must not).
+#   5. kubernetes  `kubernetes-validate --strict` (PyPI, with the API's schemas inside:
+#                  no cluster, no network) on every manifest in deploy/k8s/, against
+#                  Kubernetes $K8S_VERSION (default 1.30, the oldest the manifests target).
+#   6. agreement   `cargo test -p warren-tests --test deploy_agreement`: compose,
 #                  haproxy.cfg, rabbitmq.conf, cluster.conf, definitions.json and
 #                  definitions.cluster.json, scripts/ensure-services.sh, the Dockerfile
 #                  and .dockerignore against the contract in proto/ (topology, accounts
-#                  and permissions) and against each other; the test says what it checks.
+#                  and permissions) and against each other; the Grafana dashboard and
+#                  the alert rules against the metrics the services register, the
+#                  Prometheus targets against compose, the Kubernetes manifests against
+#                  the settings; the test says what it checks.
 #
-# Missing tools (docker-compose, haproxy, shellcheck) are installed with apt-get, as
-# root or through sudo; with --no-install the script fails instead. Runs every check,
-# prints each problem, and exits non-zero if any failed.
+# Missing tools (docker-compose, haproxy, shellcheck; promtool from Debian's
+# `prometheus` package) are installed with apt-get, as root or through sudo, and
+# kubernetes-validate into .local/venv by scripts/python-env.sh; with --no-install
+# the script fails instead. Runs every check, prints each problem, and exits non-zero
+# if any failed.
 #
 # Usage: scripts/validate-deploy.sh [--no-install]
 set -euo pipefail
@@ -49,15 +62,29 @@ for arg in "$@"; do
     esac
 done
 
+readonly K8S_VERSION=${K8S_VERSION:-1.30}
+readonly KUBERNETES_VALIDATE=.local/venv/bin/kubernetes-validate
+
 missing=()
 for tool in docker-compose haproxy shellcheck; do
     have "$tool" || missing+=("$tool")
 done
+# promtool comes with Debian's Prometheus server package.
+have promtool || missing+=(prometheus)
 if ((${#missing[@]})); then
     ((install)) || die "missing: ${missing[*]}; not installing (--no-install)"
     # --no-install-recommends: docker-compose recommends docker.io, a whole engine
     # that `docker-compose config` does not use.
     apt_install --no-install-recommends "${missing[@]}"
+    # The package also enables a Prometheus server on :9090, the dispatchers' default
+    # port: only promtool is wanted here.
+    if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+        as_root systemctl disable --now prometheus.service >&2 || true
+    fi
+fi
+if [[ ! -x $KUBERNETES_VALIDATE ]]; then
+    ((install)) || die "missing: $KUBERNETES_VALIDATE; not installing (--no-install)"
+    "$ROOT/scripts/python-env.sh" >&2
 fi
 
 tmp=$(mktemp -d)
@@ -129,11 +156,75 @@ probe_check() {
     ! have hadolint || hadolint --ignore DL3008 deploy/Dockerfile >&2
 }
 
+# profile_check FILE REQUIRED...: with --profile observability, FILE renders cleanly
+# and has the services prometheus and grafana. (That a plain `up` leaves them out, by
+# `profiles: [observability]`, is the agreement test's to check: Compose 1.29 lists
+# every service with `config --services`, profile or not.)
+profile_check() {
+    local file=$1 var services
+    shift
+    local -a all=()
+    for var in "$@"; do all+=("$var=validate-deploy-render-${var,,}"); done
+    if ! services=$(env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 "${all[@]}" \
+        docker-compose --env-file "$tmp/empty.env" -f "$file" --profile observability \
+        config --services 2>"$tmp/err") || [[ -s $tmp/err ]]; then
+        printf '  docker-compose --profile observability config (%s) says:\n' "$file" >&2
+        sed 's/^/    /' "$tmp/err" >&2
+        return 1
+    fi
+    for var in prometheus grafana; do
+        grep -qx "$var" <<<"$services" || {
+            printf '  %s: no service %s in the observability profile\n' "$file" "$var" >&2
+            return 1
+        }
+    done
+}
+
+prometheus_check() {
+    local ok=0 config
+    for config in deploy/prometheus/prometheus*.yml; do
+        promtool check config "$config" >"$tmp/out" 2>&1 || {
+            printf '  promtool check config %s:\n' "$config" >&2
+            sed 's/^/    /' "$tmp/out" >&2
+            ok=1
+        }
+    done
+    promtool check rules deploy/prometheus/rules/*.yml >"$tmp/out" 2>&1 || {
+        sed 's/^/    /' "$tmp/out" >&2
+        ok=1
+    }
+    promtool test rules deploy/prometheus/tests/*.yml >"$tmp/out" 2>&1 || {
+        sed 's/^/    /' "$tmp/out" >&2
+        ok=1
+    }
+    return "$ok"
+}
+
+kubernetes_check() {
+    local -a manifests=()
+    local f
+    for f in deploy/k8s/*.yaml; do
+        # kustomization.yaml is kustomize's, not an API object.
+        [[ $(basename "$f") == kustomization.yaml ]] || manifests+=("$f")
+    done
+    ((${#manifests[@]})) || {
+        printf '  no manifests in deploy/k8s/\n' >&2
+        return 1
+    }
+    "$KUBERNETES_VALIDATE" --strict --quiet -k "$K8S_VERSION" "${manifests[@]}" >&2
+}
+
 check "compose: deploy/compose.yaml" compose_check deploy/compose.yaml WARREN_AUTH_SECRET
 check "compose: deploy/compose.cluster.yaml" compose_check deploy/compose.cluster.yaml \
     WARREN_AUTH_SECRET WARREN_RABBITMQ_COOKIE
+check "compose: deploy/compose.yaml, profile observability" \
+    profile_check deploy/compose.yaml WARREN_AUTH_SECRET
+check "compose: deploy/compose.cluster.yaml, profile observability" \
+    profile_check deploy/compose.cluster.yaml WARREN_AUTH_SECRET WARREN_RABBITMQ_COOKIE
 check "haproxy: haproxy -c" haproxy_check
 check "probe: bash -n, shellcheck" probe_check
+check "prometheus: promtool check config, check rules, test rules" prometheus_check
+check "kubernetes: kubernetes-validate --strict (Kubernetes $K8S_VERSION)" kubernetes_check
 check "agreement: cargo test --test deploy_agreement" \
     cargo test -q -p warren-tests --test deploy_agreement
 

@@ -16,6 +16,14 @@
 //!   format without the query string, which may hold a token), and
 //!   `deploy/rabbitmq/*.conf` (known keys only, mounted where compose expects them).
 //! - `deploy/Dockerfile` and `.dockerignore` against the workspace.
+//! - The observability files: every metric the Grafana dashboard and the alert rules
+//!   use is one the gateway or dispatcher registers (or in a checked list of
+//!   RabbitMQ's); the dashboard's structure and data source; each alert's `for:`,
+//!   severity and its heading in docs/OPERATIONS.md; Prometheus scrapes exactly the
+//!   compose services, at the ports they listen on; the `observability` profile.
+//! - `deploy/k8s/`: probes on the ports the services listen on, the gateway's grace
+//!   period against its preStop sleep and `gateway.shutdown_grace_s`, replicas
+//!   against the shard count, settings, accounts, placeholders, security.
 //!
 //! `scripts/validate-deploy.sh` runs this with `docker-compose config` and `haproxy -c`,
 //! which check the files' syntax; this test checks what they mean. Each test collects
@@ -30,6 +38,8 @@ mod compose;
 mod definitions;
 mod haproxy;
 mod image;
+mod k8s;
+mod observability;
 mod rabbitmq_conf;
 mod services;
 
@@ -91,6 +101,7 @@ fn deployment_agrees(compose: &'static str, definitions: &str, cluster: bool) {
         image::check_image(&c, &mut p);
     }
     haproxy::check_haproxy(&c, &mut p);
+    observability::check_compose_observability(&c, &mut p);
     rabbitmq_conf::check_rabbitmq_conf(&c, definitions, &mut p);
     definitions::check_definitions(&c, definitions, &mut p);
     p.finish();
@@ -112,4 +123,19 @@ fn the_cluster_deployment_agrees() {
         "deploy/rabbitmq/definitions.cluster.json",
         true,
     );
+}
+
+#[test]
+fn the_dashboard_and_alert_rules_use_metrics_that_exist() {
+    let mut p = Problems::default();
+    observability::check_dashboard(&mut p);
+    observability::check_rules(&mut p);
+    p.finish();
+}
+
+#[test]
+fn the_kubernetes_manifests_agree() {
+    let mut p = Problems::default();
+    k8s::check_k8s(&mut p);
+    p.finish();
 }
