@@ -18,8 +18,10 @@
 #   7. websocket         scripts/autobahn.sh (Autobahn|Testsuite against the gateway's
 #      conformance       WebSocket layer)
 #   8. loadgen smoke     bench/run.sh --smoke (one tiny fan-out through the launcher)
-#   9. deploy files      scripts/validate-deploy.sh (docker-compose config, haproxy -c,
-#                        and the Rust agreement test against proto)
+#   9. deploy files      scripts/validate-deploy.sh (docker-compose config with and
+#                        without the observability profile, haproxy -c, promtool
+#                        check config/rules and test rules, kubernetes-validate on
+#                        deploy/k8s/, and the Rust agreement test against proto)
 #  10. fault tests       cargo test -p warren-tests --test faults -- --test-threads=1
 #                        (they kill processes and restart the shared broker and store,
 #                        so they run alone)
@@ -73,7 +75,7 @@ step "services" bash scripts/ensure-services.sh
 step "build" cargo build --workspace --bins
 step "unit tests" cargo test --workspace --exclude warren-tests
 step "python env" bash scripts/python-env.sh
-step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out --test limits --test tokens
+step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out --test limits --test tokens --test dashboards
 step "browser tests" bash scripts/test-browser.sh
 step "websocket conformance" bash scripts/autobahn.sh
 step "loadgen smoke" bash bench/run.sh --smoke --profile debug --no-build
