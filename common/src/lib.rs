@@ -7,6 +7,7 @@
 //!   themselves), and the key names the services share.
 //! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
 //! - [`telemetry`]: tracing set-up (text or JSON).
+//! - [`trace`]: W3C `traceparent` on AMQP messages, so one message's spans share a trace id.
 //! - [`metrics`]: Prometheus registry rendering and shared histogram shapes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future, and running a service until then.
 //! - [`listen`]: a listener bound here, or handed over already bound by a launcher.
@@ -20,6 +21,7 @@ pub mod shutdown;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod trace;
 
 pub use settings::Settings;
 

@@ -14,7 +14,13 @@ pub fn init(log: &LogSettings) {
         .with_target(true);
     // A second init (tests that start services in-process) keeps the first subscriber.
     let _already_set = if log.format == "json" {
-        builder.json().with_current_span(false).try_init()
+        // The current span's fields go on each line: a line logged inside a trace span
+        // (`warren::trace=debug`) carries that span's `trace_id`.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.with_ansi(false).try_init()
     };
