@@ -77,6 +77,7 @@ impl Deliverer {
     }
 
     /// Replies are counted where the connection writes them (`frames_out`, `errors`).
+    /// A reply goes to one connection, so its deliver span is only a line.
     fn reply(&self, delivery: &Delivery) {
         let reply: Reply = match serde_json::from_slice(&delivery.data) {
             Ok(r) => r,
@@ -90,6 +91,21 @@ impl Deliverer {
             if self.index.room_has_members(&joined.room) {
                 self.marks.joined(&joined.room, &joined.epoch, joined.seq);
             }
+        }
+        let deliver = hop_span!("deliver", kind = REPLY_KIND);
+        if !deliver.is_disabled() {
+            let parent = TraceParent::from_headers(delivery.properties.headers().as_ref());
+            let hop = trace::enter(&deliver, parent);
+            tracing::debug!(
+                target: trace::TARGET,
+                parent: &deliver,
+                trace_id = %hop.trace_id_hex(),
+                span_id = %hop.span_id_hex(),
+                continued = parent.is_some(),
+                kind = REPLY_KIND,
+                frame = reply.frame.body.type_name(),
+                "deliver"
+            );
         }
         let Some(conn) = self.index.session(&reply.session) else {
             // The connection closed before its answer came back.
