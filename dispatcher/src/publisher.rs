@@ -15,7 +15,7 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 
 use common::amqp::json_properties;
-use common::trace::Handoff;
+use common::trace::{Handoff, TraceParent};
 use proto::amqp::{
     user_key, Event, Names, Reply, ACK_REF_HEADER, ACK_SESSION_HEADER, CC_HEADER, REPLY_KIND,
 };
@@ -201,7 +201,7 @@ impl Publisher {
     }
 
     /// A rejected command's body for the dead-letter exchange, persistent, with the
-    /// reason in a header and the original `type` and `message_id`.
+    /// reason in a header and the original `type`, `message_id` and `traceparent`.
     pub fn dead_letter(&self, body: &[u8], original: &BasicProperties, reason: &str) -> Batch {
         let mut headers = FieldTable::default();
         headers.insert(
@@ -213,6 +213,10 @@ impl Publisher {
                 "x-warren-user-id".into(),
                 AMQPValue::LongString(LongString::from(user.as_str().to_owned())),
             );
+        }
+        // An operator looking at the dead letter can find the command's trace in logs.
+        if let Some(trace) = TraceParent::from_headers(original.headers().as_ref()) {
+            trace.insert_into(&mut headers);
         }
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
