@@ -7,6 +7,8 @@
 //!   themselves), and the key names the services share.
 //! - [`auth`]: JWT verification with a pinned algorithm, and minting for development.
 //! - [`telemetry`]: tracing set-up (text or JSON).
+//! - `otlp` (cargo feature `otlp`): the OpenTelemetry exporter of the trace spans.
+//! - [`trace`]: W3C `traceparent` on AMQP messages, so one message's spans share a trace id.
 //! - [`metrics`]: Prometheus registry rendering and shared histogram shapes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future, and running a service until then.
 //! - [`listen`]: a listener bound here, or handed over already bound by a launcher.
@@ -15,11 +17,14 @@ pub mod amqp;
 pub mod auth;
 pub mod listen;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod trace;
 
 pub use settings::Settings;
 

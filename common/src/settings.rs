@@ -29,6 +29,7 @@ pub struct Settings {
     pub rooms: RoomsSettings,
     pub presence: PresenceSettings,
     pub log: LogSettings,
+    pub trace: TraceSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +292,17 @@ pub struct PresenceSettings {
     /// sample of this many present users (the joiner always among them), with
     /// `members_total` giving the room's size; `presence` still lists everybody.
     pub max_join_members: usize,
+}
+
+/// Exporting trace spans to an OpenTelemetry collector (docs/OPERATIONS.md, "Traces").
+#[derive(Debug, Clone, Deserialize)]
+pub struct TraceSettings {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318` (spans go to
+    /// `<url>/v1/traces`). Empty: nothing is exported. Needs a build with the `otlp`
+    /// cargo feature; without it a non-empty value is reported and ignored.
+    pub otlp_endpoint: String,
+    /// The `service.name` the spans are exported under; empty: the binary's name.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 
 use common::amqp::json_properties;
+use common::trace::{Handoff, TraceParent};
 use proto::amqp::{
     user_key, Event, Names, Reply, ACK_REF_HEADER, ACK_SESSION_HEADER, CC_HEADER, REPLY_KIND,
 };
@@ -69,11 +70,19 @@ impl Batch {
 }
 
 /// An event's properties: transient (Redis is the record; gateways repair gaps), with a
-/// `CC` header naming the gateways a user copy goes to, and the ack headers when this
+/// `CC` header naming the gateways a user copy goes to, the ack headers when this
 /// publish carries the sender's `ack` (its gateway's key then joins the `CC`, so that
-/// gateway surely gets it).
-fn event_properties(kind: &str, mut cc: Vec<String>, ack: Option<&EventAck>) -> BasicProperties {
+/// gateway surely gets it), and the command's trace.
+fn event_properties(
+    kind: &str,
+    mut cc: Vec<String>,
+    ack: Option<&EventAck>,
+    trace: Option<&Handoff>,
+) -> BasicProperties {
     let mut headers = FieldTable::default();
+    if let Some(trace) = trace {
+        trace.insert_into(&mut headers);
+    }
     if let Some(ack) = ack {
         let own = ack.gateway_key();
         if !cc.contains(&own) {
@@ -130,11 +139,12 @@ impl Publisher {
 
     /// The outcome's events for the events exchange, and its answer for `reply_to` (if
     /// there is one to answer and somewhere to send it). An error means a body could not
-    /// be encoded: no retry would help.
+    /// be encoded: no retry would help. Every publish carries `trace` on, when given.
     pub fn outcome(
         &self,
         outcome: Outcome,
         reply_to: Option<&ReplyTo>,
+        trace: Option<&Handoff>,
     ) -> Result<Batch, serde_json::Error> {
         let mut publishes = Vec::new();
         for routed in outcome.events {
@@ -147,7 +157,7 @@ impl Publisher {
             // The ack rides on the first room key's publish, or on the sender's own copy.
             let mut ack_pending = ack.filter(|a| a.on_user.is_none());
             for key in routed.keys {
-                let properties = event_properties(kind, Vec::new(), ack_pending.take());
+                let properties = event_properties(kind, Vec::new(), ack_pending.take(), trace);
                 publishes.push(Publish {
                     exchange: self.events.clone(),
                     routing_key: key.into(),
@@ -161,7 +171,7 @@ impl Publisher {
                     exchange: self.events.clone(),
                     routing_key: user_key(&copy.user, kind).into(),
                     payload: payload.clone(),
-                    properties: event_properties(kind, copy.cc, carries),
+                    properties: event_properties(kind, copy.cc, carries, trace),
                 });
             }
         }
@@ -175,6 +185,11 @@ impl Publisher {
             if let Some(id) = &to.correlation_id {
                 properties = properties.with_correlation_id(id.clone());
             }
+            if let Some(trace) = trace {
+                let mut headers = FieldTable::default();
+                trace.insert_into(&mut headers);
+                properties = properties.with_headers(headers);
+            }
             publishes.push(Publish {
                 exchange: ShortString::from(""),
                 routing_key: to.queue.as_str().into(),
@@ -186,7 +201,7 @@ impl Publisher {
     }
 
     /// A rejected command's body for the dead-letter exchange, persistent, with the
-    /// reason in a header and the original `type` and `message_id`.
+    /// reason in a header and the original `type`, `message_id` and `traceparent`.
     pub fn dead_letter(&self, body: &[u8], original: &BasicProperties, reason: &str) -> Batch {
         let mut headers = FieldTable::default();
         headers.insert(
@@ -198,6 +213,10 @@ impl Publisher {
                 "x-warren-user-id".into(),
                 AMQPValue::LongString(LongString::from(user.as_str().to_owned())),
             );
+        }
+        // An operator looking at the dead letter can find the command's trace in logs.
+        if let Some(trace) = TraceParent::from_headers(original.headers().as_ref()) {
+            trace.insert_into(&mut headers);
         }
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)

@@ -16,13 +16,14 @@ use std::time::Duration;
 use common::amqp::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeleteOptions,
 };
-use common::amqp::lapin::types::ShortString;
+use common::amqp::lapin::types::{FieldTable, ShortString};
 use common::amqp::lapin::{Channel, Confirmation, Connection};
 use common::amqp::{
     check_topology, confirmed_channel, consume, consuming_channel, declare_expiring_queue,
     persistent_json_properties, Nodes,
 };
 use common::supervise::{supervise, Attempt, Backoff, Supervised};
+use common::trace::TraceParent;
 use common::Settings;
 use futures_util::StreamExt;
 use proto::amqp::{shard_key, Command, Names};
@@ -150,11 +151,20 @@ impl Broker {
 
     /// Publishes a command to its shard, persistent and mandatory, and waits for the
     /// broker's confirm. Only a confirmed, routed command counts as accepted.
-    pub async fn publish(&self, command: &Command, correlation: &str) -> Result<(), Unavailable> {
+    /// `trace` goes with it as its `traceparent`.
+    pub async fn publish(
+        &self,
+        command: &Command,
+        correlation: &str,
+        trace: &TraceParent,
+    ) -> Result<(), Unavailable> {
         let publish = self.publish_channel().ok_or(Unavailable)?;
         let body = serde_json::to_vec(command).map_err(|_| Unavailable)?;
         let shard = shard_of(&command.room(), self.settings.amqp.shards);
+        let mut headers = FieldTable::default();
+        trace.insert_into(&mut headers);
         let props = persistent_json_properties(command.body.kind())
+            .with_headers(headers)
             .with_user_id(ShortString::from(self.login.clone()))
             .with_reply_to(ShortString::from(self.queue.clone()))
             .with_correlation_id(ShortString::from(correlation.to_owned()));

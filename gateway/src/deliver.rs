@@ -14,11 +14,14 @@ use std::sync::Arc;
 
 use common::amqp::lapin::message::Delivery;
 use common::amqp::lapin::types::AMQPValue;
+use common::hop_span;
+use common::trace::{self, TraceParent};
 use proto::amqp::{
     parse_event_key, Event, EventBody, Reply, Target, ACK_REF_HEADER, ACK_SESSION_HEADER,
     REPLY_KIND,
 };
 use proto::server::{Ack, Message, ServerBody, ServerFrame};
+use tracing::Instrument;
 
 use crate::connection::mailbox::{EventOut, Outbound, ReplyOut};
 use crate::index::Index;
@@ -74,6 +77,7 @@ impl Deliverer {
     }
 
     /// Replies are counted where the connection writes them (`frames_out`, `errors`).
+    /// A reply goes to one connection, so its deliver span is only a line.
     fn reply(&self, delivery: &Delivery) {
         let reply: Reply = match serde_json::from_slice(&delivery.data) {
             Ok(r) => r,
@@ -87,6 +91,21 @@ impl Deliverer {
             if self.index.room_has_members(&joined.room) {
                 self.marks.joined(&joined.room, &joined.epoch, joined.seq);
             }
+        }
+        let deliver = hop_span!("deliver", kind = REPLY_KIND);
+        if !deliver.is_disabled() {
+            let parent = TraceParent::from_headers(delivery.properties.headers().as_ref());
+            let hop = trace::enter(&deliver, parent);
+            tracing::debug!(
+                target: trace::TARGET,
+                parent: &deliver,
+                trace_id = %hop.trace_id_hex(),
+                span_id = %hop.span_id_hex(),
+                continued = parent.is_some(),
+                kind = REPLY_KIND,
+                frame = reply.frame.body.type_name(),
+                "deliver"
+            );
         }
         let Some(conn) = self.index.session(&reply.session) else {
             // The connection closed before its answer came back.
@@ -115,6 +134,36 @@ impl Deliverer {
                 return;
             }
         };
+        // One span per event, whatever the number of local members; the header is read
+        // only when the span is on (`warren::trace=debug`), so with tracing off the
+        // fan-out does no more than before.
+        let deliver = hop_span!("deliver", kind = event.body.kind());
+        let hop = (!deliver.is_disabled()).then(|| {
+            let parent = TraceParent::from_headers(delivery.properties.headers().as_ref());
+            (trace::enter(&deliver, parent), parent.is_some())
+        });
+        let kind = event.body.kind();
+        let handed = self
+            .fan_out(delivery, target, event)
+            .instrument(deliver.clone())
+            .await;
+        if let Some((hop, continued)) = hop {
+            tracing::debug!(
+                target: trace::TARGET,
+                parent: &deliver,
+                trace_id = %hop.trace_id_hex(),
+                span_id = %hop.span_id_hex(),
+                continued,
+                kind,
+                handed,
+                "deliver"
+            );
+        }
+    }
+
+    /// The event to its local members, after its `ack` and any gap before it; returns
+    /// how many members took it (none for a repeat).
+    async fn fan_out(&mut self, delivery: &Delivery, target: Target, event: Event) -> usize {
         if let EventBody::Message(m) = &event.body {
             self.ack_from(delivery, m);
             let delay_ms = common::now_ms().saturating_sub(m.ts);
@@ -128,7 +177,7 @@ impl Deliverer {
                         Verdict::Next => {}
                         Verdict::Seen => {
                             self.metrics.events_repeated.inc();
-                            return;
+                            return 0;
                         }
                         Verdict::Gap { after } => {
                             self.repair(room, &m.epoch, after, Some(m.seq)).await;
@@ -137,7 +186,7 @@ impl Deliverer {
                 }
             }
         }
-        self.offer(target, event.body);
+        self.offer(target, event.body)
     }
 
     /// The sender's `ack`, when this event carries one for a local connection.
@@ -200,7 +249,8 @@ impl Deliverer {
         }
     }
 
-    fn offer(&self, target: Target, body: EventBody) {
+    /// Hands the event to every local member it is for; returns how many took it.
+    fn offer(&self, target: Target, body: EventBody) -> usize {
         let kicked = matches!(body, EventBody::Kicked(_));
         let kind = body.kind();
         let (seq, epoch) = match &body {
@@ -237,5 +287,6 @@ impl Deliverer {
             .frames_out
             .get_or_create(&Kind::of(kind))
             .inc_by(handed as u64);
+        handed
     }
 }

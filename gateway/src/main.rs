@@ -13,7 +13,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    common::telemetry::init(&settings.log);
+    // Kept to the end of `main`: dropping it sends the last batched spans.
+    let _telemetry =
+        common::telemetry::init_service(&settings.log, &settings.trace, "warren-gateway");
     if settings.uses_dev_secret() {
         tracing::warn!(
             "auth.secret is the built-in development secret: INSECURE, set WARREN__AUTH__SECRET"

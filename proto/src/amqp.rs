@@ -124,6 +124,14 @@ pub const ACK_SESSION_HEADER: &str = "x-warren-ack-session";
 /// With [`ACK_SESSION_HEADER`]: the `ref` of the frame being acknowledged, when it had one.
 pub const ACK_REF_HEADER: &str = "x-warren-ack-ref";
 
+/// W3C Trace Context on commands, events and replies: `00-<trace id>-<parent span id>-<flags>`.
+/// A gateway starts a trace per command; the dispatcher continues the command's trace
+/// (or starts one for a command without it) on everything it publishes for it.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// W3C Trace Context's vendor entries, passed on from a command to its events unread.
+pub const TRACESTATE_HEADER: &str = "tracestate";
+
 /// Whom an event's routing key addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

@@ -46,6 +46,7 @@ use proto::amqp::Command;
 use proto::server::ServerBody;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::balance::{Assignment, HOLD, PROBE_FROM_HEADER, PROBE_TYPE};
 use crate::commands::{Handler, Outcome};
@@ -53,10 +54,12 @@ use crate::intake::{self, Rejection};
 use crate::metrics::DispatcherMetrics;
 use crate::publisher::{Batch, Publisher, ReplyTo};
 use decider::{decide, Decider};
+use trace::Dispatched;
 use window::{BoxFuture, Window};
 
 mod decider;
 mod ledger;
+mod trace;
 mod window;
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +179,7 @@ impl Shard {
         let mut handing_over = false;
         // The command whose Redis work is under way, and its delivery.
         let mut handling: Option<BoxFuture<(Command, Option<Outcome>)>> = None;
-        let mut in_hand: Option<(Delivery, Instant)> = None;
+        let mut in_hand: Option<(Delivery, Instant, Dispatched)> = None;
         loop {
             self.window.send_ack();
             if stopping && handling.is_none() && self.window.is_idle() {
@@ -194,13 +197,13 @@ impl Shard {
                 }
                 (command, outcome) = in_flight(&mut handling), if handling.is_some() => {
                     handling = None;
-                    let Some((delivery, started)) = in_hand.take() else {
+                    let Some((delivery, started, dispatched)) = in_hand.take() else {
                         unreachable!("a command is handled only with its delivery in hand");
                     };
                     match outcome {
                         // Told to stop while Redis was failing: the delivery stays unacked.
                         None => stopping = true,
-                        Some(outcome) => self.handled(delivery, started, &command, outcome),
+                        Some(outcome) => self.handled(delivery, started, &command, outcome, &dispatched),
                     }
                 }
                 next = self.consumer.next(), if !stopping && handling.is_none() => {
@@ -237,8 +240,11 @@ impl Shard {
                             }
                             Ok(command) => {
                                 let message_id = intake::dedup_id(message_id_of(props)).map(str::to_owned);
-                                handling = Some(Box::pin(decide(self.decider.clone(), command, message_id)));
-                                in_hand = Some((delivery, started));
+                                let dispatched = Dispatched::of(props, &command);
+                                let deciding = decide(self.decider.clone(), command, message_id, dispatched.handoff.parent)
+                                    .instrument(dispatched.span.clone());
+                                handling = Some(Box::pin(deciding));
+                                in_hand = Some((delivery, started, dispatched));
                             }
                         }
                     }
@@ -261,11 +267,18 @@ impl Shard {
         started: Instant,
         command: &Command,
         outcome: Outcome,
+        dispatched: &Dispatched,
     ) {
-        self.metrics
-            .count(command.body.kind(), outcome_label(&outcome));
+        let label = outcome_label(&outcome);
+        self.metrics.count(command.body.kind(), label);
+        dispatched.log(label);
         let reply_to = reply_target(&delivery, command);
-        match self.window.publisher.outcome(outcome, reply_to.as_ref()) {
+        let handoff = Some(&dispatched.handoff);
+        match self
+            .window
+            .publisher
+            .outcome(outcome, reply_to.as_ref(), handoff)
+        {
             Ok(batch) => {
                 let room = self.room_order.then(|| command.room());
                 self.window

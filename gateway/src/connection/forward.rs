@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::auth::Claims;
+use common::hop_span;
+use common::trace::{self, TraceParent};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use proto::amqp::{Actor, Command, CommandBody, ConnRef};
 use proto::codes::ErrorCode;
 use proto::server::ServerFrame;
+use tracing::Instrument;
 
 use super::mailbox::ConnHandle;
 use super::outlet::Outlet;
@@ -133,25 +136,55 @@ impl Forwarder {
         if let Some(room) = &join_room {
             self.pending_joins.insert(correlation.clone(), room.clone());
         }
+        // Every command starts a trace of its own here: a client frame carries none.
+        let receive = hop_span!(
+            "receive",
+            kind = command.body.kind(),
+            room = %command.room(),
+            session = %self.session,
+            reference = reference.as_deref(),
+        );
+        let root = trace::enter(&receive, None);
+        tracing::debug!(
+            target: trace::TARGET,
+            parent: &receive,
+            trace_id = %root.trace_id_hex(),
+            session = %self.session,
+            reference = reference.as_deref(),
+            kind = command.body.kind(),
+            "receive"
+        );
+        let publish = hop_span!("publish", kind = command.body.kind());
+        let hop = trace::enter(&publish, Some(root));
         let broker = self.gw.broker.clone();
-        self.inflight.push(Box::pin(async move {
-            let bound = match &join_room {
-                Some(room) => broker.ensure(BindKey::Room(room.clone())).await,
-                None => Ok(()),
-            };
-            let published = match bound {
-                Ok(()) => broker.publish(&command, &correlation).await,
-                Err(e) => Err(e),
-            };
-            match published {
-                Ok(()) => Done::Accepted,
-                Err(_) => Done::Refused {
-                    reference,
-                    correlation,
-                    join_room,
-                },
+        self.inflight.push(Box::pin(
+            async move {
+                let bound = match &join_room {
+                    Some(room) => broker.ensure(BindKey::Room(room.clone())).await,
+                    None => Ok(()),
+                };
+                let published = match bound {
+                    Ok(()) => broker.publish(&command, &correlation, &hop).await,
+                    Err(e) => Err(e),
+                };
+                tracing::debug!(
+                    target: trace::TARGET,
+                    trace_id = %hop.trace_id_hex(),
+                    span_id = %hop.span_id_hex(),
+                    accepted = published.is_ok(),
+                    "publish"
+                );
+                match published {
+                    Ok(()) => Done::Accepted,
+                    Err(_) => Done::Refused {
+                        reference,
+                        correlation,
+                        join_room,
+                    },
+                }
             }
-        }));
+            .instrument(publish),
+        ));
     }
 
     /// A command's publish ended: a refused one is answered `unavailable` (returned,
@@ -217,7 +250,8 @@ impl Forwarder {
             gw.tracker.spawn(async move {
                 for command in leaves {
                     let correlation = uuid::Uuid::new_v4().simple().to_string();
-                    if broker.publish(&command, &correlation).await.is_err() {
+                    let hop = TraceParent::new_root();
+                    if broker.publish(&command, &correlation, &hop).await.is_err() {
                         tracing::debug!("leave after close not published; presence will expire");
                     }
                 }
