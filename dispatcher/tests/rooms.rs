@@ -36,6 +36,7 @@ fn moderate(room: &str, action: ModAction, user: &str) -> Moderate {
         role: None,
         duration_s: None,
         reason: None,
+        settings: None,
     }
 }
 
