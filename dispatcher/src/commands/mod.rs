@@ -356,3 +356,44 @@ impl Handler {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::amqp::Actor;
+    use proto::client::RoomOnly;
+
+    fn rules(admin_bots: &[&str]) -> Rules {
+        let mut settings = Settings::load_from(None, Some(Default::default())).expect("defaults");
+        settings.dispatcher.admin_bots = admin_bots.iter().map(|b| (*b).to_owned()).collect();
+        Rules::from_settings(&settings)
+    }
+
+    fn command(id: &str, bot: bool) -> Command {
+        Command {
+            v: 1,
+            body: CommandBody::Presence(RoomOnly { room: "r".into() }),
+            actor: Actor {
+                id: id.into(),
+                name: id.into(),
+                roles: Vec::new(),
+                bot,
+            },
+            reference: None,
+            conn: None,
+        }
+    }
+
+    #[test]
+    fn only_bots_named_in_admin_bots_act_as_admins() {
+        let rules = rules(&["ops-cli"]);
+        assert!(rules.elevate(&command("ops-cli", true)).actor.is_admin());
+        assert!(!rules.elevate(&command("other-bot", true)).actor.is_admin());
+        // A user (from a gateway) called like the bot gets nothing from the setting.
+        assert!(!rules.elevate(&command("ops-cli", false)).actor.is_admin());
+        assert!(!self::rules(&[])
+            .elevate(&command("ops-cli", true))
+            .actor
+            .is_admin());
+    }
+}
