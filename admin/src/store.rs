@@ -26,6 +26,17 @@ pub struct Store {
     cluster: bool,
 }
 
+/// A room's keys as one pipeline reads them: settings, roles, presence, seq, epoch,
+/// history length.
+type RawRoom = (
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+    HashMap<String, String>,
+    Option<u64>,
+    Option<String>,
+    u64,
+);
+
 /// A room in the list.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoomSummary {
@@ -179,14 +190,7 @@ impl Store {
     /// One room, or `None` when it does not exist.
     pub async fn room(&mut self, room: &str) -> anyhow::Result<Option<RoomDetail>> {
         let k = self.keys.clone();
-        let (settings, roles, presence, seq, epoch, history): (
-            BTreeMap<String, String>,
-            BTreeMap<String, String>,
-            HashMap<String, String>,
-            Option<u64>,
-            Option<String>,
-            u64,
-        ) = redis::pipe()
+        let (settings, roles, presence, seq, epoch, history): RawRoom = redis::pipe()
             .hgetall(k.meta(room))
             .hgetall(k.roles(room))
             .hgetall(k.presence(room))

@@ -86,9 +86,8 @@ impl Rules {
     /// (a bot's `actor` is its login, set from the AMQP `user_id`, so this cannot be
     /// claimed by anyone else); every other command as it came.
     pub fn elevate<'c>(&self, cmd: &'c Command) -> std::borrow::Cow<'c, Command> {
-        let admin_bot = cmd.actor.bot
-            && !cmd.actor.is_admin()
-            && self.admin_bots.iter().any(|login| *login == cmd.actor.id);
+        let admin_bot =
+            cmd.actor.bot && !cmd.actor.is_admin() && self.admin_bots.contains(&cmd.actor.id);
         if !admin_bot {
             return std::borrow::Cow::Borrowed(cmd);
         }
