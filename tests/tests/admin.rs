@@ -21,7 +21,7 @@ const FRAME_WAIT: Duration = Duration::from_secs(15);
 /// answer; this only keeps a hung process from hanging the test).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// The name of the CLI's queues, `<prefix>.bot.admin.*`.
-const QUEUES_NAME: &str = "admin";
+const QUEUES_NAME: &str = proto::accounts::ADMIN_CLI_QUEUES;
 
 /// A stack whose dispatchers treat `login` as an admin bot.
 async fn stack_with_admin(gateways: usize, dispatchers: usize, login: &str) -> Stack {
@@ -31,9 +31,9 @@ async fn stack_with_admin(gateways: usize, dispatchers: usize, login: &str) -> S
     .await
 }
 
-/// A bot account for the CLI, with the permissions any bot named `admin` gets.
+/// An account for the CLI, with the contract's permissions for it.
 async fn cli_account(stack: &Stack, login: String) -> Account {
-    Account::create(login, &Permissions::bot(stack.prefix(), QUEUES_NAME)).await
+    Account::create(login, &Permissions::admin_cli(stack.prefix())).await
 }
 
 /// One run of the CLI: its exit code and its stdout (JSON, `--json` is always given).
