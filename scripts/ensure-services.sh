@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the services Warren needs are installed and answering on this
 # machine: Redis on 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672 (with the
-# management plugin on 127.0.0.1:15672, and the `warren-gateway` and
-# `warren-bot` accounts with least-privilege permissions, topic permissions on
-# the events exchange included).
+# management plugin on 127.0.0.1:15672, and the `warren-gateway`, `warren-bot`
+# and `warren-admin-cli` accounts with least-privilege permissions, topic
+# permissions on the events exchange included).
 #
 # Idempotent: when everything is already up it only checks, and returns
 # quickly. Installs missing packages with apt-get, starts stopped services
@@ -85,6 +85,18 @@ readonly BOT_WRITE="^(${BOT_OWN}|${PREFIX_RE}\.commands)\$"
 readonly BOT_READ="^(${BOT_OWN}|${PREFIX_RE}\.events)\$"
 readonly BOT_TOPIC_WRITE='^$'
 readonly BOT_TOPIC_READ='^room\.[a-z0-9_-]+\.(message|member|moderation)$'
+
+# The admin CLI (warren-admin, docs/ADMIN.md) is a bot: its own queues
+# <p>.bot.admin.*, commands, and no event key (it binds nothing). It acts as a
+# global admin only where the dispatchers list it in dispatcher.admin_bots.
+readonly CLI_USER=warren-admin-cli
+readonly CLI_PASS=warren-admin-cli
+readonly CLI_OWN="${PREFIX_RE}\.bot\.admin\..+"
+readonly CLI_CONFIGURE="^${CLI_OWN}\$"
+readonly CLI_WRITE="^(${CLI_OWN}|${PREFIX_RE}\.commands)\$"
+readonly CLI_READ="^(${CLI_OWN}|${PREFIX_RE}\.events)\$"
+readonly CLI_TOPIC_WRITE='^$'
+readonly CLI_TOPIC_READ='^$'
 
 SCRIPT_NAME=ensure-services
 # shellcheck source=scripts/lib.sh
@@ -547,6 +559,8 @@ ensure_accounts() {
         "$GW_TOPIC_WRITE" "$GW_TOPIC_READ"
     ensure_user "$BOT_USER" "$BOT_PASS" "$BOT_CONFIGURE" "$BOT_WRITE" "$BOT_READ" \
         "$BOT_TOPIC_WRITE" "$BOT_TOPIC_READ"
+    ensure_user "$CLI_USER" "$CLI_PASS" "$CLI_CONFIGURE" "$CLI_WRITE" "$CLI_READ" \
+        "$CLI_TOPIC_WRITE" "$CLI_TOPIC_READ"
 }
 
 # ---------------------------------------------------------------------------

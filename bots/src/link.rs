@@ -179,14 +179,14 @@ pub async fn open(settings: &BotSettings) -> Result<Link, OpenError> {
     let replies = consume(&consuming, &queues.replies, &replies_tag, forget_on_send).await?;
     let _closed = setup.close(200, "OK".into()).await;
 
-    let commands = Commands {
-        channel: publish,
-        exchange: names.commands_exchange(),
-        login: settings.login(),
-        reply_to: queues.replies,
-        shards: settings.shards,
-        timeout: Duration::from_millis(settings.publish_timeout_ms),
-    };
+    let commands = Commands::new(
+        publish,
+        &settings.prefix,
+        settings.login(),
+        queues.replies,
+        settings.shards,
+        Duration::from_millis(settings.publish_timeout_ms),
+    );
     Ok(Link {
         connection,
         commands,
@@ -206,14 +206,37 @@ pub struct Commands {
 }
 
 impl Commands {
+    /// A publisher of `login`'s commands on `channel`, which must be in confirm mode;
+    /// answers go to the queue `reply_to`. `timeout` bounds each publisher confirm.
+    pub fn new(
+        channel: Channel,
+        prefix: &str,
+        login: String,
+        reply_to: String,
+        shards: u32,
+        timeout: Duration,
+    ) -> Commands {
+        Commands {
+            channel,
+            exchange: Names::new(prefix).commands_exchange(),
+            login,
+            reply_to,
+            shards,
+            timeout,
+        }
+    }
+
     /// Sends one `moderate` command and waits for its confirm. `reference` is its `ref`
     /// (echoed by the dispatcher's answer), `correlation_id` and `message_id`.
     pub async fn moderate(&self, moderate: &Moderate, reference: &str) -> Result<(), SendError> {
-        let command = bot_command(
-            &self.login,
-            CommandBody::Moderate(moderate.clone()),
-            reference,
-        );
+        self.publish(CommandBody::Moderate(moderate.clone()), reference)
+            .await
+    }
+
+    /// Sends one command of any kind as the bot and waits for its confirm; `reference`
+    /// as for [`Commands::moderate`].
+    pub async fn publish(&self, body: CommandBody, reference: &str) -> Result<(), SendError> {
+        let command = bot_command(&self.login, body, reference);
         let body = serde_json::to_vec(&command)?;
         let key = shard_key(shard_of(&command.room(), self.shards));
         let props = persistent_json_properties(command.body.kind())
@@ -323,6 +346,7 @@ mod tests {
                 role: None,
                 duration_s: None,
                 reason: None,
+                settings: None,
             }),
             "r1",
         );

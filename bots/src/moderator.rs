@@ -61,6 +61,7 @@ impl Moderator {
             role: None,
             duration_s: None,
             reason: Some("the message contains a blocked word".into()),
+            settings: None,
         }];
         let strikes = self.strikes.add(room, user, now);
         if strikes >= self.strikes_to_mute {
@@ -73,6 +74,7 @@ impl Moderator {
                 role: None,
                 duration_s: Some(self.mute.as_secs().max(1)),
                 reason: Some(format!("{strikes} messages with blocked words")),
+                settings: None,
             });
         }
         actions

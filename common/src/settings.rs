@@ -237,6 +237,9 @@ pub struct DispatcherSettings {
     /// One bot account's commands per second, and their burst. 0: no limit.
     pub bot_commands_per_sec: u32,
     pub bot_command_burst: u32,
+    /// Bot logins (AMQP accounts) whose commands act with the global `admin` role, as a
+    /// user whose token says `admin` would: the admin CLI's account (docs/ADMIN.md).
+    pub admin_bots: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -386,6 +389,7 @@ impl Settings {
             &[
                 "gateway.allowed_origins",
                 "amqp.gateway_accounts",
+                "dispatcher.admin_bots",
                 "amqp.urls",
                 "redis.cluster_nodes",
                 "auth.secrets",

@@ -3,7 +3,8 @@
 //!
 //! Ranks: owner > moderator > member > no role, and a global `admin` above all.
 //! Moderators (and above) may mute, unmute, kick, ban, unban and delete, and grant or
-//! revoke `member`; granting or revoking `moderator` takes an owner. Nobody acts on
+//! revoke `member`; granting or revoking `moderator`, and changing the room's settings
+//! (`configure`), takes an owner. Nobody acts on
 //! someone of equal or higher rank, except an admin. Owners come from configuration or
 //! from creating a room, never from `moderate`, and `moderate` never demotes one.
 
@@ -60,6 +61,7 @@ pub fn required_rank(action: ModAction, role: Option<Role>) -> Result<Rank, Erro
             "owners are named in configuration or by creating the room",
         )),
         (ModAction::Grant | ModAction::Revoke, Some(Role::Moderator)) => Ok(Rank::Owner),
+        (ModAction::Configure, _) => Ok(Rank::Owner),
         _ => Ok(Rank::Moderator),
     }
 }
@@ -77,6 +79,9 @@ pub fn authorize(
     let needed = required_rank(action, role)?;
     if actor < needed {
         return Err(forbidden(match needed {
+            Rank::Owner if action == ModAction::Configure => {
+                "only an owner may change the room's settings"
+            }
             Rank::Owner => "only an owner may grant or revoke moderator",
             _ => "only moderators may moderate this room",
         }));
@@ -196,6 +201,15 @@ mod tests {
     }
 
     const PUNISH: [ModAction; 6] = [Mute, Unmute, Kick, Ban, Unban, Delete];
+
+    #[test]
+    fn only_owners_and_admins_change_a_rooms_settings() {
+        for actor in [Rank::Outsider, Rank::Member, Rank::Moderator] {
+            check(FORBIDDEN, Configure, None, actor, Rank::Outsider, false);
+        }
+        check(ALLOWED, Configure, None, Rank::Owner, Rank::Outsider, false);
+        check(ALLOWED, Configure, None, Rank::Admin, Rank::Outsider, false);
+    }
 
     #[test]
     fn ranks_follow_roles_and_admin_is_above_all() {

@@ -6,7 +6,9 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proto::amqp::{Command, CommandBody, ConnRef, EventBody};
-use proto::client::{History, Join, ModAction, Moderate, Role, RoomOnly, Send};
+use proto::client::{
+    History, Join, ModAction, Moderate, Role, RoomOnly, RoomSettings, Send, Visibility,
+};
 use proto::codes::ErrorCode;
 use proto::keys::Keys;
 use proto::server::{MemberChange, ServerBody};
@@ -36,6 +38,7 @@ fn moderate(room: &str, action: ModAction, user: &str) -> Moderate {
         role: None,
         duration_s: None,
         reason: None,
+        settings: None,
     }
 }
 
@@ -418,6 +421,127 @@ async fn sends_without_ref_are_deduplicated_on_their_message_id_and_dm_typing_re
         h.send(&Harness::command("dave", None, typing)).await;
         let (key, _) = h.event("typing").await;
         assert_eq!(key, "user.carol.typing");
+    })
+    .await;
+}
+
+/// Sends `body` as the global admin `user` (a token with `roles: ["admin"]`) and returns
+/// the answer's body.
+async fn ask_as_admin(h: &mut Harness, user: &str, body: CommandBody) -> ServerBody {
+    static REFS: AtomicU64 = AtomicU64::new(0);
+    let reference = format!("admin-r{}", REFS.fetch_add(1, Ordering::Relaxed));
+    let mut command = Harness::command(user, Some(&reference), body);
+    command.actor.roles = vec!["admin".into()];
+    let c = h.send(&command).await;
+    h.reply(&c).await.frame.body
+}
+
+fn configure(room: &str, settings: RoomSettings) -> CommandBody {
+    CommandBody::Moderate(Moderate {
+        room: room.into(),
+        action: ModAction::Configure,
+        user: None,
+        msg_id: None,
+        role: None,
+        duration_s: None,
+        reason: None,
+        settings: Some(settings),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_and_admins_change_a_rooms_settings_and_every_change_is_audited() {
+    with_harness(&["room.cfg.moderation"], async |h| {
+        expect_joined(h, "alice", "cfg").await;
+        expect_joined(h, "bob", "cfg").await;
+        let announce = RoomSettings {
+            announce: Some(true),
+            ..RoomSettings::default()
+        };
+        expect_forbidden(h, "bob", configure("cfg", announce.clone())).await;
+        expect_ack(h, "alice", configure("cfg", announce.clone())).await;
+        let (_, event) = h.event("moderation").await;
+        let EventBody::Moderation(told) = event.body else {
+            unreachable!()
+        };
+        assert_eq!(
+            (told.action, told.settings, told.by.id.as_str()),
+            (ModAction::Configure, Some(announce), "alice")
+        );
+        expect_forbidden(h, "bob", send("cfg", "may I?")).await;
+
+        // A global admin holds no role in the room and may all the same.
+        let private = RoomSettings {
+            visibility: Some(Visibility::Private),
+            history_limit: Some(2),
+            ..RoomSettings::default()
+        };
+        match ask_as_admin(h, "root", configure("cfg", private)).await {
+            ServerBody::Ack(_) => {}
+            other => panic!("root: expected an ack, got {other:?}"),
+        }
+        expect_forbidden(h, "carol", join("cfg")).await;
+        for i in 0..4 {
+            expect_ack(h, "alice", send("cfg", &format!("m{i}"))).await;
+        }
+        let history = Keys::new(h.prefix.as_str()).history("cfg");
+        assert_eq!(h.redis(&["ZCARD", &history]).await, redis::Value::Int(2));
+
+        // Nothing to change, or a room that keeps nothing, is a bad request.
+        let nothing = RoomSettings::default();
+        expect_code(h, "alice", configure("cfg", nothing), ErrorCode::BadRequest).await;
+        let none_kept = RoomSettings {
+            history_limit: Some(0),
+            ..RoomSettings::default()
+        };
+        expect_code(
+            h,
+            "alice",
+            configure("cfg", none_kept),
+            ErrorCode::BadRequest,
+        )
+        .await;
+
+        // An admin reads a room's history without joining it (and without a role);
+        // anyone else still has to join first.
+        let page = CommandBody::History(History {
+            room: "cfg".into(),
+            before: None,
+            limit: None,
+        });
+        match ask_as_admin(h, "root", page.clone()).await {
+            ServerBody::History(p) => assert_eq!(p.messages.len(), 2, "{p:?}"),
+            other => panic!("root: expected history, got {other:?}"),
+        }
+        expect_code(h, "carol", page, ErrorCode::NotJoined).await;
+
+        // The audit list, newest first: who changed what.
+        let audit = Keys::new(h.prefix.as_str()).audit();
+        let redis::Value::Array(entries) = h.redis(&["LRANGE", &audit, "0", "-1"]).await else {
+            panic!("the audit list is a list")
+        };
+        let entries: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| match e {
+                redis::Value::BulkString(b) => serde_json::from_slice(b).expect("JSON entry"),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let who: Vec<(&str, bool, &str)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["actor"]["id"].as_str().unwrap_or(""),
+                    e["actor"]["admin"] == true,
+                    e["action"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            who,
+            [("root", true, "configure"), ("alice", false, "configure")]
+        );
+        assert_eq!(entries[0]["settings"]["visibility"], "private");
     })
     .await;
 }

@@ -25,6 +25,12 @@ pub const GATEWAY: &str = "warren-gateway";
 pub const DISPATCHER: &str = "warren-dispatcher";
 /// The example bots' shared development account.
 pub const BOT: &str = "warren-bot";
+/// The admin CLI's account in development (`warren-admin`, docs/ADMIN.md): a bot whose
+/// login the dispatchers list in `dispatcher.admin_bots`. Distinct from [`ADMIN`], the
+/// operators' console account, which may do anything on the broker.
+pub const ADMIN_CLI: &str = "warren-admin-cli";
+/// The name the admin CLI's queues go under, `<p>.bot.admin.*`.
+pub const ADMIN_CLI_QUEUES: &str = "admin";
 /// The bots that share [`BOT`] in development: `warren-modbot` and `echo_bot.py`.
 pub const DEV_BOTS: &[&str] = &["modbot", "echo"];
 
@@ -158,6 +164,12 @@ impl Permissions {
             read: format!(r"^({own}|{p}\.events)$"),
             topic: topic(prefix, NO_KEY, grant),
         }
+    }
+
+    /// The admin CLI's: a bot's, for its queues `<p>.bot.admin.*`, granted no event key
+    /// (it binds nothing; its answers come through `reply_to`).
+    pub fn admin_cli(prefix: &str) -> Permissions {
+        Permissions::bot_granted(prefix, ADMIN_CLI_QUEUES, NO_KEY)
     }
 
     /// The operators' account: everything, and no topic permission.

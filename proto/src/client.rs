@@ -87,6 +87,40 @@ pub enum ModAction {
     Delete,
     Grant,
     Revoke,
+    /// Changes the room's settings (`Moderate::settings`): owners and admins.
+    Configure,
+}
+
+/// Who may join a room: anyone (`public`), or only users given a role (`private`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+/// A change to a room's settings (`moderate` with action `configure`): only the fields
+/// given change. The `moderation` event of the change carries the same object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
+    /// Only moderators and above may `send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<bool>,
+    /// How many messages the room keeps (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_limit: Option<u64>,
+    /// How many messages a join that cannot recover gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_on_join: Option<u64>,
+}
+
+impl RoomSettings {
+    /// Whether the change changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == RoomSettings::default()
+    }
 }
 
 /// A role in a room, lowest first so that `Ord` is rank.
@@ -131,6 +165,9 @@ pub struct Moderate {
     pub duration_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `configure`: the settings to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RoomSettings>,
 }
 
 /// Why a text frame could not be read as a client frame.
@@ -235,6 +272,7 @@ mod tests {
             r#"{"type":"typing","room":"general"}"#,
             r#"{"type":"moderate","room":"general","action":"mute","user":"bob","duration_s":60,"reason":"spam"}"#,
             r#"{"type":"moderate","room":"general","action":"grant","user":"bob","role":"moderator"}"#,
+            r#"{"type":"moderate","room":"general","action":"configure","settings":{"visibility":"private","announce":true,"history_limit":200}}"#,
             r#"{"type":"ping"}"#,
         ];
         let mut seen: Vec<&str> = Vec::new();

@@ -180,7 +180,35 @@ impl Keys {
     pub fn gateways(&self) -> String {
         format!("{}:gateways", self.registry())
     }
+
+    /// List, newest first: one JSON entry per moderation action the dispatchers carried
+    /// out (who, what, where, when), capped at [`AUDIT_LENGTH`]. Written by the
+    /// dispatchers only; `warren-admin audit` reads it.
+    pub fn audit(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
+
+    /// Sorted set: the live dispatchers' ids → when each entry expires (unix ms). Each
+    /// dispatcher renews its own; the shards are shared out among those it lists.
+    pub fn dispatchers(&self) -> String {
+        format!("{}:dispatchers", self.prefix)
+    }
+
+    /// What every room's settings key matches, for a read-only scan of the rooms.
+    pub fn meta_pattern(&self) -> String {
+        format!("{}:room:{{*}}:meta", self.prefix)
+    }
+
+    /// The room a settings key belongs to, when `key` is one ([`Keys::meta_pattern`]).
+    pub fn room_of_meta<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":room:{")?
+            .strip_suffix("}:meta")
+    }
 }
+
+/// The most entries the audit list ([`Keys::audit`]) keeps.
+pub const AUDIT_LENGTH: isize = 1000;
 
 /// What makes two sends the same send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +233,15 @@ pub enum Dedup<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settings_key_names_its_room() {
+        let k = Keys::new("w");
+        assert_eq!(k.room_of_meta(&k.meta("general")), Some("general"));
+        assert_eq!(k.room_of_meta(&k.roles("general")), None);
+        assert_eq!(Keys::new("x").room_of_meta(&k.meta("general")), None);
+        assert_eq!(k.meta_pattern(), "w:room:{*}:meta");
+    }
 
     #[test]
     fn keys_follow_the_documented_layout() {

@@ -229,6 +229,9 @@ pub struct ModerationEvent {
     pub role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `configure`: the settings that changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<crate::client::RoomSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +363,7 @@ pub(crate) mod tests {
                 until: Some(5),
                 role: None,
                 reason: Some("spam".into()),
+                settings: None,
             }),
             ServerBody::Kicked(Kicked {
                 room: "r".into(),

@@ -2,9 +2,11 @@
 //! tell the room (`moderation` event) and, for kick and ban, the target's connections
 //! (`kicked` on `user.<target>.kicked`, which every gateway holding one of them is bound
 //! to). The target's presence in the room goes with them, with a `member left` event.
+//! `configure` changes the room's settings. Every action carried out is audited
+//! ([`super::audit`]).
 
 use proto::amqp::EventBody;
-use proto::client::{ModAction, Moderate};
+use proto::client::{ModAction, Moderate, RoomSettings};
 use proto::codes::ErrorCode;
 use proto::ids::{validate_message_id, validate_user, RoomKind};
 use proto::server::{Ack, Kicked, MemberChange, MemberEvent, ModerationEvent, ServerBody, UserRef};
@@ -42,14 +44,21 @@ pub(super) async fn moderate(ctx: &Ctx<'_>, args: &Moderate) -> Result<Outcome, 
         until: None,
         role: None,
         reason: args.reason.clone(),
+        settings: None,
     };
     let mut outcome = ctx.answer(ServerBody::Ack(Ack::default()));
-    let consequences = if args.action == ModAction::Delete {
-        event.msg_id = Some(delete(ctx, args, actor).await?);
-        Vec::new()
-    } else {
-        act_on_user(ctx, args, actor, &mut event).await?
+    let consequences = match args.action {
+        ModAction::Delete => {
+            event.msg_id = Some(delete(ctx, args, actor).await?);
+            Vec::new()
+        }
+        ModAction::Configure => {
+            event.settings = Some(configure(ctx, args, actor).await?);
+            Vec::new()
+        }
+        _ => act_on_user(ctx, args, actor, &mut event).await?,
     };
+    super::audit::record(ctx, &event).await?;
     outcome
         .events
         .push(Routed::room(EventBody::Moderation(event)));
@@ -144,7 +153,9 @@ async fn act_on_user(
                 RoleChange::Unchanged => {}
             }
         }
-        ModAction::Delete => unreachable!("delete is handled apart"),
+        ModAction::Delete | ModAction::Configure => {
+            unreachable!("delete and configure are handled apart")
+        }
     }
     Ok(Vec::new())
 }
@@ -180,6 +191,23 @@ async fn eject(
         &[target],
     ));
     Ok(events)
+}
+
+/// Changes the room's settings. Returns the change for the event.
+async fn configure(ctx: &Ctx<'_>, args: &Moderate, actor: Rank) -> Result<RoomSettings, Failure> {
+    moderation::authorize(ModAction::Configure, None, actor, Rank::Outsider, false)?;
+    let change = args
+        .settings
+        .clone()
+        .filter(|change| !change.is_empty())
+        .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "configure needs settings"))?;
+    if change.history_limit == Some(0) {
+        return Err(
+            ErrorReply::new(ErrorCode::BadRequest, "history_limit must be at least 1").into(),
+        );
+    }
+    ctx.store.update_settings(&args.room, &change).await?;
+    Ok(change)
 }
 
 /// Removes a message from history. Returns its id for the event.

@@ -19,7 +19,8 @@
 //! - `room:{<r>}:joined`, in a dm room, which of its users ever joined it (until the
 //!   recipient has, the room keeps only its last messages);
 //! - `user:{<u>}:created:<hour>` rooms created that hour, `user:{<u>}:bucket:<what>` the
-//!   user's token buckets, and `dispatchers`, the dispatchers' roster (`roster.rs`).
+//!   user's token buckets, and `dispatchers`, the dispatchers' roster (`roster.rs`);
+//! - `audit`, a capped list of the moderation actions carried out (`audit.rs`).
 //!
 //! Every key that lives as long as a room carries the room's idle expiry when
 //! `rooms.idle_expiry_s` is set ([`crate::retention`]).
@@ -34,6 +35,7 @@
 //! through, `messages` history, `presence` presence, `rooms` rooms, roles and
 //! restrictions.
 
+mod audit;
 mod draft;
 mod handle;
 mod keys;

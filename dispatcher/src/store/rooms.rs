@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 
-use proto::client::Role;
+use proto::client::{Role, RoomSettings};
 use proto::server::Message;
 
 use super::keys::Dedup;
 use super::model::{
     parse_dedup, parse_meta, parse_role, ConfiguredRoom, Restriction, Standing, StoreError,
+    Visibility,
 };
 use super::RoomStore;
 
@@ -219,6 +220,41 @@ impl RoomStore {
             .arg(&room.owners)
             .arg(&room.moderators);
         let _: i64 = call.invoke_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Changes the settings `change` names in an existing room's settings hash; the
+    /// others stay. (Rooms from configuration are written again from it at start.)
+    pub async fn update_settings(
+        &self,
+        room: &str,
+        change: &RoomSettings,
+    ) -> Result<(), StoreError> {
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        if let Some(visibility) = change.visibility {
+            let visibility = match visibility {
+                proto::client::Visibility::Public => Visibility::Public,
+                proto::client::Visibility::Private => Visibility::Private,
+            };
+            fields.push(("visibility", visibility.as_str().to_owned()));
+        }
+        if let Some(announce) = change.announce {
+            fields.push(("announce", if announce { "1" } else { "0" }.to_owned()));
+        }
+        if let Some(limit) = change.history_limit {
+            fields.push(("history_limit", limit.to_string()));
+        }
+        if let Some(count) = change.history_on_join {
+            fields.push(("history_on_join", count.to_string()));
+        }
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let () = redis::cmd("HSET")
+            .arg(self.keys.meta(room))
+            .arg(fields)
+            .query_async(&mut self.conn())
+            .await?;
         Ok(())
     }
 

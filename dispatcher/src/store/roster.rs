@@ -16,7 +16,7 @@ static ROSTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ros
 
 impl RoomStore {
     fn roster_key(&self) -> String {
-        format!("{}:dispatchers", self.keys.prefix())
+        self.keys.dispatchers()
     }
 
     /// Renews `id`'s entry for `ttl` and returns the live dispatchers, in id order.

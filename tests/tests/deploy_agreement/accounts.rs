@@ -112,6 +112,7 @@ pub(crate) fn the_local_stack_accounts_are_the_contract() {
             accounts::BOT,
             Permissions::bots_granted(&prefix, accounts::DEV_BOTS, accounts::BOT_PUBLIC_ROOMS),
         ),
+        ("CLI", accounts::ADMIN_CLI, Permissions::admin_cli(&prefix)),
     ] {
         let topic = perms.topic.clone().expect("topic permissions");
         for (suffix, want) in [
