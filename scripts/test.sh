@@ -77,7 +77,7 @@ step "unit tests" cargo test --workspace --exclude warren-tests
 step "otlp exporter" cargo test -p warren-common --features otlp --test otlp
 step "otlp build" cargo check -p warren-gateway -p warren-dispatcher --features otlp
 step "python env" bash scripts/python-env.sh
-step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out --test limits --test tokens --test dashboards --test traces
+step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out --test limits --test tokens --test dashboards --test traces --test admin
 step "browser tests" bash scripts/test-browser.sh
 step "websocket conformance" bash scripts/autobahn.sh
 step "loadgen smoke" bash bench/run.sh --smoke --profile debug --no-build

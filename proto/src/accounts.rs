@@ -196,7 +196,7 @@ impl Permissions {
 /// A deployment's accounts: name, RabbitMQ tags, permissions. Each development password
 /// is the account's name (`deploy/rabbitmq/definitions.json`, `scripts/ensure-services.sh`);
 /// a real deployment brings its own definitions.
-pub fn deployment(prefix: &str) -> [(&'static str, &'static [&'static str], Permissions); 4] {
+pub fn deployment(prefix: &str) -> [(&'static str, &'static [&'static str], Permissions); 5] {
     [
         (ADMIN, &["administrator"], Permissions::admin()),
         (GATEWAY, &[], Permissions::gateway(prefix)),
@@ -206,6 +206,7 @@ pub fn deployment(prefix: &str) -> [(&'static str, &'static [&'static str], Perm
             &[],
             Permissions::bots_granted(prefix, DEV_BOTS, BOT_PUBLIC_ROOMS),
         ),
+        (ADMIN_CLI, &[], Permissions::admin_cli(prefix)),
     ]
 }
 
