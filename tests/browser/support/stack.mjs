@@ -47,7 +47,10 @@ export class Stack {
     args.push('--allow-own-origins', '--logs', LOGS, '--control');
     if (secret) args.push('--secret', secret);
     for (const [key, value] of Object.entries(settings)) args.push('--env', `${key}=${value}`);
-    const child = spawn(LAUNCHER, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    // The launcher finds the services through the checkout it was built in; a target/
+    // copied from another checkout would run that checkout's services, so say which.
+    const processEnv = { CARGO_TARGET_DIR: join(ROOT, 'target'), ...process.env };
+    const child = spawn(LAUNCHER, args, { stdio: ['pipe', 'pipe', 'inherit'], env: processEnv });
     launchers.add(child);
     const stack = new Stack(child);
     const description = await Promise.race([stack.#next(), deadline(WAIT_MS, 'warren-stack to start the stack')]).catch(
