@@ -5,7 +5,7 @@
 # then the example of docs/CLIENTS.md against a stack of its own.
 #
 #   1. node      installed with apt when missing (node 20 or later is required)
-#   2. tests     node --test clients/js/test/
+#   2. tests     node --test clients/js/test/*.test.mjs
 #
 # Node 20 has its WebSocket behind --experimental-websocket; from Node 22 on it is
 # global and the flag is not given. Expects target/debug/warren-{stack,gateway,dispatcher}
@@ -33,5 +33,5 @@ if [[ $(node -p 'typeof globalThis.WebSocket') != function ]]; then
     flags+=(--experimental-websocket)
 fi
 
-log "node ${flags[*]} --test clients/js/test/"
-exec node "${flags[@]}" --test clients/js/test/
+log "node ${flags[*]} --test clients/js/test/*.test.mjs"
+exec node "${flags[@]}" --test clients/js/test/*.test.mjs

@@ -91,6 +91,8 @@ export class WarrenClient {
   #stopped = true;
   #attempt = 0;
   #generation = 0;
+  /** Counts attempts, so an attempt overtaken while it awaited its token gives way. */
+  #opens = 0;
   #timers = { retry: null, welcome: null, heartbeat: null };
   #lastRx = 0;
   #pingSentAt = 0;
@@ -201,16 +203,17 @@ export class WarrenClient {
     this.#clearTimers();
     this.#welcomed = false;
     this.#setState('connecting');
+    const attempt = (this.#opens += 1);
     let ws;
     try {
       const token = typeof this.#options.token === 'function' ? await this.#options.token() : this.#options.token;
       const { url } = this.#options;
       const address =
         typeof url === 'function' ? await url(token) : token ? withToken(url, token) : url;
-      if (this.#stopped) return;
+      if (this.#stopped || attempt !== this.#opens) return;
       ws = new this.#WebSocket(address, SUBPROTOCOL);
     } catch (e) {
-      if (this.#stopped) return;
+      if (this.#stopped || attempt !== this.#opens) return;
       this.#retryLater(null, `cannot connect: ${e.message}`, false);
       return;
     }

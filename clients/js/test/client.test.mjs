@@ -3,7 +3,7 @@
 // tokens expire, acks are lost and messages go missing.
 //
 // Needs target/debug/warren-{stack,gateway,dispatcher}. Run with
-// scripts/test-js-client.sh, or: node --experimental-websocket --test clients/js/test/
+// scripts/test-js-client.sh, or: node --experimental-websocket --test clients/js/test/*.test.mjs
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
