@@ -3,8 +3,8 @@
 // over to the Chat (protocol and state) and the View (the page).
 //
 //   auth.js        development tokens, reading a token's claims
-//   warren.js      the client library (clients/js/): the WebSocket, backoff, heartbeat,
-//                  rejoins, sends kept until acked, messages in order
+//   warren.js      the client library (clients/js/, with warren-order.js): the WebSocket,
+//                  backoff, heartbeat, rejoins, sends kept until acked, messages in order
 //   chat.js        what the user does as library calls, library events as State changes
 //   state.js       rooms, messages (ordered, never twice), members, typists
 //   ui.js          drawing the state; user text only ever as textContent

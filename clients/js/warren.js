@@ -18,6 +18,8 @@
 // WebSocket is global from Node 22, or with --experimental-websocket on Node 20; any
 // WHATWG-compatible constructor can be passed as `WebSocket`).
 
+import { RoomOrder } from './warren-order.js';
+
 /** The subprotocol offered in the handshake. */
 export const SUBPROTOCOL = 'warren.v1';
 
@@ -36,8 +38,6 @@ const GAVE_UP = 4000;
 
 /** Frames that may be sent again, same `ref`, on the next connection. */
 const REPEATABLE = new Set(['send', 'dm', 'history', 'presence']);
-
-const HISTORY_PAGE = 100;
 
 const DEFAULTS = {
   backoff: { baseMs: 500, capMs: 10_000 },
@@ -98,7 +98,7 @@ export class WarrenClient {
   #pingSentAt = 0;
   /** ref -> {frame, resolve, reject, sentOn}: every request waiting for its answer. */
   #pending = new Map();
-  /** room -> {epoch, seq, joined, joinRef, waiting, buffer, repairing}. */
+  /** room -> {order: RoomOrder, joinRef}: the rooms to keep joined. */
   #rooms = new Map();
 
   /**
@@ -283,7 +283,7 @@ export class WarrenClient {
     this.#emit('welcome', frame);
     if (this.#ws !== ws) return; // a listener dropped it
     for (const [room, r] of this.#rooms) {
-      r.joined = false;
+      r.order.disconnected();
       this.#sendJoin(room, r);
     }
     // What does not wait for a room's `joined`: dms, reads, sends to untracked rooms.
@@ -320,6 +320,7 @@ export class WarrenClient {
     const wasWelcomed = this.#welcomed;
     this.#welcomed = false;
     this.#clearTimers();
+    for (const r of this.#rooms.values()) r.order.disconnected();
     // Requests that cannot be repeated safely are given up; the rest wait for the next link.
     this.#failPending((r) => !REPEATABLE.has(r.frame.type) && r.frame.type !== 'join', 'disconnected', `closed (${code})`);
     if (this.#stopped) return;
@@ -431,7 +432,7 @@ export class WarrenClient {
   join(room) {
     let r = this.#rooms.get(room);
     if (!r) {
-      r = { epoch: null, seq: 0, joined: false, reset: false, joinRef: null, buffer: new Map(), repairing: false };
+      r = { order: new RoomOrder(), joinRef: null };
       this.#rooms.set(room, r);
     }
     return this.#sendJoin(room, r);
@@ -439,9 +440,9 @@ export class WarrenClient {
 
   #sendJoin(room, r) {
     const frame = { type: 'join', room, ref: this.#newRef() };
-    if (r.epoch !== null) {
-      frame.since = r.seq;
-      frame.epoch = r.epoch;
+    if (r.order.epoch !== null) {
+      frame.since = r.order.seq;
+      frame.epoch = r.order.epoch;
     }
     // A join still unanswered from an earlier link is answered by this one.
     const previous = r.joinRef && this.#pending.get(r.joinRef);
@@ -480,7 +481,7 @@ export class WarrenClient {
    */
   send(room, text, { ref } = {}) {
     const r = this.#rooms.get(room);
-    return this.#request({ type: 'send', room, text, ref }, { now: !r || r.joined });
+    return this.#request({ type: 'send', room, text, ref }, { now: !r || r.order.joined });
   }
 
   /** A direct message to a user; the `ack` names the `dm:` room. */
@@ -524,7 +525,7 @@ export class WarrenClient {
   /** Where the client stands in a room: {epoch, seq, joined}, or null if not tracked. */
   room(room) {
     const r = this.#rooms.get(room);
-    return r ? { epoch: r.epoch, seq: r.seq, joined: r.joined } : null;
+    return r ? { epoch: r.order.epoch, seq: r.order.seq, joined: r.order.joined } : null;
   }
 
   // ---- rooms and their order ----
@@ -538,29 +539,11 @@ export class WarrenClient {
       request?.reject(new WarrenError('not_joined', `left ${frame.room}`));
       return;
     }
-    const rejoin = r.epoch !== null;
-    // What we hold cannot be continued: the history was lost (new epoch), or the server
-    // could not give everything after `since`. The app drops the room's messages.
-    const reset = r.reset || (rejoin && (!frame.recovered || frame.epoch !== r.epoch));
-    if (reset || !rejoin) {
-      r.seq = 0;
-      r.buffer = new Map([...r.buffer].filter(([, m]) => m.epoch === frame.epoch));
-    }
-    r.reset = false;
-    r.epoch = frame.epoch;
-    r.joined = true;
+    const { rejoin, reset, deliver } = r.order.applyJoined(frame);
     const detail = { ...frame, rejoin, reset };
     this.#emit('joined', detail);
     request?.resolve(detail);
-    // `history` holds everything between `since` and `seq` (or the latest messages
-    // after a reset): that range is complete, deleted messages and all.
-    for (const m of [...frame.history].sort((x, y) => x.seq - y.seq)) {
-      if (m.seq <= r.seq) continue;
-      r.seq = m.seq;
-      this.#emit('message', m);
-    }
-    r.seq = Math.max(r.seq, frame.seq);
-    this.#drain(frame.room, r);
+    this.#deliver(frame.room, r, deliver);
     this.#flush((q) => q.frame.type === 'send' && q.frame.room === frame.room);
   }
 
@@ -571,74 +554,31 @@ export class WarrenClient {
       this.#emit('message', m);
       return;
     }
-    if (!r.joined) {
-      // Before `joined` answers: kept, and ordered against its history.
-      r.buffer.set(m.seq, m);
-      return;
-    }
-    if (m.epoch !== r.epoch) {
-      // The room's history was lost and restarted: join again from scratch.
-      r.epoch = null;
-      r.seq = 0;
-      r.joined = false;
-      r.reset = true;
-      r.buffer = new Map([[m.seq, m]]);
-      this.#sendJoin(m.room, r);
-      return;
-    }
-    if (m.seq <= r.seq) return;
-    r.buffer.set(m.seq, m);
-    this.#drain(m.room, r);
+    const { deliver, restart } = r.order.message(m);
+    // A new epoch: the room's history was lost and restarted; join again from scratch.
+    if (restart) this.#sendJoin(m.room, r);
+    this.#deliver(m.room, r, deliver);
   }
 
-  /** Delivers the buffered messages that follow on; asks `history` for a missing range. */
-  #drain(room, r) {
-    while (r.buffer.size > 0) {
-      const next = r.buffer.get(r.seq + 1);
-      if (next) {
-        r.buffer.delete(next.seq);
-        r.seq = next.seq;
-        this.#emit('message', next);
-        continue;
-      }
-      const first = Math.min(...r.buffer.keys());
-      if (first <= r.seq) {
-        r.buffer.delete(first);
-        continue;
-      }
-      this.#repair(room, r, first);
-      return;
-    }
-  }
-
-  /** Fetches (seq, first) from history, at most a page at a time, then delivers on. */
-  async #repair(room, r, first) {
-    if (r.repairing) return;
-    r.repairing = true;
-    const epoch = r.epoch;
-    const from = r.seq + 1;
-    const before = Math.min(first, from + HISTORY_PAGE);
-    let page = null;
-    try {
-      page = await this.history(room, { before, limit: before - r.seq - 1 });
-    } catch {
-      // Left, closed or refused: whatever happens next (rejoin, reset) decides.
-    }
-    r.repairing = false;
-    if (this.#rooms.get(room) !== r || r.epoch !== epoch || !page) return;
-    for (const m of page.messages) if (m.seq > r.seq) r.buffer.set(m.seq, m);
-    // What history does not hold was deleted: the range is known now, gaps and all.
-    const end = before - 1;
-    while (r.seq < end) {
-      const m = r.buffer.get(r.seq + 1);
-      if (m) {
-        r.buffer.delete(m.seq);
-        this.#emit('message', m);
-      }
-      r.seq += 1;
-    }
-    this.#emit('repaired', { room, from, to: end, fetched: page.messages.length });
-    this.#drain(room, r);
+  /** Emits messages in order, then asks `history` for a range still missing, if any. */
+  #deliver(room, r, messages) {
+    for (const m of messages) this.#emit('message', m);
+    const gap = r.order.gap();
+    if (!gap) return;
+    r.order.repairing = true;
+    this.history(room, { before: gap.before, limit: gap.limit }).then(
+      (page) => {
+        r.order.repairing = false;
+        if (this.#rooms.get(room) !== r) return;
+        const filled = r.order.filled(gap, page.messages);
+        this.#emit('repaired', { room, from: gap.from, to: gap.before - 1, fetched: page.messages.length });
+        this.#deliver(room, r, filled);
+      },
+      () => {
+        // Left, closed or refused: the next message, or the rejoin, tries again.
+        r.order.repairing = false;
+      },
+    );
   }
 }
 

@@ -3,8 +3,8 @@
 //!
 //! The files under `web/` are compiled into the binary with `include_str!`, so a gateway
 //! is still one file to ship and every gateway serves the same client it speaks to. The
-//! page speaks through the JavaScript client library, `clients/js/warren.js`, served
-//! as `/warren.js` from the same binary.
+//! page speaks through the JavaScript client library, `clients/js/warren.js` (and the
+//! module it imports), served as `/warren.js` from the same binary.
 //! They are sent with `Cache-Control: no-cache` (a browser revalidates after an upgrade)
 //! and a Content-Security-Policy that allows nothing but this origin and WebSockets: the
 //! client renders user text with `textContent` only, and the policy is the second line
@@ -80,6 +80,7 @@ const ASSETS: &[Asset] = &[
     asset!("/state.js", "state.js", JS),
     asset!("/ui.js", "ui.js", JS),
     asset!("/warren.js", "clients/js", "warren.js", JS),
+    asset!("/warren-order.js", "clients/js", "warren-order.js", JS),
 ];
 
 /// The web client's routes: the assets (GET) and `POST /dev/token`.
