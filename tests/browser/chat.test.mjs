@@ -221,11 +221,12 @@ describe('the web client on two gateways', { timeout: 240_000 }, () => {
     assert.ok(rejoin >= 0 && rejoin < frames.indexOf(sends[0]), 'rejoined before sending');
   });
 
-  it('serves the client library the page uses, as clients/js/warren.js has it', async () => {
-    const served = await fetch(`${stack.url(0)}/warren.js`);
-    assert.match(served.headers.get('content-type'), /^text\/javascript/);
-    const text = await served.text();
-    assert.equal(text, readFileSync(join(ROOT, 'clients', 'js', 'warren.js'), 'utf8'));
+  it('serves the client library the page uses, as clients/js/ has it', async () => {
+    for (const file of ['warren.js', 'warren-order.js']) {
+      const served = await fetch(`${stack.url(0)}/${file}`);
+      assert.match(served.headers.get('content-type'), /^text\/javascript/);
+      assert.equal(await served.text(), readFileSync(join(ROOT, 'clients', 'js', file), 'utf8'), file);
+    }
     const chat = await (await fetch(`${stack.url(0)}/chat.js`)).text();
     assert.match(chat, /^import \{ WarrenClient \} from '\.\/warren\.js';$/m);
     assert.equal((await fetch(`${stack.url(0)}/connection.js`)).status, 404);
