@@ -3,8 +3,9 @@
 // over to the Chat (protocol and state) and the View (the page).
 //
 //   auth.js        development tokens, reading a token's claims
-//   connection.js  the WebSocket: backoff, heartbeat, connection state
-//   chat.js        client frames out, server frames in, refs and retries
+//   warren.js      the client library (clients/js/, with warren-order.js): the WebSocket,
+//                  backoff, heartbeat, rejoins, sends kept until acked, messages in order
+//   chat.js        what the user does as library calls, library events as State changes
 //   state.js       rooms, messages (ordered, never twice), members, typists
 //   ui.js          drawing the state; user text only ever as textContent
 

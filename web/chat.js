@@ -1,16 +1,27 @@
-// The protocol: turns what the user does into client frames, and server frames into
-// changes of the State. Every frame that expects an answer carries a fresh `ref`; the
-// `requests` map remembers what each ref was for, so an `ack` or `error` lands on the
-// right room, message or button.
+// The page's side of the protocol: turns what the user does into calls on the Warren
+// client library (/warren.js, the same file as clients/js/warren.js), and its events
+// into changes of the State. The library owns the socket: backoff and heartbeat, rejoins
+// with `since`, sends kept until their `ack` and repeated with the same `ref`, messages
+// in seq order. This module keeps what the page shows: rooms, outboxes, notices.
 
+import { WarrenClient } from './warren.js';
 import { claimsOf } from './auth.js';
-import { Connection } from './connection.js';
 import { State, isDm, dmRoom, dmPeer, TYPING_SHOWN_MS } from './state.js';
 
 /** `typing` goes out at most this often while the user types. */
 const TYPING_EVERY_MS = 3000;
 const OLDER_PAGE = 50;
 const MUTE_SECONDS = 60;
+
+/** The library's connection states as the page names them. */
+const STATE_NAMES = { idle: 'offline', connecting: 'connecting', open: 'online', reconnecting: 'reconnecting', closed: 'offline' };
+
+/** What the user is told when the library stops for good after these close codes. */
+const FINAL_REASONS = new Map([
+  [1000, 'disconnected'],
+  [1008, 'refused by the server (policy)'],
+  [4401, 'session expired'],
+]);
 
 /** A ref unique across tabs and reloads: the dispatcher dedups sends by (room, user, ref). */
 const refPrefix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) =>
@@ -20,12 +31,9 @@ let refCounter = 0;
 const newRef = () => `${refPrefix}-${Date.now().toString(36)}-${(refCounter += 1)}`;
 
 export class Chat {
-  #connection;
+  #client;
   #storage;
   #onChange;
-  #requests = new Map();
-  /** Counts connections (welcomes), to tell a send of this link from one of the last. */
-  #generation = 0;
   #lastTypingSent = 0;
 
   /**
@@ -38,42 +46,54 @@ export class Chat {
     this.#onChange = onChange;
     this.state = new State();
     this.state.admin = (claimsOf(token)?.roles ?? []).includes('admin');
+    this.state.connection.extensions = '';
     this.#restoreRooms();
     // The token goes in the `warren_token` cookie, set just before each attempt, never in
     // the URL: URLs end up in proxy and server logs. The page and `/ws` share an origin
     // (the gateway serves both), the cookie is sent to `/ws` only, same-site only, and
     // lives a minute. Cookies are shared by the browser's tabs, so a tab signed in as
     // someone else could set it between this tab's set and its handshake: `welcome`
-    // says whom the gateway saw, and a mismatch is dropped and retried (#handle).
-    const socketUrl = () => {
-      this.#setTokenCookie();
-      const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-      return `${scheme}://${location.host}/ws`;
-    };
-    this.#connection = new Connection({
-      url: socketUrl,
-      onFrame: (frame) => {
-        this.#handle(frame);
-        this.#changed();
-      },
-      onState: (state) => {
-        this.state.connection = state;
-        this.#changed();
+    // says whom the gateway saw, and a mismatch is dropped and retried (#welcome).
+    this.#client = new WarrenClient({
+      url: () => {
+        this.#setTokenCookie();
+        const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+        return `${scheme}://${location.host}/ws`;
       },
       diagnose: () => this.#whyRefused(),
     });
+    const on = (type, handler) =>
+      this.#client.on(type, (detail) => {
+        handler.call(this, detail);
+        this.#changed();
+      });
+    on('state', this.#connectionChanged);
+    on('welcome', this.#welcome);
+    on('joined', this.#joined);
+    on('message', this.#message);
+    on('left', (frame) => {
+      const room = this.state.rooms.get(frame.room);
+      if (room) room.joined = false;
+    });
+    on('member', this.#member);
+    on('typing', this.#typing);
+    on('moderation', this.#moderation);
+    on('kicked', this.#kicked);
+    on('error', (e) => this.#notify(`${e.code}: ${e.frame?.message ?? ''}`.trim(), 'error'));
+    window.addEventListener('online', () => this.retryNow());
   }
 
   start() {
-    this.#connection.start();
+    for (const room of this.state.rooms.values()) if (room.wanted) this.#join(room);
+    this.#client.connect();
   }
 
   stop() {
-    this.#connection.stop();
+    this.#client.close('signed out');
   }
 
   retryNow() {
-    this.#connection.retryNow();
+    this.#client.retryNow();
   }
 
   // ---- what the user does ----
@@ -81,9 +101,10 @@ export class Chat {
   /** Joins a room (or a dm room, which loads its history) and shows it. */
   join(id) {
     const room = this.state.room(id);
+    const wanted = room.wanted;
     room.wanted = true;
     this.open(id);
-    if (!room.joined) this.#join(room);
+    if (!wanted) this.#join(room);
     this.#saveRooms();
   }
 
@@ -101,7 +122,7 @@ export class Chat {
   leave(id) {
     const room = this.state.rooms.get(id);
     if (!room) return;
-    if (room.joined) this.#request({ type: 'leave', room: id }, { kind: 'leave', room: id });
+    if (room.wanted) this.#client.leave(id).catch(() => {}); // gone from the page either way
     this.state.rooms.delete(id);
     if (this.state.active === id) this.state.active = this.state.rooms.keys().next().value ?? null;
     this.#saveRooms();
@@ -117,7 +138,7 @@ export class Chat {
   say(id, text) {
     const room = this.state.rooms.get(id);
     if (!room) return;
-    const entry = { ref: newRef(), text, status: 'sending', error: null, sentOn: 0 };
+    const entry = { ref: newRef(), text, status: 'sending', error: null };
     room.outbox.push(entry);
     // The message ends the burst (members drop "X is typing" when it arrives): the
     // next keystroke may say so again at once.
@@ -131,7 +152,7 @@ export class Chat {
     const room = this.state.rooms.get(id);
     const entry = room?.outbox.find((e) => e.ref === ref);
     if (!entry) return;
-    Object.assign(entry, { ref: newRef(), status: 'sending', error: null, sentOn: 0 });
+    Object.assign(entry, { ref: newRef(), status: 'sending', error: null });
     this.#transmit(room, entry);
     this.#changed();
   }
@@ -148,33 +169,49 @@ export class Chat {
     const room = this.state.rooms.get(id);
     const now = Date.now();
     if (!room?.joined || now - this.#lastTypingSent < TYPING_EVERY_MS) return;
-    if (this.#connection.send({ type: 'typing', room: id })) this.#lastTypingSent = now;
+    if (this.#client.typing(id)) this.#lastTypingSent = now;
   }
 
   loadOlder(id) {
     const room = this.state.rooms.get(id);
     if (!room || room.loadingOlder || !room.joined) return;
     const before = room.messages[0]?.seq ?? room.lastSeq + 1;
-    const frame = { type: 'history', room: id, before, limit: OLDER_PAGE };
-    if (this.#request(frame, { kind: 'history', room: id })) {
-      room.loadingOlder = true;
-      this.#changed();
-    }
+    room.loadingOlder = true;
+    this.#client
+      .history(id, { before, limit: OLDER_PAGE })
+      .then((frame) => this.state.rooms.get(id)?.applyHistory(frame))
+      .catch((e) => {
+        room.loadingOlder = false;
+        this.#notify(`Could not load older messages: ${describe(e)}`, 'error');
+      })
+      .finally(() => this.#changed());
+    this.#changed();
   }
 
   refreshPresence(id) {
-    this.#request({ type: 'presence', room: id }, { kind: 'presence', room: id });
+    this.#client
+      .presence(id)
+      .then((members) => {
+        const room = this.state.rooms.get(id);
+        if (room) room.members = new Map(members.map((u) => [u.id, u]));
+        members.forEach((u) => this.state.learn(u));
+      })
+      .catch(() => {}) // the next refresh, or the member events, tell the same
+      .finally(() => this.#changed());
   }
 
   /** action: mute (60 s), kick, ban about a user; delete about a message. */
   moderate(id, action, target) {
-    const frame = { type: 'moderate', room: id, action };
-    if (action === 'delete') frame.msg_id = target;
-    else frame.user = target;
-    if (action === 'mute') frame.duration_s = MUTE_SECONDS;
-    if (!this.#request(frame, { kind: 'moderate', room: id, action })) {
+    if (this.#client.state !== 'open') {
       this.#notify('Not connected: try again when online.', 'error');
+      return;
     }
+    const options = action === 'delete' ? { msgId: target } : { user: target };
+    if (action === 'mute') options.durationS = MUTE_SECONDS;
+    this.#client.moderate(id, action, options).catch((e) => {
+      this.#notify(`Could not ${action}: ${describe(e)}`, 'error');
+      this.#changed();
+    });
   }
 
   dismissNotice() {
@@ -182,126 +219,84 @@ export class Chat {
     this.#changed();
   }
 
-  // ---- frames out ----
+  // ---- requests ----
 
-  /** Sends a frame with a fresh ref and remembers what it was for; false when offline. */
-  #request(frame, context) {
-    const ref = frame.ref ?? newRef();
-    if (!this.#connection.send({ ...frame, ref })) return false;
-    this.#requests.set(ref, context);
-    return true;
-  }
-
+  /** The library keeps the room joined across reconnects; this hears how the join ends. */
   #join(room) {
-    const frame = { type: 'join', room: room.id };
-    if (room.synced) {
-      frame.since = room.lastSeq;
-      frame.epoch = room.epoch;
-    }
-    this.#request(frame, { kind: 'join', room: room.id });
+    this.#client.join(room.id).catch((e) => {
+      if (this.state.rooms.get(room.id) !== room || !room.wanted) return; // left meanwhile
+      this.#notify(`Could not join ${this.state.title(room.id)}: ${describe(e)}`, 'error');
+      room.wanted = false;
+      // A dm needs no join to be sent; a public room without history goes away.
+      if (isDm(room.id)) room.outbox.forEach((entry) => this.#transmit(room, entry));
+      else if (room.messages.length === 0) this.leave(room.id);
+      this.#saveRooms();
+      this.#changed();
+    });
   }
 
   /**
-   * Sends an outbox entry on the current link, once. `send` needs the room joined; a dm
-   * goes out as `dm` at once. After a reconnect the same ref is sent again: the
-   * dispatcher answers a retry with the first `ack` and never stores it twice.
+   * Hands an outbox entry to the library, which keeps it until its `ack` or `error` and,
+   * after a reconnect, sends it again with the same ref (stored once by the dispatcher).
    */
   #transmit(room, entry) {
-    if (entry.status !== 'sending' || entry.sentOn === this.#generation) return;
-    let frame;
-    if (isDm(room.id)) {
-      frame = { type: 'dm', to: dmPeer(room.id, this.state.me.id), text: entry.text, ref: entry.ref };
-    } else if (room.joined) {
-      frame = { type: 'send', room: room.id, text: entry.text, ref: entry.ref };
-    } else {
-      return;
-    }
-    if (this.#request(frame, { kind: 'send', room: room.id, ref: entry.ref })) {
-      entry.sentOn = this.#generation;
-    }
+    if (entry.status !== 'sending' || entry.handed === entry.ref) return;
+    if (isDm(room.id) && !this.state.me) return; // the peer is known from `welcome` on
+    entry.handed = entry.ref;
+    const { ref } = entry;
+    const sent = isDm(room.id)
+      ? this.#client.dm(dmPeer(room.id, this.state.me.id), entry.text, { ref })
+      : this.#client.send(room.id, entry.text, { ref });
+    sent
+      .then((ack) => this.#acked(room, entry, ack))
+      .catch((e) => {
+        if (entry.ref === ref) Object.assign(entry, { status: 'failed', error: e.code, detail: e.frame?.message ?? e.message });
+      })
+      .finally(() => this.#changed());
   }
 
-  // ---- frames in ----
+  // ---- what the library tells ----
 
-  #handle(frame) {
-    const context = frame.ref ? this.#requests.get(frame.ref) : undefined;
-    if (frame.ref) this.#requests.delete(frame.ref);
-    switch (frame.type) {
-      case 'welcome':
-        return this.#welcome(frame);
-      case 'joined':
-        return this.#joined(frame);
-      case 'left': {
-        const room = this.state.rooms.get(frame.room);
-        if (room) room.joined = false;
-        return;
-      }
-      case 'message':
-        return this.#message(frame);
-      case 'ack':
-        return this.#ack(frame, context);
-      case 'history':
-        return this.state.rooms.get(frame.room)?.applyHistory(frame);
-      case 'presence': {
-        const room = this.state.rooms.get(frame.room);
-        if (room) room.members = new Map(frame.members.map((u) => [u.id, u]));
-        frame.members.forEach((u) => this.state.learn(u));
-        return;
-      }
-      case 'member':
-        return this.#member(frame);
-      case 'typing':
-        return this.#typing(frame);
-      case 'moderation':
-        return this.#moderation(frame);
-      case 'kicked':
-        return this.#kicked(frame);
-      case 'error':
-        return this.#error(frame, context);
-      default:
-        return; // pong, and frame types added after this client
-    }
+  #connectionChanged({ state, code, reason, retryAt, extensions }) {
+    const name = STATE_NAMES[state];
+    const why = state === 'closed' ? FINAL_REASONS.get(code) ?? reason : reason;
+    this.state.connection = {
+      ...this.state.connection,
+      name,
+      retryAt: state === 'reconnecting' ? retryAt : 0,
+      reason: state === 'open' ? '' : why ?? '',
+      reconnects: this.#client.reconnects,
+      // What the gateway agreed, e.g. permessage-deflate (compression).
+      extensions: extensions ?? '',
+    };
   }
 
   #welcome(frame) {
     const sub = claimsOf(this.token)?.sub;
     if (sub && frame.user?.id !== sub) {
       // Another tab's token reached the handshake through the shared cookie.
-      this.#connection.drop();
+      this.#client.reconnect();
       return;
     }
-    this.#generation += 1;
-    this.#requests.clear();
     Object.assign(this.state, { me: frame.user, gateway: frame.gateway, limits: frame.limits });
     this.state.learn(frame.user);
     for (const room of this.state.rooms.values()) {
       room.joined = false;
-      if (room.wanted) this.#join(room);
-      else room.outbox.forEach((entry) => this.#transmit(room, entry));
+      // Typed before the first connection knew who we are: a dm needs the peer's id.
+      if (isDm(room.id)) room.outbox.forEach((entry) => this.#transmit(room, entry));
     }
   }
 
   #joined(frame) {
     const room = this.state.rooms.get(frame.room);
-    if (!room || !room.wanted) {
-      // Left (or closed) while the join was on its way.
-      this.#request({ type: 'leave', room: frame.room }, { kind: 'leave', room: frame.room });
-      return;
-    }
+    if (!room || !room.wanted) return;
     room.applyJoined(frame);
     frame.members.forEach((u) => this.state.learn(u));
-    room.outbox.forEach((entry) => this.#transmit(room, entry));
   }
 
   #message(m) {
     this.state.learn(m.from);
     const room = this.state.room(m.room);
-    if (room.joined && room.epoch !== null && m.epoch !== room.epoch) {
-      // The room's history was lost and restarted: what we hold cannot be trusted.
-      room.synced = false;
-      this.#join(room);
-      return;
-    }
     room.epoch ??= m.epoch;
     room.lastSeq = Math.max(room.lastSeq, m.seq);
     room.typing.delete(m.from.id);
@@ -311,20 +306,16 @@ export class Chat {
     if (!this.state.active) this.open(m.room);
   }
 
-  #ack(frame, context) {
-    if (context?.kind !== 'send') return;
-    const room = this.state.rooms.get(frame.room ?? context.room) ?? this.state.rooms.get(context.room);
-    if (!room) return;
-    const entry = room.outbox.find((e) => e.ref === frame.ref);
-    room.outbox = room.outbox.filter((e) => e.ref !== frame.ref);
+  #acked(room, entry, ack) {
+    if (!room.outbox.includes(entry) || entry.ref !== ack.ref) return;
+    room.outbox = room.outbox.filter((e) => e !== entry);
     // The ack can overtake our own `message` event: show the message now, the event
-    // will be recognised by its id. `lastSeq` is left to the events, so a reconnect
-    // still asks for anything sent before it.
-    if (entry && frame.id) {
+    // will be recognised by its id.
+    if (ack.id) {
       room.add({
         room: room.id,
-        id: frame.id,
-        seq: frame.seq,
+        id: ack.id,
+        seq: ack.seq,
         epoch: room.epoch,
         from: { ...this.state.me, bot: false },
         text: entry.text,
@@ -381,37 +372,6 @@ export class Chat {
     this.#saveRooms();
   }
 
-  #error(frame, context) {
-    const text = `${frame.code}: ${frame.message ?? ''}`.trim();
-    const room = context ? this.state.rooms.get(context.room) : null;
-    switch (context?.kind) {
-      case 'send': {
-        const entry = room?.outbox.find((e) => e.ref === frame.ref);
-        if (entry) Object.assign(entry, { status: 'failed', error: frame.code, detail: frame.message });
-        return;
-      }
-      case 'join':
-        this.#notify(`Could not join ${this.state.title(context.room)}: ${text}`, 'error');
-        if (room) {
-          room.wanted = false;
-          // A dm needs no join to be sent; a public room without history goes away.
-          if (isDm(room.id)) room.outbox.forEach((entry) => this.#transmit(room, entry));
-          else if (room.messages.length === 0) this.leave(room.id);
-        }
-        this.#saveRooms();
-        return;
-      case 'history':
-        if (room) room.loadingOlder = false;
-        this.#notify(`Could not load older messages: ${text}`, 'error');
-        return;
-      case 'moderate':
-        this.#notify(`Could not ${context.action}: ${text}`, 'error');
-        return;
-      default:
-        this.#notify(text, 'error');
-    }
-  }
-
   #notify(text, kind = 'info') {
     this.state.notice = { text, kind, at: Date.now() };
   }
@@ -451,4 +411,10 @@ export class Chat {
   #changed() {
     this.#onChange();
   }
+}
+
+/** A WarrenError as the user reads it. */
+function describe(e) {
+  const detail = e.frame?.message;
+  return detail ? `${e.code}: ${detail}` : e.message;
 }

@@ -40,7 +40,7 @@ export class Room {
     this.seen = new Set();
     /** System lines ({afterSeq, text}) shown after the message with that seq. */
     this.notes = [];
-    /** Sends not acknowledged yet: {ref, text, status: 'sending'|'failed', error, sentOn}. */
+    /** Sends not acknowledged yet: {ref, text, status: 'sending'|'failed', error}. */
     this.outbox = [];
     this.members = new Map();
     /** User id -> {name, until}. */

@@ -2,7 +2,9 @@
 //! endpoint `POST /dev/token`.
 //!
 //! The files under `web/` are compiled into the binary with `include_str!`, so a gateway
-//! is still one file to ship and every gateway serves the same client it speaks to.
+//! is still one file to ship and every gateway serves the same client it speaks to. The
+//! page speaks through the JavaScript client library, `clients/js/warren.js` (and the
+//! module it imports), served as `/warren.js` from the same binary.
 //! They are sent with `Cache-Control: no-cache` (a browser revalidates after an upgrade)
 //! and a Content-Security-Policy that allows nothing but this origin and WebSockets: the
 //! client renders user text with `textContent` only, and the policy is the second line
@@ -53,13 +55,17 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
-/// An [`Asset`] for a file under `web/`, compiled in.
+/// An [`Asset`] for a file under `web/` (or, with a directory first, under that
+/// directory of the repository), compiled in.
 macro_rules! asset {
     ($path:literal, $file:literal, $content_type:expr) => {
+        asset!($path, "web", $file, $content_type)
+    };
+    ($path:literal, $dir:literal, $file:literal, $content_type:expr) => {
         Asset {
             path: $path,
             content_type: $content_type,
-            body: include_str!(concat!("../../web/", $file)),
+            body: include_str!(concat!("../../", $dir, "/", $file)),
         }
     };
 }
@@ -71,9 +77,10 @@ const ASSETS: &[Asset] = &[
     asset!("/app.js", "app.js", JS),
     asset!("/auth.js", "auth.js", JS),
     asset!("/chat.js", "chat.js", JS),
-    asset!("/connection.js", "connection.js", JS),
     asset!("/state.js", "state.js", JS),
     asset!("/ui.js", "ui.js", JS),
+    asset!("/warren.js", "clients/js", "warren.js", JS),
+    asset!("/warren-order.js", "clients/js", "warren-order.js", JS),
 ];
 
 /// The web client's routes: the assets (GET) and `POST /dev/token`.
@@ -442,6 +449,7 @@ mod tests {
         for (path, content_type) in [
             ("/", HTML),
             ("/app.js", JS),
+            ("/warren.js", JS),
             ("/style.css", CSS),
             ("/favicon.svg", SVG),
         ] {
@@ -470,5 +478,10 @@ mod tests {
         }
         let index = asset("/").unwrap().body;
         assert!(index.contains("src=\"/app.js\""));
+        // The page's connection is the client library's.
+        assert!(asset("/chat.js")
+            .unwrap()
+            .body
+            .contains("import { WarrenClient } from './warren.js';"));
     }
 }

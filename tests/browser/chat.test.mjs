@@ -6,11 +6,11 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { Stack, LOGS } from './support/stack.mjs';
+import { Stack, LOGS, ROOT } from './support/stack.mjs';
 import { launch, ChatPage } from './support/browser.mjs';
 
 const ROOM = 'lobby';
@@ -187,6 +187,49 @@ describe('the web client on two gateways', { timeout: 240_000 }, () => {
     // The page still works on the new connection.
     await b.send('back again');
     await a.waitForText('back again');
+  });
+
+  it('keeps a message written while its gateway is down and sends it, once, when the page is back', async () => {
+    await b.open(ROOM);
+    const sentBefore = b.sent.length;
+    const stopped = stack.stopGateway(1);
+    await b.page.waitForFunction(
+      () => document.querySelector('[data-testid="conn-state"]').dataset.state !== 'online',
+      null,
+      { timeout: 15_000 },
+    );
+    await stopped;
+    const input = b.page.locator('[data-testid="composer-input"]');
+    await input.fill('written offline');
+    await input.press('Enter');
+    await b.page.locator('[data-testid="message-pending"]', { hasText: 'written offline' }).waitFor();
+
+    await stack.restartGateway(1);
+    await b.waitForState('online', 30_000);
+    await a.waitForText('written offline');
+    await b.page.locator('[data-testid="message-pending"]', { hasText: 'written offline' }).waitFor({ state: 'detached' });
+    await b.waitForText('written offline');
+    await sleep(500); // room for a duplicate to show up, if one were coming
+    for (const page of [a, b]) {
+      assert.equal((await page.texts()).filter((t) => t === 'written offline').length, 1, page.name);
+    }
+    // It went out on the new connection only, after the rejoin.
+    const frames = b.sent.slice(sentBefore);
+    const sends = frames.filter((f) => f.type === 'send' && f.text === 'written offline');
+    assert.equal(sends.length, 1);
+    const rejoin = frames.findIndex((f) => f.type === 'join' && f.room === ROOM);
+    assert.ok(rejoin >= 0 && rejoin < frames.indexOf(sends[0]), 'rejoined before sending');
+  });
+
+  it('serves the client library the page uses, as clients/js/ has it', async () => {
+    for (const file of ['warren.js', 'warren-order.js']) {
+      const served = await fetch(`${stack.url(0)}/${file}`);
+      assert.match(served.headers.get('content-type'), /^text\/javascript/);
+      assert.equal(await served.text(), readFileSync(join(ROOT, 'clients', 'js', file), 'utf8'), file);
+    }
+    const chat = await (await fetch(`${stack.url(0)}/chat.js`)).text();
+    assert.match(chat, /^import \{ WarrenClient \} from '\.\/warren\.js';$/m);
+    assert.equal((await fetch(`${stack.url(0)}/connection.js`)).status, 404);
   });
 
   it('opens a direct conversation on both sides', async () => {

@@ -33,18 +33,24 @@ function deadline(ms, what) {
 export class Stack {
   /**
    * Starts a dispatcher and `gateways` gateways and waits until all are ready. `env`
-   * adds settings (`WARREN__SECTION__KEY`) for every process.
+   * adds settings (`WARREN__SECTION__KEY`) for every process; `secret` is the HS256
+   * secret the services verify tokens with (a random one when not given), for a test
+   * that mints its own tokens; `tag` starts the prefix.
    */
-  static async start({ gateways = 2, env = {} } = {}) {
+  static async start({ gateways = 2, env = {}, secret, tag = 'wb' } = {}) {
     if (!existsSync(LAUNCHER)) {
       throw new Error(`${LAUNCHER} is missing: run cargo build --workspace --bins first`);
     }
     mkdirSync(LOGS, { recursive: true });
     const settings = { WARREN__GATEWAY__DEV_TOKENS: 'true', ...env };
-    const args = ['--gateways', String(gateways), '--dispatchers', '1', '--prefix-tag', 'wb'];
+    const args = ['--gateways', String(gateways), '--dispatchers', '1', '--prefix-tag', tag];
     args.push('--allow-own-origins', '--logs', LOGS, '--control');
+    if (secret) args.push('--secret', secret);
     for (const [key, value] of Object.entries(settings)) args.push('--env', `${key}=${value}`);
-    const child = spawn(LAUNCHER, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    // The launcher finds the services through the checkout it was built in; a target/
+    // copied from another checkout would run that checkout's services, so say which.
+    const processEnv = { CARGO_TARGET_DIR: join(ROOT, 'target'), ...process.env };
+    const child = spawn(LAUNCHER, args, { stdio: ['pipe', 'pipe', 'inherit'], env: processEnv });
     launchers.add(child);
     const stack = new Stack(child);
     const description = await Promise.race([stack.#next(), deadline(WAIT_MS, 'warren-stack to start the stack')]).catch(
@@ -89,6 +95,11 @@ export class Stack {
 
   url(i) {
     return this.gateways[i].url.replace(/\/$/, '');
+  }
+
+  /** Gateway i's WebSocket endpoint, `ws://host:port/ws`. */
+  wsUrl(i) {
+    return `${this.url(i).replace(/^http/, 'ws')}/ws`;
   }
 
   /** SIGTERM to gateway i; resolves when it has exited. */
