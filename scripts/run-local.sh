@@ -153,7 +153,7 @@ build_cmd=(cargo build "${build_args[@]}" --bins)
 log "building ($profile build): ${build_cmd[*]}"
 "${build_cmd[@]}"
 
-for bin in warren-stack warren-dispatcher warren-gateway warren-token; do
+for bin in warren-stack warren-dispatcher warren-gateway warren-token warren-admin; do
     [[ -x $bin_dir/$bin ]] || die "$bin_dir/$bin is missing after the build"
 done
 
@@ -243,6 +243,7 @@ Warren is running locally (dispatcher, gateways gw-a and gw-b; $profile build).
   Web client:               http://127.0.0.1:8080/
   Operations (loopback):    http://127.0.0.1:${OPS_PORTS[0]}/metrics, http://127.0.0.1:${OPS_PORTS[1]}/metrics  (/readyz, /stats)
   RabbitMQ console:         http://127.0.0.1:15672  (guest / guest)
+  Admin CLI:                $bin_dir/warren-admin --config deploy/local.toml rooms  (docs/ADMIN.md)
   Logs:                     $LOG_DIR/ (warren-stack.log, warren-d0.log, warren-gw0.log, warren-gw1.log)
 
 Tokens:

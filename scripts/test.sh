@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Warren's whole test suite against a real RabbitMQ and Redis on this
-# machine, in twelve steps; it stops at the first that fails, with a non-zero exit
+# machine, in fifteen steps; it stops at the first that fails, with a non-zero exit
 # status, and says which passed before it:
 #
 #   1. services          scripts/ensure-services.sh (installs and starts RabbitMQ and
@@ -10,27 +10,35 @@
 #   3. unit tests        cargo test --workspace --exclude warren-tests (every crate's
 #                        own tests, the dispatcher's in-process suites and the
 #                        launcher's, which start stacks of their own)
-#   4. python env        scripts/python-env.sh (.local/venv with pika and websockets:
-#                        the Python bot and client that some e2e tests run)
-#   5. e2e tests         cargo test -p warren-tests --test e2e --test rooms ...: the
-#                        cross-service tests, each on a stack with its own prefix
-#   6. browser tests     scripts/test-browser.sh (headless Chromium, playwright-core)
-#   7. websocket         scripts/autobahn.sh (Autobahn|Testsuite against the gateway's
+#   4. otlp exporter     cargo test -p warren-common --features otlp --test otlp (the
+#                        optional OpenTelemetry exporter sends a span to a collector
+#                        stand-in on 127.0.0.1)
+#   5. otlp build        cargo check of gateway and dispatcher with --features otlp
+#                        (a check: target/debug/warren-* stay the default build)
+#   6. python env        scripts/python-env.sh (.local/venv with pika, websockets and
+#                        kubernetes-validate)
+#   7. e2e tests         cargo test -p warren-tests --test e2e --test rooms ...: the
+#                        cross-service tests, each on a stack with its own prefix,
+#                        the dashboards' metrics, traces and the admin CLI included
+#   8. browser tests     scripts/test-browser.sh (headless Chromium, playwright-core)
+#   9. js client tests   scripts/test-js-client.sh (clients/js with node --test against
+#                        real stacks)
+#  10. websocket         scripts/autobahn.sh (Autobahn|Testsuite against the gateway's
 #      conformance       WebSocket layer)
-#   8. loadgen smoke     bench/run.sh --smoke (one tiny fan-out through the launcher)
-#   9. deploy files      scripts/validate-deploy.sh (docker-compose config with and
+#  11. loadgen smoke     bench/run.sh --smoke (one tiny fan-out through the launcher)
+#  12. deploy files      scripts/validate-deploy.sh (docker-compose config with and
 #                        without the observability profile, haproxy -c, promtool
 #                        check config/rules and test rules, kubernetes-validate on
 #                        deploy/k8s/, and the Rust agreement test against proto)
-#  10. fault tests       cargo test -p warren-tests --test faults -- --test-threads=1
+#  13. fault tests       cargo test -p warren-tests --test faults -- --test-threads=1
 #                        (they kill processes and restart the shared broker and store,
 #                        so they run alone)
-#  11. cluster tests     cargo test -p warren-tests --test cluster_rabbitmq --test
+#  14. cluster tests     cargo test -p warren-tests --test cluster_rabbitmq --test
 #                        cluster_redis -- --test-threads=1: each starts its own 3-node
 #                        RabbitMQ cluster or 6-node Redis Cluster on ports of its own
 #                        (scripts/rabbitmq-cluster.sh, scripts/redis-cluster.sh) and
 #                        stops it; alone, last
-#  12. services          scripts/ensure-services.sh again, to leave them running
+#  15. services          scripts/ensure-services.sh again, to leave them running
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -79,6 +87,7 @@ step "otlp build" cargo check -p warren-gateway -p warren-dispatcher --features 
 step "python env" bash scripts/python-env.sh
 step "e2e tests" cargo test -p warren-tests --test e2e --test rooms --test bots --test ops --test hostile --test security --test scale_path --test scale_out --test limits --test tokens --test dashboards --test traces --test admin
 step "browser tests" bash scripts/test-browser.sh
+step "js client tests" bash scripts/test-js-client.sh
 step "websocket conformance" bash scripts/autobahn.sh
 step "loadgen smoke" bash bench/run.sh --smoke --profile debug --no-build
 step "deploy files" bash scripts/validate-deploy.sh
