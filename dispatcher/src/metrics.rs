@@ -46,6 +46,9 @@ pub struct DispatcherMetrics {
     /// Commands answered `unavailable` because Redis refused a write (full, or unable
     /// to persist).
     pub store_refusals: Counter,
+    /// 1 while `/readyz` would answer 200, read when `/metrics` is rendered: an alert
+    /// can see a dispatcher that runs but cannot work (Redis or the broker lost).
+    pub ready: Gauge,
     amqp_up: AtomicBool,
     redis_up: AtomicBool,
 }
@@ -64,6 +67,7 @@ impl DispatcherMetrics {
             dispatchers: Gauge::default(),
             handovers: Counter::default(),
             store_refusals: Counter::default(),
+            ready: Gauge::default(),
             amqp_up: AtomicBool::new(false),
             redis_up: AtomicBool::new(false),
         };
@@ -79,6 +83,7 @@ impl DispatcherMetrics {
             dispatchers: "Live dispatchers in the roster",
             store_refusals: "Commands answered unavailable because Redis refused a write",
             handovers: "Shards handed over to another dispatcher",
+            ready: "1 while /readyz answers 200: consuming its shards with Redis reachable",
         );
         m
     }
@@ -117,6 +122,7 @@ impl DispatcherMetrics {
     }
 
     pub fn render(&self) -> String {
+        self.ready.set(i64::from(self.is_ready()));
         common::metrics::render(&self.registry)
     }
 }

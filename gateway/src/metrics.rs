@@ -89,6 +89,9 @@ pub struct GatewayMetrics {
     /// Gap repairs that could not read Redis (the members then miss those messages
     /// until they rejoin with `since`).
     pub gap_repairs_failed: Counter,
+    /// 1 while `/readyz` answers 200; set from the gateway's state each time `/metrics`
+    /// is rendered (`ops.rs`), so an alert sees a gateway that runs but refuses upgrades.
+    pub ready: Gauge,
 }
 
 impl GatewayMetrics {
@@ -121,6 +124,7 @@ impl GatewayMetrics {
             gap_repairs: Counter::default(),
             gap_messages_repaired: Counter::default(),
             gap_repairs_failed: Counter::default(),
+            ready: Gauge::default(),
         };
         m.register()
     }
@@ -132,6 +136,7 @@ impl GatewayMetrics {
             gap_repairs: "Gaps in a room's messages, or lost broker links, repaired from Redis",
             gap_messages_repaired: "Messages delivered by gap repair",
             gap_repairs_failed: "Gap repairs that could not read Redis",
+            ready: "1 while /readyz answers 200: broker link, topology and bindings in place",
             connections: "Open WebSocket connections",
             connections_opened: "WebSocket connections opened",
             connections_closed: "WebSocket connections closed, by close code",

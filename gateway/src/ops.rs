@@ -30,6 +30,7 @@ pub fn routes(gw: Arc<Gateway>) -> impl Filter<Extract = (Response,), Error = Re
     let metrics = warp::path!("metrics")
         .and(with_gw.clone())
         .map(|gw: Arc<Gateway>| {
+            gw.metrics.ready.set(i64::from(gw.is_ready()));
             warp::http::Response::builder()
                 .header("content-type", common::metrics::CONTENT_TYPE)
                 .body(gw.metrics.render().into())

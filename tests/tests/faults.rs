@@ -247,6 +247,9 @@ async fn broker_restart_under_traffic_loses_nothing_acked() {
     let before = acked_reaches(&controls, 100).await;
     let outage = BrokerOutage::begin().await;
     let noticed = checks::wait_readyz(&stack, &ALL, 503, Duration::from_secs(30)).await;
+    // What /readyz says, the readiness gauges say to Prometheus (the alerts'
+    // WarrenGatewayNotReady and WarrenDispatcherNotReady).
+    assert_ready_gauges(&stack, 0).await;
     let refused = stack
         .handshake(0, &Connect::token(stack.token("latecomer")))
         .await;
@@ -281,6 +284,7 @@ async fn broker_restart_under_traffic_loses_nothing_acked() {
     let stopping = outage.stopping;
     let down = outage.end().await;
     let back = checks::wait_readyz(&stack, &ALL, 200, Duration::from_secs(60)).await;
+    assert_ready_gauges(&stack, 1).await;
 
     let crowd = finish_crowd(running, total).await;
     let (checked, resent, unavailable) = (crowd.checked, crowd.resent, crowd.unavailable);
@@ -717,4 +721,25 @@ async fn gateway_sigkill_loop_with_reconnect_and_recovery() {
     // bindings of its killed incarnation. A gateway process deletes its queue on its first
     // connection, so none of those survive: the broker binds nothing to an empty gw0.
     end_clean(stack, &[A, B]).await;
+}
+
+/// Every process of [`ALL`] reads `want` on its readiness gauge
+/// (`warren_gateway_ready`, `warren_dispatcher_ready`).
+async fn assert_ready_gauges(stack: &Stack, want: u8) {
+    for proc in ALL {
+        let (text, line) = match proc {
+            Proc::Gateway(i) => (
+                stack.ops_get(i, "/metrics").await.text(),
+                format!("warren_gateway_ready {want}"),
+            ),
+            Proc::Dispatcher(i) => (
+                stack.dispatcher_get(i, "/metrics").await.text(),
+                format!("warren_dispatcher_ready {want}"),
+            ),
+        };
+        assert!(
+            text.lines().any(|l| l == line),
+            "{proc:?}: no `{line}` in\n{text}"
+        );
+    }
 }

@@ -224,6 +224,17 @@ async fn dispatcher_reports_health_and_readiness() {
     assert_eq!(stack.dispatcher_get(0, "/readyz").await.status, 200);
     assert_eq!(stack.ops_get(0, "/healthz").await.status, 200);
     assert_eq!(stack.ops_get(0, "/readyz").await.status, 200);
+    // The same verdict as a gauge, for alerts (the broker-outage fault test sees 0).
+    let dispatcher = stack.dispatcher_get(0, "/metrics").await.text();
+    assert!(
+        dispatcher.lines().any(|l| l == "warren_dispatcher_ready 1"),
+        "{dispatcher}"
+    );
+    let gateway = stack.ops_get(0, "/metrics").await.text();
+    assert!(
+        gateway.lines().any(|l| l == "warren_gateway_ready 1"),
+        "{gateway}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
