@@ -93,7 +93,24 @@ export interface Presence {
   members: User[];
 }
 
-export type ModerationAction = 'mute' | 'unmute' | 'kick' | 'ban' | 'unban' | 'delete' | 'grant' | 'revoke';
+export type ModerationAction =
+  | 'mute'
+  | 'unmute'
+  | 'kick'
+  | 'ban'
+  | 'unban'
+  | 'delete'
+  | 'grant'
+  | 'revoke'
+  | 'configure';
+
+/** A change to a room's settings (`configure`): only the fields given change. */
+export interface RoomSettings {
+  visibility?: 'public' | 'private';
+  announce?: boolean;
+  history_limit?: number;
+  history_on_join?: number;
+}
 
 export interface Moderation {
   type: 'moderation';
@@ -104,6 +121,8 @@ export interface Moderation {
   by: User;
   until?: number;
   role?: string;
+  /** For `configure`: the settings that changed. */
+  settings?: RoomSettings;
   reason?: string;
 }
 
@@ -222,6 +241,8 @@ export interface ModerateOptions {
   msgId?: string;
   role?: 'moderator' | 'member';
   durationS?: number;
+  /** For `configure` (owners and admins): the settings to change. */
+  settings?: RoomSettings;
   reason?: string;
 }
 

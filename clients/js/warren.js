@@ -509,15 +509,18 @@ export class WarrenClient {
 
   /**
    * A moderation action: `mute`, `unmute`, `kick`, `ban`, `unban` or `grant`/`revoke`
-   * about `user`, `delete` about `msgId`. Rejected with `disconnected` if the link drops
-   * before the answer (it is not repeated on its own).
+   * about `user`, `delete` about `msgId`, `configure` with `settings` (the room's
+   * visibility, announce, history_limit, history_on_join: only those given change).
+   * Rejected with `disconnected` if the link drops before the answer (it is not
+   * repeated on its own).
    */
-  moderate(room, action, { user, msgId, role, durationS, reason } = {}) {
+  moderate(room, action, { user, msgId, role, durationS, settings, reason } = {}) {
     const frame = { type: 'moderate', room, action };
     if (user !== undefined) frame.user = user;
     if (msgId !== undefined) frame.msg_id = msgId;
     if (role !== undefined) frame.role = role;
     if (durationS !== undefined) frame.duration_s = durationS;
+    if (settings !== undefined) frame.settings = settings;
     if (reason !== undefined) frame.reason = reason;
     return this.#request(frame);
   }

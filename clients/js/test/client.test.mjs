@@ -189,6 +189,24 @@ describe('the JavaScript client on a real stack', { timeout: 240_000 }, () => {
     assert.deepEqual(got.map((m) => m.text), ['first', 'second']);
   });
 
+  it('changes a room\'s settings with configure: members see the change and it holds', async () => {
+    const room = unique('configure');
+    const owner = client('owner', 0);
+    const member = client('member', 1);
+    await within('the owner creates the room', owner.join(room));
+    await within('a member joins', member.join(room));
+    const told = nextEvent(member, 'moderation', (m) => m.room === room && m.action === 'configure');
+    await within('configure', owner.moderate(room, 'configure', { settings: { announce: true } }));
+    const event = await within('the moderation event', told);
+    assert.deepEqual(event.settings, { announce: true });
+    assert.equal(event.by.id, 'owner');
+    // Announce: only moderators and above may send; a member may not change it back.
+    await assert.rejects(member.send(room, 'may I?'), { code: 'forbidden' });
+    await assert.rejects(member.moderate(room, 'configure', { settings: { announce: false } }), { code: 'forbidden' });
+    await within('configure', owner.moderate(room, 'configure', { settings: { announce: false } }));
+    await within('a member\'s send', member.send(room, 'now I may'));
+  });
+
   it('rejects a refused request with the server\'s code', async () => {
     const c = client('refused', 0);
     await nextEvent(c, 'state', (s) => s.state === 'open');

@@ -3,7 +3,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 
 import * as warren from '../warren.js';
@@ -42,4 +43,31 @@ test('every event in the typings\' EventMap is one the client emits', () => {
     const emitted = source.includes(`#emit('${event}'`) || byType.includes(event) || source.includes(`case '${event}':`);
     assert.ok(emitted, `${event} is emitted`);
   }
+});
+
+// The typings as TypeScript sees them: tsc (clients/js's one dev dependency, installed
+// by scripts/test-js-client.sh) checks a program written against them, strictly, and
+// refuses every marked misuse.
+const TSC = resolve(import.meta.dirname, '..', 'node_modules', 'typescript', 'bin', 'tsc');
+
+function tsc(project) {
+  assert.ok(existsSync(TSC), `${TSC} is missing: npm ci in clients/js (scripts/test-js-client.sh does)`);
+  return spawnSync(process.execPath, [TSC, '-p', resolve(import.meta.dirname, 'types', project)], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+}
+
+test('a program using the documented API type-checks against warren.d.ts (tsc --strict)', () => {
+  const run = tsc('tsconfig.json');
+  assert.equal(run.status, 0, `tsc: ${run.stdout}${run.stderr}`);
+});
+
+test('tsc refuses each misuse in misuse.ts, at its own line', () => {
+  const run = tsc('tsconfig.misuse.json');
+  assert.notEqual(run.status, 0);
+  const lines = [...run.stdout.matchAll(/misuse\.ts\((\d+),\d+\): error TS\d+/g)].map((m) => Number(m[1]));
+  const source = readFileSync(resolve(import.meta.dirname, 'types', 'misuse.ts'), 'utf8').split('\n');
+  const marked = source.flatMap((line, i) => (/^\/\/ /.test(source[i - 1] ?? '') && i > 4 && line.trim() ? [i + 1] : []));
+  assert.deepEqual(lines, marked, `tsc said:\n${run.stdout}`);
 });
