@@ -9,15 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{bail, Context};
 use common::store::RedisConnection;
 use proto::keys::Keys;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, ScanOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::AdminConfig;
 
 /// Keys one `SCAN` call is asked to look at.
 const SCAN_COUNT: usize = 1000;
-/// The most `SCAN` calls one listing makes: bounds a listing of a huge store.
-const MAX_SCAN_CALLS: usize = 100_000;
+/// The most keys one listing reads: bounds a listing of a huge store.
+const MAX_KEYS: usize = 10_000_000;
 
 /// The store, read-only.
 pub struct Store {
@@ -115,32 +115,27 @@ impl Store {
         })
     }
 
-    /// Every key matching `pattern`, bounded by [`MAX_SCAN_CALLS`].
+    /// Every key matching `pattern`, bounded by [`MAX_KEYS`].
     async fn scan(&mut self, pattern: &str) -> anyhow::Result<Vec<String>> {
         if self.cluster {
             // A cluster's SCAN walks one node only: a partial list would mislead.
             bail!("listing keys is not supported on Redis Cluster (docs/ADMIN.md)");
         }
-        let mut cursor: u64 = 0;
+        let options = ScanOptions::default()
+            .with_pattern(pattern)
+            .with_count(SCAN_COUNT);
+        let mut keys: redis::AsyncIter<String> = self.conn.scan_options(options).await?;
         let mut found = Vec::new();
-        for _ in 0..MAX_SCAN_CALLS {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut self.conn)
-                .await?;
-            found.extend(keys);
-            if next == 0 {
-                found.sort();
-                found.dedup();
-                return Ok(found);
+        while let Some(key) = keys.next_item().await {
+            found.push(key?);
+            if found.len() > MAX_KEYS {
+                bail!("more than {MAX_KEYS} keys match {pattern}: too many for one listing");
             }
-            cursor = next;
         }
-        bail!("more keys match {pattern} than one listing reads");
+        // SCAN may return a key more than once.
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// The ids of every room that exists (has settings), dm rooms included, sorted.
