@@ -3,10 +3,12 @@
 //! RabbitMQ checks the `user_id` property against the publishing connection's login, so
 //! it is the one thing about a command nobody can forge. A gateway account speaks for the
 //! users it authenticated, so its `actor` is believed; any other account is a bot acting
-//! as itself, whatever its body claims. What cannot be read, or comes without a
-//! `user_id`, is rejected: the caller dead-letters it instead of retrying it forever.
+//! as itself, whatever its body claims, with the global `admin` role only when its login
+//! is in `dispatcher.admin_bots` (the admin CLI's account). What cannot be read, or comes
+//! without a `user_id`, is rejected: the caller dead-letters it instead of retrying it
+//! forever.
 
-use proto::amqp::{Actor, Command};
+use proto::amqp::{Actor, Command, ADMIN_ROLE};
 use proto::ids::{shard_of, validate_user, MAX_REF_LEN};
 use proto::BODY_VERSION;
 
@@ -31,24 +33,43 @@ impl Rejection {
     }
 }
 
+/// Which broker logins are trusted with what.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// Gateways (`amqp.gateway_accounts`): their commands' `actor` is believed.
+    pub gateways: Vec<String>,
+    /// Bots that act as global admins (`dispatcher.admin_bots`).
+    pub admin_bots: Vec<String>,
+}
+
+impl Accounts {
+    pub fn from_settings(settings: &common::Settings) -> Accounts {
+        Accounts {
+            gateways: settings.amqp.gateway_accounts.clone(),
+            admin_bots: settings.dispatcher.admin_bots.clone(),
+        }
+    }
+}
+
 /// Parses a command and settles who it acts for.
-pub fn read(
-    body: &[u8],
-    user_id: Option<&str>,
-    gateway_accounts: &[String],
-) -> Result<Command, Rejection> {
+pub fn read(body: &[u8], user_id: Option<&str>, accounts: &Accounts) -> Result<Command, Rejection> {
     let login = user_id.ok_or_else(|| Rejection::new("no user_id property"))?;
     let mut command: Command = serde_json::from_slice(body)
         .map_err(|e| Rejection::new(format!("malformed command: {e}")))?;
     if command.v != BODY_VERSION {
         return Err(Rejection::new(format!("unsupported version {}", command.v)));
     }
-    if !gateway_accounts.iter().any(|account| account == login) {
+    if !accounts.gateways.iter().any(|account| account == login) {
         // A bot: its identity is its login, and it has no WebSocket connection.
+        let admin = accounts.admin_bots.iter().any(|bot| bot == login);
         command.actor = Actor {
             id: login.to_owned(),
             name: login.to_owned(),
-            roles: vec![],
+            roles: if admin {
+                vec![ADMIN_ROLE.to_owned()]
+            } else {
+                vec![]
+            },
             bot: true,
         };
         command.conn = None;
@@ -87,8 +108,37 @@ mod tests {
     const SEND: &str = r#"{"v":1,"kind":"send","room":"general","text":"hi","ref":"r1",
         "actor":{"id":"alice","name":"Alice","roles":["admin"]},"conn":{"gateway":"g","session":"s"}}"#;
 
-    fn accounts() -> Vec<String> {
-        vec!["warren-gateway".into(), "guest".into()]
+    fn accounts() -> Accounts {
+        Accounts {
+            gateways: vec!["warren-gateway".into(), "guest".into()],
+            admin_bots: vec!["ops-cli".into()],
+        }
+    }
+
+    #[test]
+    fn only_bots_named_in_admin_bots_act_as_admins() {
+        let admin = read(SEND.as_bytes(), Some("ops-cli"), &accounts()).unwrap();
+        assert!(admin.actor.is_admin() && admin.actor.bot);
+        assert!(!read(SEND.as_bytes(), Some("other-bot"), &accounts())
+            .unwrap()
+            .actor
+            .is_admin());
+        // A user (through a gateway) called like the bot gets nothing from the setting.
+        let user = SEND.replace(
+            r#""id":"alice","name":"Alice","roles":["admin"]"#,
+            r#""id":"ops-cli","name":"x""#,
+        );
+        assert!(!read(user.as_bytes(), Some("guest"), &accounts())
+            .unwrap()
+            .actor
+            .is_admin());
+        // Nor does a bot when nobody is listed.
+        assert!(
+            !read(SEND.as_bytes(), Some("ops-cli"), &Accounts::default())
+                .unwrap()
+                .actor
+                .is_admin()
+        );
     }
 
     #[test]

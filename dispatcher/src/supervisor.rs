@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Assignment, Balancer};
 use crate::commands::{Handler, Rules};
+use crate::intake::Accounts;
 use crate::metrics::DispatcherMetrics;
 use crate::publisher::Publisher;
 use crate::retention::{self, Touched};
@@ -61,7 +62,7 @@ pub struct Supervisor {
     settings: Settings,
     names: Names,
     rules: Rules,
-    gateway_accounts: Arc<[String]>,
+    accounts: Arc<Accounts>,
     /// Rooms from configuration, checked by [`crate::run`].
     configured: Vec<ConfiguredRoom>,
     /// Tells this process's consumers apart in the console, and names it in the roster.
@@ -77,7 +78,7 @@ impl Supervisor {
             metrics,
             names: Names::new(settings.amqp.prefix.clone()),
             rules: Rules::from_settings(&settings),
-            gateway_accounts: settings.amqp.gateway_accounts.clone().into(),
+            accounts: Arc::new(Accounts::from_settings(&settings)),
             configured: rooms::plan(&settings.rooms.list).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "ignoring the rooms from configuration");
                 Vec::new()
@@ -238,7 +239,7 @@ impl Supervisor {
                 self.metrics.clone(),
                 touched,
             ),
-            gateway_accounts: self.gateway_accounts.clone(),
+            accounts: self.accounts.clone(),
             backoff: self.backoff(),
             metrics: self.metrics.clone(),
             stop: stop.clone(),

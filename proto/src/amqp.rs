@@ -151,6 +151,9 @@ pub fn parse_event_key(key: &str) -> Option<(Target, &str)> {
     Some((target, kind))
 }
 
+/// The global role that ranks above every room role (a token's `roles`, an admin bot's).
+pub const ADMIN_ROLE: &str = "admin";
+
 /// Who a command acts for. The dispatcher believes it only from a gateway account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -164,7 +167,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == "admin")
+        self.roles.iter().any(|r| r == ADMIN_ROLE)
     }
 }
 

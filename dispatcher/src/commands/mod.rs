@@ -52,8 +52,6 @@ pub struct Rules {
     pub user_sends: (u32, u32),
     /// A bot's commands per second, and burst (0: none).
     pub bot_commands: (u32, u32),
-    /// Bot logins that act as global admins (`dispatcher.admin_bots`).
-    pub admin_bots: Vec<String>,
 }
 
 impl Rules {
@@ -78,22 +76,7 @@ impl Rules {
                 settings.dispatcher.bot_commands_per_sec,
                 settings.dispatcher.bot_command_burst,
             ),
-            admin_bots: settings.dispatcher.admin_bots.clone(),
         }
-    }
-
-    /// The command as it acts: a bot named in `admin_bots` holds the global `admin` role
-    /// (a bot's `actor` is its login, set from the AMQP `user_id`, so this cannot be
-    /// claimed by anyone else); every other command as it came.
-    pub fn elevate<'c>(&self, cmd: &'c Command) -> std::borrow::Cow<'c, Command> {
-        let admin_bot =
-            cmd.actor.bot && !cmd.actor.is_admin() && self.admin_bots.contains(&cmd.actor.id);
-        if !admin_bot {
-            return std::borrow::Cow::Borrowed(cmd);
-        }
-        let mut elevated = cmd.clone();
-        elevated.actor.roles.push(ADMIN_ROLE.to_owned());
-        std::borrow::Cow::Owned(elevated)
     }
 
     /// How many messages a join of a room with `meta` gets when it cannot recover.
@@ -112,9 +95,6 @@ impl Rules {
         }
     }
 }
-
-/// The global role that ranks above every room role.
-pub const ADMIN_ROLE: &str = "admin";
 
 /// An event and where it is published: once per room key, and once per user it is
 /// addressed to.
@@ -262,7 +242,6 @@ impl Handler {
         cmd: &Command,
         message_id: Option<&str>,
     ) -> Result<Outcome, StoreError> {
-        let cmd = &*self.rules.elevate(cmd);
         let ctx = Ctx {
             store: &self.store,
             rules: &self.rules,
@@ -353,46 +332,5 @@ impl Handler {
                 format!("at most {per_sec} a second (burst {burst}) for this user"),
             )
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proto::amqp::Actor;
-    use proto::client::RoomOnly;
-
-    fn rules(admin_bots: &[&str]) -> Rules {
-        let mut settings = Settings::load_from(None, Some(Default::default())).expect("defaults");
-        settings.dispatcher.admin_bots = admin_bots.iter().map(|b| (*b).to_owned()).collect();
-        Rules::from_settings(&settings)
-    }
-
-    fn command(id: &str, bot: bool) -> Command {
-        Command {
-            v: 1,
-            body: CommandBody::Presence(RoomOnly { room: "r".into() }),
-            actor: Actor {
-                id: id.into(),
-                name: id.into(),
-                roles: Vec::new(),
-                bot,
-            },
-            reference: None,
-            conn: None,
-        }
-    }
-
-    #[test]
-    fn only_bots_named_in_admin_bots_act_as_admins() {
-        let rules = rules(&["ops-cli"]);
-        assert!(rules.elevate(&command("ops-cli", true)).actor.is_admin());
-        assert!(!rules.elevate(&command("other-bot", true)).actor.is_admin());
-        // A user (from a gateway) called like the bot gets nothing from the setting.
-        assert!(!rules.elevate(&command("ops-cli", false)).actor.is_admin());
-        assert!(!self::rules(&[])
-            .elevate(&command("ops-cli", true))
-            .actor
-            .is_admin());
     }
 }

@@ -50,7 +50,7 @@ use tracing::Instrument;
 
 use crate::balance::{Assignment, HOLD, PROBE_FROM_HEADER, PROBE_TYPE};
 use crate::commands::{Handler, Outcome};
-use crate::intake::{self, Rejection};
+use crate::intake::{self, Accounts, Rejection};
 use crate::metrics::DispatcherMetrics;
 use crate::publisher::{Batch, Publisher, ReplyTo};
 use decider::{decide, Decider};
@@ -84,8 +84,8 @@ pub enum Ended {
 pub struct ShardContext {
     pub publisher: Publisher,
     pub handler: Handler,
-    /// AMQP logins whose commands speak for their `actor`.
-    pub gateway_accounts: Arc<[String]>,
+    /// Which AMQP logins speak for their `actor`, and which bots act as admins.
+    pub accounts: Arc<Accounts>,
     /// The retry backoff each failing command or refused batch starts from.
     pub backoff: Backoff,
     pub metrics: Arc<DispatcherMetrics>,
@@ -105,7 +105,7 @@ pub struct Shard {
     index: u32,
     channel: Channel,
     consumer: Consumer,
-    gateway_accounts: Arc<[String]>,
+    accounts: Arc<Accounts>,
     metrics: Arc<DispatcherMetrics>,
     stop: CancellationToken,
     decider: Arc<Decider>,
@@ -143,7 +143,7 @@ impl Shard {
                 backoff: context.backoff,
                 stop: context.stop,
             }),
-            gateway_accounts: context.gateway_accounts,
+            accounts: context.accounts,
             room_order: context.room_order,
             shards: context.shards,
             assignment: context.assignment,
@@ -229,7 +229,7 @@ impl Shard {
                         self.window.push(delivery.delivery_tag, started, None, Batch::default());
                     } else {
                         let user_id = props.user_id().as_ref().map(|u| u.as_str());
-                        let read = intake::read(&delivery.data, user_id, &self.gateway_accounts)
+                        let read = intake::read(&delivery.data, user_id, &self.accounts)
                             .and_then(|command| intake::check_shard(command, self.index, self.shards));
                         match read {
                             Err(Rejection(reason)) => {

@@ -65,7 +65,11 @@ mod tests {
         "actor":{"id":"alice","name":"Alice"}}"#;
 
     fn command() -> Command {
-        crate::intake::read(SEND.as_bytes(), Some("guest"), &["guest".to_owned()]).unwrap()
+        let accounts = crate::intake::Accounts {
+            gateways: vec!["guest".to_owned()],
+            admin_bots: Vec::new(),
+        };
+        crate::intake::read(SEND.as_bytes(), Some("guest"), &accounts).unwrap()
     }
 
     fn with_headers(pairs: &[(&str, &str)]) -> BasicProperties {
